@@ -1,0 +1,3 @@
+from lokfile.cli import main
+
+main()

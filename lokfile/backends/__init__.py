@@ -1,0 +1,52 @@
+"""Backend registry: built-in types by name, plugins by entry point.
+
+`create(config)` is the only way the engine makes a backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lokfile.backends.base import Backend, BackendError, ErrorKind
+from lokfile.model import BackendConfig
+
+# type name -> "module:Class", imported on first use (start-up time matters)
+BUILTIN_TYPES: dict[str, str] = {
+    "test": "lokfile.backends.fake:TestBackend",
+}
+
+ENTRY_POINT_GROUP = "lokfile.backends"
+
+
+def _plugin_types() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_types() -> list[str]:
+    """Every backend type name: built-ins first, then installed plugins."""
+    return sorted(BUILTIN_TYPES) + sorted(t for t in _plugin_types() if t not in BUILTIN_TYPES)
+
+
+def backend_class(type_name: str) -> type[Backend]:
+    """The class implementing `type_name` (BackendError NOT_INSTALLED if unknown)."""
+    target = BUILTIN_TYPES.get(type_name)
+    if target is not None:
+        module, _, attr = target.partition(":")
+        cls: type[Backend] = getattr(importlib.import_module(module), attr)
+        return cls
+    plugin = _plugin_types().get(type_name)
+    if plugin is None:
+        raise BackendError(
+            ErrorKind.NOT_INSTALLED,
+            f"unknown backend type '{type_name}' (known: {', '.join(known_types())})",
+        )
+    loaded: type[Backend] = plugin.load()
+    return loaded
+
+
+def create(config: BackendConfig) -> Backend:
+    """A ready-to-query backend for `config`."""
+    return backend_class(config.type)(config)

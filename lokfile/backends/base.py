@@ -1,0 +1,122 @@
+"""The backend contract: one method that answers a prompt.
+
+A backend type is a class registered under a name (`claude`, `ollama`, …):
+built-ins in `BUILTIN_TYPES`, plugins through the entry-point group
+`lokfile.backends` (the entry point loads the class). Instances are made in
+worker processes from a picklable `BackendConfig`, so a backend holds no state
+that must cross a process boundary.
+
+Errors:
+
+    BackendError(kind, message, retry_after)
+        kind is one of ErrorKind: rate_limit, overload, quota, auth,
+        not_installed, network, timeout, bad_response, failed.
+        `retryable` says whether trying again can help.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from lokfile.model import BackendConfig
+
+
+class ErrorKind(str, enum.Enum):
+    RATE_LIMIT = "rate_limit"
+    OVERLOAD = "overload"
+    QUOTA = "quota"
+    AUTH = "auth"
+    NOT_INSTALLED = "not_installed"
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+    BAD_RESPONSE = "bad_response"
+    FAILED = "failed"
+
+    @property
+    def retryable(self) -> bool:
+        return self not in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.NOT_INSTALLED)
+
+
+SUMMARIES = {
+    ErrorKind.RATE_LIMIT: "rate limited (try again later or use fewer backends)",
+    ErrorKind.OVERLOAD: "no capacity available (try again later)",
+    ErrorKind.QUOTA: "quota exhausted (check your plan or billing)",
+    ErrorKind.AUTH: "authentication failed (check your API credentials)",
+    ErrorKind.NOT_INSTALLED: "not installed (install the backend CLI tool)",
+    ErrorKind.NETWORK: "network error (is the server running and reachable?)",
+    ErrorKind.TIMEOUT: "timed out",
+    ErrorKind.BAD_RESPONSE: "bad response (the answer could not be read)",
+}
+
+
+class BackendError(Exception):
+    """A backend could not answer. Picklable: it crosses from workers to the coordinator."""
+
+    def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
+        super().__init__(kind, message, retry_after)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return self.message
+
+    def summary(self) -> str:
+        """One line for a person: the class of failure, then the first line of the detail."""
+        first = self.message.strip().splitlines()[0] if self.message.strip() else ""
+        if len(first) > 120:
+            first = first[:117] + "..."
+        label = SUMMARIES.get(self.kind)
+        if label and first:
+            return f"{label}: {first}"
+        return label or first or self.kind.value
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt for one backend. Per-step options override the backend's own."""
+
+    prompt: str
+    cwd: str
+    system: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    timeout_s: float | None = None  # lok's own deadline for this attempt; backends must honour it
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    model: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What `lok doctor` shows for one backend."""
+
+    ready: bool
+    found: bool = True
+    version: str | None = None
+    detail: str = ""
+    key_set: bool | None = None  # None: this backend needs no key
+
+
+class Backend(Protocol):
+    """What every backend type implements."""
+
+    type_name: ClassVar[str]
+
+    def __init__(self, config: BackendConfig) -> None: ...
+
+    def query(self, request: Request) -> Answer:
+        """Answer the prompt or raise BackendError. Must return before request.timeout_s."""
+        ...
+
+    def health(self, probe: bool = False) -> Health:
+        """Is it installed / reachable / configured? With probe, send a one-line prompt."""
+        ...

@@ -1,0 +1,142 @@
+"""The `lok` command: a click group whose subcommands load on first use.
+
+`lok --help` and `lok --version` import only click: each subcommand lives in
+its own module, listed in COMMANDS with its one-line help, and is imported
+only when it runs. Errors are turned into `Error: …` / `Hint: …` here, once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lokfile import __version__
+
+# name -> ("module:attr", one-line help shown by `lok --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("lokfile.cli.run:run", "Run a workflow, rebuilding only what changed."),
+    "status": ("lokfile.cli.run:status", "Show each step fresh or stale, and why."),
+    "watch": ("lokfile.cli.watch:watch", "Run a workflow, then rerun it whenever its inputs change."),
+    "runs": ("lokfile.cli.runs:runs", "Run history: list, show, diff, verify, revert."),
+    "gc": ("lokfile.cli.runs:gc", "Remove stored artifacts that no kept run reaches."),
+    "workflow": ("lokfile.cli.workflow:workflow", "List, show and validate workflows."),
+    "init": ("lokfile.cli.workflow:init", "Create lok.toml, an example workflow and .lok/."),
+    "ask": ("lokfile.cli.backends:ask", "Ask every available backend one prompt, in parallel."),
+    "doctor": ("lokfile.cli.backends:doctor", "Check every configured backend."),
+    "backends": ("lokfile.cli.backends:backends", "List the configured backends."),
+    "suggest": ("lokfile.cli.modes:suggest", "Rank the backends for a task."),
+    "hunt": ("lokfile.cli.modes:hunt", "Hunt for bugs (built-in workflow)."),
+    "audit": ("lokfile.cli.modes:audit", "Security audit (built-in workflow)."),
+    "explain": ("lokfile.cli.modes:explain", "Explain a codebase (built-in workflow)."),
+    "diff": ("lokfile.cli.modes:diff", "Review a git diff (built-in workflow)."),
+    "ci": ("lokfile.cli.modes:ci", "Find the root cause of failed CI checks on a PR."),
+    "fix": ("lokfile.cli.modes:fix", "Propose a fix for a GitHub issue."),
+    "debate": ("lokfile.cli.modes:debate", "Let the backends debate a question."),
+    "spawn": ("lokfile.cli.modes:spawn", "Split a task into parallel subtasks."),
+    "conduct": ("lokfile.cli.modes:conduct", "Let a conductor backend delegate a task."),
+}
+
+
+@dataclass
+class Session:
+    """Global options, handed to every subcommand as the click context object."""
+
+    directory: Path | None
+    config_file: Path | None
+    debug: bool
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module, _, attr = entry[0].partition(":")
+        try:
+            command: click.Command = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            if ctx.find_root().params.get("debug"):
+                raise
+            return None
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="lok", message="%(prog)s %(version)s")
+@click.option(
+    "-C", "directory", type=click.Path(file_okay=False, path_type=Path),
+    help="Run as if lok was started in DIR (the project root is searched from there).",
+)
+@click.option(
+    "-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also read this config file, over lok.toml (highest precedence).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, directory: Path | None, config_file: Path | None, debug: bool) -> None:
+    """lok runs multi-LLM workflows like make: every step's output is cached by
+    what went into it, so a rerun only pays for what changed.
+
+    \b
+    Quick start:
+      lok init                 create lok.toml and .lok/workflows/example.toml
+      lok run example          run it (again: nothing is rerun)
+      lok status example       what is fresh, what is stale, and why
+      lok runs diff            what changed between the last two runs
+
+    Exit codes: 0 ok, 1 a step or run failed, 2 bad input, 130 interrupted.
+    """
+    ctx.obj = Session(directory=directory, config_file=config_file, debug=debug)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `lok` script."""
+    from lokfile.errors import LokError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="lok", standalone_mode=False)
+    except LokError as exc:
+        if debug:
+            raise
+        report_error(exc)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # the edge: nothing unexpected escapes as a traceback
+        if debug:
+            raise
+        click.echo(f"Error: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo("Hint: rerun with --debug for the traceback, and please report it", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+def report_error(exc: Any) -> None:
+    """Print a LokError as `Error: …` / `Hint: …` lines on stderr."""
+    for line in exc.lines():
+        click.echo(line, err=True)

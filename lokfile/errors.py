@@ -1,0 +1,115 @@
+"""lok's errors: one root, each with a message, a hint and an exit code.
+
+    LokError                  anything lok reports to a user (exit 2 unless said otherwise)
+    ├── UsageError            bad command-line input
+    ├── ConfigError           lok.toml could not be read or is invalid
+    ├── WorkflowError         a workflow file could not be loaded; carries every Problem found
+    ├── TemplateError         a template does not compile or does not render
+    ├── StoreError            .lok/ is unreadable or corrupt (exit 1)
+    └── Interrupted           the user pressed Ctrl-C (exit 130)
+
+Step failures are *not* exceptions: they are outcomes recorded in the run.
+Backend failures are `lokfile.backends.base.BackendError`, converted into step
+outcomes by the executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file, located as precisely as we can."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    hint: str | None = None
+
+    def where(self) -> str:
+        """`file:line`, `file` or '' — the prefix of a one-line report."""
+        if self.file and self.line:
+            return f"{self.file}:{self.line}"
+        return self.file or ""
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f"{where}: {self.message}" if where else self.message
+
+
+class LokError(Exception):
+    """Root of every error lok reports; printed as `Error: …` / `Hint: …`."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def lines(self) -> list[str]:
+        """The report a user sees, without the `Error:`/`Hint:` labels' colours."""
+        out = [f"Error: {self.message}"]
+        if self.hint:
+            out.append(f"Hint: {self.hint}")
+        return out
+
+
+class UsageError(LokError):
+    """The command line asked for something impossible."""
+
+
+class ConfigError(LokError):
+    """A config file is unreadable or invalid."""
+
+
+class TemplateError(LokError):
+    """A template does not compile, or names something that does not exist."""
+
+
+class WorkflowError(LokError):
+    """A workflow file is invalid; `problems` holds every problem found at once."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        assert problems, "a WorkflowError needs at least one problem"
+        self.problems = problems
+        first = problems[0]
+        if len(problems) == 1:
+            super().__init__(str(first), first.hint)
+        else:
+            files = sorted({p.file for p in problems if p.file})
+            label = files[0] if len(files) == 1 else "workflow"
+            super().__init__(
+                f"{label}: {len(problems)} problems",
+                "fix them all; `lok workflow validate` checks a file without running it",
+            )
+
+    def lines(self) -> list[str]:
+        out = [f"Error: {self.message}"]
+        if len(self.problems) > 1:
+            for p in self.problems:
+                out.append(f"  {p}" + (f" ({p.hint})" if p.hint else ""))
+        if self.hint:
+            out.append(f"Hint: {self.hint}")
+        return out
+
+
+class StoreError(LokError):
+    """The store or run history is unreadable."""
+
+    exit_code = EXIT_FAILED
+
+
+class Interrupted(LokError):
+    """Ctrl-C: the run was recorded as interrupted."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str = "interrupted", hint: str | None = None) -> None:
+        super().__init__(message, hint or "`lok run --resume` continues where it stopped")
