@@ -14,6 +14,7 @@ from lokfile.model import BackendConfig
 # type name -> "module:Class", imported on first use (start-up time matters)
 BUILTIN_TYPES: dict[str, str] = {
     "test": "lokfile.backends.fake:TestBackend",
+    "local": "lokfile.backends.local:LocalBackend",
 }
 
 ENTRY_POINT_GROUP = "lokfile.backends"
