@@ -15,6 +15,13 @@ from lokfile.model import BackendConfig
 BUILTIN_TYPES: dict[str, str] = {
     "test": "lokfile.backends.fake:TestBackend",
     "local": "lokfile.backends.local:LocalBackend",
+    "claude": "lokfile.backends.claude:ClaudeBackend",
+    "codex": "lokfile.backends.codex:CodexBackend",
+    "gemini": "lokfile.backends.gemini:GeminiBackend",
+    "ollama": "lokfile.backends.ollama:OllamaBackend",
+    "openai": "lokfile.backends.openai:OpenAIBackend",
+    "anthropic": "lokfile.backends.anthropic:AnthropicBackend",
+    "command": "lokfile.backends.command:CommandBackend",
 }
 
 ENTRY_POINT_GROUP = "lokfile.backends"

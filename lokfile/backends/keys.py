@@ -22,7 +22,7 @@ EXTRA_KEYS: dict[str, frozenset[str]] = {
         "state_dir", "log_file",
     }),
     "command": frozenset({"prompt_via", "env"}),
-    "claude": frozenset({"env", "max_retries"}),
+    "claude": frozenset({"env", "max_retries", "system_mode"}),
     "codex": frozenset({"env"}),
     "gemini": frozenset({"env", "max_retries"}),
     "ollama": frozenset({"headers"}),

@@ -1,0 +1,170 @@
+"""`type = "claude"`: the Claude Code CLI in print mode.
+
+    claude -p --output-format json [--model M] [--append-system-prompt S] ARGS…   < prompt
+
+The prompt goes on stdin. The CLI prints one JSON object; failures arrive on
+stdout too, as `"subtype": "success", "is_error": true`, with the HTTP status
+in `api_error_status`. Its own retries are capped (CLAUDE_CODE_MAX_RETRIES,
+`max_retries`, default 0) so lok's deadline and retry policy decide.
+
+Config: `model`, `system` (appended to Claude Code's own system prompt; set
+`system_mode = "replace"` to replace it), `args` (appended), `url` (sets
+ANTHROPIC_BASE_URL), `api_key_env` (its value becomes ANTHROPIC_API_KEY),
+`env` (extra variables), `max_retries`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from lokfile.backends import subproc
+from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
+from lokfile.model import BackendConfig
+
+DEFAULT_MAX_RETRIES = 0
+
+
+def kind_for_status(status: Any, message: str) -> ErrorKind:
+    """ErrorKind from claude's `api_error_status` and result text."""
+    text = message.lower()
+    if status == 429:
+        if "usage limit" in text or "spend limit" in text or "credit balance" in text:
+            return ErrorKind.QUOTA
+        return ErrorKind.RATE_LIMIT
+    if status in (529, 503) or "overloaded" in text:
+        return ErrorKind.OVERLOAD
+    if status in (401, 403) or "not logged in" in text or "invalid api key" in text:
+        return ErrorKind.AUTH
+    if "credit balance" in text or "usage limit" in text:
+        return ErrorKind.QUOTA
+    if "unable to connect" in text or "connectionrefused" in text or "fetch failed" in text:
+        return ErrorKind.NETWORK
+    if status in (408, 504) or "timed out" in text:
+        return ErrorKind.TIMEOUT
+    return ErrorKind.FAILED
+
+
+def last_json_object(text: str) -> dict[str, Any] | None:
+    """The last line of `text` that is a JSON object (CLIs may print warnings first)."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                return doc
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+class ClaudeBackend:
+    """Runs the Claude Code CLI; see the module docstring."""
+
+    type_name: ClassVar[str] = "claude"
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+    def _env(self) -> tuple[dict[str, str], str | None]:
+        cfg = self.config
+        extra = {
+            "CLAUDE_CODE_MAX_RETRIES": str(cfg.extra.get("max_retries", DEFAULT_MAX_RETRIES)),
+        }
+        if cfg.url:
+            extra["ANTHROPIC_BASE_URL"] = cfg.url
+        key = None
+        if cfg.api_key_env:
+            key = subproc.env_key(cfg.api_key_env)
+            extra["ANTHROPIC_API_KEY"] = key
+        extra.update(subproc.config_env(cfg))
+        return subproc.child_env(extra), key
+
+    def argv(self, request: Request) -> list[str]:
+        """The command line (the prompt is not in it: it goes on stdin)."""
+        cfg = self.config
+        argv = [*subproc.program_argv(cfg, "claude"), "-p", "--output-format", "json"]
+        model = request.model or cfg.model
+        if model:
+            argv += ["--model", model]
+        system = request.system or cfg.options.get("system")
+        if system:
+            flag = (
+                "--system-prompt"
+                if cfg.extra.get("system_mode") == "replace"
+                else "--append-system-prompt"
+            )
+            argv += [flag, str(system)]
+        return argv + list(cfg.args)
+
+    def query(self, request: Request) -> Answer:
+        """One print-mode run of the CLI."""
+        env, key = self._env()
+        done = subproc.run(
+            self.argv(request),
+            stdin=request.prompt.encode(),
+            cwd=request.cwd,
+            env=env,
+            timeout_s=subproc.effective_timeout(request.timeout_s, self.config),
+        )
+        return self.parse(done, key)
+
+    def parse(self, done: subproc.Completed, key: str | None = None) -> Answer:
+        """The answer in the CLI's output, or the classified failure."""
+        doc = last_json_object(done.out)
+        if doc is None:
+            detail = subproc.first_line(done.err) or subproc.first_line(done.out)
+            if done.returncode != 0:
+                message = subproc.redact(
+                    f"claude exited with code {done.returncode}: {detail}", [key]
+                )
+                return self._raise(kind_for_status(None, detail), message)
+            raise BackendError(
+                ErrorKind.BAD_RESPONSE, f"claude printed no JSON result: {detail[:120]}"
+            )
+        result = str(doc.get("result") or "")
+        if (
+            doc.get("is_error")
+            or done.returncode != 0
+            or doc.get("subtype") not in (None, "success")
+        ):
+            status = doc.get("api_error_status")
+            detail = subproc.first_line(result) or str(
+                doc.get("subtype") or f"exit code {done.returncode}"
+            )
+            label = f"claude API error {status}" if status else "claude failed"
+            return self._raise(
+                kind_for_status(status, result), subproc.redact(f"{label}: {detail}", [key])
+            )
+        models = list((doc.get("modelUsage") or {}).keys())
+        usage = doc.get("usage") or {}
+        return Answer(
+            result,
+            models[0] if models else self.config.model,
+            {
+                "input_tokens": usage.get("input_tokens"),
+                "output_tokens": usage.get("output_tokens"),
+                "cost_usd": doc.get("total_cost_usd"),
+            },
+        )
+
+    @staticmethod
+    def _raise(kind: ErrorKind, message: str) -> Answer:
+        raise BackendError(kind, message)
+
+    def health(self, probe: bool = False) -> Health:
+        """On PATH and answering `--version`; with probe, a one-line prompt."""
+        try:
+            env, _ = self._env()
+        except BackendError as exc:
+            return Health(ready=False, detail=exc.message, key_set=False)
+        key_set = True if self.config.api_key_env else None
+        health = subproc.cli_health(
+            self.config, subproc.program_argv(self.config, "claude"), env, key_set
+        )
+        return subproc.probe(self, health) if probe and health.ready else health

@@ -1,0 +1,345 @@
+"""What the HTTP backends share: one streaming POST under a deadline, stream
+parsers (SSE, NDJSON), and the mapping of HTTP failures to ErrorKind.
+
+This is the only module of lok that imports httpx; it is imported lazily, by
+the HTTP backends, so `lok --help` never pays for it.
+
+Failure classes, one place for all servers:
+
+    429 (+ quota words) -> quota        429 -> rate_limit (Retry-After honoured)
+    529, 503, "overloaded" -> overload  401, 403 -> auth
+    408, 504 -> timeout                 connection refused / reset / cut stream -> network
+    unreadable body -> bad_response     anything else -> failed
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
+
+import httpx
+
+from lokfile.backends.base import Answer, BackendError, ErrorKind, Health
+
+# re-exported so each HTTP backend needs one helper module
+from lokfile.backends.subproc import effective_timeout as effective_timeout
+from lokfile.backends.subproc import redact as redact
+from lokfile.model import BackendConfig
+
+T = TypeVar("T")
+HEALTH_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 10.0
+_QUOTA_MARKERS = (
+    "insufficient_quota",
+    "spend_limit",
+    "billing",
+    "exceeded your current quota",
+    "quotafailure",
+)
+_OVERLOAD_MARKERS = ("overloaded", "server busy", "at capacity")
+
+
+# --------------------------------------------------------------------------
+# Configuration helpers
+# --------------------------------------------------------------------------
+
+
+def base_url(config: BackendConfig, default: str) -> str:
+    """The server address: `url`, else an http(s) `command` (as the original), else `default`."""
+    url = config.url
+    if not url and config.command and config.command.startswith(("http://", "https://")):
+        url = config.command
+    return (url or default).rstrip("/")
+
+
+def api_key(
+    config: BackendConfig, default_env: str | None = None, required: bool = False
+) -> str | None:
+    """The key named by `api_key_env` (or `default_env`), read from the environment only.
+
+    A missing variable is an AUTH error when the key is required, or when the
+    user named the variable explicitly (they meant to send a key).
+    """
+    var = config.api_key_env or default_env
+    if not var:
+        return None
+    value = os.environ.get(var, "").strip()
+    if value:
+        return value
+    if required or config.api_key_env:
+        raise BackendError(
+            ErrorKind.AUTH, f"environment variable {var} is not set (it should hold the API key)"
+        )
+    return None
+
+
+def key_status(config: BackendConfig, default_env: str | None = None) -> bool | None:
+    """For doctor: True/False when a key is expected, None when none is."""
+    var = config.api_key_env or default_env
+    if not var:
+        return None
+    return bool(os.environ.get(var, "").strip())
+
+
+def option(name: str, request_value: Any, config: BackendConfig) -> Any:
+    """A generation option: the request's (per step) wins over the backend's."""
+    return request_value if request_value is not None else config.options.get(name)
+
+
+# --------------------------------------------------------------------------
+# Failure classification
+# --------------------------------------------------------------------------
+
+
+def parse_retry_after(headers: Mapping[str, str], body: str = "") -> float | None:
+    """Seconds to wait, from Retry-After (seconds or HTTP-date), retry-after-ms, or the body."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    ms = lowered.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after", "").strip()
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                return max(0.0, when.timestamp() - time.time())
+    # Gemini: "retryDelay": "1s"; OpenAI: "Please try again in 1.5s" / "in 20ms".
+    match = re.search(r'"retryDelay"\s*:\s*"([\d.]+)s"', body) or re.search(
+        r"try again in ([\d.]+)(ms|s)\b", body
+    )
+    if match:
+        seconds = float(match.group(1))
+        if match.lastindex == 2 and match.group(2) == "ms":
+            seconds /= 1000
+        return seconds
+    return None
+
+
+def error_message(body: str) -> str:
+    """The human part of an error body (`error.message`, `error`, `message`), else its start."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        err = doc.get("error", doc)
+        if isinstance(err, dict):
+            for key in ("message", "detail", "type"):
+                if isinstance(err.get(key), str) and err[key]:
+                    return str(err[key])
+        elif isinstance(err, str) and err:
+            return err
+        if isinstance(doc.get("message"), str):
+            return str(doc["message"])
+    text = " ".join(body.split())
+    return text[:200] if text else "(empty body)"
+
+
+def classify_status(
+    status: int, body: str, headers: Mapping[str, str], secrets: Iterable[str | None] = ()
+) -> BackendError:
+    """The BackendError for a non-2xx answer."""
+    detail = redact(error_message(body), secrets)
+    message = f"HTTP {status}: {detail}"
+    lowered = body.lower()
+    if status == 402 or (status == 429 and any(m in lowered for m in _QUOTA_MARKERS)):
+        return BackendError(ErrorKind.QUOTA, message)
+    if status == 429:
+        return BackendError(ErrorKind.RATE_LIMIT, message, parse_retry_after(headers, body))
+    if status in (503, 529) or any(m in lowered for m in _OVERLOAD_MARKERS):
+        return BackendError(ErrorKind.OVERLOAD, message, parse_retry_after(headers, body))
+    if status in (401, 403):
+        return BackendError(ErrorKind.AUTH, message)
+    if status in (408, 504):
+        return BackendError(ErrorKind.TIMEOUT, message)
+    return BackendError(ErrorKind.FAILED, message)
+
+
+def classify_transport(
+    exc: httpx.HTTPError, url: str, secrets: Iterable[str | None] = ()
+) -> BackendError:
+    """The BackendError for a failure below HTTP (connect, read, cut stream)."""
+    detail = redact(str(exc) or type(exc).__name__, secrets)
+    if isinstance(exc, httpx.ConnectError):
+        return BackendError(ErrorKind.NETWORK, f"cannot connect to {url}: {detail}")
+    if isinstance(exc, httpx.ConnectTimeout):
+        return BackendError(ErrorKind.NETWORK, f"connecting to {url} timed out")
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendError(ErrorKind.TIMEOUT, f"{url} stopped answering ({type(exc).__name__})")
+    return BackendError(ErrorKind.NETWORK, f"connection to {url} lost: {detail}")
+
+
+# --------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------
+
+
+class StreamReader(Protocol):
+    """Consumes a response body line by line and builds the answer."""
+
+    def line(self, text: str) -> None:
+        """One line of the body; raise BackendError for an in-stream error."""
+
+    @property
+    def complete(self) -> bool:
+        """True once the protocol's end marker was seen (reading may stop)."""
+
+    def answer(self) -> Answer:
+        """The answer, once the stream ended with `complete` true."""
+
+
+class SSEParser:
+    """Server-sent events: `event:`/`data:` lines, dispatched at each blank line."""
+
+    def __init__(self, on_event: Callable[[str, str], None]) -> None:
+        self._on_event = on_event
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> None:
+        """One line of the stream (without its newline)."""
+        if not line.strip():
+            self.flush()
+            return
+        if line.startswith(":"):
+            return  # a comment / keep-alive
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            self._event = value
+        elif field == "data":
+            self._data.append(value)
+
+    def flush(self) -> None:
+        """Dispatch a pending event (also called at end of stream)."""
+        if self._data or self._event:
+            event, data = self._event, "\n".join(self._data)
+            self._event, self._data = "", []
+            self._on_event(event, data)
+
+
+def parse_json_line(text: str, what: str) -> Any:
+    """JSON from one stream line, or BAD_RESPONSE naming what was expected."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BackendError(ErrorKind.BAD_RESPONSE, f"{what}: not JSON: {text[:120]!r}") from None
+
+
+def post_stream(
+    url: str,
+    body: dict[str, Any],
+    headers: Mapping[str, str],
+    reader: StreamReader,
+    timeout_s: float | None,
+    secrets: Iterable[str | None] = (),
+) -> Answer:
+    """POST `body` as JSON and feed the streamed reply to `reader`, within `timeout_s` overall."""
+    secret_list = list(secrets)
+    cancelled = threading.Event()
+
+    def exchange() -> Answer:
+        timeout = httpx.Timeout(
+            timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s or CONNECT_TIMEOUT_S)
+        )
+        try:
+            with (
+                httpx.Client(timeout=timeout) as client,
+                client.stream("POST", url, json=body, headers=dict(headers)) as response,
+            ):
+                if response.status_code >= 400:
+                    response.read()
+                    raise classify_status(
+                        response.status_code, response.text, response.headers, secret_list
+                    )
+                for text in response.iter_lines():
+                    if cancelled.is_set():
+                        break
+                    reader.line(text)
+                    if reader.complete:
+                        break
+                else:
+                    reader.line("")  # flush a final SSE event that had no blank line after it
+        except httpx.HTTPError as exc:
+            raise classify_transport(exc, url, secret_list) from None
+        if not reader.complete:
+            raise BackendError(
+                ErrorKind.NETWORK, f"{url} closed the stream before the answer was complete"
+            )
+        return reader.answer()
+
+    return within_deadline(exchange, timeout_s, cancelled, f"{url} gave no complete answer")
+
+
+def within_deadline(
+    fn: Callable[[], T], timeout_s: float | None, cancelled: threading.Event, what: str
+) -> T:
+    """Run `fn` in a helper thread and give up at `timeout_s`, whatever it is blocked on.
+
+    httpx timeouts bound each read, not the whole exchange; a server that
+    trickles bytes would outlive lok's deadline without this. On timeout the
+    helper is told to stop and left to finish on its own (it is a daemon and
+    its reads time out too).
+    """
+    if timeout_s is None:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="lok-http", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        cancelled.set()
+        raise BackendError(ErrorKind.TIMEOUT, f"{what} within {timeout_s:g}s")
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+def get_json(
+    url: str, headers: Mapping[str, str] | None = None, timeout_s: float = HEALTH_TIMEOUT_S
+) -> tuple[int, Any]:
+    """GET `url` quickly for a health check: (status, parsed JSON or None)."""
+    with httpx.Client(timeout=httpx.Timeout(timeout_s)) as client:
+        response = client.get(url, headers=dict(headers or {}))
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, None
+
+
+def reachability(
+    url: str, headers: Mapping[str, str], secrets: Iterable[str | None] = ()
+) -> tuple[Health | None, Any]:
+    """GET a cheap endpoint: (a not-ready Health, None) on failure, else (None, JSON body)."""
+    secret_list = list(secrets)
+    try:
+        status, doc = get_json(url, headers)
+    except httpx.HTTPError as exc:
+        err = classify_transport(exc, url, secret_list)
+        return Health(ready=False, found=False, detail=err.message), None
+    if status >= 400:
+        err = classify_status(status, json.dumps(doc) if doc is not None else "", {}, secret_list)
+        return Health(ready=False, found=True, detail=f"{url}: {err.message}"), None
+    return None, doc

@@ -1,0 +1,244 @@
+"""Running a backend CLI under lok's deadline.
+
+The child gets its own process group (session), so at the deadline lok stops
+the CLI *and* everything it spawned: SIGTERM to the group, a short grace, then
+SIGKILL. Prompts travel on stdin or in a file, never through a shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
+from lokfile.model import BackendConfig
+
+TERM_GRACE_S = 1.0
+# Variables that make a nested agent CLI believe it runs inside another one.
+_NESTING_VARS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a CLI left behind: exit code, both streams, and how long it took."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    elapsed_s: float
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """lok's environment for a CLI: inherited, minus nesting markers, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in _NESTING_VARS}
+    for key, value in (extra or {}).items():
+        env[str(key)] = str(value)
+    return env
+
+
+def resolve_program(program: str, env: Mapping[str, str] | None = None) -> str:
+    """The executable's full path, or BackendError NOT_INSTALLED naming what is missing."""
+    path = (env or os.environ).get("PATH")
+    found = shutil.which(program, path=path)
+    if found is None:
+        raise BackendError(ErrorKind.NOT_INSTALLED, f"'{program}' was not found on PATH")
+    return found
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    stdin: bytes | None = None,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+) -> Completed:
+    """Run argv to completion or until `timeout_s`, whichever comes first.
+
+    `stdin` None means the child's stdin is closed (/dev/null), so a CLI that
+    waits for input cannot hang. On the deadline the whole process group is
+    killed and BackendError(TIMEOUT) is raised.
+    """
+    program = resolve_program(argv[0], env)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            [program, *argv[1:]],
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd or None,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise BackendError(
+            ErrorKind.NOT_INSTALLED, f"'{argv[0]}' could not be started: {exc.strerror}"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.E2BIG:
+            raise BackendError(
+                ErrorKind.FAILED,
+                f"the command line for '{argv[0]}' is too long for the operating system "
+                "(send the prompt on stdin or in a file instead)",
+            ) from None
+        raise BackendError(ErrorKind.FAILED, f"'{argv[0]}' could not be started: {exc}") from None
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _stop_group(proc)
+        raise BackendError(
+            ErrorKind.TIMEOUT, f"'{argv[0]}' gave no answer within {timeout_s:g}s (stopped)"
+        ) from None
+    except BaseException:
+        # Ctrl-C or anything else: never leave the CLI running behind us.
+        _stop_group(proc)
+        raise
+    return Completed(proc.returncode, out, err, time.monotonic() - started)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """TERM the child's process group, wait a moment, then KILL it, and reap."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.communicate(timeout=TERM_GRACE_S)
+        # The leader is gone; stragglers of its group get no grace.
+        _signal_group(proc.pid, signal.SIGKILL)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(proc.pid, signal.SIGKILL)
+    try:
+        proc.communicate(timeout=TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        # A descendant left the group and holds our pipes open: stop waiting for it.
+        for stream in (proc.stdout, proc.stderr, proc.stdin):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=TERM_GRACE_S)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def version_of(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, timeout_s: float = 5.0
+) -> str:
+    """The first non-empty output line of `argv` (a `--version` call), or BackendError."""
+    done = run(argv, env=env, timeout_s=timeout_s)
+    text = done.out.strip() or done.err.strip()
+    if done.returncode != 0:
+        first = text.splitlines()[0] if text else f"exit code {done.returncode}"
+        raise BackendError(ErrorKind.FAILED, f"'{' '.join(argv)}' failed: {first}")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # Some CLIs print warnings first; the version is the last line they print.
+    return lines[-1] if lines else "unknown version"
+
+
+def effective_timeout(request_timeout: float | None, config: BackendConfig) -> float | None:
+    """lok's deadline for one attempt: the request's, else the backend's `timeout` (0 = none)."""
+    value = request_timeout if request_timeout is not None else config.timeout_s
+    return value if value else None
+
+
+def program_argv(config: BackendConfig, default: str) -> list[str]:
+    """`command` split into words (`npx @google/gemini-cli` is two), never through a shell."""
+    import shlex
+
+    words = shlex.split(config.command) if config.command else []
+    return words or [default]
+
+
+def config_env(config: BackendConfig) -> dict[str, str]:
+    """The `env` table of a backend (extra variables for its CLI)."""
+    table = config.extra.get("env") or {}
+    return {str(k): str(v) for k, v in dict(table).items()}
+
+
+def cli_health(
+    config: BackendConfig,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    key_set: bool | None = None,
+    timeout_s: float = 5.0,
+) -> Health:
+    """Found on PATH and answering `--version` within `timeout_s`."""
+    try:
+        resolve_program(argv[0], env)
+    except BackendError as exc:
+        return Health(ready=False, found=False, detail=exc.message, key_set=key_set)
+    try:
+        version = version_of([*argv, "--version"], env=env, timeout_s=timeout_s)
+    except BackendError as exc:
+        return Health(ready=False, found=True, detail=exc.message, key_set=key_set)
+    ready = key_set is not False
+    detail = "" if ready else "API key variable is not set"
+    return Health(ready=ready, found=True, version=version, detail=detail, key_set=key_set)
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with every secret replaced by `***` (values under 6 chars would mangle words)."""
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "***")
+    return text
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of `text`, stripped ('' if none)."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def env_key(var: str) -> str:
+    """The value of the key variable `var`, or BackendError AUTH saying it is unset."""
+    value = os.environ.get(var, "").strip()
+    if not value:
+        raise BackendError(
+            ErrorKind.AUTH, f"environment variable {var} is not set (it should hold the API key)"
+        )
+    return value
+
+
+class _Queryable(Protocol):
+    def query(self, request: Request) -> Answer: ...
+
+
+PROBE_PROMPT = "Reply with the single word: ok"
+
+
+def probe(backend: _Queryable, health: Health, timeout_s: float = 60.0) -> Health:
+    """`health` after sending a one-line prompt: still ready only if it was answered."""
+    try:
+        backend.query(Request(prompt=PROBE_PROMPT, cwd=".", timeout_s=timeout_s))
+    except BackendError as exc:
+        return replace(
+            health, ready=False, detail=_join(health.detail, f"probe failed: {exc.summary()}")
+        )
+    return replace(health, detail=_join(health.detail, "probe answered"))
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
