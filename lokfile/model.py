@@ -42,7 +42,9 @@ class Step:
     kind: StepKind
     prompt: str | None = None
     shell: str | None = None
-    backends: tuple[str, ...] = ()  # resolved: `backends`, else `backend` split on ',', else the default
+    backends: tuple[
+        str, ...
+    ] = ()  # resolved: `backends`, else `backend` split on ',', else the default
     depends_on: tuple[str, ...] = ()
     when: str | None = None  # `when` or its alias `if`
     for_each: str | None = None
@@ -56,9 +58,13 @@ class Step:
     apply_edits: bool = False
     verify: str | None = None
     fix_retries: int = 0
-    sources: tuple[str, ...] = ()  # globs relative to the project root (workflow-level ones included)
+    sources: tuple[
+        str, ...
+    ] = ()  # globs relative to the project root (workflow-level ones included)
     env: tuple[str, ...] = ()  # env var names whose values enter the key (workflow-level included)
-    cache: bool | None = None  # None: default policy; False: always run; True: cache even volatile shell
+    cache: bool | None = (
+        None  # None: default policy; False: always run; True: cache even volatile shell
+    )
     outputs: tuple[str, ...] = ()  # files a shell step writes, stored and restored
     model: str | None = None
     system: str | None = None
@@ -124,7 +130,17 @@ class Workflow:
 # Settings (lok.toml)
 # --------------------------------------------------------------------------
 
-BACKEND_TYPES = ("claude", "codex", "gemini", "ollama", "openai", "anthropic", "command", "local", "test")
+BACKEND_TYPES = (
+    "claude",
+    "codex",
+    "gemini",
+    "ollama",
+    "openai",
+    "anthropic",
+    "command",
+    "local",
+    "test",
+)
 
 
 @dataclass(frozen=True)
@@ -142,8 +158,12 @@ class BackendConfig:
     concurrency: int | None = None
     enabled: bool = True
     skip_lines: int = 0
-    options: dict[str, Any] = field(default_factory=dict)  # temperature, seed, max_tokens, system, num_ctx, …
-    extra: dict[str, Any] = field(default_factory=dict)  # type-specific keys (prompt_via, rules, latency, …)
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  # temperature, seed, max_tokens, system, num_ctx, …
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # type-specific keys (prompt_via, rules, latency, …)
 
     def identity(self) -> dict[str, Any]:
         """What enters a step key: everything that can change an answer, never a secret."""

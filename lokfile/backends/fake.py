@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import xxhash
@@ -43,7 +44,9 @@ class TestBackend:
     def query(self, request: Request) -> Answer:
         x = self.extra
         if x.get("log_file"):
-            line = json.dumps({"name": self.config.name, "prompt": request.prompt, "time": time.time()})
+            line = json.dumps(
+                {"name": self.config.name, "prompt": request.prompt, "time": time.time()}
+            )
             with open(x["log_file"], "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
         latency = float(x.get("latency_ms", 0)) / 1000
@@ -73,15 +76,23 @@ class TestBackend:
         retry_after = x.get("retry_after")
         when = x.get("fail_when")
         if when and str(when) in prompt:
-            raise BackendError(kind, f"{self.config.name} failed: prompt matched '{when}'", retry_after)
+            raise BackendError(
+                kind, f"{self.config.name} failed: prompt matched '{when}'", retry_after
+            )
         times = int(x.get("fail_times", 0))
         if times and x.get("state_dir"):
-            counter = os.path.join(str(x["state_dir"]), xxhash.xxh3_64_hexdigest(prompt) + ".count")
-            seen = int(open(counter).read()) if os.path.exists(counter) else 0
+            counter = os.path.join(
+                str(x["state_dir"]), xxhash.xxh3_64_hexdigest(prompt.encode()) + ".count"
+            )
+            seen = int(Path(counter).read_text()) if os.path.exists(counter) else 0
             with open(counter, "w") as fh:
                 fh.write(str(seen + 1))
             if seen < times:
-                raise BackendError(kind, f"{self.config.name} failed: attempt {seen + 1} of {times} planned failures", retry_after)
+                raise BackendError(
+                    kind,
+                    f"{self.config.name} failed: attempt {seen + 1} of {times} planned failures",
+                    retry_after,
+                )
 
     def health(self, probe: bool = False) -> Health:
         if probe:

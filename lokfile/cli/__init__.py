@@ -21,7 +21,10 @@ from lokfile import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("lokfile.cli.run:run", "Run a workflow, rebuilding only what changed."),
     "status": ("lokfile.cli.run:status", "Show each step fresh or stale, and why."),
-    "watch": ("lokfile.cli.watch:watch", "Run a workflow, then rerun it whenever its inputs change."),
+    "watch": (
+        "lokfile.cli.watch:watch",
+        "Run a workflow, then rerun it whenever its inputs change.",
+    ),
     "runs": ("lokfile.cli.runs:runs", "Run history: list, show, diff, verify, revert."),
     "gc": ("lokfile.cli.runs:gc", "Remove stored artifacts that no kept run reaches."),
     "workflow": ("lokfile.cli.workflow:workflow", "List, show and validate workflows."),
@@ -77,13 +80,20 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="lok", message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="lok", message="%(prog)s %(version)s"
+)
 @click.option(
-    "-C", "directory", type=click.Path(file_okay=False, path_type=Path),
+    "-C",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
     help="Run as if lok was started in DIR (the project root is searched from there).",
 )
 @click.option(
-    "-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+    "-c",
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Also read this config file, over lok.toml (highest precedence).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")

@@ -1,0 +1,119 @@
+"""The library facade: what the CLI (and any other caller) uses to drive lok."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lokfile.model import Config, Workflow
+from lokfile.project import Project, find_root
+from lokfile.scheduler import Coordinator, Reporter, RunOptions, RunOutcome
+
+__all__ = ["Context", "RunOptions", "RunOutcome", "load", "open_project", "outcome_json", "run"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """A project with its merged config."""
+
+    project: Project
+    config: Config
+
+
+def open_project(directory: Path | None = None, config_file: Path | None = None) -> Context:
+    """Find the project root from `directory` (or the cwd) and load its config."""
+    from lokfile.config import load_config
+
+    root = find_root(directory or Path.cwd())
+    project = Project(root)
+    return Context(project, load_config(project, config_file))
+
+
+def load(ctx: Context, name_or_path: str) -> Workflow:
+    """Resolve and load a workflow by name or path."""
+    from lokfile.loader import load_workflow
+
+    return load_workflow(name_or_path, ctx.project, ctx.config)
+
+
+def split_args(workflow: Workflow, raw: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Workflow arguments: `NAME=value` for declared named args, everything else positional."""
+    declared = {a.name for a in workflow.args}
+    positional: list[str] = []
+    named: dict[str, str] = {}
+    for arg in raw:
+        key, sep, value = arg.partition("=")
+        if sep and key in declared:
+            named[key] = value
+        else:
+            positional.append(arg)
+    return tuple(positional), named
+
+
+def run(ctx: Context, workflow: Workflow, options: RunOptions, report: Reporter) -> RunOutcome:
+    """Run `workflow` incrementally and record it (unless options say not to)."""
+    from lokfile.pool import WorkerPool
+    from lokfile.rundb import RunDB
+    from lokfile.store import Store
+
+    project = ctx.project
+    store = Store(project.runs_dir)
+    needs_db = options.record or project.db_path.exists()
+    db = RunDB.open(project.db_path) if needs_db else None
+    try:
+        coordinator = Coordinator(
+            workflow, ctx.config, project.root, store, db, options, report, WorkerPool
+        )
+        return coordinator.run()
+    finally:
+        if db is not None:
+            db.close()
+
+
+def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
+    """The `--json` document of a run."""
+    steps = []
+    for name in outcome.workflow.step_names:
+        r = outcome.results.get(name)
+        if r is None:
+            continue
+        status = r.status.value if hasattr(r.status, "value") else str(r.status)
+        item: dict[str, Any] = {
+            "name": name,
+            "status": status,
+            "reason": r.reason,
+            "success": r.success,
+            "duration_s": round(r.duration, 4),
+            "backend": r.backend,
+            "digest": r.digest,
+            "output": r.output,
+            "error": r.error,
+        }
+        if r.parsed is not None:
+            item["parsed"] = r.parsed
+        if len(r.units) > 1 or (r.units and r.units[0].name):
+            item["units"] = [
+                {
+                    "unit": u.name,
+                    "status": getattr(u.status, "value", u.status),
+                    "reason": u.reason,
+                    "backend": u.backend,
+                    "digest": u.digest,
+                    "output": u.output,
+                    "error": u.error,
+                }
+                for u in r.units
+            ]
+        steps.append(item)
+    return {
+        "run_id": None if outcome.dry_run else outcome.run_id,
+        "workflow": outcome.workflow.name,
+        "status": outcome.status.value,
+        "exit_code": outcome.exit_code,
+        "dry_run": outcome.dry_run,
+        "counts": outcome.counts,
+        "wall_s": round(outcome.wall, 4),
+        "saved_s": round(outcome.saved, 4),
+        "steps": steps,
+    }

@@ -1,0 +1,217 @@
+"""`lok run` and `lok status`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lokfile.cli import Session
+
+
+def _reporter(as_json: bool, quiet: bool = False) -> Any:
+    from lokfile.reporters import LiveReporter, PlainReporter
+
+    if quiet:
+        return lambda ev: None
+    if sys.stderr.isatty() and not as_json:
+        return LiveReporter(sys.stderr)
+    return PlainReporter(sys.stderr)
+
+
+def _resume_args(ctx: Any, run_ref: str, workflow: str | None) -> tuple[str, str, tuple[str, ...]]:
+    """(run id, workflow, raw args) of the run to resume."""
+    from lokfile.errors import UsageError
+    from lokfile.rundb import RunDB
+
+    if not ctx.project.db_path.exists():
+        raise UsageError("there is no run to resume", "run a workflow first: lok run NAME")
+    db = RunDB.open(ctx.project.db_path)
+    try:
+        runs = db.runs(workflow)
+        if run_ref in ("", "latest"):
+            chosen = next(
+                (r for r in runs if r["status"] != "succeeded"), runs[0] if runs else None
+            )
+        else:
+            matches = [r for r in runs if r["id"].startswith(run_ref)]
+            if len(matches) > 1:
+                raise UsageError(
+                    f"run '{run_ref}' is ambiguous ({len(matches)} runs match)",
+                    "give more characters of the run id",
+                )
+            chosen = matches[0] if matches else None
+        if chosen is None:
+            raise UsageError(
+                f"no run '{run_ref or 'latest'}' to resume", "`lok runs list` shows the runs"
+            )
+        args = json.loads(chosen["args"] or "{}")
+        raw = tuple(args.get("positional", [])) + tuple(
+            f"{k}={v}" for k, v in args.get("named", {}).items()
+        )
+        return chosen["id"], chosen["workflow_path"] or chosen["workflow"], raw
+    finally:
+        db.close()
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("workflow", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "--force",
+    "force",
+    multiple=True,
+    is_flag=False,
+    flag_value="*",
+    metavar="[STEP]",
+    help="Rebuild every step, or only STEP (repeatable).",
+)
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan with reasons; call nothing.")
+@click.option(
+    "-j", "--jobs", type=click.IntRange(1, 1024), help="Steps to run at once (default 8)."
+)
+@click.option(
+    "-k", "--keep-going", is_flag=True, help="After a failure, still run every independent branch."
+)
+@click.option(
+    "--resume",
+    "resume",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[RUN]",
+    help="Rerun an earlier run's workflow with its arguments (default: the last failed run).",
+)
+@click.option("--watch", is_flag=True, help="After the run, rerun whenever an input changes.")
+@click.option("--restart", is_flag=True, help="With --watch: a change during a run restarts it.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option(
+    "-o",
+    "--output",
+    "output_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the results block to FILE instead of stdout.",
+)
+@click.pass_obj
+def run(
+    session: Session,
+    workflow: str | None,
+    args: tuple[str, ...],
+    force: tuple[str, ...],
+    dry_run: bool,
+    jobs: int | None,
+    keep_going: bool,
+    resume: str | None,
+    watch: bool,
+    restart: bool,
+    as_json: bool,
+    output_file: Path | None,
+) -> None:
+    """Run WORKFLOW (a name or a path), rebuilding only the steps whose inputs changed.
+
+    Arguments after WORKFLOW are workflow arguments: positional ({{ arg.1 }}) or
+    NAME=value for declared [args]. Put lok's own options before WORKFLOW.
+    """
+    from lokfile import api
+    from lokfile.errors import UsageError
+
+    force_steps = [f for f in force if f != "*"]
+    if workflow is None and force_steps and resume is None:
+        workflow = force_steps.pop()  # `lok run --force WF`: the value was the workflow
+    force_all = "*" in force or (bool(force) and not force_steps)
+    ctx = api.open_project(session.directory, session.config_file)
+    resumed_from = None
+    if resume is not None:
+        resumed_from, recorded_wf, recorded_args = _resume_args(ctx, resume, workflow)
+        workflow = workflow or recorded_wf
+        args = args or recorded_args
+    if not workflow:
+        raise UsageError("which workflow?", "lok run NAME (see `lok workflow list`)")
+    if watch:
+        from lokfile.cli.watch import watch_loop
+
+        watch_loop(session, workflow, args, jobs, keep_going, restart, as_json)
+        return
+    wf = api.load(ctx, workflow)
+    unknown = [s for s in force_steps if s not in wf.step_names]
+    if unknown:
+        raise UsageError(
+            f"--force-step: no step '{unknown[0]}' in workflow '{wf.name}'",
+            f"steps: {', '.join(wf.step_names)}",
+        )
+    positional, named = api.split_args(wf, args)
+    options = api.RunOptions(
+        args=positional,
+        named=named,
+        force_all=force_all,
+        force_steps=frozenset(force_steps),
+        dry_run=dry_run,
+        jobs=jobs or ctx.config.defaults.jobs,
+        keep_going=keep_going,
+        resumed_from=resumed_from,
+    )
+    outcome = api.run(ctx, wf, options, _reporter(as_json))
+    emit_outcome(outcome, as_json, output_file)
+    sys.exit(outcome.exit_code)
+
+
+def emit_outcome(outcome: Any, as_json: bool, output_file: Path | None) -> None:
+    """Print the results block (or the JSON document) where the user asked."""
+    from lokfile import api
+    from lokfile.reporters import results_block
+
+    if as_json:
+        text = json.dumps(api.outcome_json(outcome), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = results_block(outcome)
+    if output_file is not None:
+        output_file.write_text(text, encoding="utf-8")
+        click.echo(f"✓ Results written to {output_file}", err=True)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+@click.command()
+@click.argument("workflow")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.pass_obj
+def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool) -> None:
+    """Show each step of WORKFLOW as fresh or stale, with the reason. Runs nothing."""
+    from lokfile import api
+
+    ctx = api.open_project(session.directory, session.config_file)
+    wf = api.load(ctx, workflow)
+    positional, named = api.split_args(wf, args)
+    options = api.RunOptions(args=positional, named=named, dry_run=True, record=False)
+    outcome = api.run(ctx, wf, options, lambda ev: None)
+    if as_json:
+        doc = {
+            "workflow": wf.name,
+            "steps": [
+                {
+                    "name": n,
+                    "fresh": r.status in ("reused",) or getattr(r.status, "value", "") == "reused",
+                    "state": _state(r),
+                    "reason": r.reason,
+                }
+                for n in wf.step_names
+                if (r := outcome.results.get(n)) is not None
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    width = max((len(n) for n in wf.step_names), default=4)
+    for name in wf.step_names:
+        r = outcome.results.get(name)
+        if r is not None:
+            click.echo(f"{name.ljust(width)}  {_state(r):6}  {r.reason}")
+
+
+def _state(result: Any) -> str:
+    value = getattr(result.status, "value", result.status)
+    return {"reused": "fresh", "stale": "stale", "skipped": "skip"}.get(value, str(value))

@@ -1,0 +1,273 @@
+"""Run ONE job in a worker: picklable description in, digests and events out.
+
+A job is a shell command or one backend query for one unit of one step. The
+worker runs it with retries (exponential backoff with jitter and a cap,
+honouring Retry-After, never retrying what cannot succeed), enforces the
+per-attempt timeout by ending the command's whole process tree, writes the
+output (and declared output files) to the store, and returns a JobResult.
+Nothing here touches the run history: the coordinator alone writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lokfile.model import BackendConfig
+from lokfile.proctree import kill_tree
+from lokfile.store import Store
+
+BACKOFF_CAP_S = 60.0
+KILL_GRACE_S = 2.0
+NOT_FOUND_EXIT = 127
+
+Emit = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ShellJob:
+    command: str  # final text given to `sh -c` (wrapper applied)
+    display: str  # the command as the user wrote it, rendered (for messages)
+    outputs: tuple[str, ...] = ()  # declared output files, relative to cwd
+
+
+@dataclass(frozen=True)
+class QueryJob:
+    backend: BackendConfig
+    prompt: str
+    system: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs; plain data, so it pickles and could run on another host."""
+
+    id: int
+    step: str
+    unit: str
+    work: ShellJob | QueryJob
+    cwd: str
+    runs_dir: str
+    timeout_s: float | None
+    retries: int = 0
+    retry_delay_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class JobResult:
+    id: int
+    success: bool
+    output: str  # the answer / stdout on success; the error text on failure
+    digest: str | None  # artifact holding `output`
+    error: str | None = None
+    error_kind: str | None = None
+    attempts: int = 1
+    started: float = 0.0
+    ended: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)  # declared output -> digest
+    output_stats: list[tuple[str, int, int, int, str]] = field(default_factory=list)
+    model: str | None = None
+
+
+class Attempt:
+    """The outcome of one try."""
+
+    def __init__(
+        self,
+        ok: bool,
+        text: str,
+        error: str | None = None,
+        kind: str | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        model: str | None = None,
+    ):
+        self.ok, self.text, self.error, self.kind = ok, text, error, kind
+        self.retryable, self.retry_after, self.model = retryable, retry_after, model
+
+
+def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None) -> float:
+    """Delay before retry number `attempt` (1-based): base·2^(n-1), capped, +0–20 % jitter."""
+    delay: float = min(BACKOFF_CAP_S, base_s * (2 ** (attempt - 1))) * (1 + random.random() * 0.2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, BACKOFF_CAP_S * 5))
+    return delay
+
+
+def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> JobResult:
+    """Run `job` to completion (all its attempts). `register` records the live child pid."""
+    started = time.time()
+    attempts = 0
+    last: Attempt | None = None
+    for attempt in range(job.retries + 1):
+        attempts += 1
+        if isinstance(job.work, ShellJob):
+            last = _run_shell(job.work.command, job.cwd, job.timeout_s, register)
+        else:
+            last = _run_query(job.work, job.cwd, job.timeout_s)
+        if last.ok or not last.retryable or attempt == job.retries:
+            break
+        delay = backoff_delay(job.retry_delay_s, attempt + 1, last.retry_after)
+        emit(
+            f"attempt {attempt + 1}/{job.retries + 1} failed: {_first_line(last.error)}"
+            f" — will retry in {delay:.1f}s (Retry {attempt + 1}/{job.retries})"
+        )
+        time.sleep(delay)
+    assert last is not None
+    store = Store(Path(job.runs_dir))
+    if not last.ok:
+        text = f"Error: {last.error}"
+        return JobResult(
+            job.id,
+            False,
+            text,
+            store.put_text(text),
+            last.error,
+            last.kind,
+            attempts,
+            started,
+            time.time(),
+            model=last.model,
+        )
+    outputs: dict[str, str] = {}
+    stats: list[tuple[str, int, int, int, str]] = []
+    if isinstance(job.work, ShellJob):
+        for rel in job.work.outputs:
+            path = Path(job.cwd) / rel
+            if not path.is_file():
+                err = f"declared output '{rel}' was not written by the command"
+                text = f"Error: {err}"
+                return JobResult(
+                    job.id,
+                    False,
+                    text,
+                    store.put_text(text),
+                    err,
+                    "output_missing",
+                    attempts,
+                    started,
+                    time.time(),
+                )
+            st = path.stat()
+            digest = store.put_file(path)
+            outputs[rel] = digest
+            stats.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+    return JobResult(
+        job.id,
+        True,
+        last.text,
+        store.put_text(last.text),
+        None,
+        None,
+        attempts,
+        started,
+        time.time(),
+        outputs,
+        stats,
+        last.model,
+    )
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0][:160] if lines else "failed"
+
+
+def _run_shell(
+    command: str, cwd: str, timeout_s: float | None, register: Callable[[int | None], None]
+) -> Attempt:
+    try:
+        proc = subprocess.Popen(
+            ["sh", "-c", command],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return Attempt(False, "", f"cannot start sh: {exc}", "not_installed", retryable=False)
+    register(proc.pid)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid, KILL_GRACE_S)
+        proc.communicate()
+        return Attempt(False, "", f"Step timed out after {_fmt_s(timeout_s)}", "timeout")
+    finally:
+        register(None)
+    stdout = out.decode("utf-8", errors="replace")
+    if proc.returncode != 0:
+        stderr = err.decode("utf-8", errors="replace").strip()
+        code = proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+        detail = f"Shell command failed ({how}): {command}"
+        if stderr:
+            detail += "\n" + stderr[-4000:]
+        return Attempt(
+            False,
+            stdout,
+            detail,
+            "not_installed" if code == NOT_FOUND_EXIT else "failed",
+            retryable=code != NOT_FOUND_EXIT,
+        )
+    return Attempt(True, stdout.strip())
+
+
+_BACKENDS: dict[str, Any] = {}
+
+
+def _run_query(work: QueryJob, cwd: str, timeout_s: float | None) -> Attempt:
+    from lokfile import backends
+    from lokfile.backends.base import BackendError, ErrorKind, Request
+    from lokfile.hashing import digest_json
+
+    cache_key = digest_json([work.backend.name, work.backend.identity()])
+    try:
+        backend = _BACKENDS.get(cache_key)
+        if backend is None:
+            backend = _BACKENDS[cache_key] = backends.create(work.backend)
+        request = Request(
+            prompt=work.prompt,
+            cwd=cwd,
+            system=work.system,
+            model=work.model,
+            temperature=work.temperature,
+            seed=work.seed,
+            max_tokens=work.max_tokens,
+            timeout_s=timeout_s,
+        )
+        answer = backend.query(request)
+    except BackendError as exc:
+        message = f"{work.backend.name}: {exc.summary()}"
+        return Attempt(False, "", message, exc.kind.value, exc.kind.retryable, exc.retry_after)
+    except Exception as exc:  # a backend's own bug must not kill the worker
+        kind = ErrorKind.FAILED.value
+        return Attempt(False, "", f"{work.backend.name}: {type(exc).__name__}: {exc}", kind)
+    return Attempt(True, answer.text, model=answer.model)
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:g}s"
+
+
+def ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the coordinator."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def environment_value(name: str) -> str | None:
+    return os.environ.get(name)

@@ -1,0 +1,179 @@
+"""Turning run events into text: plain lines, a live terminal view, the results block.
+
+Progress goes to stderr (so `--json` keeps stdout for the document); the
+results block — each step's output, as the original printed them — goes to
+stdout or to `-o FILE`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from lokfile.events import (
+    Event,
+    ParallelStart,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepNote,
+    UnitStarted,
+)
+
+GLYPH = {"ran": "✓", "reused": "=", "failed": "✗", "skipped": "-", "interrupted": "!", "stale": "~"}
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+def summary_line(ev: RunFinished) -> str:
+    """`3 ran, 1 reused, 0 failed, 1 skipped in 0.4s (saved 1.2s by reuse)`."""
+    c = ev.counts
+    text = (
+        f"{c.get('ran', 0)} ran, {c.get('reused', 0)} reused, {c.get('failed', 0)} failed, "
+        f"{c.get('skipped', 0)} skipped in {_fmt(ev.wall)}"
+    )
+    if ev.saved > 0:
+        text += f" (saved {_fmt(ev.saved)} by reuse)"
+    if c.get("ran", 0) == 0 and c.get("failed", 0) == 0 and ev.status == "succeeded":
+        text += " — nothing to do, every step is fresh"
+    return text
+
+
+class PlainReporter:
+    """One line per event; for pipes, logs and agents."""
+
+    def __init__(self, stream: TextIO | None = None, color: bool = False) -> None:
+        self.out = stream or sys.stderr
+        self.color = color
+
+    def _c(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def __call__(self, ev: Event) -> None:
+        line = self.render(ev)
+        if line is not None:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def render(self, ev: Event) -> str | None:
+        """The line for one event (None: nothing to print)."""
+        if isinstance(ev, RunStarted):
+            head = f"Running workflow: {ev.workflow}" + (" (dry run)" if ev.dry_run else "")
+            if ev.description:
+                head += "\n" + self._c(ev.description, "2")
+            return head
+        if isinstance(ev, ParallelStart):
+            return f"[parallel] Running {ev.count} steps in parallel"
+        if isinstance(ev, UnitStarted):
+            unit = f" {ev.unit}" if ev.unit else ""
+            via = f" via {ev.backend}" if ev.backend else ""
+            return f"[step] {ev.step}{unit}{via} ({ev.reason})"
+        if isinstance(ev, StepNote):
+            unit = f" {ev.unit}" if ev.unit else ""
+            return f"  ↻ {ev.step}{unit}: {ev.text}"
+        if isinstance(ev, StepFinished):
+            return self._finished(ev)
+        if isinstance(ev, RunFinished):
+            return self._c(summary_line(ev), "1") + self._c(f"  [run {ev.run_id}]", "2")
+        return None
+
+    def _finished(self, ev: StepFinished) -> str:
+        glyph = GLYPH.get(ev.status, "?")
+        if ev.status == "ran":
+            return self._c(f"  {glyph} {ev.step} ({_fmt(ev.duration)})", "32")
+        if ev.status == "reused":
+            return self._c(f"  {glyph} {ev.step} reused", "2")
+        if ev.status == "failed":
+            return self._c(
+                f"  {glyph} {ev.step} failed: {_first_line(ev.error) or ev.reason}", "31"
+            )
+        if ev.status == "stale":
+            return f"  {glyph} {ev.step} would run: {ev.reason}"
+        return self._c(f"  {glyph} {ev.step} {ev.status}: {ev.reason}", "33")
+
+
+class LiveReporter(PlainReporter):
+    """On a terminal: finished lines scroll; running steps stay at the bottom with elapsed time."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream, color=True)
+        self.running: dict[tuple[str, str], float] = {}
+        self.drawn = 0
+        self.last_draw = 0.0
+
+    def __call__(self, ev: Event) -> None:
+        self._clear()
+        if isinstance(ev, UnitStarted):
+            self.running[(ev.step, ev.unit)] = time.monotonic()
+        elif isinstance(ev, StepFinished):
+            for key in [k for k in self.running if k[0] == ev.step]:
+                del self.running[key]
+        if not isinstance(ev, UnitStarted):
+            line = self.render(ev)
+            if line is not None:
+                self.out.write(line + "\n")
+        self._draw()
+
+    def tick(self) -> None:
+        """Redraw elapsed times (called by the coordinator while it waits)."""
+        if time.monotonic() - self.last_draw >= 0.2:
+            self._clear()
+            self._draw()
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+
+    def _draw(self) -> None:
+        now = time.monotonic()
+        rows = sorted(self.running.items(), key=lambda kv: kv[1])
+        shown = rows[:12]
+        for (step, unit), since in shown:
+            label = f"{step} {unit}".strip()
+            self.out.write(self._c(f"  ⋯ {label}  {_fmt(now - since)}", "36") + "\n")
+        if len(rows) > len(shown):
+            self.out.write(self._c(f"  ⋯ and {len(rows) - len(shown)} more", "36") + "\n")
+        self.drawn = len(shown) + (1 if len(rows) > len(shown) else 0)
+        self.out.flush()
+        self.last_draw = now
+
+
+def results_block(outcome: Any) -> str:
+    """The step outputs, as the original printed them after a run."""
+    lines = ["", "Results:", ""]
+    for name in outcome.workflow.step_names:
+        r = outcome.results.get(name)
+        if r is None:
+            continue
+        status = r.status.value if hasattr(r.status, "value") else str(r.status)
+        if status == "skipped" and r.reason == "condition not met":
+            continue
+        tag = {
+            "ran": "OK",
+            "reused": "OK",
+            "failed": "FAIL",
+            "skipped": "SKIP",
+            "interrupted": "STOP",
+            "stale": "STALE",
+        }.get(status, status.upper())
+        note = ", reused" if status == "reused" else ""
+        lines.append(f"[{tag}] {name} ({r.duration:.1f}s{note})")
+        lines.append("")
+        text = r.output if status != "skipped" else f"Skipped: {r.reason}"
+        for out_line in (text or "").splitlines() or [""]:
+            lines.append(f"  {out_line}" if out_line else "")
+        lines.append("")
+    return "\n".join(lines) + "\n"

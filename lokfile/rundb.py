@@ -1,0 +1,420 @@
+"""Run history in `.lok/lok.db` (SQLite, WAL).
+
+Tables (schema version in PRAGMA user_version; migrations below, applied
+through sqlite-utils when the file is new or older than this code):
+
+    runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from
+    results     one row per (run, step, unit): key, components, status, reason,
+                attempts, timings, backend, model, artifact digest, error
+    keys        successful results by key: the artifact digest and declared outputs
+                (this is what makes a step fresh; failures never land here)
+    last        per (workflow, step, unit): the components of its latest attempt,
+                to name why a step is stale
+    stat_cache  path, size, mtime_ns, inode -> content digest (no re-hashing on no-op)
+    ask_cache   `lok ask` answers by key
+
+Only the coordinating process writes. The hot path (a no-op run) uses plain
+sqlite3 statements; sqlite-utils is imported only to migrate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lokfile.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    key: str
+    digest: str
+    created: float
+    duration: float
+    outputs: dict[str, str]  # declared output path -> artifact digest
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    digest: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class LastAttempt:
+    key: str
+    components: dict[str, Any]
+    status: str
+
+
+def _migrate_1(conn: sqlite3.Connection) -> None:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+
+    def table(name: str) -> sqlite_utils.db.Table:
+        return db.table(name)
+
+    table("runs").create(
+        {
+            "id": str,
+            "workflow": str,
+            "workflow_path": str,
+            "args": str,
+            "status": str,
+            "started": float,
+            "ended": float,
+            "resumed_from": str,
+            "pid": int,
+            "ran": int,
+            "reused": int,
+            "failed": int,
+            "skipped": int,
+            "saved_s": float,
+            "error": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    table("runs").create_index(["workflow", "started"], if_not_exists=True)
+    table("results").create(
+        {
+            "run_id": str,
+            "step": str,
+            "unit": str,
+            "key": str,
+            "components": str,
+            "status": str,
+            "reason": str,
+            "attempts": int,
+            "started": float,
+            "ended": float,
+            "duration": float,
+            "backend": str,
+            "model": str,
+            "digest": str,
+            "error": str,
+            "seq": int,
+        },
+        pk=("run_id", "step", "unit"),
+        if_not_exists=True,
+    )
+    table("keys").create(
+        {
+            "key": str,
+            "digest": str,
+            "step": str,
+            "workflow": str,
+            "created": float,
+            "duration": float,
+            "outputs": str,
+            "meta": str,
+        },
+        pk="key",
+        if_not_exists=True,
+    )
+    table("last").create(
+        {"workflow": str, "step": str, "unit": str, "key": str, "components": str, "status": str},
+        pk=("workflow", "step", "unit"),
+        if_not_exists=True,
+    )
+    table("stat_cache").create(
+        {"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
+        pk="path",
+        if_not_exists=True,
+    )
+    table("ask_cache").create(
+        {"key": str, "digest": str, "created": float},
+        pk="key",
+        if_not_exists=True,
+    )
+
+
+MIGRATIONS = {1: _migrate_1}
+
+
+class RunDB:
+    """The run history. Open with `RunDB.open(path)`; one instance per process."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> RunDB:
+        """Open (creating and migrating as needed) the database at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 60000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    for target in range(version + 1, SCHEMA_VERSION + 1):
+                        MIGRATIONS[target](conn)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            elif version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: run history is schema {version}, newer than this lok ({SCHEMA_VERSION})",
+                    "upgrade lok, or move .lok/lok.db aside",
+                )
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{path}: cannot open run history: {exc}", "is .lok/lok.db corrupt?"
+            ) from exc
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- runs ----------------------------------------------------------------
+
+    def start_run(
+        self,
+        run_id: str,
+        workflow: str,
+        workflow_path: str | None,
+        args: dict[str, Any],
+        resumed_from: str | None,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO runs (id, workflow, workflow_path, args, status, started, resumed_from, pid,"
+            " ran, reused, failed, skipped) VALUES (?,?,?,?,?,?,?,?,0,0,0,0)",
+            (
+                run_id,
+                workflow,
+                workflow_path,
+                json.dumps(args),
+                "running",
+                time.time(),
+                resumed_from,
+                os.getpid(),
+            ),
+        )
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        counts: dict[str, int],
+        saved_s: float,
+        error: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            "UPDATE runs SET status=?, ended=?, ran=?, reused=?, failed=?, skipped=?, saved_s=?,"
+            " error=? WHERE id=?",
+            (
+                status,
+                time.time(),
+                counts.get("ran", 0),
+                counts.get("reused", 0),
+                counts.get("failed", 0),
+                counts.get("skipped", 0),
+                saved_s,
+                error,
+                run_id,
+            ),
+        )
+
+    def mark_abandoned_runs(self) -> None:
+        """Runs left `running` by a process that no longer exists become `interrupted`."""
+        rows = self.conn.execute("SELECT id, pid FROM runs WHERE status='running'").fetchall()
+        dead = [(rid,) for rid, pid in rows if not _alive(pid)]
+        if dead:
+            self.conn.executemany(
+                "UPDATE runs SET status='interrupted', error='the lok process died' WHERE id=?",
+                dead,
+            )
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        cur = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,))
+        row = cur.fetchone()
+        return _row_dict(cur, row) if row else None
+
+    def runs(self, workflow: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Runs newest first."""
+        sql = "SELECT * FROM runs"
+        params: list[Any] = []
+        if workflow:
+            sql += " WHERE workflow=?"
+            params.append(workflow)
+        sql += " ORDER BY started DESC, id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        cur = self.conn.execute(sql, params)
+        return [_row_dict(cur, r) for r in cur.fetchall()]
+
+    def results(self, run_id: str) -> list[dict[str, Any]]:
+        """Every result row of a run, in the order they were recorded."""
+        cur = self.conn.execute("SELECT * FROM results WHERE run_id=? ORDER BY seq", (run_id,))
+        return [_row_dict(cur, r) for r in cur.fetchall()]
+
+    def record_result(self, row: dict[str, Any]) -> None:
+        cols = ",".join(row)
+        marks = ",".join("?" for _ in row)
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO results ({cols}) VALUES ({marks})", tuple(row.values())
+        )
+
+    # -- keys (what makes a step fresh) -------------------------------------
+
+    def key_entry(self, key: str) -> KeyEntry | None:
+        row = self.conn.execute(
+            "SELECT key, digest, created, duration, outputs, meta FROM keys WHERE key=?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return KeyEntry(
+            row[0],
+            row[1],
+            row[2],
+            row[3] or 0.0,
+            json.loads(row[4] or "{}"),
+            json.loads(row[5] or "{}"),
+        )
+
+    def put_key(self, entry: KeyEntry, step: str, workflow: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO keys (key, digest, step, workflow, created, duration, outputs, meta)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (
+                entry.key,
+                entry.digest,
+                step,
+                workflow,
+                entry.created,
+                entry.duration,
+                json.dumps(entry.outputs, sort_keys=True),
+                json.dumps(entry.meta, sort_keys=True),
+            ),
+        )
+
+    def drop_key(self, key: str) -> None:
+        self.conn.execute("DELETE FROM keys WHERE key=?", (key,))
+
+    def all_keys(self) -> list[KeyEntry]:
+        rows = self.conn.execute("SELECT key, digest, created, duration, outputs, meta FROM keys")
+        return [
+            KeyEntry(
+                r[0], r[1], r[2], r[3] or 0.0, json.loads(r[4] or "{}"), json.loads(r[5] or "{}")
+            )
+            for r in rows
+        ]
+
+    # -- last attempt per step (reasons) --------------------------------------
+
+    def last_attempts(self, workflow: str) -> dict[tuple[str, str], LastAttempt]:
+        rows = self.conn.execute(
+            "SELECT step, unit, key, components, status FROM last WHERE workflow=?", (workflow,)
+        )
+        return {(s, u): LastAttempt(k, json.loads(c), st) for s, u, k, c, st in rows}
+
+    def set_last_attempt(
+        self, workflow: str, step: str, unit: str, key: str, components: dict[str, Any], status: str
+    ) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO last (workflow, step, unit, key, components, status)"
+            " VALUES (?,?,?,?,?,?)",
+            (workflow, step, unit, key, json.dumps(components, sort_keys=True), status),
+        )
+
+    # -- stat cache ---------------------------------------------------------
+
+    def stat_entries(self, paths: Iterable[str]) -> dict[str, tuple[int, int, int, str]]:
+        """Cached (size, mtime_ns, inode, digest) for each known path."""
+        out: dict[str, tuple[int, int, int, str]] = {}
+        q = "SELECT size, mtime_ns, inode, digest FROM stat_cache WHERE path=?"
+        for p in paths:
+            row = self.conn.execute(q, (p,)).fetchone()
+            if row:
+                out[p] = (row[0], row[1], row[2], row[3])
+        return out
+
+    def put_stat_entries(self, rows: Iterable[tuple[str, int, int, int, str]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, digest) VALUES (?,?,?,?,?)",
+            list(rows),
+        )
+
+    # -- ask cache ----------------------------------------------------------
+
+    def cache_get(self, key: str) -> CacheEntry | None:
+        row = self.conn.execute(
+            "SELECT digest, created FROM ask_cache WHERE key=?", (key,)
+        ).fetchone()
+        return CacheEntry(row[0], row[1]) if row else None
+
+    def cache_put(self, key: str, digest: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO ask_cache (key, digest, created) VALUES (?,?,?)",
+            (key, digest, time.time()),
+        )
+
+    # -- everything the store must keep --------------------------------------
+
+    def referenced_digests(self, run_ids: Iterable[str] | None = None) -> set[str]:
+        """Digests reachable from the given runs' results (all runs when None)."""
+        out: set[str] = set()
+        if run_ids is None:
+            rows: Iterable[tuple[Any, ...]] = self.conn.execute("SELECT digest FROM results")
+        else:
+            ids = list(run_ids)
+            rows = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" for _ in chunk)
+                rows = [
+                    *rows,
+                    *self.conn.execute(
+                        f"SELECT digest FROM results WHERE run_id IN ({marks})", chunk
+                    ),
+                ]
+        for (d,) in rows:
+            if d:
+                out.add(d)
+        return out
+
+
+def _row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cur.description, row, strict=False)}
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

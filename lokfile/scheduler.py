@@ -1,0 +1,826 @@
+"""The coordinator: a ready queue over the DAG, units, limits, history.
+
+A step becomes ready the moment its dependencies are done (no waves). A
+ready step is gated (dependency failures, quorum, condition), rendered, and
+split into units — one for a plain step, one per item of a `for_each`, one
+per backend of a multi-backend step (plus a synthesis unit). Each unit has a
+key; a fresh unit is resolved here from the store, a stale one becomes a job
+for the worker pool. Only this process writes the run history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lokfile import hashing, plan
+from lokfile.events import (
+    Event,
+    ParallelStart,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepNote,
+    UnitStarted,
+)
+from lokfile.execute import Job, JobResult, QueryJob, ShellJob
+from lokfile.fingerprint import Fingerprinter
+from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
+from lokfile.rundb import KeyEntry, RunDB
+from lokfile.store import Store, output_filename
+from lokfile.units import Unit, UnitSpec, build_units, combine
+
+Reporter = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    args: tuple[str, ...] = ()
+    named: dict[str, str] = field(default_factory=dict)
+    force_all: bool = False
+    force_steps: frozenset[str] = frozenset()
+    dry_run: bool = False
+    jobs: int = 8
+    keep_going: bool = False
+    resumed_from: str | None = None
+    record: bool = True  # False for `lok status`
+
+
+@dataclass
+class StepResult:
+    """The outcome of one step in one run."""
+
+    name: str
+    status: Status | str
+    reason: str
+    output: str = ""
+    digest: str | None = None
+    error: str | None = None
+    backend: str | None = None
+    duration: float = 0.0
+    saved: float = 0.0
+    parsed: Any = None
+    units: list[Unit] = field(default_factory=list)
+    filename: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.status in (Status.RAN, Status.REUSED)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    workflow: Workflow
+    status: RunStatus
+    results: dict[str, StepResult]
+    wall: float
+    saved: float
+    dry_run: bool = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"ran": 0, "reused": 0, "failed": 0, "skipped": 0}
+        for r in self.results.values():
+            key = r.status.value if isinstance(r.status, Status) else str(r.status)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        if self.status is RunStatus.INTERRUPTED:
+            return 130
+        return 0 if self.status is RunStatus.SUCCEEDED else 1
+
+
+@dataclass
+class _Live:
+    """A step whose units are being resolved or executed."""
+
+    step: Step
+    units: list[Unit]
+    pending: int
+    started: float
+
+
+def new_run_id() -> str:
+    """Sortable, unique: UTC time plus random hex."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+
+
+class Coordinator:
+    """Runs one workflow once. Collaborators are passed in; nothing global."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        config: Config,
+        root: Path,
+        store: Store,
+        db: RunDB | None,
+        options: RunOptions,
+        report: Reporter,
+        pool_factory: Callable[[int], Any],
+    ) -> None:
+        self.wf = workflow
+        self.config = config
+        self.root = root
+        self.store = store
+        self.db = db
+        self.opts = options
+        self.report = report
+        self.pool_factory = pool_factory
+        self.pool: Any = None
+        self.run_id = new_run_id()
+        self.results: dict[str, StepResult] = {}
+        self.live: dict[str, _Live] = {}
+        self.queue: deque[tuple[Job, Unit, str]] = deque()
+        self.inflight: dict[int, tuple[Unit, str]] = {}
+        self.per_backend: dict[str, int] = {}
+        self.next_job = 1
+        self.seq = 0
+        self.stopping = False
+        self.interrupted = 0
+        self.failed_hard: list[str] = []
+        self.fp = Fingerprinter(root, db)
+        self.last = db.last_attempts(workflow.name) if db else {}
+        self.dependents: dict[str, list[str]] = {s.name: [] for s in workflow.steps}
+        for s in workflow.steps:
+            for d in s.depends_on:
+                self.dependents[d].append(s.name)
+        self.waiting: dict[str, int] = {s.name: len(set(s.depends_on)) for s in workflow.steps}
+        self.slots = max(1, min(options.jobs, workflow.concurrency or options.jobs))
+        self.env_snapshot = dict(os.environ)
+        self.pending_rows: list[dict[str, Any]] = []
+        self.pending_keys: list[tuple[KeyEntry, str]] = []
+        self.pending_last: list[tuple[str, str, str, dict[str, Any], str]] = []
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> RunOutcome:
+        t0 = time.time()
+        record = self.opts.record and not self.opts.dry_run and self.db is not None
+        if record:
+            assert self.db is not None
+            self.db.mark_abandoned_runs()
+            args = {"positional": list(self.opts.args), "named": self.opts.named}
+            self.db.start_run(self.run_id, self.wf.name, self.wf.path, args, self.opts.resumed_from)
+            self.store.write_run_json(self.run_id, self._run_doc("running", t0))
+        self.report(
+            RunStarted(
+                self.run_id,
+                self.wf.name,
+                self.wf.description,
+                len(self.wf.steps),
+                self.opts.dry_run,
+            )
+        )
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            ready = deque(s.name for s in self.wf.steps if self.waiting[s.name] == 0)
+            self._loop(ready)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if self.pool is not None:
+                self.pool.shutdown(kill=bool(self.interrupted))
+        status = self._final_status()
+        wall = time.time() - t0
+        saved = sum(r.saved for r in self.results.values())
+        if record:
+            assert self.db is not None
+            with self.db.transaction():
+                self._write_pending()
+                self.db.finish_run(self.run_id, status.value, self._counts(), saved)
+            self.store.write_run_json(self.run_id, self._run_doc(status.value, t0))
+            self.store.set_latest(self.run_id)
+        outcome = RunOutcome(
+            self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run
+        )
+        self.report(RunFinished(self.run_id, status.value, outcome.counts, wall, saved))
+        return outcome
+
+    def _loop(self, ready: deque[str]) -> None:
+        while True:
+            if self.interrupted:
+                self._interrupt()
+                return
+            batch = 0
+            while ready and not self.stopping:
+                name = ready.popleft()
+                if self._prepare(self.wf.step(name), ready):
+                    batch += 1
+            if batch > 1:
+                self.report(ParallelStart(batch))
+            self._dispatch()
+            if not self.inflight and not self.queue:
+                if ready and not self.stopping:
+                    continue
+                break
+            for msg in self.pool.poll(0.1) if self.pool is not None else ():
+                self._on_message(msg, ready)
+            tick = getattr(self.report, "tick", None)
+            if tick is not None:
+                tick()
+        for s in self.wf.steps:
+            if s.name not in self.results:
+                why = (
+                    f"not started: {', '.join(self.failed_hard)} failed"
+                    if self.failed_hard
+                    else "not started"
+                )
+                self._finish_step_now(s, Status.SKIPPED, why, ready=None)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.interrupted += 1
+        if self.interrupted >= 2:
+            if self.pool is not None:
+                self.pool.shutdown(kill=True)
+            os._exit(130)
+
+    def _interrupt(self) -> None:
+        if self.pool is not None:
+            self.pool.cancel_all()
+        for unit, _backend in list(self.inflight.values()):
+            unit.status = Status.INTERRUPTED
+            unit.reason = "interrupted"
+        self.inflight.clear()
+        self.queue.clear()
+        for s in self.wf.steps:
+            if s.name not in self.results:
+                self._finish_step_now(
+                    s,
+                    Status.INTERRUPTED if s.name in self.live else Status.SKIPPED,
+                    "interrupted",
+                    ready=None,
+                )
+
+    def _final_status(self) -> RunStatus:
+        if self.interrupted:
+            return RunStatus.INTERRUPTED
+        sinks = [s.name for s in self.wf.steps if not self.dependents[s.name]]
+        if self.failed_hard or any(
+            self.results[n].status is Status.FAILED for n in sinks if n in self.results
+        ):
+            return RunStatus.FAILED
+        return RunStatus.SUCCEEDED
+
+    def _counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results.values():
+            key = r.status.value if isinstance(r.status, Status) else str(r.status)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    # -- preparing a ready step ---------------------------------------------
+
+    def _prepare(self, step: Step, ready: deque[str]) -> bool:
+        """Gate, render and split a ready step; True when it started work."""
+        from lokfile.errors import LokError, TemplateError
+
+        deps = [self.results[d] for d in dict.fromkeys(step.depends_on)]
+        waiting_on = [d.name for d in deps if d.status == "stale"]
+        if waiting_on:  # dry run: nothing to render against yet
+            self._record_step(
+                StepResult(step.name, "stale", f"upstream {waiting_on[0]} will run"), ready
+            )
+            return False
+        failed = [
+            d
+            for d in deps
+            if (not d.success and d.status is not Status.SKIPPED)
+            or (d.status is Status.SKIPPED and d.reason.startswith(("dependency", "not started")))
+        ]
+        hard = [d.name for d in failed if d.status is not Status.REUSED and not self._soft(d.name)]
+        if step.min_deps_success is not None:
+            ok = sum(1 for d in deps if d.success)
+            if ok < step.min_deps_success:
+                why = f"quorum not reached: {ok}/{len(deps)} dependencies succeeded (need {step.min_deps_success})"
+                self._finish_step_now(
+                    step,
+                    Status.SKIPPED if step.continue_on_error else Status.FAILED,
+                    why,
+                    ready,
+                    error=why,
+                )
+                return False
+        elif hard:
+            self._finish_step_now(
+                step, Status.SKIPPED, f"dependency failed: {', '.join(hard)}", ready
+            )
+            return False
+        ctx = self._context()
+        try:
+            if step.when is not None:
+                from lokfile.templates import eval_condition
+
+                if not eval_condition(step.when, ctx):
+                    self._finish_step_now(step, Status.SKIPPED, "condition not met", ready)
+                    return False
+            specs = build_units(step, ctx, self)
+        except LokError as exc:
+            why = "template error" if isinstance(exc, TemplateError) else "cannot start"
+            self._finish_step_now(step, Status.FAILED, why, ready, error=exc.message)
+            return False
+        units = [self._resolve(step, spec) for spec in specs]
+        live = _Live(step, units, 0, time.time())
+        self.live[step.name] = live
+        for unit in units:
+            if unit.status is None:
+                live.pending += 1
+        if live.pending == 0:
+            self._complete_step(live, ready)
+            return False
+        return True
+
+    def _soft(self, name: str) -> bool:
+        return self.wf.step(name).continue_on_error
+
+    def _context(self) -> Any:
+        from lokfile.templates import Context, StepView
+
+        views = {
+            name: StepView(
+                output=r.output if r.status is not Status.SKIPPED else "",
+                success=r.success,
+                error=r.error,
+                backend=r.backend,
+                parsed=r.parsed,
+                skipped=r.status is Status.SKIPPED,
+            )
+            for name, r in self.results.items()
+        }
+        names = sorted({r.backend for r in self.results.values() if r.backend})
+        backends = " + ".join(n[:1].upper() + n[1:] for n in names) or "lok"
+        named = {a.name: a.default for a in self.wf.args if a.default is not None}
+        named.update(self.opts.named)
+        return Context(
+            steps=views,
+            args=self.opts.args,
+            named_args=named,
+            env=self.env_snapshot,
+            workflow_name=self.wf.name,
+            workflow_backends=backends,
+        )
+
+    # -- keys and freshness -------------------------------------------------
+
+    def components(self, step: Step, spec: UnitSpec) -> dict[str, Any]:
+        """Everything that determines this unit's result (SPEC §4.1)."""
+        comp: dict[str, Any] = {
+            "schema": hashing.KEY_SCHEMA,
+            "kind": step.kind.value,
+            "unit": spec.unit,
+        }
+        if spec.command is not None:
+            comp["command"] = hashing.digest_text(spec.command)
+            comp["wrapper"] = self.config.defaults.command_wrapper
+            comp["outputs"] = list(step.outputs)
+        if spec.prompt is not None:
+            comp["prompt"] = hashing.digest_text(spec.prompt)
+            comp["system"] = spec.system
+        if spec.backend is not None:
+            comp["backend"] = spec.backend.identity()
+            comp["options"] = step.generation_options
+        comp["upstream"] = {d: self.results[d].digest for d in sorted(set(step.depends_on))}
+        if spec.inputs:
+            comp["inputs"] = spec.inputs
+        if step.sources:
+            comp["sources"] = self.fp.digests(step.sources)
+        if step.env:
+            comp["env"] = {
+                v: hashing.digest_text(os.environ[v]) if v in os.environ else None for v in step.env
+            }
+        if spec.item is not None:
+            comp["item"] = spec.item
+            comp["index"] = spec.index
+        comp["format"] = step.output_format
+        if step.apply_edits or step.verify:
+            comp["edits"] = {
+                "apply": step.apply_edits,
+                "verify": step.verify,
+                "fix_retries": step.fix_retries,
+            }
+        if self.config.cache.salt:
+            comp["salt"] = self.config.cache.salt
+        return comp
+
+    def _resolve(self, step: Step, spec: UnitSpec) -> Unit:
+        comp = self.components(step, spec)
+        key = plan.make_key(comp)
+        unit = Unit(step=step.name, name=spec.unit, key=key, components=comp, spec=spec)
+        forced = self.opts.force_all or step.name in self.opts.force_steps
+        if forced:
+            return self._stale(unit, plan.FORCED)
+        if step.cache is False:
+            return self._stale(unit, plan.CACHE_OFF)
+        if step.is_volatile and spec.command is not None:
+            return self._stale(unit, plan.VOLATILE)
+        entry = self.db.key_entry(key) if self.db else None
+        if entry is None:
+            prev = self.last.get((step.name, spec.unit))
+            return self._stale(
+                unit,
+                plan.explain(
+                    comp, prev.components if prev else None, prev.status if prev else None
+                ),
+            )
+        ttl = self.config.cache.ttl_hours
+        if ttl and time.time() - entry.created > ttl * 3600:
+            return self._stale(unit, plan.EXPIRED)
+        if entry.outputs and not self._outputs_ok(entry):
+            return self._stale(unit, plan.OUTPUT_MISSING)
+        try:
+            text = self.store.get_text(entry.digest)
+        except FileNotFoundError:
+            return self._stale(unit, "artifact missing from the store")
+        unit.status = Status.REUSED
+        unit.reason = plan.FRESH
+        unit.digest = entry.digest
+        unit.output = text
+        unit.saved = entry.duration
+        unit.backend = spec.backend.name if spec.backend else None
+        unit.model = entry.meta.get("model")
+        return unit
+
+    def _outputs_ok(self, entry: KeyEntry) -> bool:
+        """Declared outputs match, restoring any that changed or vanished from the store."""
+        for rel, digest in entry.outputs.items():
+            if self.fp.digest(rel) == digest:
+                continue
+            if not self.store.has(digest):
+                return False
+            if not self.opts.dry_run:
+                self.store.restore(digest, self.root / rel)
+                st = os.stat(self.root / rel)
+                self.fp.remember([(rel, st.st_size, st.st_mtime_ns, st.st_ino, digest)])
+        return True
+
+    def _stale(self, unit: Unit, reason: str) -> Unit:
+        unit.reason = reason
+        if self.opts.dry_run:
+            unit.status = "stale"
+            return unit
+        step = self.wf.step(unit.step)
+        spec = unit.spec
+        timeout = step.timeout_ms / 1000 if step.timeout_ms else None
+        work: ShellJob | QueryJob
+        if spec.command is not None:
+            work = ShellJob(self._wrap(spec.command), spec.command, step.outputs)
+        else:
+            assert spec.backend is not None and spec.prompt is not None
+            work = QueryJob(
+                spec.backend,
+                spec.prompt,
+                spec.system,
+                step.model,
+                step.temperature,
+                step.seed,
+                step.max_tokens,
+            )
+        job = Job(
+            self.next_job,
+            step.name,
+            spec.unit,
+            work,
+            str(self.root),
+            str(self.store.runs_dir),
+            timeout,
+            step.retries,
+            step.retry_delay_ms / 1000,
+        )
+        self.next_job += 1
+        self.queue.append((job, unit, spec.backend.name if spec.backend else ""))
+        return unit
+
+    def _wrap(self, command: str) -> str:
+        wrapper = self.config.defaults.command_wrapper
+        if not wrapper:
+            return command
+        from lokfile.units import wrap_command
+
+        return wrap_command(wrapper, command)
+
+    # -- dispatching and completion -----------------------------------------
+
+    def _dispatch(self) -> None:
+        if not self.queue:
+            return
+        if self.pool is None:
+            self.pool = self.pool_factory(self.slots)
+        held: deque[tuple[Job, Unit, str]] = deque()
+        while self.queue and len(self.inflight) < self.slots:
+            job, unit, backend = self.queue.popleft()
+            limit = self._backend_limit(backend)
+            if limit and self.per_backend.get(backend, 0) >= limit:
+                held.append((job, unit, backend))
+                continue
+            self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
+            self.inflight[job.id] = (unit, backend)
+            self.report(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
+            self.pool.submit(job)
+        self.queue.extendleft(reversed(held))
+
+    def _backend_limit(self, name: str) -> int | None:
+        if not name:
+            return None
+        cfg = self.config.backends.get(name)
+        return cfg.concurrency if cfg else None
+
+    def _on_message(self, msg: tuple[Any, ...], ready: deque[str]) -> None:
+        kind = msg[0]
+        if kind == "event":
+            entry = self.inflight.get(msg[1])
+            if entry:
+                self.report(StepNote(entry[0].step, entry[0].name, msg[2]))
+            return
+        if kind == "crash":
+            entry = self.inflight.pop(msg[1], None)
+            if entry is None:
+                return
+            unit, backend = entry
+            self.per_backend[backend] -= 1
+            now = time.time()
+            crashed = JobResult(
+                msg[1],
+                False,
+                f"Error: internal error: {msg[2]}",
+                None,
+                f"internal error: {msg[2]}",
+                "failed",
+                1,
+                now,
+                now,
+            )
+            self._unit_done(unit, crashed, ready)
+            return
+        result: JobResult = msg[1]
+        entry = self.inflight.pop(result.id, None)
+        if entry is None:
+            return
+        unit, backend = entry
+        self.per_backend[backend] -= 1
+        self._unit_done(unit, result, ready)
+
+    def _unit_done(self, unit: Unit, result: JobResult, ready: deque[str]) -> None:
+        unit.status = Status.RAN if result.success else Status.FAILED
+        unit.output = result.output
+        unit.digest = result.digest
+        unit.error = result.error
+        unit.duration = result.ended - result.started
+        unit.attempts = result.attempts
+        unit.backend = unit.spec.backend.name if unit.spec.backend else None
+        unit.model = result.model
+        unit.started, unit.ended = result.started, result.ended
+        self.fp.remember(result.output_stats)
+        if result.success and unit.digest:
+            meta = {"model": result.model} if result.model else {}
+            self.pending_keys.append(
+                (
+                    KeyEntry(
+                        unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
+                    ),
+                    unit.step,
+                )
+            )
+        self.pending_last.append(
+            (unit.step, unit.name, unit.key, unit.components, unit.status.value)
+        )
+        live = self.live[unit.step]
+        live.pending -= 1
+        if live.pending == 0:
+            self._complete_step(live, ready)
+        self._commit()
+
+    def _commit(self) -> None:
+        """Make everything finished so far durable, in one transaction."""
+        if self.db is None or not self.opts.record or self.opts.dry_run:
+            return
+        with self.db.transaction():
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        assert self.db is not None
+        for entry, step in self.pending_keys:
+            self.db.put_key(entry, step, self.wf.name)
+        for step, unit, key, comp, status in self.pending_last:
+            self.db.set_last_attempt(self.wf.name, step, unit, key, comp, status)
+        for row in self.pending_rows:
+            self.db.record_result(row)
+        self.fp.flush()
+        self.pending_keys, self.pending_last, self.pending_rows = [], [], []
+
+    def _complete_step(self, live: _Live, ready: deque[str]) -> None:
+        """All units resolved: combine them (maybe adding a synthesis unit), then finish."""
+        extra = combine(live.step, live.units, self)
+        if extra is not None:
+            unit = self._resolve(live.step, extra)
+            live.units.append(unit)
+            if unit.status is None:
+                live.pending = 1
+                self._dispatch()
+                return
+        step = live.step
+        output, digest, success, backend, error = self._combined(step, live.units)
+        ran = any(u.status is Status.RAN or u.status is Status.FAILED for u in live.units)
+        stale = any(u.status == "stale" for u in live.units)
+        if stale:
+            status: Status | str = "stale"
+            reason = next(u.reason for u in live.units if u.status == "stale")
+        elif not success:
+            status = Status.FAILED
+            reason = next((u.reason for u in live.units if u.status is Status.FAILED), "failed")
+        else:
+            status = Status.RAN if ran else Status.REUSED
+            reason = next((u.reason for u in live.units if u.status is Status.RAN), plan.FRESH)
+        if not success and not stale and not step.continue_on_error:
+            self.failed_hard.append(step.name)
+            if not self.opts.keep_going:
+                self.stopping = True
+        duration = sum(u.duration for u in live.units)
+        saved = sum(u.saved for u in live.units)
+        parsed = None
+        if success and step.output_format != "text":
+            from lokfile.templates import parse_output
+
+            parsed = parse_output(output, step.output_format)
+        result = StepResult(
+            step.name,
+            status,
+            reason,
+            output,
+            digest,
+            error,
+            backend,
+            duration,
+            saved,
+            parsed,
+            live.units,
+        )
+        self._record_step(result, ready)
+
+    def _combined(
+        self, step: Step, units: list[Unit]
+    ) -> tuple[str, str | None, bool, str | None, str | None]:
+        from lokfile.units import aggregate
+
+        return aggregate(step, units, self)
+
+    def _finish_step_now(
+        self,
+        step: Step,
+        status: Status,
+        reason: str,
+        ready: deque[str] | None,
+        error: str | None = None,
+    ) -> None:
+        output = (
+            f"Skipped: {reason}"
+            if status is Status.SKIPPED
+            else (f"Error: {error}" if error else "")
+        )
+        digest = self.store.put_text(output) if output and not self.opts.dry_run else None
+        if status is Status.FAILED and not step.continue_on_error:
+            self.failed_hard.append(step.name)
+            if not self.opts.keep_going:
+                self.stopping = True
+        self._record_step(StepResult(step.name, status, reason, output, digest, error), ready)
+
+    def _record_step(self, result: StepResult, ready: deque[str] | None) -> None:
+        self.results[result.name] = result
+        self.live.pop(result.name, None)
+        step = self.wf.step(result.name)
+        if result.digest and not self.opts.dry_run and self.opts.record:
+            suffix = (
+                ".json"
+                if step.for_each or step.output_format in ("json", "json_array", "jsonl")
+                else ".txt"
+            )
+            result.filename = output_filename(step.name, suffix)
+            self.store.link_output(self.run_id, result.filename, result.digest)
+        if self.db is not None and self.opts.record and not self.opts.dry_run:
+            self._record_unit_row(result.name, "", result)
+            for unit in result.units:
+                if unit.name:
+                    self._record_unit(unit)
+        self.report(
+            StepFinished(
+                result.name,
+                result.status.value if isinstance(result.status, Status) else result.status,
+                result.reason,
+                result.duration,
+                result.backend,
+                result.error,
+                max(1, len(result.units)),
+            )
+        )
+        if ready is None:
+            return
+        for child in self.dependents[result.name]:
+            self.waiting[child] -= 1
+            if self.waiting[child] == 0:
+                ready.append(child)
+
+    def _record_unit(self, unit: Unit) -> None:
+        self.seq += 1
+        self.pending_rows.append(
+            {
+                "run_id": self.run_id,
+                "step": unit.step,
+                "unit": unit.name,
+                "key": unit.key,
+                "components": json.dumps(unit.components, sort_keys=True),
+                "status": unit.status.value
+                if isinstance(unit.status, Status)
+                else str(unit.status),
+                "reason": unit.reason,
+                "attempts": unit.attempts,
+                "started": unit.started,
+                "ended": unit.ended,
+                "duration": unit.duration,
+                "backend": unit.backend,
+                "model": unit.model,
+                "digest": unit.digest,
+                "error": unit.error,
+                "seq": self.seq,
+            }
+        )
+
+    def _record_unit_row(self, name: str, unit_name: str, result: StepResult) -> None:
+        self.seq += 1
+        single = result.units[0] if len(result.units) == 1 else None
+        key = single.key if single else hashing.digest_json(sorted(u.key for u in result.units))
+        components = single.components if single else {"units": [u.name for u in result.units]}
+        started = min((u.started for u in result.units if u.started), default=0.0)
+        ended = max((u.ended for u in result.units if u.ended), default=0.0)
+        self.pending_rows.append(
+            {
+                "run_id": self.run_id,
+                "step": name,
+                "unit": unit_name,
+                "key": key if result.units else "",
+                "components": json.dumps(components, sort_keys=True) if result.units else "{}",
+                "status": result.status.value
+                if isinstance(result.status, Status)
+                else str(result.status),
+                "reason": result.reason,
+                "attempts": single.attempts if single else len(result.units),
+                "started": started,
+                "ended": ended,
+                "duration": result.duration,
+                "backend": result.backend,
+                "model": single.model if single else None,
+                "digest": result.digest,
+                "error": result.error,
+                "seq": self.seq,
+            }
+        )
+        prev = self.last.get((name, ""))
+        if (
+            single is not None
+            and single.status is Status.REUSED
+            and (prev is None or prev.key != single.key)
+        ):
+            self.pending_last.append((name, "", single.key, single.components, "reused"))
+
+    def _run_doc(self, status: str, started: float) -> dict[str, Any]:
+        return {
+            "id": self.run_id,
+            "workflow": self.wf.name,
+            "path": self.wf.path,
+            "args": {"positional": list(self.opts.args), "named": self.opts.named},
+            "status": status,
+            "started": started,
+            "ended": time.time() if status != "running" else None,
+            "resumed_from": self.opts.resumed_from,
+            "steps": [
+                {
+                    "name": r.name,
+                    "status": r.status.value if isinstance(r.status, Status) else r.status,
+                    "reason": r.reason,
+                    "digest": r.digest,
+                    "file": r.filename or None,
+                    "duration": round(r.duration, 4),
+                    "backend": r.backend,
+                    "error": r.error,
+                }
+                for r in self.results.values()
+            ],
+        }
+
+    # -- helpers for units.py -----------------------------------------------
+
+    def backend_config(self, name: str) -> BackendConfig:
+        """The configured backend `name` (`auto` resolved); TemplateError-free lookup."""
+        from lokfile.units import resolve_backend
+
+        return resolve_backend(name, self.config)
+
+    def is_llm(self, step: Step) -> bool:
+        return step.kind is StepKind.LLM

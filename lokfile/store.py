@@ -1,0 +1,153 @@
+"""Content-addressed artifacts under `.lok/runs/objects/`, and run folders.
+
+An artifact is immutable and named by its digest:
+`objects/<algorithm>/<first two hex>/<rest>`. Writes go to a temporary file in
+the same folder and are renamed into place, so a crash never leaves a partial
+artifact under its final name; writing an artifact that exists is a no-op.
+
+A run folder (`runs/<run-id>/`) holds one symlink per step output pointing at
+its artifact, and `run.json`; `runs/latest` points at the newest run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lokfile import hashing
+
+
+class Store:
+    """Artifacts by digest, plus the run folders beside them."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+        self.objects_dir = runs_dir / "objects"
+
+    # -- artifacts ---------------------------------------------------------
+
+    def path(self, digest: str) -> Path:
+        """Where the artifact named `digest` lives (it may not exist)."""
+        algo, hexpart = hashing.split(digest)
+        return self.objects_dir / algo / hexpart[:2] / hexpart[2:]
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def put(self, data: bytes) -> str:
+        """Store `data`; return its digest."""
+        digest = hashing.digest_bytes(data)
+        target = self.path(digest)
+        if target.is_file():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, target)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return digest
+
+    def put_text(self, text: str) -> str:
+        return self.put(text.encode())
+
+    def put_file(self, source: Path) -> str:
+        """Store a copy of a file's bytes; return its digest."""
+        return self.put(source.read_bytes())
+
+    def get(self, digest: str) -> bytes:
+        """The bytes of an artifact (FileNotFoundError when missing)."""
+        return self.path(digest).read_bytes()
+
+    def get_text(self, digest: str) -> str:
+        return self.get(digest).decode("utf-8", errors="replace")
+
+    def restore(self, digest: str, dest: Path) -> None:
+        """Write an artifact's bytes to `dest` atomically (for declared outputs)."""
+        data = self.get(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".lok-restore-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def iter_objects(self) -> Iterator[tuple[str, Path]]:
+        """Every (digest, path) in the store."""
+        if not self.objects_dir.is_dir():
+            return
+        for algo_dir in sorted(self.objects_dir.iterdir()):
+            if not algo_dir.is_dir():
+                continue
+            for fan in sorted(algo_dir.iterdir()):
+                if not fan.is_dir():
+                    continue
+                for obj in sorted(fan.iterdir()):
+                    if not obj.name.startswith(".tmp-"):
+                        yield f"{algo_dir.name}:{fan.name}{obj.name}", obj
+
+    def verify(self, digest: str) -> bool:
+        """True when the artifact exists and its bytes still hash to its name."""
+        path = self.path(digest)
+        algo, _ = hashing.split(digest)
+        if algo != hashing.ALGORITHM or not path.is_file():
+            return False
+        return hashing.digest_file(str(path)) == digest
+
+    # -- run folders ---------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def link_output(self, run_id: str, filename: str, digest: str) -> None:
+        """Make `runs/<run>/<filename>` show the artifact `digest`."""
+        link = self.run_dir(run_id) / filename
+        link.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(self.path(digest), link.parent)
+        try:
+            os.symlink(target, link)
+        except FileExistsError:
+            link.unlink()
+            os.symlink(target, link)
+
+    def write_run_json(self, run_id: str, doc: dict[str, Any]) -> None:
+        """Write `run.json` atomically, and point `latest` at this run."""
+        folder = self.run_dir(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-run-")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, folder / "run.json")
+
+    def set_latest(self, run_id: str) -> None:
+        """Atomically repoint `runs/latest` at `run_id`."""
+        tmp = self.runs_dir / f".latest-{os.getpid()}"
+        _unlink_quietly(str(tmp))
+        os.symlink(run_id, tmp)
+        os.replace(tmp, self.runs_dir / "latest")
+
+
+def output_filename(step: str, suffix: str = ".txt") -> str:
+    """A safe file name for a step's output inside a run folder."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in step) or "_"
+    return safe + suffix
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,270 @@
+"""Units: the keyed pieces a step is split into, and how their results combine.
+
+    plain step          one unit ""
+    for_each            one unit per item: "item:0", "item:1", …
+    multi-backend step  one unit per backend: "backend:NAME", then maybe "synthesis"
+
+Each unit has its own key, so adding one item to a loop of 500 runs one job,
+and each backend's answer is its own artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from lokfile.errors import LokError
+from lokfile.model import BackendConfig, Config, Status, Step, StepKind
+
+if TYPE_CHECKING:
+    from lokfile.scheduler import Coordinator
+
+# the order `auto` tries backends in, after [defaults] backend
+AUTO_ORDER = ("claude", "codex", "gemini", "ollama")
+CLI_TYPES = ("claude", "codex", "gemini", "command")
+DEFAULT_WEIGHTS = {"claude": 2.0, "codex": 1.5, "gemini": 1.5, "ollama": 1.0}
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """What one unit will do, fully rendered."""
+
+    unit: str
+    command: str | None = None
+    prompt: str | None = None
+    system: str | None = None
+    backend: BackendConfig | None = None
+    item: Any = None
+    index: int | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Unit:
+    step: str
+    name: str
+    key: str
+    components: dict[str, Any]
+    spec: UnitSpec
+    status: Status | str | None = None  # None until resolved; "stale" in a dry run
+    reason: str = ""
+    output: str = ""
+    digest: str | None = None
+    error: str | None = None
+    duration: float = 0.0
+    saved: float = 0.0
+    attempts: int = 0
+    backend: str | None = None
+    model: str | None = None
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def success(self) -> bool:
+        return self.status in (Status.RAN, Status.REUSED)
+
+
+def resolve_backend(name: str, config: Config) -> BackendConfig:
+    """The backend config called `name`; `auto` picks the default or the first usable one."""
+    if name == "auto":
+        if config.defaults.backend and config.defaults.backend != "auto":
+            return resolve_backend(config.defaults.backend, config)
+        enabled = [b for b in config.backends.values() if b.enabled]
+        ordered = sorted(
+            enabled,
+            key=lambda b: (
+                AUTO_ORDER.index(b.name) if b.name in AUTO_ORDER else len(AUTO_ORDER),
+                b.name,
+            ),
+        )
+        for cfg in ordered:
+            if cfg.type not in CLI_TYPES or shutil.which(cfg.command or cfg.type):
+                return cfg
+        raise LokError(
+            "no backend available for `auto`",
+            "configure one in lok.toml ([backends.NAME]) or set [defaults] backend",
+        )
+    found = config.backends.get(name)
+    if found is None:
+        known = ", ".join(sorted(config.backends)) or "none"
+        raise LokError(
+            f"backend '{name}' is not configured (configured: {known})",
+            f"add [backends.{name}] to lok.toml",
+        )
+    if not found.enabled:
+        raise LokError(f"backend '{name}' is disabled", f"set enabled = true in [backends.{name}]")
+    return found
+
+
+def build_units(step: Step, ctx: Any, coord: Coordinator) -> list[UnitSpec]:
+    """Render a ready step and split it into unit specs."""
+    from lokfile.templates import eval_for_each, render_prompt, render_shell
+
+    if step.for_each is not None:
+        items = eval_for_each(step.for_each, ctx)
+        specs = []
+        for i, item in enumerate(items):
+            c = replace(ctx, item=item, index=i)
+            if step.kind is StepKind.SHELL:
+                assert step.shell is not None
+                specs.append(
+                    UnitSpec(f"item:{i}", command=render_shell(step.shell, c), item=item, index=i)
+                )
+            else:
+                backend = coord.backend_config(step.backends[0])
+                specs.append(
+                    UnitSpec(
+                        f"item:{i}",
+                        prompt=render_prompt(step.prompt or "", c),
+                        system=_system(step, backend),
+                        backend=backend,
+                        item=item,
+                        index=i,
+                    )
+                )
+        return specs
+    if step.kind is StepKind.SHELL:
+        assert step.shell is not None
+        return [UnitSpec("", command=render_shell(step.shell, ctx))]
+    prompt = render_prompt(step.prompt or "", ctx)
+    names = list(dict.fromkeys(step.backends))
+    if len(names) == 1:
+        backend = coord.backend_config(names[0])
+        return [UnitSpec("", prompt=prompt, system=_system(step, backend), backend=backend)]
+    out = []
+    for name in names:
+        backend = coord.backend_config(name)
+        out.append(
+            UnitSpec(
+                f"backend:{backend.name}",
+                prompt=prompt,
+                system=_system(step, backend),
+                backend=backend,
+            )
+        )
+    return out
+
+
+def _system(step: Step, backend: BackendConfig) -> str | None:
+    system = step.system or backend.options.get("system")
+    return str(system) if system is not None else None
+
+
+def combine(step: Step, units: list[Unit], coord: Coordinator) -> UnitSpec | None:
+    """A synthesis unit to add, when a multi-backend step asks for one."""
+    if step.for_each is not None or len(units) < 2 or step.consensus != "synthesis":
+        return None
+    if any(u.name == "synthesis" for u in units):
+        return None
+    answers = [u for u in units if u.success]
+    if len(answers) < 2:
+        return None
+    config = coord.config
+    first = units[0].spec.backend
+    name = config.consensus.synthesizer or (first.name if first else "auto")
+    backend = coord.backend_config(name)
+    original = units[0].spec.prompt or ""
+    return UnitSpec(
+        "synthesis",
+        prompt=synthesis_prompt(original, [(u.backend or u.name, u.output) for u in answers]),
+        backend=backend,
+        inputs={u.name: u.digest for u in answers},
+    )
+
+
+def synthesis_prompt(request: str, answers: list[tuple[str, str]]) -> str:
+    """The prompt that merges several backends' answers into one."""
+    parts = [
+        "Several assistants answered the same request. Merge their answers into one.",
+        "",
+        "## The request",
+        "",
+        request.strip(),
+        "",
+    ]
+    for name, text in answers:
+        parts += [f"## Answer from {name}", "", text.strip(), ""]
+    parts += [
+        "Keep every correct and useful point, settle contradictions in favour of what is "
+        "best supported, leave out what is wrong, and reply with the merged answer only."
+    ]
+    return "\n".join(parts)
+
+
+def normalise(text: str) -> str:
+    """How answers are compared in a vote: case and whitespace do not count."""
+    return " ".join(text.split()).lower()
+
+
+def vote(answers: list[tuple[str, str]], weights: dict[str, float] | None) -> tuple[str, float]:
+    """The winning answer and its score; ties go to the earliest answer."""
+    scores: dict[str, float] = {}
+    first: dict[str, str] = {}
+    for name, text in answers:
+        k = normalise(text)
+        w = (weights or {}).get(name, 1.0) if weights is not None else 1.0
+        scores[k] = scores.get(k, 0.0) + w
+        first.setdefault(k, text.strip())
+    best = max(scores.values())
+    for _name, text in answers:  # earliest answer among the best
+        k = normalise(text)
+        if abs(scores[k] - best) < 1e-9:
+            return first[k], best
+    raise AssertionError("unreachable")
+
+
+def aggregate(
+    step: Step, units: list[Unit], coord: Coordinator
+) -> tuple[str, str | None, bool, str | None, str | None]:
+    """(output, digest, success, backend, error) of a step from its units."""
+    store = coord.store
+    dry = coord.opts.dry_run
+    if step.for_each is not None:
+        rows = [
+            {"index": u.spec.index, "item": u.spec.item, "output": u.output, "success": u.success}
+            for u in units
+        ]
+        text = json.dumps(rows, indent=2, sort_keys=True, ensure_ascii=False)
+        ok = all(u.success for u in units)
+        failed = [u for u in units if u.status is Status.FAILED]
+        error = f"{len(failed)} of {len(units)} items failed" if failed else None
+        backend = units[0].backend if units else None
+        return text, None if dry else store.put_text(text), ok, backend, error
+    if len(units) == 1:
+        u = units[0]
+        return u.output, u.digest, u.success, u.backend, u.error
+    answers = [u for u in units if u.name.startswith("backend:") and u.success]
+    if not answers:
+        errors = "; ".join(
+            f"{u.name.removeprefix('backend:')}: {u.error}"
+            for u in units
+            if u.name.startswith("backend:")
+        )
+        text = f"All backends failed: {errors}"
+        return text, None if dry else store.put_text(text), False, None, text
+    pairs = [(u.backend or u.name, u.output) for u in answers]
+    if step.consensus == "synthesis":
+        synth = next((u for u in units if u.name == "synthesis"), None)
+        if synth is not None and synth.success:
+            return synth.output, synth.digest, True, synth.backend, None
+        return answers[0].output, answers[0].digest, True, answers[0].backend, None
+    if step.consensus == "first":
+        return answers[0].output, answers[0].digest, True, answers[0].backend, None
+    weights = None
+    if step.consensus == "weighted_vote":
+        weights = {**DEFAULT_WEIGHTS, **coord.config.consensus.weights}
+    text, _score = vote(pairs, weights)
+    return text, None if dry else store.put_text(text), True, None, None
+
+
+def wrap_command(wrapper: str, command: str) -> str:
+    """Put `command` inside `[defaults] command_wrapper`, quoted for the quotes around {cmd}."""
+    if "'{cmd}'" in wrapper:
+        return wrapper.replace("'{cmd}'", "'" + command.replace("'", "'\\''") + "'")
+    if '"{cmd}"' in wrapper:
+        escaped = "".join("\\" + c if c in '\\"$`' else c for c in command)
+        return wrapper.replace('"{cmd}"', '"' + escaped + '"')
+    return wrapper.replace("{cmd}", shlex.quote(command))
