@@ -47,6 +47,17 @@ class QueryJob:
     temperature: float | None = None
     seed: int | None = None
     max_tokens: int | None = None
+    edits: EditSettings | None = None  # apply_edits / verify / fix_retries on this step
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """What to do with an answer after it arrives (SPEC §9); see lokfile.edits."""
+
+    apply_edits: bool = False
+    verify: str | None = None
+    fix_retries: int = 0
+    command_wrapper: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,8 @@ def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> Job
             last = _run_shell(job.work.command, job.cwd, job.timeout_s, register)
         else:
             last = _run_query(job.work, job.cwd, job.timeout_s)
+            if last.ok and job.work.edits is not None:
+                last = _after_answer(job, job.work, last, emit)
         if last.ok or not last.retryable or attempt == job.retries:
             break
         delay = backoff_delay(job.retry_delay_s, attempt + 1, last.retry_after)
@@ -256,6 +269,29 @@ def _run_query(work: QueryJob, cwd: str, timeout_s: float | None) -> Attempt:
         kind = ErrorKind.FAILED.value
         return Attempt(False, "", f"{work.backend.name}: {type(exc).__name__}: {exc}", kind)
     return Attempt(True, answer.text, model=answer.model)
+
+
+def _after_answer(job: Job, work: QueryJob, answer: Attempt, emit: Emit) -> Attempt:
+    """Apply edits and verify (with fix retries that ask the same backend again)."""
+    from dataclasses import replace
+
+    from lokfile import edits
+
+    assert work.edits is not None
+
+    def requery(prompt: str) -> str:
+        again = _run_query(replace(work, prompt=prompt, edits=None), job.cwd, job.timeout_s)
+        if not again.ok:
+            raise edits.RequeryFailed(again.error or "re-query failed")
+        return again.text
+
+    outcome = edits.apply_and_verify(
+        answer.text, work.prompt, work.edits, Path(job.cwd), Store(Path(job.runs_dir)),
+        job.timeout_s, requery, emit,
+    )
+    if outcome.ok:
+        return Attempt(True, outcome.text, model=answer.model)
+    return Attempt(False, outcome.text, outcome.error, "failed", retryable=False)
 
 
 def _fmt_s(seconds: float | None) -> str:

@@ -30,7 +30,7 @@ from lokfile.events import (
     StepNote,
     UnitStarted,
 )
-from lokfile.execute import Job, JobResult, QueryJob, ShellJob
+from lokfile.execute import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.fingerprint import Fingerprinter
 from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
 from lokfile.rundb import KeyEntry, RunDB
@@ -483,6 +483,7 @@ class Coordinator:
                 step.temperature,
                 step.seed,
                 step.max_tokens,
+                self._edit_settings(step, spec),
             )
         job = Job(
             self.next_job,
@@ -498,6 +499,12 @@ class Coordinator:
         self.next_job += 1
         self.queue.append((job, unit, spec.backend.name if spec.backend else ""))
         return unit
+
+    def _edit_settings(self, step: Step, spec: UnitSpec) -> EditSettings | None:
+        if spec.unit == "synthesis" or not (step.apply_edits or step.verify):
+            return None
+        wrapper = self.config.defaults.command_wrapper
+        return EditSettings(step.apply_edits, step.verify, step.fix_retries, wrapper)
 
     def _wrap(self, command: str) -> str:
         wrapper = self.config.defaults.command_wrapper
