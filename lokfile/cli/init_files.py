@@ -1,0 +1,135 @@
+"""What `lok init` writes: a commented lok.toml, an example workflow, .lok/.gitignore.
+
+Every setting in LOK_TOML is commented out and shows its built-in default, so
+the file changes nothing until a line is uncommented, and never hides what a
+user set in ~/.config/lok/lok.toml. (A test checks that each
+commented value is the real default.)
+"""
+
+from __future__ import annotations
+
+LOK_TOML = """\
+# lok.toml: project settings for lok (https://github.com/ducks/lok compatible).
+#
+# Settings are layered, key by key: built-in defaults < ~/.config/lok/lok.toml
+# < this file < `lok --config FILE`. Every `# key = value`
+# below is the built-in default, commented out: uncomment a line to change
+# it (`e.g.` lines are examples, not defaults). Durations in this
+# file are seconds (300) or strings with a unit ("5m"); in workflow files a
+# bare number is milliseconds.
+
+[defaults]
+# parallel = true             # ask several backends at once (lok ask, hunt, audit)
+# timeout = 300               # seconds per backend call in lok ask and the modes; 0 = none
+# jobs = 8                    # steps `lok run` runs at once (-j overrides)
+# e.g. backend = "auto"       # backend for LLM steps that name none ("auto": any available)
+# e.g. command_wrapper = "nix-shell --run '{cmd}'"   # run shell steps inside it
+
+[cache]
+# enabled = true              # reuse results whose inputs did not change
+# ttl_hours = 24              # results older than this are recomputed (0 = keep forever)
+# salt = ""                   # change it to invalidate every cached result at once
+
+[conductor]                   # `lok conduct`: one backend delegates to the others
+# max_rounds = 5
+# max_tokens = 4096
+# e.g. backend = "claude"
+
+[consensus]                   # steps with several backends and consensus = "vote" | "synthesis" | ...
+# e.g. synthesizer = "claude" # who writes the synthesis
+
+[consensus.weights]           # weighted_vote: how much each backend's answer counts
+# claude = 2.0
+# codex = 1.5
+# gemini = 1.5
+# ollama = 1.0
+
+# Backends: [backends.NAME]. The names claude, codex, gemini and ollama imply
+# their type; any other name needs type = "claude" | "codex" | "gemini" |
+# "ollama" | "openai" | "anthropic" | "command" | a plugin's type. Common keys:
+# enabled, command, url, args, model, api_key_env (the NAME of an environment
+# variable, never the key itself), timeout, concurrency, temperature, seed,
+# max_tokens, system. `lok doctor` checks them all.
+
+[backends.claude]             # Claude Code CLI
+# command = "claude"
+# e.g. model = "sonnet"
+
+[backends.codex]              # Codex CLI (read-only sandbox)
+# command = "codex"
+# args = ["exec", "--json", "-s", "read-only"]
+
+[backends.gemini]             # Gemini CLI
+# command = "npx"
+# args = ["@google/gemini-cli"]
+# skip_lines = 1
+# timeout = 600
+
+[backends.ollama]             # a local Ollama server
+# command = "http://localhost:11434"
+# model = "llama3.2"
+
+# Any OpenAI-compatible server, under a name of your choice:
+# [backends.local]
+# type = "openai"
+# url = "http://localhost:8080/v1"
+# model = "qwen2.5-coder"
+# api_key_env = "OPENAI_API_KEY"
+# concurrency = 2
+
+# Tasks used by `lok hunt` and `lok audit` (built in; redefine to change):
+# [tasks.hunt]
+# description = "Find bugs, performance problems and dead code"
+# backends = ["codex"]
+# [[tasks.hunt.prompts]]
+# name = "errors"
+# prompt = "List at most 5 real bugs in this codebase ..."
+"""
+
+EXAMPLE_WORKFLOW = """\
+# An example workflow: `lok run example`. Run it twice: the second run reuses
+# every step whose inputs (command, sources, upstream outputs) did not change.
+name = "example"
+description = "Count this project's files and lines; works offline"
+
+[[steps]]
+name = "files"
+# `sources` makes the step cacheable: it reruns only when these files change.
+sources = ["lok.toml", ".lok/workflows/*.toml"]
+shell = "ls lok.toml .lok/workflows/*.toml"
+
+[[steps]]
+name = "lines"
+depends_on = ["files"]
+sources = ["lok.toml", ".lok/workflows/*.toml"]
+shell = "wc -l lok.toml .lok/workflows/*.toml | tail -n 1"
+
+[[steps]]
+name = "report"
+depends_on = ["files", "lines"]
+# Upstream outputs are quoted for the shell automatically.
+shell = "printf 'files:\\\\n%s\\\\ntotal: %s\\\\n' {{ steps.files.output }} {{ steps.lines.output }}"
+
+# An LLM step: uncomment, and pick a backend from `lok doctor`.
+# [[steps]]
+# name = "summary"
+# depends_on = ["report"]
+# backend = "claude"
+# prompt = \"\"\"
+# In two sentences, what does this project configure?
+# {{ steps.report.output }}
+# \"\"\"
+"""
+
+GITIGNORE = """\
+# lok's run history and stored outputs (workflows/ stays in git)
+runs/
+lok.db
+lok.db-*
+"""
+
+FILES: tuple[tuple[str, str], ...] = (
+    ("lok.toml", LOK_TOML),
+    (".lok/workflows/example.toml", EXAMPLE_WORKFLOW),
+    (".lok/.gitignore", GITIGNORE),
+)
