@@ -1,0 +1,279 @@
+"""The HTTP backends (ollama, openai, anthropic) against a real loopback server."""
+
+from __future__ import annotations
+
+import email.utils
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from servers.llm import LLMServer
+
+from lokfile.backends import create
+from lokfile.backends.base import BackendError, ErrorKind, Request
+from lokfile.model import BackendConfig
+
+
+@pytest.fixture
+def server() -> Iterator[LLMServer]:
+    with LLMServer() as srv:
+        yield srv
+
+
+def backend(kind: str, url: str, **kw: Any) -> Any:
+    return create(BackendConfig(name=f"my-{kind}", type=kind, url=url, **kw))
+
+
+def ask(b: Any, prompt: str, timeout: float = 10.0, **kw: Any) -> Any:
+    return b.query(Request(prompt=prompt, cwd=".", timeout_s=timeout, **kw))
+
+
+def failure(b: Any, prompt: str, timeout: float = 10.0) -> BackendError:
+    with pytest.raises(BackendError) as info:
+        ask(b, prompt, timeout)
+    return info.value
+
+
+def dead_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# ----------------------------------------------------------------- ollama
+
+
+def test_ollama_streams_the_answer_from_ndjson_pieces(server: LLMServer) -> None:
+    answer = ask(backend("ollama", server.url), "first line\nsay hello please")
+    assert answer.text == "echo: say hello please"
+    assert answer.model == "llama3.2"
+    assert answer.usage["output_tokens"] == 4
+    call = server.model_calls()[-1]
+    assert call.path == "/api/chat"
+    assert call.body["stream"] is True
+
+
+def test_ollama_sends_generation_options_and_system_with_step_values_winning(
+    server: LLMServer,
+) -> None:
+    b = backend(
+        "ollama",
+        server.url,
+        model="qwen",
+        options={"temperature": 0.5, "num_ctx": 4096, "system": "be brief", "top_p": 0.9},
+    )
+    ask(b, "hi", temperature=0.0, seed=7, max_tokens=32)
+    body = server.model_calls()[-1].body
+    assert body["model"] == "qwen"
+    assert body["options"] == {
+        "temperature": 0.0,
+        "num_ctx": 4096,
+        "top_p": 0.9,
+        "seed": 7,
+        "num_predict": 32,
+    }
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+
+
+def test_ollama_takes_its_address_from_an_http_command_like_the_original(
+    server: LLMServer,
+) -> None:
+    b = create(BackendConfig(name="ollama", type="ollama", command=server.url))
+    assert ask(b, "from command").text == "echo: from command"
+
+
+def test_ollama_503_busy_is_an_overload(server: LLMServer) -> None:
+    err = failure(backend("ollama", server.url), "<<fail:503>>")
+    assert err.kind is ErrorKind.OVERLOAD
+    assert "server busy" in err.message
+
+
+def test_ollama_error_line_inside_the_stream_fails_the_query(server: LLMServer) -> None:
+    err = failure(backend("ollama", server.url), "<<stream-error>> go")
+    assert err.kind is ErrorKind.FAILED
+    assert "model runner has unexpectedly stopped" in err.message
+
+
+def test_ollama_stream_cut_mid_body_is_a_network_error(server: LLMServer) -> None:
+    err = failure(backend("ollama", server.url), "<<die>> a long enough answer")
+    assert err.kind is ErrorKind.NETWORK
+
+
+def test_ollama_health_reports_a_missing_model_with_the_pull_command(server: LLMServer) -> None:
+    assert backend("ollama", server.url, model="llama3.2").health().ready
+    missing = backend("ollama", server.url, model="mistral").health()
+    assert not missing.ready
+    assert "ollama pull mistral" in missing.detail
+
+
+# ----------------------------------------------------------------- openai
+
+
+def test_openai_streams_sse_until_done_and_sends_the_bearer_key(
+    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOK_TEST_OPENAI_KEY", "sk-test-123456")
+    b = backend("openai", server.url, model="m1", api_key_env="LOK_TEST_OPENAI_KEY")
+    answer = ask(b, "what is up", system="sys text", temperature=0.2)
+    assert answer.text == "echo: what is up"
+    assert answer.usage == {"input_tokens": 7, "output_tokens": 4}
+    call = server.model_calls()[-1]
+    assert call.path == "/v1/chat/completions"
+    assert call.headers["Authorization"] == "Bearer sk-test-123456"
+    assert call.body["messages"][0] == {"role": "system", "content": "sys text"}
+    assert call.body["temperature"] == 0.2
+
+
+def test_openai_accepts_a_url_that_already_ends_in_v1(server: LLMServer) -> None:
+    b = backend("openai", server.url + "/v1/")
+    assert ask(b, "v1 root").text == "echo: v1 root"
+    assert server.model_calls()[-1].path == "/v1/chat/completions"
+
+
+def test_openai_429_is_rate_limited_with_retry_after_seconds(server: LLMServer) -> None:
+    server.retry_after = "3"
+    err = failure(backend("openai", server.url), "<<fail:429>>")
+    assert err.kind is ErrorKind.RATE_LIMIT
+    assert err.retry_after == 3.0
+
+
+def test_retry_after_as_an_http_date_becomes_seconds_from_now(server: LLMServer) -> None:
+    server.retry_after = email.utils.formatdate(time.time() + 30, usegmt=True)
+    err = failure(backend("openai", server.url), "<<fail:429>>")
+    assert err.kind is ErrorKind.RATE_LIMIT
+    assert err.retry_after is not None and 25 <= err.retry_after <= 31
+
+
+def test_openai_insufficient_quota_is_not_a_rate_limit(server: LLMServer) -> None:
+    err = failure(backend("openai", server.url), "<<fail:quota>>")
+    assert err.kind is ErrorKind.QUOTA
+    assert not err.kind.retryable
+
+
+def test_openai_missing_key_variable_is_an_auth_error_naming_it(server: LLMServer) -> None:
+    b = backend("openai", server.url, api_key_env="LOK_TEST_UNSET_VARIABLE")
+    err = failure(b, "hi")
+    assert err.kind is ErrorKind.AUTH
+    assert "LOK_TEST_UNSET_VARIABLE" in err.message
+    assert server.model_calls() == []
+
+
+def test_openai_stream_cut_mid_body_is_a_network_error(server: LLMServer) -> None:
+    err = failure(backend("openai", server.url), "<<die>> cut this one")
+    assert err.kind is ErrorKind.NETWORK
+
+
+def test_connection_refused_is_a_network_error() -> None:
+    err = failure(backend("openai", dead_port()), "anyone there?")
+    assert err.kind is ErrorKind.NETWORK
+    assert "cannot connect" in err.message
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai", "anthropic"])
+def test_a_server_that_never_answers_times_out_within_the_deadline(
+    server: LLMServer, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+    started = time.monotonic()
+    err = failure(backend(kind, server.url), "<<hang>>", timeout=1.0)
+    elapsed = time.monotonic() - started
+    assert err.kind is ErrorKind.TIMEOUT
+    assert elapsed < 2.0
+
+
+def test_a_slow_trickle_does_not_outlive_the_deadline(server: LLMServer) -> None:
+    # each piece arrives in time for a per-read timeout; only the overall deadline stops it
+    started = time.monotonic()
+    err = failure(backend("ollama", server.url), "<<trickle:0.5>> slow answer", timeout=1.0)
+    assert err.kind is ErrorKind.TIMEOUT
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_one_megabyte_prompt_reaches_the_server_intact(server: LLMServer) -> None:
+    prompt = ("0123456789abcdef" * 65536)[:-1] + "\nlast line"
+    answer = ask(backend("openai", server.url), prompt)
+    assert answer.text == "echo: last line"
+    assert server.model_calls()[-1].body["messages"][-1]["content"] == prompt
+
+
+# ----------------------------------------------------------------- anthropic
+
+
+def test_anthropic_streams_text_deltas_with_key_and_version_headers(
+    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+    answer = ask(backend("anthropic", server.url, model="claude-x"), "hello claude", system="s")
+    assert answer.text == "echo: hello claude"
+    assert answer.model == "claude-x"
+    call = server.model_calls()[-1]
+    assert call.headers["x-api-key"] == "sk-ant-loopback"
+    assert call.headers["anthropic-version"] == "2023-06-01"
+    assert call.body["system"] == "s"
+    assert call.body["max_tokens"] == 4096
+
+
+def test_anthropic_529_is_an_overload(server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+    err = failure(backend("anthropic", server.url), "<<fail:529>>")
+    assert err.kind is ErrorKind.OVERLOAD
+    assert "529" in err.message
+
+
+def test_anthropic_overloaded_error_event_mid_stream_is_an_overload(
+    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+    err = failure(backend("anthropic", server.url), "<<stream-error>> partial answer")
+    assert err.kind is ErrorKind.OVERLOAD
+    assert "overloaded_error" in err.message
+
+
+def test_anthropic_429_carries_retry_after(server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+    err = failure(backend("anthropic", server.url), "<<fail:429>>")
+    assert err.kind is ErrorKind.RATE_LIMIT
+    assert err.retry_after == 1.0
+
+
+def test_anthropic_spend_limit_is_quota(server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+    assert failure(backend("anthropic", server.url), "<<fail:quota>>").kind is ErrorKind.QUOTA
+
+
+def test_a_rejected_key_is_auth_and_never_appears_in_the_message(
+    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOK_TEST_ANT_KEY", "sk-ant-very-secret-987")
+    b = backend("anthropic", server.url, api_key_env="LOK_TEST_ANT_KEY")
+    err = failure(b, "<<fail:401>>")
+    assert err.kind is ErrorKind.AUTH
+    assert "sk-ant-very-secret-987" not in err.message
+    assert "sk-ant-very-secret-987" not in err.summary()
+    assert "***" in err.message
+
+
+def test_anthropic_without_any_key_fails_before_sending(
+    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    err = failure(backend("anthropic", server.url), "hi")
+    assert err.kind is ErrorKind.AUTH
+    assert "ANTHROPIC_API_KEY" in err.message
+    assert server.model_calls() == []
+
+
+def test_health_of_an_unreachable_server_is_not_ready_and_says_why() -> None:
+    health = backend("openai", dead_port()).health()
+    assert not health.ready
+    assert "cannot connect" in health.detail
+
+
+def test_health_probe_sends_one_prompt(server: LLMServer) -> None:
+    health = backend("openai", server.url, model="loopback-model").health(probe=True)
+    assert health.ready
+    assert "probe answered" in health.detail
+    assert len(server.model_calls()) == 1
