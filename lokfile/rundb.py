@@ -403,6 +403,32 @@ class RunDB:
                 out.add(d)
         return out
 
+    # -- for `lok gc` and `lok runs verify` (lokfile/gc.py) ---------------------
+
+    def result_keys(self, run_ids: Iterable[str]) -> set[str]:
+        """The unit keys that the given runs' results recorded."""
+        ids = list(run_ids)
+        out: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            rows = self.conn.execute(f"SELECT key FROM results WHERE run_id IN ({marks})", chunk)
+            out.update(k for (k,) in rows if k)
+        return out
+
+    def forget_runs(self, run_ids: Iterable[str]) -> None:
+        """Delete runs and their result rows (the caller holds a transaction)."""
+        ids = [(r,) for r in run_ids]
+        self.conn.executemany("DELETE FROM results WHERE run_id=?", ids)
+        self.conn.executemany("DELETE FROM runs WHERE id=?", ids)
+
+    def ask_cache_entries(self) -> list[tuple[str, str, float]]:
+        """Every `lok ask` cache row as (key, digest, created)."""
+        return list(self.conn.execute("SELECT key, digest, created FROM ask_cache"))
+
+    def drop_ask_cache(self, keys: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM ask_cache WHERE key=?", [(k,) for k in keys])
+
 
 def _row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cur.description, row, strict=False)}
