@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,17 @@ def split_args(workflow: Workflow, raw: tuple[str, ...]) -> tuple[tuple[str, ...
     return tuple(positional), named
 
 
-def run(ctx: Context, workflow: Workflow, options: RunOptions, report: Reporter) -> RunOutcome:
-    """Run `workflow` incrementally and record it (unless options say not to)."""
+def run(
+    ctx: Context,
+    workflow: Workflow,
+    options: RunOptions,
+    report: Reporter,
+    started: Callable[[Coordinator], None] | None = None,
+) -> RunOutcome:
+    """Run `workflow` incrementally and record it (unless options say not to).
+
+    `started` sees the coordinator before it runs (watch mode keeps it to cancel a run).
+    """
     from lokfile.pool import WorkerPool
     from lokfile.rundb import RunDB
     from lokfile.store import Store
@@ -65,6 +75,8 @@ def run(ctx: Context, workflow: Workflow, options: RunOptions, report: Reporter)
         coordinator = Coordinator(
             workflow, ctx.config, project.root, store, db, options, report, WorkerPool
         )
+        if started is not None:
+            started(coordinator)
         return coordinator.run()
     finally:
         if db is not None:
