@@ -1,0 +1,502 @@
+"""`apply_edits`, `verify` and `fix_retries` of an LLM step (SPEC §9), and `lok runs revert`.
+
+An answer carries `{"edits": [{"file" | "path", "old", "new"}, …], "summary"?}`,
+fenced or raw. Every edit is checked before any file is written: the path
+stays inside the project root once symlinks are resolved (no `..`, no
+absolute paths, nothing under .lok/ or .git/), the file exists or `old` is
+empty to create it, and `old` occurs exactly once. The files about to change
+are snapshotted into the store first, as a manifest artifact
+
+    {"version": 1, "files": {path: {"before": digest | null, "after": digest,
+                                    "mode": int | null}}, "dirs": [created folders]}
+
+so a failed edit or verify restores the tree byte for byte (new files and
+the folders made for them removed), and `revert` can undo a successful step
+later. With `fix_retries`, the backend is asked again with the error, against
+the restored tree, and everything starts over.
+
+Edit steps take a lock (`.lok/runs/edits.lock`) while they write and verify,
+so two edit steps never interleave on the same tree; it is released while
+the backend is asked again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lokfile import verify
+from lokfile.errors import LokError, UsageError
+from lokfile.hashing import digest_bytes
+from lokfile.store import Store
+
+if TYPE_CHECKING:
+    from lokfile.execute import EditSettings
+    from lokfile.project import Project
+    from lokfile.rundb import RunDB
+
+MANIFEST_VERSION = 1
+PROTECTED = (".lok", ".git")
+FIX_MARKER = "## Your previous answer failed"
+
+
+class RequeryFailed(Exception):
+    """The backend could not be asked again for a corrected answer."""
+
+
+class EditError(Exception):
+    """An answer's edits cannot be applied; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    file: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    """What came of an answer: ok, the final answer text, the error, the snapshot manifest."""
+
+    ok: bool
+    text: str
+    error: str | None = None
+    snapshot: str | None = None  # digest of the manifest artifact, when files changed
+    files: tuple[str, ...] = ()  # paths changed, relative to the root
+    attempts: int = 1
+
+
+@dataclass
+class _Planned:
+    """One file's change: its bytes before (None: new file) and after, and its mode."""
+
+    before: bytes | None
+    after: str
+    mode: int | None
+    crlf: bool = False
+
+
+@dataclass
+class Plan:
+    files: dict[str, _Planned] = field(default_factory=dict)
+    dirs: list[str] = field(default_factory=list)  # folders to create, outermost first
+
+
+# -- reading the answer --------------------------------------------------------
+
+
+def parse_edits(text: str) -> tuple[list[Edit], str | None]:
+    """The edits and summary in an answer; EditError when there is no usable edits JSON."""
+    doc = _edits_object(text)
+    if doc is None:
+        raise EditError('no JSON object with an "edits" list in the answer')
+    raw = doc["edits"]
+    if not isinstance(raw, list):
+        raise EditError(f'"edits" must be a list, got {type(raw).__name__}')
+    out = []
+    for n, item in enumerate(raw, 1):
+        if not isinstance(item, dict):
+            raise EditError(f"edit {n} is not an object")
+        path = item.get("file", item.get("path"))
+        old, new = item.get("old", ""), item.get("new")
+        if not isinstance(path, str) or not path.strip():
+            raise EditError(f'edit {n} has no "file"')
+        if not isinstance(old, str) or not isinstance(new, str):
+            raise EditError(f'edit {n} ({path}): "old" and "new" must be strings')
+        out.append(Edit(path.strip(), old, new))
+    summary = doc.get("summary")
+    return out, summary if isinstance(summary, str) else None
+
+
+def _edits_object(text: str) -> dict[str, Any] | None:
+    from lokfile.outputs import MISSING, json_value
+
+    value = json_value(text, "{")
+    if isinstance(value, dict) and "edits" in value:
+        return value
+    # the first object was something else: try the object around each "edits" key
+    at = text.find('"edits"')
+    while at >= 0:
+        start = text.rfind("{", 0, at)
+        if start >= 0:
+            value = json_value(text[start:], "{")
+            if value is not MISSING and isinstance(value, dict) and "edits" in value:
+                return value
+        at = text.find('"edits"', at + 1)
+    return None
+
+
+# -- checking ------------------------------------------------------------------
+
+
+def _target(root: Path, name: str) -> tuple[str, Path]:
+    """(path relative to the real root, absolute real path) of an edit's file."""
+    if name.startswith(("/", "~")) or os.path.isabs(name):
+        raise EditError(f"{name}: absolute paths are refused (give a path inside the project)")
+    parts = Path(name).parts
+    if ".." in parts:
+        raise EditError(f"{name}: '..' is refused (give a path inside the project)")
+    real_root = root.resolve()
+    real = (real_root / name).resolve()
+    if not real.is_relative_to(real_root):
+        raise EditError(f"{name}: resolves outside the project root (through a symlink)")
+    rel = real.relative_to(real_root)
+    if rel.parts and rel.parts[0] in PROTECTED:
+        raise EditError(f"{name}: lok does not edit files under {rel.parts[0]}/")
+    if not rel.parts:
+        raise EditError(f"{name}: is the project root, not a file")
+    return rel.as_posix(), real
+
+
+def plan(edits: list[Edit], root: Path) -> Plan:
+    """Check every edit against the tree (nothing is written); EditError lists every problem."""
+    result = Plan()
+    problems: list[str] = []
+    for edit in edits:
+        try:
+            _plan_one(edit, root, result)
+        except EditError as exc:
+            problems.append(str(exc))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise EditError("; ".join(problems) if len(problems) <= 3 else problems[0] + more)
+    return result
+
+
+def _plan_one(edit: Edit, root: Path, result: Plan) -> None:
+    rel, real = _target(root, edit.file)
+    planned = result.files.get(rel)
+    if planned is None:
+        if real.is_dir():
+            raise EditError(f"{edit.file}: is a folder")
+        if real.exists():
+            data = real.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise EditError(f"{edit.file}: is not UTF-8 text") from None
+            planned = _Planned(data, text, real.stat().st_mode & 0o7777, "\r\n" in text)
+        else:
+            if edit.old:
+                raise EditError(f"{edit.file}: file not found (an empty \"old\" creates a file)")
+            planned = _Planned(None, "", None)
+            _plan_dirs(root.resolve(), real.parent, result)
+        result.files[rel] = planned
+    if not edit.old:
+        if planned.after:
+            raise EditError(f'{edit.file}: "old" is empty but the file already has content')
+        planned.after = edit.new
+        return
+    old, new = edit.old, edit.new
+    count = planned.after.count(old)
+    if count == 0 and planned.crlf and "\r\n" not in old:
+        old, new = old.replace("\n", "\r\n"), new.replace("\n", "\r\n")
+        count = planned.after.count(old)
+    if count == 0:
+        snippet = edit.old[:50].replace("\n", "\\n")
+        raise EditError(f"{edit.file}: old text not found: {snippet!r}")
+    if count > 1:
+        raise EditError(
+            f"{edit.file}: ambiguous edit, old text appears {count} times (make it more specific)"
+        )
+    planned.after = planned.after.replace(old, new, 1)
+
+
+def _plan_dirs(real_root: Path, folder: Path, result: Plan) -> None:
+    missing: list[str] = []
+    while not folder.exists() and folder != real_root:
+        missing.append(folder.relative_to(real_root).as_posix())
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise EditError(f"{folder.relative_to(real_root)}: is a file, not a folder")
+    for d in reversed(missing):
+        if d not in result.dirs:
+            result.dirs.append(d)
+
+
+# -- snapshot, write, restore ----------------------------------------------------
+
+
+def snapshot(edit_plan: Plan, store: Store) -> tuple[dict[str, Any], str]:
+    """Store every file's before and after bytes and the manifest; (manifest, its digest)."""
+    files: dict[str, Any] = {}
+    for rel, p in sorted(edit_plan.files.items()):
+        before = store.put(p.before) if p.before is not None else None
+        files[rel] = {"before": before, "after": store.put(p.after.encode()), "mode": p.mode}
+    manifest = {"version": MANIFEST_VERSION, "files": files, "dirs": list(edit_plan.dirs)}
+    return manifest, store.put(_manifest_bytes(manifest))
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=1, sort_keys=True).encode()
+
+
+def load_manifest(store: Store, digest: str) -> dict[str, Any]:
+    """The snapshot manifest stored under `digest`."""
+    doc: dict[str, Any] = json.loads(store.get(digest))
+    if doc.get("version") != MANIFEST_VERSION:
+        raise LokError(f"edit snapshot {digest} has an unknown format", "upgrade lok")
+    return doc
+
+
+def manifest_digests(store: Store, digest: str) -> set[str]:
+    """Every artifact a snapshot needs (the manifest and its file versions), for gc."""
+    out = {digest}
+    try:
+        files = load_manifest(store, digest)["files"]
+    except (OSError, ValueError, LokError):
+        return out
+    for entry in files.values():
+        out.update(d for d in (entry.get("before"), entry.get("after")) if d)
+    return out
+
+
+def _write(path: Path, data: bytes, mode: int | None) -> None:
+    """Replace `path` atomically with `data`, keeping (or setting) its permission bits."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lok-edit-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def apply_plan(edit_plan: Plan, root: Path) -> None:
+    """Write the planned files (creating the planned folders)."""
+    real_root = root.resolve()
+    for d in edit_plan.dirs:
+        (real_root / d).mkdir(exist_ok=True)
+    for rel, p in edit_plan.files.items():
+        _write(real_root / rel, p.after.encode(), p.mode)
+
+
+def restore(manifest: dict[str, Any], root: Path, store: Store) -> list[str]:
+    """Put every file of a snapshot back as it was before; remove created files and folders."""
+    real_root = root.resolve()
+    restored = []
+    for rel, entry in sorted(manifest["files"].items()):
+        path = real_root / rel
+        if entry["before"] is None:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write(path, store.get(entry["before"]), entry.get("mode"))
+        restored.append(rel)
+    for d in reversed(manifest.get("dirs", [])):
+        try:
+            (real_root / d).rmdir()
+        except OSError:
+            pass  # not empty any more: something else lives there now
+    return restored
+
+
+def _current(path: Path) -> str | None:
+    try:
+        return digest_bytes(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+# -- the loop run by the worker ----------------------------------------------------
+
+
+@contextmanager
+def _edit_lock(store: Store) -> Iterator[None]:
+    import fcntl
+
+    store.runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(store.runs_dir / "edits.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def fix_prompt(prompt: str, error: str) -> str:
+    """The prompt that asks again: the original, the failure, and what to send back."""
+    return (
+        f"{prompt.rstrip()}\n\n{FIX_MARKER}\n\n"
+        f"```\n{error.strip()}\n```\n\n"
+        "Every file was put back as it was before your edits. Reply again, in the same "
+        "format, with edits that fix this."
+    )
+
+
+def apply_and_verify(
+    answer_text: str,
+    prompt: str,
+    settings: EditSettings,
+    root: Path,
+    store: Store,
+    timeout_s: float | None,
+    requery: Callable[[str], str],
+    emit: Callable[[str], None],
+) -> EditOutcome:
+    """Apply an answer's edits and verify them, asking again up to `fix_retries` times."""
+    check = verify.resolve(settings.verify, root) if settings.verify else None
+    if check is not None and settings.verify and check.verify is None:
+        emit(f"verify: nothing to run ({check.source})")
+    text = answer_text
+    tries = settings.fix_retries + 1
+    for attempt in range(1, tries + 1):
+        if attempt > 1:
+            emit(f"fix attempt {attempt - 1}/{settings.fix_retries}")
+        with _edit_lock(store):
+            error, snap, files = _attempt(text, settings, check, root, store, timeout_s, emit)
+        if error is None:
+            return EditOutcome(True, text, None, snap, files, attempt)
+        emit(error.splitlines()[0])
+        if attempt == tries:
+            return EditOutcome(False, text, error, None, (), attempt)
+        emit(f"asking again with the error ({attempt}/{settings.fix_retries})")
+        try:
+            text = requery(fix_prompt(prompt, error))
+        except RequeryFailed as exc:
+            return EditOutcome(False, text, f"{error}\nre-query failed: {exc}", None, (), attempt)
+    raise AssertionError("unreachable")
+
+
+def _attempt(
+    text: str,
+    settings: EditSettings,
+    check: verify.Check | None,
+    root: Path,
+    store: Store,
+    timeout_s: float | None,
+    emit: Callable[[str], None],
+) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """One try: (error or None, manifest digest, changed files). A failure leaves no trace."""
+    manifest: dict[str, Any] | None = None
+    snap: str | None = None
+    if settings.apply_edits:
+        try:
+            edits, _summary = parse_edits(text)
+            edit_plan = plan(edits, root) if edits else Plan()
+        except EditError as exc:
+            return f"edit failed: {exc}", None, ()
+        if not edits:
+            emit("no edits in the answer")
+        if edit_plan.files:
+            manifest, snap = snapshot(edit_plan, store)
+            try:
+                apply_plan(edit_plan, root)
+            except BaseException as exc:
+                restore(manifest, root, store)
+                if isinstance(exc, OSError):
+                    return f"edit failed: {exc}", None, ()
+                raise
+            emit(f"applied {len(edits)} edit(s) to {len(edit_plan.files)} file(s)")
+    files = tuple(sorted(manifest["files"])) if manifest else ()
+    if check is not None and check.verify:
+        try:
+            failure = _verify(check, files, root, timeout_s, settings.command_wrapper, emit)
+        except BaseException:
+            if manifest is not None:
+                restore(manifest, root, store)
+            raise
+        if failure is not None:
+            if manifest is not None:
+                restore(manifest, root, store)
+                emit("restored the files as they were")
+            return failure, None, ()
+    if manifest is not None and check is not None and check.format_files:
+        snap = _refresh_after(manifest, root, store) or snap
+    return None, snap, files
+
+
+def _verify(
+    check: verify.Check,
+    files: tuple[str, ...],
+    root: Path,
+    timeout_s: float | None,
+    wrapper: str | None,
+    emit: Callable[[str], None],
+) -> str | None:
+    existing = [f for f in files if (root / f).is_file()]
+    fmt = verify.format_command(check, existing)
+    if fmt:
+        emit(f"format: {fmt}")
+        done = verify.run(fmt, root, timeout_s, wrapper)
+        if not done.ok:
+            emit(f"format failed (ignored): {(done.error or '').splitlines()[0]}")
+    assert check.verify is not None
+    emit(f"verify: {check.verify}")
+    result = verify.run(check.verify, root, timeout_s, wrapper)
+    if result.ok:
+        emit("verification passed")
+        return None
+    return f"verification failed: {result.error}"
+
+
+def _refresh_after(manifest: dict[str, Any], root: Path, store: Store) -> str | None:
+    """A manifest whose `after` digests match the files once a formatter has run."""
+    changed = False
+    real_root = root.resolve()
+    for rel, entry in manifest["files"].items():
+        path = real_root / rel
+        if path.is_file():
+            now = store.put(path.read_bytes())
+            if now != entry["after"]:
+                entry["after"], changed = now, True
+    return store.put(_manifest_bytes(manifest)) if changed else None
+
+
+# -- lok runs revert --------------------------------------------------------------
+
+
+def revert(
+    project: Project, store: Store, db: RunDB, run_id: str, step: str, force: bool = False
+) -> list[str]:
+    """Restore the files a step's edits replaced in run `run_id`; the paths restored.
+
+    A file changed again since the edit is refused unless `force`; a file that is
+    already back to its original is left alone.
+    """
+    rows = [r for r in db.results(run_id) if r["step"] == step]
+    if not rows:
+        raise UsageError(
+            f"run {run_id} has no step '{step}'", f"`lok runs show {run_id}` lists its steps"
+        )
+    snaps = list(dict.fromkeys(r.get("snapshot") for r in reversed(rows) if r.get("snapshot")))
+    if not snaps:
+        raise UsageError(
+            f"step '{step}' made no edits in run {run_id}",
+            "only a step with apply_edits that ran (not reused) has edits to revert",
+        )
+    manifests = [load_manifest(store, s) for s in snaps]
+    real_root = project.root.resolve()
+    todo: list[dict[str, Any]] = []
+    for manifest in manifests:
+        files = {}
+        for rel, entry in manifest["files"].items():
+            now = _current(real_root / rel)
+            if now == entry["before"]:
+                continue
+            if now != entry["after"] and not force:
+                raise LokError(
+                    f"{rel} changed after step '{step}' edited it in run {run_id}",
+                    "reverting would lose those changes; pass --force to restore it anyway",
+                )
+            files[rel] = entry
+        todo.append({**manifest, "files": files})
+    restored: list[str] = []
+    for manifest in todo:
+        restored += restore(manifest, project.root, store)
+    return sorted(set(restored))
