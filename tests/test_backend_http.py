@@ -232,7 +232,9 @@ def test_anthropic_overloaded_error_event_mid_stream_is_an_overload(
     assert "overloaded_error" in err.message
 
 
-def test_anthropic_429_carries_retry_after(server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_anthropic_429_carries_retry_after(
+    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
     err = failure(backend("anthropic", server.url), "<<fail:429>>")
     assert err.kind is ErrorKind.RATE_LIMIT

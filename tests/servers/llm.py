@@ -43,7 +43,7 @@ MODEL_PATHS = (
     "/messages",
     "/responses",
     "/chat/completions",
-    "generateContent",
+    "enerateContent",
     "/api/chat",
     "/api/generate",
 )
@@ -282,21 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(body)
         parts = urlsplit(self.path)
         path = parts.path
-        dialect = (
-            "anthropic"
-            if path.endswith("/messages")
-            else "responses"
-            if path.endswith("/responses")
-            else "chat"
-            if path.endswith("/chat/completions")
-            else "ollama"
-            if path == "/api/chat"
-            else "generate"
-            if path == "/api/generate"
-            else "gemini"
-            if "generateContent" in path
-            else None
-        )
+        dialect = _dialect(path)
         if dialect is None:
             return self._json(404, {"error": {"message": f"no route POST {path}"}})
         try:
@@ -676,6 +662,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _generate(self, body: dict[str, Any], text: str, stream: bool, mode: str) -> None:
         self._ollama(body, text, stream, mode, chat=False)
+
+
+def _dialect(path: str) -> str | None:
+    """Which API a POST path belongs to."""
+    if path.endswith("/messages"):
+        return "anthropic"
+    if path.endswith("/responses"):
+        return "responses"
+    if path.endswith("/chat/completions"):
+        return "chat"
+    if path in ("/api/chat", "/api/generate"):
+        return "ollama" if path == "/api/chat" else "generate"
+    if "generatecontent" in path.lower():
+        return "gemini"
+    return None
 
 
 def _wanted_schema(dialect: str, body: dict[str, Any]) -> Any:
