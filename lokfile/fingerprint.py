@@ -27,6 +27,7 @@ class Fingerprinter:
         self.db = db
         self.memo: dict[str, tuple[tuple[int, int, int], str]] = {}
         self.updates: list[tuple[str, int, int, int, str]] = []
+        self.cache: dict[str, tuple[int, int, int, str]] | None = None
 
     def expand(self, patterns: tuple[str, ...]) -> list[str]:
         """Relative paths matched by the globs (literal paths kept even when missing)."""
@@ -47,18 +48,20 @@ class Fingerprinter:
     def digest(self, rel: str) -> str:
         """The content digest of one file (MISSING when it does not exist)."""
         try:
-            st = os.stat(self.root / rel)
+            st = os.stat(os.path.join(self.root, rel))
         except OSError:
             return MISSING
         stat = (st.st_size, st.st_mtime_ns, st.st_ino)
         known = self.memo.get(rel)
         if known and known[0] == stat:
             return known[1]
-        cached = self.db.stat_entries([rel]).get(rel) if self.db else None
+        if self.cache is None:
+            self.cache = self.db.all_stat_entries() if self.db else {}
+        cached = self.cache.get(rel)
         if cached and cached[:3] == stat:
             digest = cached[3]
         else:
-            digest = hashing.digest_file(str(self.root / rel))
+            digest = hashing.digest_file(os.path.join(self.root, rel))
             self.updates.append((rel, *stat, digest))
         self.memo[rel] = (stat, digest)
         return digest

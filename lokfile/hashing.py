@@ -56,6 +56,6 @@ def digest_file(path: str) -> str:
 def split(digest: str) -> tuple[str, str]:
     """(algorithm, hex) of a digest; ValueError for a malformed one."""
     algo, sep, hexpart = digest.partition(":")
-    if not sep or not algo or not hexpart or any(c not in "0123456789abcdef" for c in hexpart):
+    if not sep or not algo or len(hexpart) < 3 or "/" in digest or "." in hexpart:
         raise ValueError(f"not a digest: {digest!r}")
     return algo, hexpart

@@ -7,6 +7,7 @@ only reads them.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,10 +117,11 @@ class Workflow:
 
     def step(self, name: str) -> Step:
         """The step called `name` (KeyError if none)."""
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        return self._by_name[name]
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Step]:
+        return {s.name: s for s in self.steps}
 
     @property
     def step_names(self) -> tuple[str, ...]:

@@ -29,53 +29,49 @@ class Decision:
     reason: str
 
 
-def make_key(components: dict[str, Any]) -> str:
-    """The key of a unit: digest of its canonical components."""
-    return hashing.digest_json(components)
+def make_key(components: dict[str, Any]) -> tuple[str, str]:
+    """(key, canonical JSON text) of a unit's components; the key is the text's digest."""
+    data = hashing.canonical_json(components)
+    return hashing.digest_bytes(data), data.decode()
 
 
 def explain(
     components: dict[str, Any], previous: dict[str, Any] | None, previous_status: str | None
 ) -> str:
-    """Why a unit whose key has no stored success is stale."""
+    """Why a unit whose key has no stored success is stale.
+
+    Inputs are checked before the rendered text, because a changed upstream
+    output or source usually changes the rendered prompt too, and the input
+    is the cause worth naming.
+    """
     if previous is None:
         return NEVER_RUN
     if previous == components:
         return LAST_FAILED if previous_status not in (None, "ran", "reused") else NEVER_RUN
+    for label, old, new in (
+        ("upstream {} changed", previous.get("upstream"), components.get("upstream")),
+        ("source changed: {}", previous.get("sources"), components.get("sources")),
+        ("env changed: {}", previous.get("env"), components.get("env")),
+    ):
+        old, new = old or {}, new or {}
+        for name in sorted(set(old) | set(new)):
+            if name not in old and "source" in label:
+                return f"source added: {name}"
+            if name not in new and "source" in label:
+                return f"source removed: {name}"
+            if old.get(name) != new.get(name):
+                return label.format(name)
+    if previous.get("item") != components.get("item"):
+        return "loop item changed"
     for field, label in (
         ("command", "command changed"),
         ("prompt", "prompt changed"),
         ("system", "prompt changed"),
+        ("backend", "backend changed"),
+        ("options", "backend changed"),
     ):
         if previous.get(field) != components.get(field):
             return label
-    if previous.get("backend") != components.get("backend") or previous.get(
-        "options"
-    ) != components.get("options"):
-        return "backend changed"
-    old_up: dict[str, Any] = previous.get("upstream") or {}
-    new_up: dict[str, Any] = components.get("upstream") or {}
-    for name in sorted(set(old_up) | set(new_up)):
-        if old_up.get(name) != new_up.get(name):
-            return f"upstream {name} changed"
-    old_src: dict[str, Any] = previous.get("sources") or {}
-    new_src: dict[str, Any] = components.get("sources") or {}
-    for path in sorted(set(old_src) | set(new_src)):
-        if path not in old_src:
-            return f"source added: {path}"
-        if path not in new_src:
-            return f"source removed: {path}"
-        if old_src[path] != new_src[path]:
-            return f"source changed: {path}"
-    old_env: dict[str, Any] = previous.get("env") or {}
-    new_env: dict[str, Any] = components.get("env") or {}
-    for var in sorted(set(old_env) | set(new_env)):
-        if old_env.get(var) != new_env.get(var):
-            return f"env changed: {var}"
-    if previous.get("item") != components.get("item") or previous.get("index") != components.get(
-        "index"
-    ):
-        return "loop item changed"
     for field in sorted(set(previous) | set(components)):
         if previous.get(field) != components.get(field):
             return f"{field} changed"

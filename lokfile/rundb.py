@@ -293,14 +293,7 @@ class RunDB:
         ).fetchone()
         if row is None:
             return None
-        return KeyEntry(
-            row[0],
-            row[1],
-            row[2],
-            row[3] or 0.0,
-            json.loads(row[4] or "{}"),
-            json.loads(row[5] or "{}"),
-        )
+        return KeyEntry(row[0], row[1], row[2], row[3] or 0.0, _obj(row[4]), _obj(row[5]))
 
     def put_key(self, entry: KeyEntry, step: str, workflow: str) -> None:
         self.conn.execute(
@@ -358,6 +351,11 @@ class RunDB:
             if row:
                 out[p] = (row[0], row[1], row[2], row[3])
         return out
+
+    def all_stat_entries(self) -> dict[str, tuple[int, int, int, str]]:
+        """The whole stat cache: path -> (size, mtime_ns, inode, digest)."""
+        rows = self.conn.execute("SELECT path, size, mtime_ns, inode, digest FROM stat_cache")
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     def put_stat_entries(self, rows: Iterable[tuple[str, int, int, int, str]]) -> None:
         self.conn.executemany(
@@ -428,6 +426,14 @@ class RunDB:
 
     def drop_ask_cache(self, keys: Iterable[str]) -> None:
         self.conn.executemany("DELETE FROM ask_cache WHERE key=?", [(k,) for k in keys])
+
+
+def _obj(text: str | None) -> dict[str, Any]:
+    """A JSON object column; the common empty case skips the parser."""
+    if not text or text == "{}":
+        return {}
+    value: dict[str, Any] = json.loads(text)
+    return value
 
 
 def _row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:

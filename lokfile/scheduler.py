@@ -159,6 +159,8 @@ class Coordinator:
         self.slots = max(1, min(options.jobs, workflow.concurrency or options.jobs))
         self.env_snapshot = dict(os.environ)
         self.pending_rows: list[dict[str, Any]] = []
+        self.views: dict[str, Any] = {}
+        self.backends_seen: set[str] = set()
         self.pending_keys: list[tuple[KeyEntry, str]] = []
         self.pending_last: list[tuple[str, str, str, dict[str, Any], str]] = []
 
@@ -343,31 +345,36 @@ class Coordinator:
         return self.wf.step(name).continue_on_error
 
     def _context(self) -> Any:
-        from lokfile.templates import Context, StepView
+        """The template context: every finished step so far (kept up to date, not rebuilt)."""
+        from lokfile.templates import Context
 
-        views = {
-            name: StepView(
-                output=r.output if r.status is not Status.SKIPPED else "",
-                success=r.success,
-                error=r.error,
-                backend=r.backend,
-                parsed=r.parsed,
-                skipped=r.status is Status.SKIPPED,
-            )
-            for name, r in self.results.items()
-        }
-        names = sorted({r.backend for r in self.results.values() if r.backend})
+        names = sorted(self.backends_seen)
         backends = " + ".join(n[:1].upper() + n[1:] for n in names) or "lok"
         named = {a.name: a.default for a in self.wf.args if a.default is not None}
         named.update(self.opts.named)
         return Context(
-            steps=views,
+            steps=self.views,
             args=self.opts.args,
             named_args=named,
             env=self.env_snapshot,
             workflow_name=self.wf.name,
             workflow_backends=backends,
         )
+
+    def _add_view(self, r: StepResult) -> None:
+        from lokfile.templates import StepView
+
+        skipped = r.status is Status.SKIPPED
+        self.views[r.name] = StepView(
+            output="" if skipped else r.output,
+            success=r.success,
+            error=r.error,
+            backend=r.backend,
+            parsed=r.parsed,
+            skipped=skipped,
+        )
+        if r.backend:
+            self.backends_seen.add(r.backend)
 
     # -- keys and freshness -------------------------------------------------
 
@@ -413,8 +420,9 @@ class Coordinator:
 
     def _resolve(self, step: Step, spec: UnitSpec) -> Unit:
         comp = self.components(step, spec)
-        key = plan.make_key(comp)
+        key, canonical = plan.make_key(comp)
         unit = Unit(step=step.name, name=spec.unit, key=key, components=comp, spec=spec)
+        unit.canonical = canonical
         forced = self.opts.force_all or step.name in self.opts.force_steps
         if forced:
             return self._stale(unit, plan.FORCED)
@@ -701,6 +709,7 @@ class Coordinator:
 
     def _record_step(self, result: StepResult, ready: deque[str] | None) -> None:
         self.results[result.name] = result
+        self._add_view(result)
         self.live.pop(result.name, None)
         step = self.wf.step(result.name)
         if result.digest and not self.opts.dry_run and self.opts.record:
@@ -742,7 +751,7 @@ class Coordinator:
                 "step": unit.step,
                 "unit": unit.name,
                 "key": unit.key,
-                "components": json.dumps(unit.components, sort_keys=True),
+                "components": unit.canonical,
                 "status": unit.status.value
                 if isinstance(unit.status, Status)
                 else str(unit.status),
@@ -763,7 +772,9 @@ class Coordinator:
         self.seq += 1
         single = result.units[0] if len(result.units) == 1 else None
         key = single.key if single else hashing.digest_json(sorted(u.key for u in result.units))
-        components = single.components if single else {"units": [u.name for u in result.units]}
+        components = (
+            single.canonical if single else json.dumps({"units": [u.name for u in result.units]})
+        )
         started = min((u.started for u in result.units if u.started), default=0.0)
         ended = max((u.ended for u in result.units if u.ended), default=0.0)
         self.pending_rows.append(
@@ -772,7 +783,7 @@ class Coordinator:
                 "step": name,
                 "unit": unit_name,
                 "key": key if result.units else "",
-                "components": json.dumps(components, sort_keys=True) if result.units else "{}",
+                "components": components if result.units else "{}",
                 "status": result.status.value
                 if isinstance(result.status, Status)
                 else str(result.status),

@@ -66,7 +66,9 @@ class Store:
 
     def get(self, digest: str) -> bytes:
         """The bytes of an artifact (FileNotFoundError when missing)."""
-        return self.path(digest).read_bytes()
+        algo, hexpart = hashing.split(digest)
+        with open(f"{self.objects_dir}/{algo}/{hexpart[:2]}/{hexpart[2:]}", "rb") as fh:
+            return fh.read()
 
     def get_text(self, digest: str) -> str:
         return self.get(digest).decode("utf-8", errors="replace")
@@ -113,23 +115,32 @@ class Store:
 
     def link_output(self, run_id: str, filename: str, digest: str) -> None:
         """Make `runs/<run>/<filename>` show the artifact `digest`."""
-        link = self.run_dir(run_id) / filename
-        link.parent.mkdir(parents=True, exist_ok=True)
-        target = os.path.relpath(self.path(digest), link.parent)
+        link = os.path.join(self.runs_dir, run_id, filename)
+        algo, hexpart = hashing.split(digest)
+        up = "../" * (filename.count("/") + 1)
+        target = f"{up}objects/{algo}/{hexpart[:2]}/{hexpart[2:]}"
         try:
             os.symlink(target, link)
         except FileExistsError:
-            link.unlink()
+            os.unlink(link)
+            os.symlink(target, link)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(link), exist_ok=True)
             os.symlink(target, link)
 
     def write_run_json(self, run_id: str, doc: dict[str, Any]) -> None:
-        """Write `run.json` atomically, and point `latest` at this run."""
+        """Write `run.json` atomically: the run's fields, then one line per step."""
         folder = self.run_dir(run_id)
         folder.mkdir(parents=True, exist_ok=True)
+        steps = doc.get("steps", [])
+        head = {k: v for k, v in doc.items() if k != "steps"}
+        encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+        lines = [f'  "{k}": {encode(v)},' for k, v in sorted(head.items())]
+        body = ",\n".join("    " + encode(s) for s in steps)
+        text = "{\n" + "\n".join(lines) + '\n  "steps": [\n' + body + "\n  ]\n}\n"
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-run-")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=True)
-            fh.write("\n")
+            fh.write(text)
         os.replace(tmp, folder / "run.json")
 
     def set_latest(self, run_id: str) -> None:

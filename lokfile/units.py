@@ -49,6 +49,7 @@ class Unit:
     key: str
     components: dict[str, Any]
     spec: UnitSpec
+    canonical: str = ""  # the components as canonical JSON (what the key hashes)
     status: Status | str | None = None  # None until resolved; "stale" in a dry run
     reason: str = ""
     output: str = ""

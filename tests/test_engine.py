@@ -1,0 +1,377 @@
+"""The engine as a user meets it: `lok run` and `lok status` on real projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.lokrun import FIXTURES, db_rows, lok, run_json, statuses, write
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".lok").mkdir()
+    return tmp_path
+
+
+# -- the original's test workflows (lok-reference §13.1) ---------------------
+
+
+def test_interpolation_fixture_gives_the_originals_output(project: Path) -> None:
+    proc = lok(project, "run", str(FIXTURES / "test_interpolation.toml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "hello from step1" in proc.stdout
+    assert "step1 said: hello from step1" in proc.stdout
+    assert "final: step1 said: hello from step1" in proc.stdout
+
+
+def test_conditionals_fixture_runs_the_right_branches_and_never_echoes_a_skipped_command(
+    project: Path,
+) -> None:
+    proc = lok(project, "run", str(FIXTURES / "test_conditionals.toml"))
+    assert proc.returncode == 0, proc.stderr
+    both = proc.stdout + proc.stderr
+    assert "CONDITIONAL_RAN: issues branch" in both
+    assert "NOT_CONDITION_RAN: correct" in both
+    assert "EQUALS_WORKED" in both
+    assert "CONDITIONAL_RAN: clean branch" not in both
+
+
+def test_parallel_fixture_overlaps_the_three_sleeps(project: Path) -> None:
+    proc = lok(project, "run", str(FIXTURES / "test_parallel.toml"))
+    assert proc.returncode == 0, proc.stderr
+    both = proc.stdout + proc.stderr
+    assert "[parallel]" in both and "Running 3 steps in parallel" in both
+    for word in ("A done", "B done", "C done"):
+        assert word in proc.stdout
+    rows = db_rows(project, "SELECT step, started, ended FROM results WHERE step LIKE 'parallel_%'")
+    assert len(rows) == 3
+    latest_start = max(r[1] for r in rows)
+    earliest_end = min(r[2] for r in rows)
+    assert latest_start < earliest_end, f"the sleeps did not overlap: {rows}"
+
+
+def test_retry_fixture_succeeds_on_the_third_attempt(project: Path) -> None:
+    Path("/tmp/lok_retry_test_counter").unlink(missing_ok=True)
+    proc = lok(project, "run", str(FIXTURES / "test_retry.toml"))
+    assert proc.returncode == 0, proc.stderr
+    both = proc.stdout + proc.stderr
+    assert "SUCCESS on attempt 3" in proc.stdout
+    assert "Retry" in both or "will retry" in both
+
+
+# -- incremental behaviour --------------------------------------------------
+
+PIPELINE = """
+name = "pipe"
+
+[[steps]]
+name = "a"
+shell = "cat src/a.txt"
+sources = ["src/a.txt"]
+
+[[steps]]
+name = "b"
+shell = "cat src/b.txt"
+sources = ["src/b.txt"]
+
+[[steps]]
+name = "upper"
+shell = "echo {{ steps.a.output }} | tr a-z A-Z"
+depends_on = ["a"]
+cache = true
+
+[[steps]]
+name = "join"
+shell = "echo {{ steps.upper.output }}+{{ steps.b.output }}"
+depends_on = ["upper", "b"]
+cache = true
+"""
+
+
+def _pipeline(project: Path) -> None:
+    write(project, ".lok/workflows/pipe.toml", PIPELINE)
+    write(project, "src/a.txt", "alpha\n")
+    write(project, "src/b.txt", "beta\n")
+
+
+def test_second_run_with_nothing_changed_executes_nothing_and_says_so(project: Path) -> None:
+    _pipeline(project)
+    first = run_json(project, "pipe")
+    assert first["counts"]["ran"] == 4
+    assert statuses(first)["join"] == "ran"
+    assert first["steps"][-1]["output"] == "ALPHA+beta"
+    proc = lok(project, "run", "pipe")
+    assert proc.returncode == 0
+    assert "0 ran, 4 reused" in proc.stderr
+    assert "nothing to do" in proc.stderr
+    assert "ALPHA+beta" in proc.stdout
+
+
+def test_changing_one_source_reruns_exactly_the_steps_downstream_of_it(project: Path) -> None:
+    _pipeline(project)
+    run_json(project, "pipe")
+    write(project, "src/b.txt", "BETA2\n")
+    doc = run_json(project, "pipe")
+    assert statuses(doc) == {"a": "reused", "b": "ran", "upper": "reused", "join": "ran"}
+    reasons = {s["name"]: s["reason"] for s in doc["steps"]}
+    assert reasons["b"] == "source changed: src/b.txt"
+    assert reasons["join"] == "upstream b changed"
+    assert doc["steps"][-1]["output"] == "ALPHA+BETA2"
+
+
+def test_an_upstream_rerun_with_identical_output_reruns_nothing_below_it(project: Path) -> None:
+    _pipeline(project)
+    run_json(project, "pipe")
+    write(project, "src/a.txt", "ALPHA\n")  # a changes, but upper's output does not
+    doc = run_json(project, "pipe")
+    assert statuses(doc) == {"a": "ran", "b": "reused", "upper": "ran", "join": "reused"}
+
+
+def test_status_names_the_reason_for_each_step(project: Path) -> None:
+    _pipeline(project)
+    proc = lok(project, "status", "pipe")
+    assert proc.returncode == 0
+    assert "never run" in proc.stdout
+    run_json(project, "pipe")
+    write(project, "src/a.txt", "changed\n")
+    proc = lok(project, "status", "pipe")
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    assert "source changed: src/a.txt" in lines["a"]
+    assert "fresh" in lines["b"]
+    assert "upstream a will run" in lines["upper"]
+    # status runs nothing and records nothing
+    assert db_rows(project, "SELECT count(*) FROM runs")[0][0] == 1
+
+
+def test_dry_run_calls_nothing(project: Path) -> None:
+    _pipeline(project)
+    write(
+        project,
+        ".lok/workflows/touch.toml",
+        """
+        name = "touch"
+        [[steps]]
+        name = "t"
+        shell = "touch MARKER"
+    """,
+    )
+    proc = lok(project, "run", "--dry-run", "touch")
+    assert proc.returncode == 0, proc.stderr
+    assert not (project / "MARKER").exists()
+    assert "would run" in proc.stderr
+
+
+def test_force_reruns_a_fresh_step(project: Path) -> None:
+    _pipeline(project)
+    run_json(project, "pipe")
+    doc = run_json(project, "--force", "upper", "pipe")
+    assert statuses(doc)["upper"] == "ran"
+    assert statuses(doc)["a"] == "reused"
+    assert {s["name"]: s["reason"] for s in doc["steps"]}["upper"] == "forced"
+
+
+def test_volatile_shell_steps_run_every_time_but_cut_off_downstream(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/vol.toml",
+        """
+        name = "vol"
+        [[steps]]
+        name = "probe"
+        shell = "echo same"
+        [[steps]]
+        name = "use"
+        shell = "echo got {{ steps.probe.output }}"
+        depends_on = ["probe"]
+        cache = true
+    """,
+    )
+    run_json(project, "vol")
+    doc = run_json(project, "vol")
+    assert statuses(doc) == {"probe": "ran", "use": "reused"}
+
+
+def test_declared_outputs_are_restored_from_the_store_instead_of_rerun(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/out.toml",
+        """
+        name = "out"
+        [[steps]]
+        name = "gen"
+        shell = "mkdir -p out && date +%s%N | tee out/stamp.txt"
+        outputs = ["out/stamp.txt"]
+    """,
+    )
+    first = run_json(project, "out")
+    stamp = (project / "out/stamp.txt").read_text()
+    (project / "out/stamp.txt").unlink()
+    second = run_json(project, "out")
+    assert statuses(second) == {"gen": "reused"}
+    assert (project / "out/stamp.txt").read_text() == stamp
+    assert first["steps"][0]["digest"] == second["steps"][0]["digest"]
+
+
+# -- failures ---------------------------------------------------------------
+
+
+def test_a_hundred_item_loop_with_three_failures_reruns_exactly_those_three(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/loop.toml",
+        """
+        name = "loop"
+        [[steps]]
+        name = "each"
+        for_each = "{{ range(100) | list }}"
+        shell = "if [ -e broken ] && echo ' 7 42 99 ' | grep -q ' {{ item }} '; then exit 1; fi; echo item-{{ item }}"
+        cache = true
+    """,
+    )
+    (project / "broken").touch()
+    first = run_json(project, "-j", "8", "loop")
+    assert first["exit_code"] == 1
+    units = first["steps"][0]["units"]
+    assert sorted(u["unit"] for u in units if u["status"] == "failed") == [
+        "item:42",
+        "item:7",
+        "item:99",
+    ]
+    (project / "broken").unlink()
+    second = run_json(project, "-j", "8", "loop")
+    assert second["exit_code"] == 0
+    ran = sorted(u["unit"] for u in second["steps"][0]["units"] if u["status"] == "ran")
+    assert ran == ["item:42", "item:7", "item:99"]
+
+
+def test_a_hard_failure_stops_new_work_and_fails_the_run(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/fail.toml",
+        """
+        name = "fail"
+        [[steps]]
+        name = "bad"
+        shell = "echo oops >&2; exit 3"
+        [[steps]]
+        name = "after"
+        shell = "touch SHOULD_NOT_EXIST"
+        depends_on = ["bad"]
+    """,
+    )
+    proc = lok(project, "run", "fail")
+    assert proc.returncode == 1
+    assert "oops" in proc.stdout + proc.stderr
+    assert not (project / "SHOULD_NOT_EXIST").exists()
+
+
+def test_continue_on_error_hands_the_error_text_downstream(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/soft.toml",
+        """
+        name = "soft"
+        [[steps]]
+        name = "bad"
+        shell = "exit 4"
+        continue_on_error = true
+        [[steps]]
+        name = "after"
+        shell = "echo saw-{{ steps.bad.success }}"
+        depends_on = ["bad"]
+    """,
+    )
+    doc = run_json(project, "soft")
+    assert statuses(doc) == {"bad": "failed", "after": "ran"}
+    assert doc["steps"][1]["output"] == "saw-false"
+    assert doc["exit_code"] == 0
+
+
+def test_a_timed_out_step_leaves_no_process_behind(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/slow.toml",
+        """
+        name = "slow"
+        [[steps]]
+        name = "hang"
+        shell = "sleep 3001 & setsid sleep 3002 & sleep 3003"
+        timeout = 500
+    """,
+    )
+    proc = lok(project, "run", "slow")
+    assert proc.returncode == 1
+    assert "timed out" in proc.stdout + proc.stderr
+    left = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sleep\x00300" in cmd:
+                left.append(cmd)
+    assert left == []
+
+
+# -- history ----------------------------------------------------------------
+
+
+def test_every_run_is_recorded_with_a_readable_run_folder(project: Path) -> None:
+    _pipeline(project)
+    doc = run_json(project, "pipe")
+    folder = project / ".lok" / "runs" / "latest"
+    assert (folder / "run.json").is_file()
+    assert (folder / "join.txt").read_text() == "ALPHA+beta"
+    rows = db_rows(project, "SELECT id, status, ran FROM runs")
+    assert rows == [(doc["run_id"], "succeeded", 4)]
+
+
+def test_json_output_is_one_document_on_stdout(project: Path) -> None:
+    _pipeline(project)
+    doc = run_json(project, "pipe")
+    assert doc["workflow"] == "pipe" and doc["status"] == "succeeded"
+    assert [s["name"] for s in doc["steps"]] == ["a", "b", "upper", "join"]
+
+
+def test_unknown_workflow_is_bad_input(project: Path) -> None:
+    proc = lok(project, "run", "nope")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Error:")
+    assert "Traceback" not in proc.stderr
+
+
+def test_output_file_receives_the_results_block(project: Path) -> None:
+    _pipeline(project)
+    proc = lok(project, "run", "-o", "results.txt", "pipe")
+    assert proc.returncode == 0
+    assert "ALPHA+beta" in (project / "results.txt").read_text()
+    assert "ALPHA+beta" not in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs sh")
+def test_command_wrapper_wraps_every_shell_step(project: Path) -> None:
+    write(
+        project,
+        "lok.toml",
+        """
+        [defaults]
+        command_wrapper = "sh -c '{cmd}' && echo wrapped"
+    """,
+    )
+    write(
+        project,
+        ".lok/workflows/w.toml",
+        """
+        name = "w"
+        [[steps]]
+        name = "q"
+        shell = "echo 'it''s'"
+    """,
+    )
+    doc = run_json(project, "w")
+    assert doc["steps"][0]["output"].splitlines() == ["its", "wrapped"]
