@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lokfile import tomlfile
-from lokfile.backends.keys import EXTRA_KEYS, OPTION_KEYS
+from lokfile.backends.keys import COMMON_KEYS, EXTRA_KEYS, OPTION_KEYS
 from lokfile.durations import EXPECTED_S, DurationError, parse_seconds
 from lokfile.errors import ConfigError, Problem
 from lokfile.model import (
@@ -119,6 +119,7 @@ class ConfigProblems(ConfigError):
     """Every problem found in the config files, reported at once."""
 
     def __init__(self, problems: list[Problem]) -> None:
+        problems = sorted(problems, key=lambda p: (p.file or "", p.line or 0))
         self.problems = problems
         first = problems[0]
         if len(problems) == 1:
@@ -496,7 +497,9 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
         if kind is None:
             continue
         # a plugin type's keys are its own business
-        allowed = None if kind not in BACKEND_TYPES else EXTRA_KEYS.get(kind, frozenset())
+        allowed = None
+        if kind in BACKEND_TYPES:  # common keys without a checker here pass through unchecked
+            allowed = (COMMON_KEYS - BACKEND_KEYS.keys()) | EXTRA_KEYS.get(kind, frozenset())
         values = b.checked(raw, path, BACKEND_KEYS, f"[backends.{name}]", allowed)
         options: dict[str, Any] = dict(values.pop("options", {}))
         for key in sorted(OPTION_KEYS):

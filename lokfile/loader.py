@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lokfile import tomlfile
+from lokfile import tomlfile, wfcache
 from lokfile.errors import LokError, Problem, UsageError, WorkflowError
 from lokfile.model import Config, Workflow
 from lokfile.project import Project, builtin_workflows_dir, user_dir
@@ -68,6 +68,12 @@ def find_workflow(
     for candidate in (base / given, project.root / given):
         if candidate.is_file():
             return candidate.absolute(), "path"
+        if candidate.is_dir() and (name_or_path.endswith(".toml") or "/" in name_or_path):
+            raise _fail(
+                _display(candidate, base),
+                "is a directory, not a workflow file",
+                "name a .toml file",
+            )
     name = name_or_path[:-5] if name_or_path.endswith(".toml") else name_or_path
     looked: list[str] = [_display(base / given, base)]
     if "/" not in name and os.sep not in name and name:
@@ -109,9 +115,20 @@ def load_file(
     user_config_dir: Path | None = None,
 ) -> Workflow:
     """Read, merge and check the workflow in `path` (known to be `origin`)."""
-    source = _read(path, origin)
-    resolver = _Resolver(project, user_config_dir)
-    return _finish(resolver.draft(source, []), config)
+    path = path.absolute()
+    label = _display(path)
+    data = _read_bytes(path, label)
+    cache_key = None
+    if len(data) >= wfcache.MIN_BYTES:
+        cache_key = wfcache.key(data, path, origin, config)
+        cached = wfcache.get(cache_key)
+        if cached is not None:
+            return cached
+    source = _source(_decode(data, label), label, path, origin)
+    workflow = _finish(_Resolver(project, user_config_dir).draft(source, []), config)
+    if cache_key is not None and len(workflow.files) == 1:
+        wfcache.put(cache_key, workflow)
+    return workflow
 
 
 def load_workflow_text(
@@ -144,21 +161,27 @@ def _fail(label: str, message: str, hint: str, line: int | None = None) -> Workf
 
 def _read(path: Path, origin: str) -> Source:
     label = _display(path)
+    return _source(_decode(_read_bytes(path, label), label), label, path.absolute(), origin)
+
+
+def _read_bytes(path: Path, label: str) -> bytes:
     if path.is_dir():
         raise _fail(label, "is a directory, not a workflow file", "name a .toml file")
     try:
-        with path.open("rb") as handle:
-            data = handle.read(tomlfile.MAX_BYTES + 1)
-            if len(data) > tomlfile.MAX_BYTES:
-                data += handle.read()
-        text = tomlfile.decode(data)
+        return tomlfile.read_bytes(path)
     except OSError as exc:
         raise _fail(
             label, f"cannot read: {exc.strerror or exc}", "check the path and its permissions"
         ) from None
     except tomlfile.TomlProblem as exc:
         raise _fail(label, exc.message, exc.hint or "", exc.line) from None
-    return _source(text, label, path.absolute(), origin)
+
+
+def _decode(data: bytes, label: str) -> str:
+    try:
+        return tomlfile.decode(data)
+    except tomlfile.TomlProblem as exc:
+        raise _fail(label, exc.message, exc.hint or "", exc.line) from None
 
 
 def _source(text: str, label: str, path: Path | None, origin: str) -> Source:
@@ -246,21 +269,23 @@ class _Resolver:
             )
         parent = self._parent(value, source, line)
         here = [*chain, source]
+        # reported at the file asked for: that is the one the user is looking at
+        root = here[0]
         if any(_same(parent.path, s.path) for s in here):
             names = " -> ".join(s.label for s in [*here, parent])
             raise _fail(
-                source.label,
+                root.label,
                 f"extends cycle: {names}",
                 "a workflow cannot extend itself, even through others",
-                line,
+                root.line(("extends",)),
             )
         if len(here) >= MAX_EXTENDS_DEPTH:
             names = " -> ".join(s.label for s in [*here, parent])
             raise _fail(
-                source.label,
+                root.label,
                 f"extends chain deeper than {MAX_EXTENDS_DEPTH}: {names}",
                 "flatten the chain: copy steps instead of extending so deeply",
-                line,
+                root.line(("extends",)),
             )
         base = self.draft(parent, here)
         return _merge(base, Draft(source, top, steps, files, problems))
@@ -357,6 +382,9 @@ def list_workflows(
         try:
             workflow = load_file(Path(info.path), info.origin, project, config, user_config_dir)
         except LokError as exc:
+            error = exc.message
+            if isinstance(exc, WorkflowError) and len(exc.problems) > 1:
+                error = f"{exc.problems[0]} (and {len(exc.problems) - 1} more)"
             out.append(
                 WorkflowInfo(
                     info.name,
@@ -364,7 +392,7 @@ def list_workflows(
                     info.path,
                     _description(info.path),
                     0,
-                    exc.message,
+                    error,
                     info.overrides,
                 )
             )

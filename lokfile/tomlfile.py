@@ -10,6 +10,7 @@ the loader uses on every load).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -41,15 +42,27 @@ class TomlProblem(Exception):
 _TOML_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
-def decode(data: bytes) -> str:
-    """The text of a TOML file, or TomlProblem for binary or non-UTF-8 bytes."""
-    if len(data) > MAX_BYTES:
+def check_size(size: int) -> None:
+    """TomlProblem if a file of `size` bytes is too big to be a workflow or config."""
+    if size > MAX_BYTES:
         raise TomlProblem(
-            f"file is {len(data) / 1_048_576:.1f} MB; lok reads files of at most "
+            f"file is {size / 1_048_576:.1f} MB; lok reads files of at most "
             f"{MAX_BYTES // 1_048_576} MB",
             hint="is this really a workflow or config file? split it, or move big text into "
             "files that a shell step reads",
         )
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of `path`, refusing (TomlProblem) before reading one that is too big."""
+    with path.open("rb") as handle:
+        check_size(os.fstat(handle.fileno()).st_size)
+        return handle.read(MAX_BYTES + 1)
+
+
+def decode(data: bytes) -> str:
+    """The text of a TOML file, or TomlProblem for binary or non-UTF-8 bytes."""
+    check_size(len(data))
     if b"\x00" in data[:8192]:
         raise TomlProblem(
             "file is binary, not TOML text",
@@ -99,11 +112,7 @@ def _syntax_hint(text: str, line: int | None) -> str:
 
 def read(path: Path) -> tuple[str, dict[str, Any]]:
     """(text, document) of a TOML file; TomlProblem (or OSError) if it cannot be had."""
-    with path.open("rb") as handle:
-        data = handle.read(MAX_BYTES + 1)
-        if len(data) > MAX_BYTES:
-            data += handle.read()  # only for the size in the message
-    text = decode(data)
+    text = decode(read_bytes(path))
     return text, parse(text)
 
 
@@ -111,7 +120,6 @@ def read(path: Path) -> tuple[str, dict[str, Any]]:
 # Where keys are
 # --------------------------------------------------------------------------
 
-_STEPS_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*steps[ \t]*\]\][ \t]*(?:#.*)?$", re.M)
 _TRIPLE = re.compile(r'"""|\'\'\'')
 _BARE_KEY = r"[A-Za-z0-9_-]+"
 _KEY_PART = rf'(?:{_BARE_KEY}|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
@@ -128,10 +136,14 @@ def step_headers(text: str, expected: int) -> list[int] | None:
     """
     if expected == 0:
         return []
-    if "[[" not in text:
-        return None
-    starts = [m.start() for m in _STEPS_HEADER.finditer(text)]
-    if _TRIPLE.search(text) is not None:
+    starts = []
+    pos = text.find("[[steps]]")
+    while pos >= 0:  # str.find is several times faster than a multi-line regex here
+        line_start = text.rfind("\n", 0, pos) + 1
+        if not text[line_start:pos].strip(" \t"):
+            starts.append(pos)
+        pos = text.find("[[steps]]", pos + 9)
+    if '"""' in text or "'''" in text:
         inside = _string_spans(text)
         starts = [s for s in starts if not any(a <= s < b for a, b in inside)]
     if len(starts) != expected:
@@ -369,7 +381,7 @@ def want_str_list(value: object) -> tuple[str, ...]:
 def want_table(value: object) -> dict[str, Any]:
     """`value` if it is a table."""
     if not isinstance(value, dict):
-        raise BadValue("a table", value, "{ key = \"value\" }")
+        raise BadValue("a table", value, '{ key = "value" }')
     return value
 
 

@@ -83,7 +83,7 @@ def build(draft: Draft, config: Config) -> tuple[Workflow | None, list[Problem]]
         env=c.top("env", ()),
     )
     args = _args(c)
-    if not draft.steps:
+    if not draft.steps and not draft.problems:
         c.at(
             draft.source,
             None,
@@ -268,7 +268,7 @@ def _step(c: _Checker, ds: DraftStep, defaults: _WorkflowDefaults) -> _Built:
         ok = False
     kind = StepKind.SHELL if shell is not None else StepKind.LLM
     backends: tuple[str, ...] = ()
-    if kind is StepKind.LLM:
+    if kind is StepKind.LLM and prompt is not None:
         backends = _step_backends(c, ds, values, defaults, label)
         ok = ok and bool(backends)
     refs = _references(c, ds, values, label)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,11 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
         required = " (required)" if arg.required else ""
         click.echo(f"  arg {arg.name}{default}{required}  {arg.description}".rstrip())
     for index, step in enumerate(wf.steps, start=1):
-        what = f"shell: {_first_line(step.shell)}" if step.shell is not None else (
-            f"{', '.join(step.backends)}: {_first_line(step.prompt)}")
+        what = (
+            f"shell: {_first_line(step.shell)}"
+            if step.shell is not None
+            else (f"{', '.join(step.backends)}: {_first_line(step.prompt)}")
+        )
         click.echo(f"{index:>3}. {step.name}  [{step.kind.value}] {what}")
         details = [
             ("depends_on", ", ".join(step.depends_on)),
@@ -161,26 +165,38 @@ def validate(ctx: click.Context, targets: tuple[str, ...], as_json: bool) -> Non
         except LokError as exc:
             failed = True
             problems = exc.problems if isinstance(exc, WorkflowError) else []
-            results.append({
-                "target": target,
-                "ok": False,
-                "error": exc.message,
-                "hint": exc.hint,
-                "problems": [asdict(p) for p in problems],
-            })
+            results.append(
+                {
+                    "target": target,
+                    "ok": False,
+                    "error": exc.message,
+                    "hint": exc.hint,
+                    "problems": [asdict(p) for p in problems],
+                }
+            )
             if not as_json:
                 for line in exc.lines():
                     click.echo(line, err=True)
             continue
-        results.append({"target": target, "ok": True, "name": wf.name, "path": wf.path,
-                        "origin": wf.origin, "steps": len(wf.steps), "files": list(wf.files)})
+        results.append(
+            {
+                "target": target,
+                "ok": True,
+                "name": wf.name,
+                "path": wf.path,
+                "origin": wf.origin,
+                "steps": len(wf.steps),
+                "files": list(wf.files),
+            }
+        )
         if not as_json:
             count = len(wf.steps)
             click.echo(f"✓ {wf.name}: {count} step{'s' if count != 1 else ''}")
     if as_json:
         _emit({"ok": not failed, "results": results})
     if failed:
-        ctx.exit(2)
+        # not ctx.exit: lok's entry point runs click with standalone_mode=False, which drops it
+        sys.exit(2)
 
 
 # --------------------------------------------------------------------------
@@ -202,11 +218,12 @@ def init(ctx: click.Context, force: bool) -> None:
     existing = [path for path, _ in targets if path.exists()]
     if existing and not force:
         names = ", ".join(str(path.relative_to(root)) for path in existing)
-        raise UsageError(f"{names} already exist{'s' if len(existing) == 1 else ''}",
-                         "lok init --force overwrites them")
+        raise UsageError(
+            f"{names} already exist{'s' if len(existing) == 1 else ''}",
+            "lok init --force overwrites them",
+        )
     for path, text in targets:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         click.echo(f"wrote {path.relative_to(root)}")
-    click.echo("\nNext: lok run example    (and again: nothing reruns)\n"
-               "      lok workflow list")
+    click.echo("\nNext: lok run example    (and again: nothing reruns)\n      lok workflow list")
