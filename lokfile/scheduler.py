@@ -395,7 +395,10 @@ class Coordinator:
         if spec.backend is not None:
             comp["backend"] = spec.backend.identity()
             comp["options"] = step.generation_options
-        comp["upstream"] = {d: self.results[d].digest for d in sorted(set(step.depends_on))}
+        if spec.item is None:
+            comp["upstream"] = {d: self.results[d].digest for d in sorted(set(step.depends_on))}
+        # A loop item's key holds its item and its rendered text, not the whole upstream
+        # output: growing a list of 500 by one runs one item.
         if spec.inputs:
             comp["inputs"] = spec.inputs
         if step.sources:
@@ -406,7 +409,8 @@ class Coordinator:
             }
         if spec.item is not None:
             comp["item"] = spec.item
-            comp["index"] = spec.index
+            if "index" in (step.prompt or step.shell or ""):
+                comp["index"] = spec.index
         comp["format"] = step.output_format
         if step.apply_edits or step.verify:
             comp["edits"] = {

@@ -1,0 +1,279 @@
+"""LLM steps through the engine, with the deterministic `type = "test"` backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.lokrun import lok, run_json, statuses, write
+
+CONFIG = """
+[backends.alpha]
+type = "test"
+reply = "alpha says: {prompt}"
+log_file = "calls.jsonl"
+
+[backends.beta]
+type = "test"
+reply = "beta says: {prompt}"
+log_file = "calls.jsonl"
+
+[backends.gamma]
+type = "test"
+reply = "gamma says: {prompt}"
+log_file = "calls.jsonl"
+
+[backends.yes1]
+type = "test"
+reply = "YES"
+
+[backends.yes2]
+type = "test"
+reply = "  yes "
+
+[backends.no]
+type = "test"
+reply = "no"
+
+[backends.slow]
+type = "test"
+reply = "slow {prompt}"
+latency_ms = 300
+concurrency = 1
+log_file = "calls.jsonl"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".lok").mkdir()
+    write(tmp_path, "lok.toml", CONFIG)
+    return tmp_path
+
+
+def calls(root: Path) -> list[dict[str, object]]:
+    path = root / "calls.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_an_llm_step_is_answered_once_and_then_reused(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/one.toml",
+        """
+        name = "one"
+        [[steps]]
+        name = "ask"
+        backend = "alpha"
+        prompt = "hello {{ arg.1 }}"
+    """,
+    )
+    doc = run_json(project, "one", "world")
+    assert doc["steps"][0]["output"] == "alpha says: hello world"
+    assert doc["steps"][0]["backend"] == "alpha"
+    again = run_json(project, "one", "world")
+    assert statuses(again) == {"ask": "reused"}
+    assert len(calls(project)) == 1
+    other = run_json(project, "one", "there")
+    assert statuses(other) == {"ask": "ran"}
+    assert other["steps"][0]["reason"] == "prompt changed"
+
+
+def test_multi_backend_answers_are_cached_one_by_one(project: Path) -> None:
+    wf = """
+        name = "multi"
+        [[steps]]
+        name = "poll"
+        backends = [{names}]
+        consensus = "first"
+        prompt = "question"
+    """
+    write(project, ".lok/workflows/multi.toml", wf.replace("{names}", '"alpha", "beta"'))
+    doc = run_json(project, "multi")
+    assert doc["steps"][0]["output"] == "alpha says: question"
+    assert {u["unit"] for u in doc["steps"][0]["units"]} == {"backend:alpha", "backend:beta"}
+    write(project, ".lok/workflows/multi.toml", wf.replace("{names}", '"alpha", "beta", "gamma"'))
+    doc = run_json(project, "multi")
+    ran = {u["unit"]: u["status"] for u in doc["steps"][0]["units"]}
+    assert ran == {"backend:alpha": "reused", "backend:beta": "reused", "backend:gamma": "ran"}
+    assert [c["name"] for c in calls(project)].count("gamma") == 1
+    assert len(calls(project)) == 3
+
+
+def test_synthesis_merges_the_answers_through_the_synthesizer(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/syn.toml",
+        """
+        name = "syn"
+        [[steps]]
+        name = "poll"
+        backends = ["alpha", "beta"]
+        prompt = "what is 2+2"
+    """,
+    )
+    doc = run_json(project, "syn")
+    out = doc["steps"][0]["output"]
+    assert out.startswith("alpha says: ")  # alpha (first in the list) synthesizes
+    assert "## Answer from alpha" in out and "## Answer from beta" in out
+    assert "beta says: what is 2+2" in out
+    units = {u["unit"] for u in doc["steps"][0]["units"]}
+    assert units == {"backend:alpha", "backend:beta", "synthesis"}
+
+
+def test_vote_picks_the_majority_of_normalised_answers(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/vote.toml",
+        """
+        name = "vote"
+        [[steps]]
+        name = "v"
+        backends = ["no", "yes1", "yes2"]
+        consensus = "vote"
+        prompt = "is it?"
+    """,
+    )
+    doc = run_json(project, "vote")
+    assert doc["steps"][0]["output"].lower() == "yes"
+
+
+def test_retries_back_off_and_then_succeed(project: Path) -> None:
+    state = project / "state"
+    state.mkdir()
+    write(
+        project,
+        "lok.toml",
+        CONFIG
+        + f"""
+[backends.flaky]
+type = "test"
+reply = "finally"
+fail_times = 2
+fail_kind = "rate_limit"
+state_dir = "{state}"
+""",
+    )
+    write(
+        project,
+        ".lok/workflows/flaky.toml",
+        """
+        name = "flaky"
+        [[steps]]
+        name = "f"
+        backend = "flaky"
+        prompt = "p"
+        retries = 3
+        retry_delay = 100
+    """,
+    )
+    proc = lok(project, "run", "--json", "flaky")
+    doc = json.loads(proc.stdout)
+    assert doc["steps"][0]["output"] == "finally"
+    assert "will retry" in proc.stderr
+    assert "rate limited" in proc.stderr
+
+
+def test_an_auth_failure_is_not_retried(project: Path) -> None:
+    write(
+        project,
+        "lok.toml",
+        CONFIG
+        + """
+[backends.locked]
+type = "test"
+fail_when = "p"
+fail_kind = "auth"
+log_file = "calls.jsonl"
+""",
+    )
+    write(
+        project,
+        ".lok/workflows/auth.toml",
+        """
+        name = "auth"
+        [[steps]]
+        name = "f"
+        backend = "locked"
+        prompt = "p"
+        retries = 5
+        retry_delay = 100
+    """,
+    )
+    proc = lok(project, "run", "--json", "auth")
+    assert proc.returncode == 1
+    assert len(calls(project)) == 1
+    assert "authentication failed" in json.loads(proc.stdout)["steps"][0]["error"]
+
+
+def test_per_backend_concurrency_is_never_exceeded(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/many.toml",
+        """
+        name = "many"
+        [[steps]]
+        name = "each"
+        for_each = '["a", "b", "c", "d"]'
+        backend = "slow"
+        prompt = "item {{ item }}"
+    """,
+    )
+    doc = run_json(project, "-j", "8", "many")
+    assert doc["status"] == "succeeded"
+    times = sorted(c["time"] for c in calls(project))  # type: ignore[type-var]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]  # type: ignore[operator]
+    assert all(g >= 0.25 for g in gaps), f"calls overlapped: {gaps}"
+    rows = json.loads(doc["steps"][0]["output"])
+    assert [r["output"] for r in rows] == [f"slow item {x}" for x in "abcd"]
+
+
+def test_a_loop_over_an_upstream_json_array_caches_item_by_item(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/loop.toml",
+        """
+        name = "loop"
+        [[steps]]
+        name = "list"
+        shell = "cat items.json"
+        output_format = "json"
+        [[steps]]
+        name = "each"
+        depends_on = ["list"]
+        for_each = "steps.list.output"
+        backend = "alpha"
+        prompt = "about {{ item.name }}"
+    """,
+    )
+    (project / "items.json").write_text('[{"name": "x"}, {"name": "y"}]')
+    doc = run_json(project, "loop")
+    assert [r["output"] for r in json.loads(doc["steps"][1]["output"])] == [
+        "alpha says: about x",
+        "alpha says: about y",
+    ]
+    (project / "items.json").write_text('[{"name": "x"}, {"name": "y"}, {"name": "z"}]')
+    doc = run_json(project, "loop")
+    units = {u["unit"]: u["status"] for u in doc["steps"][1]["units"]}
+    assert units == {"item:0": "reused", "item:1": "reused", "item:2": "ran"}
+    assert len(calls(project)) == 3
+
+
+def test_auto_uses_the_default_backend(project: Path) -> None:
+    write(project, "lok.toml", CONFIG + '\n[defaults]\nbackend = "beta"\n')
+    write(
+        project,
+        ".lok/workflows/auto.toml",
+        """
+        name = "auto"
+        [[steps]]
+        name = "q"
+        backend = "auto"
+        prompt = "hi"
+    """,
+    )
+    assert run_json(project, "auto")["steps"][0]["output"] == "beta says: hi"
