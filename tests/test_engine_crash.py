@@ -147,7 +147,7 @@ def test_ctrl_c_records_the_run_as_interrupted_exits_130_and_resume_finishes(
     )
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=15)
+    _out, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, err
     rows = db_rows(tmp_path, "SELECT id, status FROM runs")
     assert [r[1] for r in rows] == ["interrupted"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def test_per_backend_concurrency_is_never_exceeded(project: Path) -> None:
     doc = run_json(project, "-j", "8", "many")
     assert doc["status"] == "succeeded"
     times = sorted(c["time"] for c in calls(project))  # type: ignore[type-var]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]  # type: ignore[operator]
+    gaps = [b - a for a, b in itertools.pairwise(times)]  # type: ignore[operator]
     assert all(g >= 0.25 for g in gaps), f"calls overlapped: {gaps}"
     rows = json.loads(doc["steps"][0]["output"])
     assert [r["output"] for r in rows] == [f"slow item {x}" for x in "abcd"]
