@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +23,9 @@ from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Reque
 from lokfile.model import BackendConfig
 
 TERM_GRACE_S = 1.0
+# CLIs running right now, so that Ctrl-C can stop them from the main thread.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
 # Variables that make a nested agent CLI believe it runs inside another one.
 _NESTING_VARS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
 
@@ -99,6 +103,8 @@ def run(
                 "(send the prompt on stdin or in a file instead)",
             ) from None
         raise BackendError(ErrorKind.FAILED, f"'{argv[0]}' could not be started: {exc}") from None
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     try:
         out, err = proc.communicate(stdin, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -110,7 +116,23 @@ def run(
         # Ctrl-C or anything else: never leave the CLI running behind us.
         _stop_group(proc)
         raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
     return Completed(proc.returncode, out, err, time.monotonic() - started)
+
+
+def stop_all() -> None:
+    """Stop every CLI this process is running (Ctrl-C while backends answer in threads)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + TERM_GRACE_S
+    for proc in live:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        _signal_group(proc.pid, signal.SIGKILL)
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -242,3 +264,35 @@ def probe(backend: _Queryable, health: Health, timeout_s: float = 60.0) -> Healt
 
 def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
+
+
+def split_args(
+    args: Sequence[str], lok_flags: Mapping[str, int], lok_words: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Configured `args` as (leading words, other args), minus what lok adds itself.
+
+    Leading words are the ones before the first flag: `npx`'s package name
+    (`args = ["@google/gemini-cli"]`) belongs right after the command, and a
+    subcommand lok adds anyway (`exec` for codex, in `lok_words`) is dropped.
+    `lok_flags` maps each flag lok sets to the number of values it takes, so
+    the original's `args = ["exec", "--json", …]` do not end up twice.
+    """
+    words: list[str] = []
+    rest: list[str] = []
+    leading = True
+    skip = 0
+    for arg in args:
+        if skip:
+            skip -= 1
+            continue
+        if leading and not arg.startswith("-"):
+            if arg not in lok_words:
+                words.append(arg)
+            continue
+        leading = False
+        name = arg.split("=", 1)[0]
+        if name in lok_flags:
+            skip = 0 if "=" in arg else lok_flags[name]
+            continue
+        rest.append(arg)
+    return words, rest

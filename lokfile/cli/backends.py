@@ -1,0 +1,312 @@
+"""`lok ask`, `lok doctor` and `lok backends`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lokfile.cli import Session
+
+HTTP_TYPES = ("ollama", "openai", "anthropic")
+
+
+def _session(ctx: click.Context) -> Session:
+    found = ctx.find_object(Session)
+    return found if found is not None else Session(directory=None, config_file=None, debug=False)
+
+
+def _open(ctx: click.Context) -> tuple[Any, Any, Path]:
+    """(project, config, working directory) for the global options."""
+    from lokfile.config import load_config
+    from lokfile.errors import UsageError
+    from lokfile.project import Project, find_root
+
+    session = _session(ctx)
+    cwd = Path.cwd()
+    if session.directory is not None:
+        if not session.directory.is_dir():
+            raise UsageError(
+                f"-C {session.directory}: no such directory", "give an existing folder"
+            )
+        cwd = session.directory.absolute()
+    project = Project(find_root(cwd))
+    return project, load_config(project, session.config_file), cwd
+
+
+def _emit(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def where(backend: Any) -> str:
+    """Where a backend lives, for a person: its url, or its command line."""
+    if backend.type in HTTP_TYPES or (backend.url and not backend.command):
+        return str(backend.url or backend.command or "(default)")
+    if backend.command:
+        return shlex.join([*shlex.split(backend.command), *backend.args])
+    return f"{backend.type} (default)"
+
+
+# --------------------------------------------------------------------------
+# lok backends
+# --------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def backends(ctx: click.Context, as_json: bool) -> None:
+    """List the configured backends: type, enabled, where, model.
+
+    Keys are never shown, only the name of the variable that holds one.
+    `lok doctor` checks whether each one actually works.
+    """
+    _, config, _ = _open(ctx)
+    rows = [config.backends[name] for name in sorted(config.backends)]
+    if as_json:
+        _emit({"backends": [_backend_json(b) for b in rows]})
+        return
+    if not rows:
+        click.echo("No backends configured. Add a [backends.NAME] table to lok.toml.")
+        return
+    table = [("NAME", "TYPE", "ENABLED", "WHERE", "MODEL")] + [
+        (b.name, b.type, "yes" if b.enabled else "no", where(b), b.model or "-") for b in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:4])]
+        click.echo("  ".join([*cells, row[4]]).rstrip())
+
+
+def _backend_json(b: Any) -> dict[str, Any]:
+    return {
+        "name": b.name,
+        "type": b.type,
+        "enabled": b.enabled,
+        "where": where(b),
+        "command": b.command,
+        "url": b.url,
+        "args": list(b.args),
+        "model": b.model,
+        "api_key_env": b.api_key_env,
+        "timeout": b.timeout_s,
+    }
+
+
+# --------------------------------------------------------------------------
+# lok doctor
+# --------------------------------------------------------------------------
+
+
+def _check(backend: Any, probe: bool) -> Any:
+    """One backend's Health; a backend that cannot even be created is not ready."""
+    from lokfile.backends import create
+    from lokfile.backends.base import BackendError, Health
+
+    try:
+        return create(backend).health(probe=probe)
+    except BackendError as exc:
+        return Health(ready=False, found=False, detail=exc.message)
+    except Exception as exc:  # a plugin's bug: report it, check the others
+        return Health(ready=False, detail=f"health check crashed: {type(exc).__name__}: {exc}")
+
+
+@click.command()
+@click.option("--probe", is_flag=True, help="Also send each backend a one-line prompt.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("-b", "--backend", "names", metavar="A,B", help="Check only these backends.")
+@click.pass_context
+def doctor(ctx: click.Context, probe: bool, as_json: bool, names: str | None) -> None:
+    """Check every configured, enabled backend: found on PATH and its version
+    (CLIs), reachable and the model present (servers), key variable set.
+
+    Checks run in parallel. Exits 1 when no backend is ready, 0 otherwise.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lokfile.ask import parse_names, select
+
+    _, config, _ = _open(ctx)
+    wanted = parse_names(names)
+    if wanted is None:
+        chosen = [config.backends[n] for n in sorted(config.backends)]
+    else:
+        chosen = [b for b in select(config, wanted)]
+    enabled = [b for b in chosen if b.enabled]
+    with ThreadPoolExecutor(max_workers=max(1, len(enabled))) as pool:
+        checks = dict(
+            zip(
+                [b.name for b in enabled],
+                pool.map(lambda b: _check(b, probe), enabled),
+                strict=True,
+            )
+        )
+    ready = [b.name for b in enabled if checks[b.name].ready]
+    if as_json:
+        _emit(
+            {
+                "backends": [_health_json(b, checks.get(b.name)) for b in chosen],
+                "ready": ready,
+                "ok": bool(ready),
+            }
+        )
+    else:
+        _print_doctor(chosen, checks, ready)
+    if not ready:
+        sys.exit(1)  # not ctx.exit: lok runs click with standalone_mode=False, which drops it
+
+
+def _health_json(backend: Any, health: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": backend.name,
+        "type": backend.type,
+        "enabled": backend.enabled,
+        "where": where(backend),
+    }
+    if health is None:
+        return {**doc, "ready": False, "checked": False}
+    return {
+        **doc,
+        "checked": True,
+        "ready": health.ready,
+        "found": health.found,
+        "version": health.version,
+        "detail": health.detail,
+        "key_set": health.key_set,
+        "api_key_env": backend.api_key_env,
+    }
+
+
+def _print_doctor(chosen: list[Any], checks: dict[str, Any], ready: list[str]) -> None:
+    width = max((len(b.name) for b in chosen), default=0)
+    for b in chosen:
+        health = checks.get(b.name)
+        if health is None:
+            click.echo(f"  {click.style('○', dim=True)} {b.name:<{width}}  disabled")
+            continue
+        mark = click.style("✓", fg="green") if health.ready else click.style("✗", fg="red")
+        parts = [p for p in (health.version, health.detail) if p]
+        if health.key_set is not None:
+            var = b.api_key_env or "key variable"
+            parts.append(f"{var} {'set' if health.key_set else 'NOT set'}")
+        click.echo(f"  {mark} {b.name:<{width}}  {b.type}: {'; '.join(parts) or 'ready'}")
+    enabled = sum(1 for b in chosen if b.name in checks)
+    if ready:
+        click.echo(f"{len(ready)} of {enabled} enabled backend(s) ready.")
+    else:
+        click.echo(
+            "No backend is ready. Install a CLI (claude, codex, gemini) or start a server, "
+            "then configure it in lok.toml."
+        )
+
+
+# --------------------------------------------------------------------------
+# lok ask
+# --------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("prompt")
+@click.option(
+    "-b",
+    "--backend",
+    "names",
+    metavar="A,B",
+    help="Ask only these backends, in this order (default: every enabled one).",
+)
+@click.option(
+    "-d",
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Run the backends in DIR (default: the current directory).",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write cached answers.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def ask(
+    ctx: click.Context,
+    prompt: str,
+    names: str | None,
+    workdir: Path | None,
+    no_cache: bool,
+    as_json: bool,
+) -> None:
+    """Ask every available backend PROMPT, in parallel, and print each answer.
+
+    Answers are cached by prompt and backend configuration (never by key or
+    directory): asking again is free until `[cache] ttl_hours` passes. A
+    failed answer is never cached. Exits 1 when every backend failed.
+    """
+    from lokfile import ask as asking
+    from lokfile.errors import EXIT_FAILED
+
+    project, config, cwd = _open(ctx)
+    wanted = asking.parse_names(names)
+    chosen = asking.select(config, wanted)
+    cache = None if no_cache or not config.cache.enabled else _open_cache(project, config)
+    try:
+        results = asking.ask(prompt, chosen, config, str((workdir or cwd).absolute()), cache)
+    finally:
+        if cache is not None:
+            cache.db.close()
+    skipped: list[Any] = []
+    if wanted is None:
+        # not named: a backend that is not there at all is just not available
+        skipped = [r for r in results if r.error is not None and asking.unavailable(r.error)]
+        results = [r for r in results if r not in skipped]
+        for r in skipped:
+            click.echo(f"warning: backend {r.name} is not available: {r.error.summary()}", err=True)
+    for warning in cache.warnings if cache is not None else []:
+        click.echo(f"warning: {warning}", err=True)
+    ok = any(r.ok for r in results)
+    if as_json:
+        _emit(
+            {
+                "prompt": prompt,
+                "ok": ok,
+                "results": [r.to_json() for r in results],
+                "skipped": [{"backend": r.name, "summary": r.error.summary()} for r in skipped],
+            }
+        )
+    else:
+        _print_results(results)
+        if not results:
+            click.echo("Error: no backend is available", err=True)
+            click.echo("Hint: `lok doctor` shows what each backend is missing", err=True)
+    if not ok:
+        sys.exit(EXIT_FAILED)
+
+
+def _open_cache(project: Any, config: Any) -> Any:
+    """The ask cache in the project's .lok/, or None (with a warning) when it cannot be opened."""
+    from lokfile.ask import AskCache
+    from lokfile.errors import LokError
+    from lokfile.rundb import RunDB
+    from lokfile.store import Store
+
+    try:
+        db = RunDB.open(project.db_path)
+    except (LokError, OSError) as exc:
+        click.echo(f"warning: answers are not cached: {exc}", err=True)
+        return None
+    return AskCache(Store(project.runs_dir), db, config.cache.ttl_hours, config.cache.salt)
+
+
+def _print_results(results: list[Any]) -> None:
+    """The original's blocks: blank line, `=== NAME ===`, blank line, the output."""
+    for r in results:
+        colour = "green" if r.ok else "red"
+        header = click.style(f"=== {r.name} ===", fg=colour, bold=True)
+        if r.cached:
+            header += " " + click.style("(cached)", dim=True)
+        click.echo("")
+        click.echo(header)
+        click.echo("")
+        click.echo(r.text if r.ok else f"Error: {r.error.summary()}")
+    if results:
+        click.echo("")
