@@ -5,14 +5,19 @@ fenced or raw. Every edit is checked before any file is written: the path
 stays inside the project root once symlinks are resolved (no `..`, no
 absolute paths, nothing under .lok/ or .git/), the file exists or `old` is
 empty to create it, and `old` occurs exactly once. The files about to change
-are snapshotted into the store first, as a manifest artifact
+are snapshotted into the store first, with a manifest artifact
 
-    {"version": 1, "files": {path: {"before": digest | null, "after": digest,
-                                    "mode": int | null}}, "dirs": [created folders]}
+    {"version": 1,
+     "files": {path: digest of the original | null for a new file},
+     "after": {path: digest of what the step wrote},   (no artifact: a check only)
+     "modes": {path: permission bits | null},
+     "dirs":  [folders created for new files, outermost first]}
 
 so a failed edit or verify restores the tree byte for byte (new files and
 the folders made for them removed), and `revert` can undo a successful step
-later. With `fix_retries`, the backend is asked again with the error, against
+later. The engine links a successful step's manifest into its run folder as
+`runs/<run>/<step>.snapshot.json` (see `snapshot_filename`); gc keeps what
+it names, and `revert` finds it there. With `fix_retries`, the backend is asked again with the error, against
 the restored tree, and everything starts over.
 
 Edit steps take a lock (`.lok/runs/edits.lock`) while they write and verify,
@@ -185,7 +190,7 @@ def _plan_one(edit: Edit, root: Path, result: Plan) -> None:
             planned = _Planned(data, text, real.stat().st_mode & 0o7777, "\r\n" in text)
         else:
             if edit.old:
-                raise EditError(f"{edit.file}: file not found (an empty \"old\" creates a file)")
+                raise EditError(f'{edit.file}: file not found (an empty "old" creates a file)')
             planned = _Planned(None, "", None)
             _plan_dirs(root.resolve(), real.parent, result)
         result.files[rel] = planned
@@ -226,11 +231,20 @@ def _plan_dirs(real_root: Path, folder: Path, result: Plan) -> None:
 
 def snapshot(edit_plan: Plan, store: Store) -> tuple[dict[str, Any], str]:
     """Store every file's before and after bytes and the manifest; (manifest, its digest)."""
-    files: dict[str, Any] = {}
+    files: dict[str, str | None] = {}
+    after: dict[str, str] = {}
+    modes: dict[str, int | None] = {}
     for rel, p in sorted(edit_plan.files.items()):
-        before = store.put(p.before) if p.before is not None else None
-        files[rel] = {"before": before, "after": store.put(p.after.encode()), "mode": p.mode}
-    manifest = {"version": MANIFEST_VERSION, "files": files, "dirs": list(edit_plan.dirs)}
+        files[rel] = store.put(p.before) if p.before is not None else None
+        after[rel] = digest_bytes(p.after.encode())
+        modes[rel] = p.mode
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "files": files,
+        "after": after,
+        "modes": modes,
+        "dirs": list(edit_plan.dirs),
+    }
     return manifest, store.put(_manifest_bytes(manifest))
 
 
@@ -247,15 +261,21 @@ def load_manifest(store: Store, digest: str) -> dict[str, Any]:
 
 
 def manifest_digests(store: Store, digest: str) -> set[str]:
-    """Every artifact a snapshot needs (the manifest and its file versions), for gc."""
+    """Every artifact a snapshot needs (the manifest and the originals), for gc."""
     out = {digest}
     try:
         files = load_manifest(store, digest)["files"]
     except (OSError, ValueError, LokError):
         return out
-    for entry in files.values():
-        out.update(d for d in (entry.get("before"), entry.get("after")) if d)
+    out.update(d for d in files.values() if d)
     return out
+
+
+def snapshot_filename(step: str, unit: str = "") -> str:
+    """The run-folder name of a unit's snapshot link: `<step>.snapshot.json`."""
+    from lokfile.store import output_filename
+
+    return output_filename(f"{step}.{unit}" if unit else step, ".snapshot.json")
 
 
 def _write(path: Path, data: bytes, mode: int | None) -> None:
@@ -289,14 +309,15 @@ def restore(manifest: dict[str, Any], root: Path, store: Store) -> list[str]:
     """Put every file of a snapshot back as it was before; remove created files and folders."""
     real_root = root.resolve()
     restored = []
-    for rel, entry in sorted(manifest["files"].items()):
+    modes = manifest.get("modes", {})
+    for rel, before in sorted(manifest["files"].items()):
         path = real_root / rel
-        if entry["before"] is None:
+        if before is None:
             if path.is_file() or path.is_symlink():
                 path.unlink()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, store.get(entry["before"]), entry.get("mode"))
+            _write(path, store.get(before), modes.get(rel))
         restored.append(rel)
     for d in reversed(manifest.get("dirs", [])):
         try:
@@ -449,12 +470,10 @@ def _refresh_after(manifest: dict[str, Any], root: Path, store: Store) -> str | 
     """A manifest whose `after` digests match the files once a formatter has run."""
     changed = False
     real_root = root.resolve()
-    for rel, entry in manifest["files"].items():
-        path = real_root / rel
-        if path.is_file():
-            now = store.put(path.read_bytes())
-            if now != entry["after"]:
-                entry["after"], changed = now, True
+    for rel in manifest["files"]:
+        now = _current(real_root / rel)
+        if now is not None and now != manifest["after"].get(rel):
+            manifest["after"][rel], changed = now, True
     return store.put(_manifest_bytes(manifest)) if changed else None
 
 
@@ -466,37 +485,41 @@ def revert(
 ) -> list[str]:
     """Restore the files a step's edits replaced in run `run_id`; the paths restored.
 
-    A file changed again since the edit is refused unless `force`; a file that is
-    already back to its original is left alone.
+    The step's snapshots are read from the run folder (`snapshot_filename`); none
+    means the step changed no files (an empty list). A file changed again since the
+    edit is refused unless `force`; a file already back to its original is left alone.
     """
     rows = [r for r in db.results(run_id) if r["step"] == step]
     if not rows:
         raise UsageError(
             f"run {run_id} has no step '{step}'", f"`lok runs show {run_id}` lists its steps"
         )
-    snaps = list(dict.fromkeys(r.get("snapshot") for r in reversed(rows) if r.get("snapshot")))
-    if not snaps:
-        raise UsageError(
-            f"step '{step}' made no edits in run {run_id}",
-            "only a step with apply_edits that ran (not reused) has edits to revert",
-        )
-    manifests = [load_manifest(store, s) for s in snaps]
+    folder = store.run_dir(run_id)
+    units = dict.fromkeys(str(r.get("unit") or "") for r in reversed(rows))
+    links = [folder / snapshot_filename(step, u) for u in units]
+    manifests = [load_manifest(store, _link_digest(store, p)) for p in links if p.is_symlink()]
     real_root = project.root.resolve()
     todo: list[dict[str, Any]] = []
     for manifest in manifests:
         files = {}
-        for rel, entry in manifest["files"].items():
+        for rel, before in manifest["files"].items():
             now = _current(real_root / rel)
-            if now == entry["before"]:
+            if now == before:
                 continue
-            if now != entry["after"] and not force:
+            if now != manifest["after"].get(rel) and not force:
                 raise LokError(
                     f"{rel} changed after step '{step}' edited it in run {run_id}",
                     "reverting would lose those changes; pass --force to restore it anyway",
                 )
-            files[rel] = entry
+            files[rel] = before
         todo.append({**manifest, "files": files})
     restored: list[str] = []
     for manifest in todo:
         restored += restore(manifest, project.root, store)
     return sorted(set(restored))
+
+
+def _link_digest(store: Store, link: Path) -> str:
+    """The digest a run-folder link points at (its target is objects/<algo>/ab/cdef…)."""
+    target = Path(os.readlink(link))
+    return f"{target.parent.parent.name}:{target.parent.name}{target.name}"

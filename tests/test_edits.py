@@ -15,6 +15,7 @@ from lokfile import edits, verify
 from lokfile.execute import EditSettings
 from lokfile.hashing import digest_bytes
 from lokfile.store import Store
+from tests.lokrun import lok, run_json, write
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -84,8 +85,9 @@ def test_single_edit_rewrites_the_file_and_records_a_snapshot(project: Path) -> 
     assert outcome.files == ("src/app.py",)
     assert outcome.snapshot is not None
     manifest = edits.load_manifest(store_of(project), outcome.snapshot)
-    before = manifest["files"]["src/app.py"]["before"]
+    before = manifest["files"]["src/app.py"]
     assert store_of(project).get(before) == b"def add(a, b):\n    return a - b\n"
+    assert manifest["after"]["src/app.py"] == digest_bytes((project / "src/app.py").read_bytes())
     assert any("applied 1 edit" in n for n in notes)
 
 
@@ -396,7 +398,7 @@ def test_snapshot_artifacts_are_all_named_for_gc(project: Path) -> None:
     outcome, _ = apply(project, answer({"file": "src/app.py", "old": "a - b", "new": "a + b"}))
     assert outcome.snapshot
     needed = edits.manifest_digests(store_of(project), outcome.snapshot)
-    assert len(needed) == 3  # manifest, before, after
+    assert len(needed) == 2  # the manifest and the original
     assert all(store_of(project).verify(d) for d in needed)
 
 
@@ -425,3 +427,91 @@ def test_verify_keywords_resolve_as_in_the_original(
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     assert verify.resolve(value, tmp_path).verify == expected
+
+
+# -- through `lok run`: the worker calls apply_and_verify -------------------------
+
+GOOD = answer({"file": "src/app.py", "old": "a - b", "new": "a + b"})
+BAD = answer({"file": "src/app.py", "old": "a - b", "new": "a * b"})
+
+
+def edit_project(root: Path, verify_line: str, fix_retries: int) -> Path:
+    log = root / "calls.jsonl"
+    write(
+        root,
+        "lok.toml",
+        f"""
+        [backends.t]
+        type = "test"
+        log_file = {json.dumps(str(log))}
+        rules = [
+          {{ contains = "expected a + b", reply = {json.dumps(GOOD)} }},
+          {{ contains = "Fix", reply = {json.dumps(BAD)} }},
+        ]
+        """,
+    )
+    write(
+        root,
+        ".lok/workflows/fixit.toml",
+        f"""
+        name = "fixit"
+        [[steps]]
+        name = "fix"
+        backend = "t"
+        apply_edits = true
+        {verify_line}
+        fix_retries = {fix_retries}
+        prompt = "Fix the add function."
+        """,
+    )
+    return log
+
+
+def calls(log: Path) -> list[dict[str, str]]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+CHECK = "verify = \"grep -q 'a + b' src/app.py || { echo 'expected a + b' >&2; exit 1; }\""
+
+
+def test_lok_run_fix_retries_succeeds_on_the_second_answer(project: Path) -> None:
+    log = edit_project(project, CHECK, 1)
+    doc = run_json(project, "fixit")
+    assert doc["exit_code"] == 0, doc
+    asked = calls(log)
+    assert len(asked) == 2
+    assert "expected a + b" in asked[1]["prompt"]
+    assert (project / "src/app.py").read_text() == "def add(a, b):\n    return a + b\n"
+    assert doc["steps"][0]["output"] == GOOD
+
+
+def test_lok_run_failed_verify_fails_the_run_and_leaves_the_tree_as_it_was(project: Path) -> None:
+    edit_project(project, CHECK, 0)
+    before = tree(project)
+    proc = lok(project, "run", "fixit")
+    assert proc.returncode == 1
+    assert "verification failed" in proc.stdout + proc.stderr
+    after = tree(project)
+    assert {k: v for k, v in after.items() if k != "calls.jsonl"} == {
+        k: v for k, v in before.items() if k != "calls.jsonl"
+    }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="waits for the engine to link each edit step's snapshot manifest into the run "
+    "folder (edits.snapshot_filename); see the edits report",
+)
+def test_lok_runs_revert_restores_what_the_step_replaced(project: Path) -> None:
+    edit_project(project, "", 0)
+    original = (project / "src/app.py").read_bytes()
+    (project / "src/app.py").write_text("def add(a, b):\n    return a - b\n")
+    proc = lok(project, "run", "fixit")
+    assert proc.returncode == 0, proc.stderr
+    assert (project / "src/app.py").read_text().endswith("a * b\n")
+    proc = lok(project, "runs", "revert", "--step", "fix")
+    assert proc.returncode == 0, proc.stderr
+    assert "restored src/app.py" in proc.stdout
+    assert (project / "src/app.py").read_bytes() == original
