@@ -43,10 +43,12 @@ BUILTIN_TOML = """
 [defaults]
 parallel = true
 timeout = 300
+jobs = 8
 
 [cache]
 enabled = true
 ttl_hours = 24
+salt = ""
 
 [conductor]
 max_rounds = 5

@@ -102,7 +102,7 @@ shell = "ls lok.toml .lok/workflows/*.toml"
 name = "lines"
 depends_on = ["files"]
 sources = ["lok.toml", ".lok/workflows/*.toml"]
-shell = "wc -l lok.toml .lok/workflows/*.toml | tail -n 1"
+shell = "cat lok.toml .lok/workflows/*.toml | wc -l | tr -d ' '"
 
 [[steps]]
 name = "report"

@@ -115,12 +115,12 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
         required = " (required)" if arg.required else ""
         click.echo(f"  arg {arg.name}{default}{required}  {arg.description}".rstrip())
     for index, step in enumerate(wf.steps, start=1):
-        what = (
-            f"shell: {_first_line(step.shell)}"
-            if step.shell is not None
-            else (f"{', '.join(step.backends)}: {_first_line(step.prompt)}")
-        )
-        click.echo(f"{index:>3}. {step.name}  [{step.kind.value}] {what}")
+        text: str | None
+        if step.shell is not None:
+            kind, text = "shell", step.shell
+        else:
+            kind, text = f"llm: {', '.join(step.backends)}", step.prompt
+        click.echo(f"{index:>3}. {step.name}  [{kind}] {_first_line(text)}")
         details = [
             ("depends_on", ", ".join(step.depends_on)),
             ("when", step.when or ""),
