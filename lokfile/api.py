@@ -63,7 +63,6 @@ def run(
 
     `started` sees the coordinator before it runs (watch mode keeps it to cancel a run).
     """
-    from lokfile.pool import WorkerPool
     from lokfile.rundb import RunDB
     from lokfile.store import Store
 
@@ -73,7 +72,7 @@ def run(
     db = RunDB.open(project.db_path) if needs_db else None
     try:
         coordinator = Coordinator(
-            workflow, ctx.config, project.root, store, db, options, report, WorkerPool
+            workflow, ctx.config, project.root, store, db, options, report, _pool
         )
         if started is not None:
             started(coordinator)
@@ -81,6 +80,13 @@ def run(
     finally:
         if db is not None:
             db.close()
+
+
+def _pool(slots: int) -> Any:
+    """The worker pool, imported only when some step must execute."""
+    from lokfile.pool import WorkerPool
+
+    return WorkerPool(slots)
 
 
 def outcome_json(outcome: RunOutcome) -> dict[str, Any]:

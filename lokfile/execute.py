@@ -16,79 +16,20 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lokfile.model import BackendConfig
+from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.proctree import kill_tree
 from lokfile.store import Store
+
+__all__ = ["EditSettings", "Job", "JobResult", "QueryJob", "ShellJob", "backoff_delay", "run_job"]
 
 BACKOFF_CAP_S = 60.0
 KILL_GRACE_S = 2.0
 NOT_FOUND_EXIT = 127
 
 Emit = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ShellJob:
-    command: str  # final text given to `sh -c` (wrapper applied)
-    display: str  # the command as the user wrote it, rendered (for messages)
-    outputs: tuple[str, ...] = ()  # declared output files, relative to cwd
-
-
-@dataclass(frozen=True)
-class QueryJob:
-    backend: BackendConfig
-    prompt: str
-    system: str | None = None
-    model: str | None = None
-    temperature: float | None = None
-    seed: int | None = None
-    max_tokens: int | None = None
-    edits: EditSettings | None = None  # apply_edits / verify / fix_retries on this step
-
-
-@dataclass(frozen=True)
-class EditSettings:
-    """What to do with an answer after it arrives (SPEC §9); see lokfile.edits."""
-
-    apply_edits: bool = False
-    verify: str | None = None
-    fix_retries: int = 0
-    command_wrapper: str | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything a worker needs; plain data, so it pickles and could run on another host."""
-
-    id: int
-    step: str
-    unit: str
-    work: ShellJob | QueryJob
-    cwd: str
-    runs_dir: str
-    timeout_s: float | None
-    retries: int = 0
-    retry_delay_s: float = 1.0
-
-
-@dataclass(frozen=True)
-class JobResult:
-    id: int
-    success: bool
-    output: str  # the answer / stdout on success; the error text on failure
-    digest: str | None  # artifact holding `output`
-    error: str | None = None
-    error_kind: str | None = None
-    attempts: int = 1
-    started: float = 0.0
-    ended: float = 0.0
-    outputs: dict[str, str] = field(default_factory=dict)  # declared output -> digest
-    output_stats: list[tuple[str, int, int, int, str]] = field(default_factory=list)
-    model: str | None = None
 
 
 class Attempt:
@@ -286,8 +227,14 @@ def _after_answer(job: Job, work: QueryJob, answer: Attempt, emit: Emit) -> Atte
         return again.text
 
     outcome = edits.apply_and_verify(
-        answer.text, work.prompt, work.edits, Path(job.cwd), Store(Path(job.runs_dir)),
-        job.timeout_s, requery, emit,
+        answer.text,
+        work.prompt,
+        work.edits,
+        Path(job.cwd),
+        Store(Path(job.runs_dir)),
+        job.timeout_s,
+        requery,
+        emit,
     )
     if outcome.ok:
         return Attempt(True, outcome.text, model=answer.model)

@@ -30,7 +30,7 @@ from lokfile.events import (
     StepNote,
     UnitStarted,
 )
-from lokfile.execute import EditSettings, Job, JobResult, QueryJob, ShellJob
+from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.fingerprint import Fingerprinter
 from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
 from lokfile.rundb import KeyEntry, RunDB
@@ -159,7 +159,7 @@ class Coordinator:
         self.slots = max(1, min(options.jobs, workflow.concurrency or options.jobs))
         self.env_snapshot = dict(os.environ)
         self.pending_rows: list[dict[str, Any]] = []
-        self.views: dict[str, Any] = {}
+        self.views: dict[str, Any] | None = None  # built on first use: literal steps never need it
         self.backends_seen: set[str] = set()
         self.pending_keys: list[tuple[KeyEntry, str]] = []
         self.pending_last: list[tuple[str, str, str, dict[str, Any], str]] = []
@@ -317,15 +317,14 @@ class Coordinator:
                 step, Status.SKIPPED, f"dependency failed: {', '.join(hard)}", ready
             )
             return False
-        ctx = self._context()
         try:
             if step.when is not None:
                 from lokfile.templates import eval_condition
 
-                if not eval_condition(step.when, ctx):
+                if not eval_condition(step.when, self._context()):
                     self._finish_step_now(step, Status.SKIPPED, "condition not met", ready)
                     return False
-            specs = build_units(step, ctx, self)
+            specs = build_units(step, self._context, self)
         except LokError as exc:
             why = "template error" if isinstance(exc, TemplateError) else "cannot start"
             self._finish_step_now(step, Status.FAILED, why, ready, error=exc.message)
@@ -352,6 +351,10 @@ class Coordinator:
         backends = " + ".join(n[:1].upper() + n[1:] for n in names) or "lok"
         named = {a.name: a.default for a in self.wf.args if a.default is not None}
         named.update(self.opts.named)
+        if self.views is None:
+            self.views = {}
+            for r in self.results.values():
+                self._add_view(r)
         return Context(
             steps=self.views,
             args=self.opts.args,
@@ -362,6 +365,10 @@ class Coordinator:
         )
 
     def _add_view(self, r: StepResult) -> None:
+        if r.backend:
+            self.backends_seen.add(r.backend)
+        if self.views is None:
+            return
         from lokfile.templates import StepView
 
         skipped = r.status is Status.SKIPPED
@@ -373,8 +380,6 @@ class Coordinator:
             parsed=r.parsed,
             skipped=skipped,
         )
-        if r.backend:
-            self.backends_seen.add(r.backend)
 
     # -- keys and freshness -------------------------------------------------
 

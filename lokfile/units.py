@@ -14,6 +14,7 @@ import json
 import shlex
 import shutil
 from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lokfile.errors import LokError
@@ -100,10 +101,17 @@ def resolve_backend(name: str, config: Config) -> BackendConfig:
     return found
 
 
-def build_units(step: Step, ctx: Any, coord: Coordinator) -> list[UnitSpec]:
-    """Render a ready step and split it into unit specs."""
+def _literal(text: str | None) -> bool:
+    return text is not None and "{{" not in text and "{%" not in text
+
+
+def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> list[UnitSpec]:
+    """Render a ready step and split it into unit specs (`context` builds the template context)."""
+    if step.for_each is None and step.kind is StepKind.SHELL and _literal(step.shell):
+        return [UnitSpec("", command=step.shell)]  # nothing to render: no template engine needed
     from lokfile.templates import eval_for_each, render_prompt, render_shell
 
+    ctx = context()
     if step.for_each is not None:
         items = eval_for_each(step.for_each, ctx)
         specs = []
