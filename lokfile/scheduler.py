@@ -30,8 +30,8 @@ from lokfile.events import (
     StepNote,
     UnitStarted,
 )
-from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.fingerprint import Fingerprinter
+from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
 from lokfile.rundb import KeyEntry, RunDB
 from lokfile.store import Store, output_filename

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-from dataclasses import dataclass, field, replace
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lokfile.errors import LokError
