@@ -32,16 +32,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("lokfile.cli.backends:ask", "Ask every available backend one prompt, in parallel."),
     "doctor": ("lokfile.cli.backends:doctor", "Check every configured backend."),
     "backends": ("lokfile.cli.backends:backends", "List the configured backends."),
-    "suggest": ("lokfile.cli.modes:suggest", "Rank the backends for a task."),
+    "suggest": ("lokfile.cli.agents:suggest", "Rank the backends for a task."),
     "hunt": ("lokfile.cli.modes:hunt", "Hunt for bugs (built-in workflow)."),
     "audit": ("lokfile.cli.modes:audit", "Security audit (built-in workflow)."),
     "explain": ("lokfile.cli.modes:explain", "Explain a codebase (built-in workflow)."),
     "diff": ("lokfile.cli.modes:diff", "Review a git diff (built-in workflow)."),
     "ci": ("lokfile.cli.modes:ci", "Find the root cause of failed CI checks on a PR."),
     "fix": ("lokfile.cli.modes:fix", "Propose a fix for a GitHub issue."),
-    "debate": ("lokfile.cli.modes:debate", "Let the backends debate a question."),
-    "spawn": ("lokfile.cli.modes:spawn", "Split a task into parallel subtasks."),
-    "conduct": ("lokfile.cli.modes:conduct", "Let a conductor backend delegate a task."),
+    "debate": ("lokfile.cli.agents:debate", "Let the backends debate a question."),
+    "spawn": ("lokfile.cli.agents:spawn", "Split a task into parallel subtasks."),
+    "conduct": ("lokfile.cli.agents:conduct", "Let a conductor backend delegate a task."),
 }
 
 

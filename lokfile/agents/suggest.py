@@ -1,0 +1,116 @@
+"""Routing a task to backends: keyword categories and per-type profiles (no I/O).
+
+The original's classifier (lok-reference §9.5) with its categories and
+scoring, plus profiles for every built-in backend type, so an Ollama server,
+an OpenAI-compatible endpoint or a plain command can be ranked too. Only the
+backends actually configured are ranked, each through its type's profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lokfile.model import BackendConfig, Config
+
+# category -> keywords, matched case-insensitively as substrings of the task
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "CodeAnalysis": ("n+1", "query", "queries", "sql", "code smell", "refactor", "pattern", "bug", "review"),
+    "SecurityAudit": ("security", "injection", "xss", "auth", "vulnerab", "audit", "secret"),
+    "DeadCode": ("dead code", "unused", "remove", "cleanup", "clean up"),
+    "Performance": ("performance", "slow", "optimi", "speed", "latency", "memory"),
+    "Architecture": ("architecture", "design", "structure", "organi", "module"),
+    "Writing": ("document", "docs", "readme", "explain", "summar", "write", "translat"),
+    "Private": ("private", "offline", "confidential", "sensitive", "local only", "air-gap"),
+    "Quick": ("quick", "simple", "short", "classify", "one word", "yes or no"),
+}
+GENERAL = "General"
+
+# type -> (ordered strengths, one-line style)
+PROFILES: dict[str, tuple[tuple[str, ...], str]] = {
+    "codex": (
+        ("CodeAnalysis", "DeadCode", "Performance", GENERAL),
+        "fast, focused code analysis inside the repository",
+    ),
+    "gemini": (
+        ("SecurityAudit", "Architecture", GENERAL, "Writing"),
+        "thorough reading of large codebases, security and design",
+    ),
+    "claude": (
+        (GENERAL, "Architecture", "CodeAnalysis", "Writing", "SecurityAudit"),
+        "careful reasoning, design and code review in the repository",
+    ),
+    "anthropic": (
+        (GENERAL, "Writing", "Architecture", "CodeAnalysis"),
+        "careful reasoning and writing over the API (no repository access)",
+    ),
+    "openai": (
+        (GENERAL, "Writing", "CodeAnalysis", "Performance"),
+        "general-purpose model over an OpenAI-compatible API",
+    ),
+    "ollama": (
+        ("Private", "Quick", GENERAL, "Writing"),
+        "local model: private, free, good for quick or confidential work",
+    ),
+    "local": (
+        ("Private", "Quick", GENERAL),
+        "small in-process model: private and offline, best for short tasks",
+    ),
+    "command": ((GENERAL,), "a configured command-line tool"),
+    "test": ((GENERAL,), "deterministic test backend"),
+}
+UNKNOWN_PROFILE: tuple[tuple[str, ...], str] = ((GENERAL,), "plugin backend")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One backend's place in a ranking."""
+
+    name: str
+    type: str
+    score: int
+    style: str
+    matched: tuple[str, ...]  # the task's categories this backend is strong in
+
+
+def classify(task: str) -> list[str]:
+    """The task's categories in table order; `General` when no keyword matches."""
+    text = task.lower()
+    found = [cat for cat, words in CATEGORIES.items() if any(w in text for w in words)]
+    return found or [GENERAL]
+
+
+def score(strengths: tuple[str, ...], categories: list[str]) -> int:
+    """Sum over the task's categories of 10 minus the category's place in the strengths."""
+    return sum(10 - min(strengths.index(c), 9) for c in categories if c in strengths)
+
+
+def rank(task: str, backends: list[BackendConfig]) -> tuple[list[str], list[Ranked]]:
+    """(categories, backends that score above zero, best first; ties by name)."""
+    categories = classify(task)
+    out = []
+    for cfg in backends:
+        strengths, style = PROFILES.get(cfg.type, UNKNOWN_PROFILE)
+        points = score(strengths, categories)
+        if points == 0 and GENERAL not in categories:
+            # every backend can attempt anything: a weak General match keeps it listed
+            points = score(strengths, [GENERAL]) // 5
+        if points > 0:
+            matched = tuple(c for c in categories if c in strengths)
+            out.append(Ranked(cfg.name, cfg.type, points, style, matched))
+    out.sort(key=lambda r: (-r.score, r.name))
+    return categories, out
+
+
+def enabled_backends(config: Config, names: list[str] | None = None) -> list[BackendConfig]:
+    """The enabled configured backends (only `names`, in that order, when given)."""
+    if names is not None:
+        return [config.backends[n] for n in names if n in config.backends]
+    return [b for b in config.backends.values() if b.enabled]
+
+
+def best_for(task: str, backends: list[BackendConfig]) -> str | None:
+    """The best-ranked backend for `task` among `backends`; None if there are none."""
+    _categories, ranked = rank(task, backends)
+    if ranked:
+        return ranked[0].name
+    return backends[0].name if backends else None
