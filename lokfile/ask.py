@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lokfile.backends import create
@@ -125,20 +126,54 @@ def cache_key(prompt: str, backend: BackendConfig, salt: str = "") -> str:
 
 
 class AskCache:
-    """Answers by key: the text in the store, the key -> digest row in the run database."""
+    """Answers by key: the text in the store, the key -> digest row in the run database.
 
-    def __init__(self, store: Any, db: Any, ttl_hours: float | None, salt: str = "") -> None:
-        self.store = store
-        self.db = db
+    The database is opened on first need: a project that has none yet costs
+    nothing to read (there is nothing to find), and creating it overlaps the
+    queries (`prepare`) instead of delaying them.
+    """
+
+    def __init__(
+        self, runs_dir: Path, db_path: Path, ttl_hours: float | None, salt: str = ""
+    ) -> None:
+        from lokfile.store import Store
+
+        self.store = Store(runs_dir)
+        self.db_path = db_path
         self.ttl_s = ttl_hours * 3600 if ttl_hours else None
         self.salt = salt
         self.warnings: list[str] = []
+        self._db: Any = None
+        self._broken = False
+
+    def prepare(self) -> Any:
+        """The open run database (None, with a warning, when it cannot be opened)."""
+        if self._db is None and not self._broken:
+            from lokfile.errors import LokError
+            from lokfile.rundb import RunDB
+
+            try:
+                self._db = RunDB.open(self.db_path)
+            except (LokError, OSError) as exc:
+                self._broken = True
+                self.warnings.append(f"answers are not cached: {exc}")
+        return self._db
+
+    def close(self) -> None:
+        """Close the database if it was opened."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def get(self, prompt: str, backend: BackendConfig, now: float | None = None) -> str | None:
         """The cached answer, or None when absent, expired or unreadable."""
-        key = cache_key(prompt, backend, self.salt)
+        if self._db is None and not self.db_path.exists():
+            return None
+        db = self.prepare()
+        if db is None:
+            return None
         try:
-            entry = self.db.cache_get(key)
+            entry = db.cache_get(cache_key(prompt, backend, self.salt))
             if entry is None:
                 return None
             age = (now if now is not None else time.time()) - float(entry.created_at)
@@ -152,9 +187,12 @@ class AskCache:
 
     def put(self, prompt: str, backend: BackendConfig, text: str) -> None:
         """Remember a successful answer (never call this with a failure)."""
+        db = self.prepare()
+        if db is None:
+            return
         try:
             digest = self.store.put(text.encode("utf-8"))
-            self.db.cache_put(cache_key(prompt, backend, self.salt), digest)
+            db.cache_put(cache_key(prompt, backend, self.salt), digest)
         except Exception as exc:  # a cache that cannot be written must not fail the answer
             self.warnings.append(f"cache write for {backend.name}: {exc}")
 
@@ -208,6 +246,7 @@ def ask(
                 for b in misses
             ],
             runner,
+            meanwhile=cache.prepare if cache is not None else None,
         )
         for backend, result in zip(misses, done, strict=True):
             results[backend.name] = result
@@ -219,8 +258,10 @@ def ask(
 def _in_parallel(
     jobs: Sequence[tuple[BackendConfig, Request]],
     runner: Callable[[BackendConfig, Request], AskResult],
+    meanwhile: Callable[[], object] | None = None,
 ) -> list[AskResult]:
-    """Run every job in its own daemon thread and wait for all of them.
+    """Run every job in its own daemon thread and wait for all of them
+    (calling `meanwhile` in this thread once they are started).
 
     Daemon threads (not an executor) so that Ctrl-C returns at once: the CLIs
     still running are stopped, process group and all, and the HTTP exchanges
@@ -242,6 +283,8 @@ def _in_parallel(
     for thread in threads:
         thread.start()
     try:
+        if meanwhile is not None:
+            meanwhile()
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)

@@ -36,6 +36,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "proj"
     root.mkdir()
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))  # no user config
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(root)
     return root
 
@@ -332,3 +333,20 @@ def test_backends_lists_configured_backends_sorted_with_type_and_where(project: 
     doc = json.loads(lok("backends", "--json").stdout)
     entry = next(b for b in doc["backends"] if b["name"] == "claude")
     assert entry["enabled"] is False and entry["type"] == "claude"
+
+
+def test_outside_a_lok_project_answers_are_cached_in_the_user_cache(
+    project: Path, tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    config = tmp_path / "only-upper.toml"
+    config.write_text(
+        BUILTINS_OFF + '[backends.upper]\ntype = "command"\ncommand = "tr"\nargs = ["a-z", "A-Z"]\n'
+    )
+    first = lok("-C", str(bare), "-c", str(config), "ask", "hi")
+    second = lok("-C", str(bare), "-c", str(config), "ask", "hi")
+    assert first.exit_code == second.exit_code == 0
+    assert "(cached)" in second.stdout
+    assert not (bare / ".lok").exists()
+    assert (tmp_path / "cache" / "lok" / "ask" / ".lok" / "lok.db").is_file()

@@ -23,6 +23,8 @@ from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Reque
 from lokfile.model import BackendConfig
 
 DEFAULT_MAX_RETRIES = 0
+# flags lok sets itself (configs written for the original or llm-mux repeat some)
+LOK_FLAGS = {"-p": 0, "--print": 0, "--output-format": 1, "--": 0}
 
 
 def kind_for_status(status: Any, message: str) -> ErrorKind:
@@ -88,7 +90,8 @@ class ClaudeBackend:
     def argv(self, request: Request) -> list[str]:
         """The command line (the prompt is not in it: it goes on stdin)."""
         cfg = self.config
-        argv = [*subproc.program_argv(cfg, "claude"), "-p", "--output-format", "json"]
+        words, rest = subproc.split_args(cfg.args, LOK_FLAGS)
+        argv = [*subproc.program_argv(cfg, "claude"), *words, "-p", "--output-format", "json"]
         model = request.model or cfg.model
         if model:
             argv += ["--model", model]
@@ -100,7 +103,7 @@ class ClaudeBackend:
                 else "--append-system-prompt"
             )
             argv += [flag, str(system)]
-        return argv + list(cfg.args)
+        return argv + rest
 
     def query(self, request: Request) -> Answer:
         """One print-mode run of the CLI."""
@@ -165,6 +168,11 @@ class ClaudeBackend:
             return Health(ready=False, detail=exc.message, key_set=False)
         key_set = True if self.config.api_key_env else None
         health = subproc.cli_health(
-            self.config, subproc.program_argv(self.config, "claude"), env, key_set
+            self.config,
+            subproc.program_argv(self.config, "claude")
+            + subproc.split_args(self.config.args, LOK_FLAGS)[0],
+            env,
+            key_set,
+            install="npm install -g @anthropic-ai/claude-code",
         )
         return subproc.probe(self, health) if probe and health.ready else health

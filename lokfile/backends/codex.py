@@ -24,6 +24,9 @@ from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Reque
 from lokfile.model import BackendConfig
 
 FALLBACK_TIMEOUT_S = 600.0
+LOK_EXEC_FLAGS = ("--json", "--skip-git-repo-check", "--ephemeral")
+# flags lok sets itself (the original's default args repeat `exec --json`)
+LOK_FLAGS = {**{flag: 0 for flag in LOK_EXEC_FLAGS}, "-": 0}
 _SANDBOX_FLAGS = ("-s", "--sandbox", "--full-auto", "--dangerously-bypass-approvals-and-sandbox")
 
 
@@ -109,14 +112,9 @@ class CodexBackend:
     def argv(self, request: Request) -> list[str]:
         """The command line; the final `-` makes Codex read the prompt from stdin."""
         cfg = self.config
-        argv = [
-            *subproc.program_argv(cfg, "codex"),
-            "exec",
-            "--json",
-            "--skip-git-repo-check",
-            "--ephemeral",
-        ]
-        if not any(a == f or a.startswith(f + "=") for a in cfg.args for f in _SANDBOX_FLAGS):
+        words, rest = subproc.split_args(cfg.args, LOK_FLAGS, ("exec",))
+        argv = [*subproc.program_argv(cfg, "codex"), *words, "exec", *LOK_EXEC_FLAGS]
+        if not any(a == f or a.startswith(f + "=") for a in rest for f in _SANDBOX_FLAGS):
             argv += ["-s", "read-only"]
         model = request.model or cfg.model
         if model:
@@ -145,7 +143,7 @@ class CodexBackend:
             ]
             if cfg.api_key_env:
                 argv += ["-c", f"{provider}.env_key={toml_string(cfg.api_key_env)}"]
-        return [*argv, *cfg.args, "-"]
+        return [*argv, *rest, "-"]
 
     def query(self, request: Request) -> Answer:
         """One `codex exec` run."""
@@ -191,7 +189,12 @@ class CodexBackend:
             return Health(ready=False, detail=exc.message, key_set=False)
         key_set = True if self.config.api_key_env else None
         health = subproc.cli_health(
-            self.config, subproc.program_argv(self.config, "codex"), env, key_set
+            self.config,
+            subproc.program_argv(self.config, "codex")
+            + subproc.split_args(self.config.args, LOK_FLAGS)[0],
+            env,
+            key_set,
+            install="npm install -g @openai/codex",
         )
         return subproc.probe(self, health) if probe and health.ready else health
 

@@ -33,6 +33,8 @@ from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Reque
 from lokfile.model import BackendConfig
 
 DEFAULT_MAX_RETRIES = 0
+# flags lok sets itself; leading words stay with the command (`npx @google/gemini-cli`)
+LOK_FLAGS = {"-o": 1, "--output-format": 1, "-p": 1, "--prompt": 1}
 VERSION_TIMEOUT_S = 10.0  # a JS bundle: about 1 s idle, several when the CPU is busy
 _STATUS_BY_EXIT = {173: 429, 247: 503, 244: 500, 145: 401, 147: 403, 148: 404, 248: 504}
 
@@ -134,11 +136,12 @@ class GeminiBackend:
     def argv(self, request: Request) -> list[str]:
         """The command line (the prompt goes on stdin)."""
         cfg = self.config
-        argv = [*subproc.program_argv(cfg, "gemini"), "-o", "json"]
+        words, rest = subproc.split_args(cfg.args, LOK_FLAGS)
+        argv = [*subproc.program_argv(cfg, "gemini"), *words, "-o", "json"]
         model = request.model or cfg.model
         if model:
             argv += ["-m", model]
-        return argv + list(cfg.args)
+        return argv + rest
 
     def prompt_text(self, request: Request) -> str:
         """The prompt, with the system text in front (the CLI has no system flag)."""
@@ -189,10 +192,12 @@ class GeminiBackend:
         key_set = True if self.config.api_key_env else None
         health = subproc.cli_health(
             self.config,
-            subproc.program_argv(self.config, "gemini"),
+            subproc.program_argv(self.config, "gemini")
+            + subproc.split_args(self.config.args, LOK_FLAGS)[0],
             env,
             key_set,
             VERSION_TIMEOUT_S,
+            install="npm install -g @google/gemini-cli",
         )
         return subproc.probe(self, health) if probe and health.ready else health
 

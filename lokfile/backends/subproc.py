@@ -170,7 +170,10 @@ def version_of(
     done = run(argv, env=env, timeout_s=timeout_s)
     text = done.out.strip() or done.err.strip()
     if done.returncode != 0:
-        first = text.splitlines()[0] if text else f"exit code {done.returncode}"
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        # launchers such as npx print warnings before the line that matters
+        errors = [ln for ln in lines if "error" in ln.lower()]
+        first = (errors or lines or [f"exit code {done.returncode}"])[0]
         raise BackendError(ErrorKind.FAILED, f"'{' '.join(argv)}' failed: {first}")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # Some CLIs print warnings first; the version is the last line they print.
@@ -203,12 +206,14 @@ def cli_health(
     env: Mapping[str, str],
     key_set: bool | None = None,
     timeout_s: float = 5.0,
+    install: str = "",
 ) -> Health:
     """Found on PATH and answering `--version` within `timeout_s`."""
     try:
         resolve_program(argv[0], env)
     except BackendError as exc:
-        return Health(ready=False, found=False, detail=exc.message, key_set=key_set)
+        detail = f"{exc.message} (install: {install})" if install else exc.message
+        return Health(ready=False, found=False, detail=detail, key_set=key_set)
     try:
         version = version_of([*argv, "--version"], env=env, timeout_s=timeout_s)
     except BackendError as exc:

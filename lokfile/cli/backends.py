@@ -253,7 +253,7 @@ def ask(
         results = asking.ask(prompt, chosen, config, str((workdir or cwd).absolute()), cache)
     finally:
         if cache is not None:
-            cache.db.close()
+            cache.close()
     skipped: list[Any] = []
     if wanted is None:
         # not named: a backend that is not there at all is just not available
@@ -283,18 +283,22 @@ def ask(
 
 
 def _open_cache(project: Any, config: Any) -> Any:
-    """The ask cache in the project's .lok/, or None (with a warning) when it cannot be opened."""
+    """The ask cache: the project's .lok/, or the user's cache outside a lok project."""
     from lokfile.ask import AskCache
-    from lokfile.errors import LokError
-    from lokfile.rundb import RunDB
-    from lokfile.store import Store
+    from lokfile.project import Project
 
-    try:
-        db = RunDB.open(project.db_path)
-    except (LokError, OSError) as exc:
-        click.echo(f"warning: answers are not cached: {exc}", err=True)
-        return None
-    return AskCache(Store(project.runs_dir), db, config.cache.ttl_hours, config.cache.salt)
+    if not (project.lok_dir.is_dir() or project.config_path.is_file()):
+        # not a lok project: keep answers in the user's cache rather than strew .lok/ folders
+        project = Project(user_cache_dir() / "ask")
+    return AskCache(project.runs_dir, project.db_path, config.cache.ttl_hours, config.cache.salt)
+
+
+def user_cache_dir() -> Path:
+    """`~/.cache/lok` (honouring XDG_CACHE_HOME)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lok"
 
 
 def _print_results(results: list[Any]) -> None:
