@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from lokfile import tomlfile
 
 PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "plugin"
 BUILTINS_OFF = "".join(
@@ -29,7 +26,7 @@ BUILTINS_OFF = "".join(
 
 def install_plugin(site: Path) -> None:
     """What `pip install examples/plugin` leaves behind: the module and its dist-info."""
-    meta = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
+    meta = tomlfile.parse((PLUGIN / "pyproject.toml").read_text())["project"]
     site.mkdir(parents=True)
     shutil.copy(PLUGIN / "lok_reverse.py", site / "lok_reverse.py")
     info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
