@@ -10,7 +10,6 @@ all problems are reported at once, each with its file and line.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,83 +37,54 @@ Checker = Callable[[Any], Any]
 
 BUILTIN_LABEL = "built-in"
 
-# The original's defaults (lok-reference §5.2): the bottom layer of every config.
-BUILTIN_TOML = """
-[defaults]
-parallel = true
-timeout = 300
-jobs = 8
+def _ask(what: str) -> str:
+    return f"List at most 5 {what}, each with file:line and one concise sentence."
 
-[cache]
-enabled = true
-ttl_hours = 24
-salt = ""
 
-[conductor]
-max_rounds = 5
-max_tokens = 4096
-
-[consensus.weights]
-claude = 2.0
-codex = 1.5
-gemini = 1.5
-ollama = 1.0
-
-[backends.codex]
-command = "codex"
-args = ["exec", "--json", "-s", "read-only"]
-
-[backends.gemini]
-command = "npx"
-args = ["@google/gemini-cli"]
-skip_lines = 1
-timeout = 600
-
-[backends.claude]
-command = "claude"
-
-[backends.ollama]
-command = "http://localhost:11434"
-model = "llama3.2"
-
-[tasks.hunt]
-description = "Find bugs, performance problems and dead code"
-backends = ["codex"]
-
-[[tasks.hunt.prompts]]
-name = "errors"
-prompt = "List at most 5 real bugs in this codebase (unhandled errors, crashes, wrong edge cases), \
-each with file:line and one concise sentence."
-
-[[tasks.hunt.prompts]]
-name = "perf"
-prompt = "List at most 5 performance problems in this codebase (needless work, N+1 queries, \
-quadratic loops), each with file:line and one concise sentence."
-
-[[tasks.hunt.prompts]]
-name = "dead-code"
-prompt = "List at most 5 pieces of dead code in this codebase (unused functions, unreachable \
-branches, stale modules), each with file:line and one concise sentence."
-
-[tasks.audit]
-description = "Security audit: injection, authentication, secrets"
-backends = ["gemini"]
-
-[[tasks.audit.prompts]]
-name = "injection"
-prompt = "List at most 5 injection risks in this codebase (SQL, shell, path traversal, \
-templates), each with file:line and one concise sentence."
-
-[[tasks.audit.prompts]]
-name = "auth"
-prompt = "List at most 5 authentication or authorization weaknesses in this codebase, \
-each with file:line and one concise sentence."
-
-[[tasks.audit.prompts]]
-name = "secrets"
-prompt = "List at most 5 hard-coded secrets, keys or credentials in this codebase, \
-each with file:line and one concise sentence."
-"""
+# The original's defaults (lok-reference §5.2): the bottom layer of every config. A
+# literal rather than TOML text, so a project without lok.toml never imports tomllib.
+BUILTIN: dict[str, Any] = {
+    "defaults": {"parallel": True, "timeout": 300, "jobs": 8},
+    "cache": {"enabled": True, "ttl_hours": 24, "salt": ""},
+    "conductor": {"max_rounds": 5, "max_tokens": 4096},
+    "consensus": {"weights": {"claude": 2.0, "codex": 1.5, "gemini": 1.5, "ollama": 1.0}},
+    "backends": {
+        "codex": {"command": "codex", "args": ["exec", "--json", "-s", "read-only"]},
+        "gemini": {
+            "command": "npx", "args": ["@google/gemini-cli"], "skip_lines": 1, "timeout": 600,
+        },
+        "claude": {"command": "claude"},
+        "ollama": {"command": "http://localhost:11434", "model": "llama3.2"},
+    },
+    "tasks": {
+        "hunt": {
+            "description": "Find bugs, performance problems and dead code",
+            "backends": ["codex"],
+            "prompts": [
+                {"name": "errors", "prompt": _ask(
+                    "real bugs in this codebase (unhandled errors, crashes, wrong edge cases)")},
+                {"name": "perf", "prompt": _ask(
+                    "performance problems in this codebase (needless work, N+1 queries, "
+                    "quadratic loops)")},
+                {"name": "dead-code", "prompt": _ask(
+                    "pieces of dead code in this codebase (unused functions, unreachable "
+                    "branches, stale modules)")},
+            ],
+        },
+        "audit": {
+            "description": "Security audit: injection, authentication, secrets",
+            "backends": ["gemini"],
+            "prompts": [
+                {"name": "injection", "prompt": _ask(
+                    "injection risks in this codebase (SQL, shell, path traversal, templates)")},
+                {"name": "auth", "prompt": _ask(
+                    "authentication or authorization weaknesses in this codebase")},
+                {"name": "secrets", "prompt": _ask(
+                    "hard-coded secrets, keys or credentials in this codebase")},
+            ],
+        },
+    },
+}
 
 
 class ConfigProblems(ConfigError):
@@ -141,11 +111,6 @@ class ConfigProblems(ConfigError):
         if self.hint:
             out.append(f"Hint: {self.hint}")
         return out
-
-
-@functools.lru_cache(maxsize=1)
-def _builtin() -> dict[str, Any]:
-    return tomlfile.parse(BUILTIN_TOML)
 
 
 def _seconds(value: Any) -> float:
@@ -312,7 +277,7 @@ def load_config(
 ) -> Config:
     """The merged settings: built-in < user lok.toml < project lok.toml < `explicit` (--config)."""
     layers = _Layers()
-    layers.add(BUILTIN_LABEL, _builtin(), None)
+    layers.add(BUILTIN_LABEL, BUILTIN, None)
     seen: set[Path] = set()
     candidates = [
         (user_config_dir or user_dir()) / "lok.toml",
@@ -336,7 +301,7 @@ def load_config(
 def parse_config_text(text: str, label: str = "lok.toml") -> Config:
     """Settings from one TOML text over the built-in defaults (for tests and tools)."""
     layers = _Layers()
-    layers.add(BUILTIN_LABEL, _builtin(), None)
+    layers.add(BUILTIN_LABEL, BUILTIN, None)
     try:
         data = tomlfile.parse(text)
     except tomlfile.TomlProblem as exc:

@@ -17,11 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-
 # A workflow of 1000 steps is about 200 kB; anything this large is a mistake
 # (a generated dump, a binary), and parsing it would only delay the message.
 MAX_BYTES = 4 * 1024 * 1024
@@ -83,6 +78,11 @@ def decode(data: bytes) -> str:
 
 def parse(text: str) -> dict[str, Any]:
     """The TOML document in `text`, or TomlProblem carrying tomllib's message and line."""
+    # imported here: a run served from caches never needs the (pure Python) parser
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
     try:
         document: dict[str, Any] = tomllib.loads(text)
         return document

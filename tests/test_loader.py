@@ -39,7 +39,7 @@ def user(tmp_path: Path) -> Path:
     return folder
 
 
-def load(text: str, config: Config = CONFIG) -> object:
+def load(text: str, config: Config = CONFIG) -> Workflow:
     return load_workflow_text(textwrap.dedent(text).lstrip("\n"), "wf.toml", config)
 
 
@@ -127,11 +127,11 @@ def test_backends_come_from_backends_then_backend_then_workflow_then_config() ->
         backend = "auto"
         prompt = "p"
     """)
-    assert [s.backends for s in wf.steps] == [  # type: ignore[attr-defined]
+    assert [s.backends for s in wf.steps] == [
         ("gemini",), ("claude", "ollama"), ("codex",), ("auto",)]
     configured = parse_config_text('[defaults]\nbackend = "ollama"\n')
     step = load('name = "w"\n[[steps]]\nname = "a"\nprompt = "p"\n', configured)
-    assert step.steps[0].backends == ("ollama",)  # type: ignore[attr-defined]
+    assert step.steps[0].backends == ("ollama",)
 
 
 def test_workflow_defaults_flow_into_steps_and_explicit_false_wins() -> None:
@@ -152,7 +152,7 @@ def test_workflow_defaults_flow_into_steps_and_explicit_false_wins() -> None:
         sources = ["b.txt"]
         env = ["USER"]
     """)
-    a, b = wf.steps  # type: ignore[attr-defined]
+    a, b = wf.steps
     assert (a.continue_on_error, a.timeout_ms, a.sources, a.env) == (
         True, 300_000, ("src/**/*.py",), ("HOME",))
     assert (b.continue_on_error, b.timeout_ms, b.sources, b.env) == (
@@ -160,7 +160,7 @@ def test_workflow_defaults_flow_into_steps_and_explicit_false_wins() -> None:
 
 
 def test_step_defaults_match_the_original() -> None:
-    step = load('name = "w"\n[[steps]]\nname = "a"\nshell = "true"\n').steps[0]  # type: ignore[attr-defined]
+    step = load('name = "w"\n[[steps]]\nname = "a"\nshell = "true"\n').steps[0]
     assert (step.timeout_ms, step.retry_delay_ms, step.retries, step.consensus) == (
         120_000, 1000, 0, "synthesis")
     assert (step.output_format, step.continue_on_error, step.cache) == ("text", False, None)
@@ -195,7 +195,7 @@ def test_every_step_key_is_read() -> None:
         seed = 3
         max_tokens = 100
     """)
-    gen, each = wf.steps  # type: ignore[attr-defined]
+    gen, each = wf.steps
     assert (gen.outputs, gen.cache, gen.kind) == (("out.txt",), True, StepKind.SHELL)
     assert each.when == "steps.gen.success"
     assert each.for_each == '["a", "b"]'
@@ -219,10 +219,10 @@ def test_named_args_as_tables_or_shorthand() -> None:
         name = "a"
         shell = "true"
     """)
-    assert [(a.name, a.default, a.required) for a in wf.args] == [  # type: ignore[attr-defined]
+    assert [(a.name, a.default, a.required) for a in wf.args] == [
         ("base", "main", False), ("pr", None, True)]
     short = load('name = "w"\nargs = { depth = 3 }\n[[steps]]\nname = "a"\nshell = "true"\n')
-    assert [(a.name, a.default) for a in short.args] == [("depth", "3")]  # type: ignore[attr-defined]
+    assert [(a.name, a.default) for a in short.args] == [("depth", "3")]
 
 
 def test_every_problem_is_reported_at_once_with_lines() -> None:
@@ -466,13 +466,27 @@ def test_an_edited_file_is_never_served_from_the_cache(
     path = tmp_path / "bench.toml"
     path.write_text(_diamond(200))
     project = Project(tmp_path)
-    assert _timed_load(path, project)[1].steps[5].shell.startswith("cksum")  # type: ignore[union-attr]
+    assert str(_timed_load(path, project)[1].steps[5].shell).startswith("cksum")
     path.write_text(_diamond(200).replace("cksum out/s5.txt", "md5sum out/s5.txt"))
-    assert _timed_load(path, project)[1].steps[5].shell.startswith("md5sum")  # type: ignore[union-attr]
+    assert str(_timed_load(path, project)[1].steps[5].shell).startswith("md5sum")
     broken = _diamond(200).replace('name = "s7"', 'name = "s7"\nretries = "x"')
     path.write_text(broken)
     with pytest.raises(WorkflowError):
         _timed_load(path, project)
+
+
+def test_the_cache_never_hides_a_backend_that_is_no_longer_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "big.toml"
+    path.write_text(_diamond(200) + '\n[[steps]]\nname = "ask"\nbackend = "mine"\nprompt = "p"\n')
+    project = Project(tmp_path)
+    mine = parse_config_text('[backends.mine]\ntype = "command"\ncommand = "cat"\n')
+    assert load_workflow(str(path), project, mine, tmp_path / "u").step("ask").backends == ("mine",)
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(str(path), project, CONFIG, tmp_path / "u")
+    assert "uses backend 'mine', which is not configured" in caught.value.message
 
 
 def test_loading_errors_are_lok_errors_never_crashes(project: Project, user: Path) -> None:
