@@ -31,24 +31,46 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 
 from lokfile.errors import TemplateError
 
 BARE, SQ, DQ, ANSI, COMMENT, HEREDOC = "bare", "sq", "dq", "ansi", "comment", "heredoc"
 
 
-@dataclass(frozen=True)
 class Place:
-    """The quoting context of one marker."""
+    """The quoting context of one marker (immutable by convention)."""
 
-    kind: str
-    backtick: bool = False  # inside `…`: the shell strips one layer of backslashes first
-    delimiter: str = ""  # here-document only, from here on
-    expand: bool = False  # unquoted <<EOF: $ ` \\ are special in the body
-    strip_tabs: bool = False  # <<-EOF
-    prefix: str | None = ""  # literal text before the marker on its line; None: unknown
-    suffix: str | None = ""  # literal text after it on its line; None: unknown
+    __slots__ = ("backtick", "delimiter", "expand", "kind", "prefix", "strip_tabs", "suffix")
+
+    def __init__(
+        self,
+        kind: str,
+        backtick: bool = False,  # inside `…`: the shell strips one layer of backslashes first
+        delimiter: str = "",  # here-document only, from here on
+        expand: bool = False,  # unquoted <<EOF: $ ` \\ are special in the body
+        strip_tabs: bool = False,  # <<-EOF
+        prefix: str | None = "",  # literal text before the marker on its line; None: unknown
+        suffix: str | None = "",  # literal text after it on its line; None: unknown
+    ) -> None:
+        self.kind = kind
+        self.backtick = backtick
+        self.delimiter = delimiter
+        self.expand = expand
+        self.strip_tabs = strip_tabs
+        self.prefix = prefix
+        self.suffix = suffix
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Place) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Place({self.kind!r}, backtick={self.backtick}, delimiter={self.delimiter!r})"
 
 
 BARE_PLACE = Place(BARE)
@@ -123,22 +145,36 @@ _ARITH_SPECIAL = re.compile(r"[\\$`()]")
 _HD_SPECIAL = re.compile(r"[\\$`\n]")
 _WORD_BREAK = " \t\n;&|()<>"
 _EXPANDING_FRAMES = (_CMD, _BT, _DQ)
+_FRAME_PLACES = {_CMD: BARE, _BT: BARE, _SQ: SQ, _DQ: DQ, _ANSI: ANSI, _COMMENT: COMMENT}
+_SHARED_PLACES = {
+    (frame, bt): Place(place, bt) for frame, place in _FRAME_PLACES.items() for bt in (False, True)
+}
 
 
-@dataclass
 class _Frame:
-    kind: str
-    depth: int = 0  # unmatched ( or { inside this frame
-    in_dq: bool = False  # a ${…} inside "…"
-    # here-document state
-    delimiter: str = ""
-    expand: bool = False
-    strip_tabs: bool = False
-    line: str = ""  # literal text of the current body line so far
-    clean: bool = True  # the line holds only literal text so far
-    open_marker: int | None = None  # marker on this line still waiting for its suffix
-    after: str = ""  # literal text since that marker
-    pending: list[tuple[str, bool, bool]] = field(default_factory=list)
+    """One level of the lexer's stack."""
+
+    def __init__(
+        self,
+        kind: str,
+        in_dq: bool = False,  # a ${…} inside "…"
+        delimiter: str = "",
+        expand: bool = False,
+        strip_tabs: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.nested = False  # a `…` opened by \` inside another `…`
+        self.depth = 0  # unmatched ( or { inside this frame
+        self.in_dq = in_dq
+        # here-document state
+        self.delimiter = delimiter
+        self.expand = expand
+        self.strip_tabs = strip_tabs
+        self.line = ""  # literal text of the current body line so far
+        self.clean = True  # the line holds only literal text so far
+        self.open_marker: int | None = None  # marker on this line still waiting for its suffix
+        self.after = ""  # literal text since that marker
+        self.pending: list[tuple[str, bool, bool]] = []
 
 
 def places(pieces: Sequence[str]) -> list[Place]:
@@ -156,6 +192,7 @@ class _Lexer:
         self.out: list[Place] = []
         self.suffixes: dict[int, str | None] = {}
         self.last = False
+        self.backticks = 0  # `…` frames on the stack
 
     def run(self, pieces: Sequence[str]) -> list[Place]:
         for i, piece in enumerate(pieces):
@@ -167,7 +204,11 @@ class _Lexer:
             if frame.kind == _HD and frame.open_marker is not None:
                 self.suffixes[frame.open_marker] = frame.after
         return [
-            replace(p, suffix=self.suffixes[i]) if i in self.suffixes else p
+            Place(
+                p.kind, p.backtick, p.delimiter, p.expand, p.strip_tabs, p.prefix, self.suffixes[i]
+            )
+            if i in self.suffixes
+            else p
             for i, p in enumerate(self.out)
         ]
 
@@ -188,10 +229,9 @@ class _Lexer:
                 "a template value inside ${…} or $((…))",
                 "put the value in a variable first: v={{ … }}; then use ${v}",
             )
-        backticks = sum(1 for f in self.stack if f.kind == _BT)
-        if backticks > 1:
+        if self.backticks > 1:
             raise _refuse("a template value inside nested backticks", "use $(…) instead")
-        bt = backticks == 1
+        bt = self.backticks == 1
         if kind == _HD:
             prefix = top.line if top.clean else None
             place = Place(HEREDOC, bt, top.delimiter, top.expand, top.strip_tabs, prefix)
@@ -201,8 +241,7 @@ class _Lexer:
             top.after = ""
             top.clean = False
         else:
-            kinds = {_CMD: BARE, _BT: BARE, _SQ: SQ, _DQ: DQ, _ANSI: ANSI, _COMMENT: COMMENT}
-            place = Place(kinds[kind], bt)
+            place = _SHARED_PLACES[kind, bt]
         self.out.append(place)
         self.prev = "a"
         self.escaped = False
@@ -246,9 +285,12 @@ class _Lexer:
                 top.open_marker = None
         self.stack.append(frame)
         self.prev = ""
+        if frame.kind == _BT:
+            self.backticks += 1
 
     def _pop(self) -> None:
-        self.stack.pop()
+        if self.stack.pop().kind == _BT:
+            self.backticks -= 1
         self.prev = "a"
 
     def _skip_escape(self, text: str, at: int) -> int:
@@ -295,6 +337,15 @@ class _Lexer:
         c = text[at]
         top = self.stack[-1]
         if c == "\\":
+            if self.backticks and text.startswith("`", at + 1):
+                # \` inside `…` opens or closes a nested command substitution
+                if top.kind == _BT and top.nested:
+                    self._pop()
+                else:
+                    frame = _Frame(_BT)
+                    frame.nested = True
+                    self._push(frame)
+                return at + 2
             return self._skip_escape(text, at)
         if c == "'":
             self._push(_Frame(_SQ))

@@ -20,14 +20,11 @@ imports jinja2.
 
 from __future__ import annotations
 
-import difflib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lokfile.errors import TemplateError
-from lokfile.outputs import MISSING, json_field
 
 
 class _NoItem:
@@ -67,12 +64,20 @@ class Context:
     workflow_backends: str = "lok"
 
 
-@dataclass(frozen=True)
+_ABSENT: Any = object()
+
+
 class Missing:
     """A name that does not resolve: the error it becomes when a template uses it."""
 
-    message: str
-    hint: str | None = None
+    __slots__ = ("hint", "message")
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+
+    def __repr__(self) -> str:
+        return f"Missing({self.message!r})"
 
     def error(self) -> TemplateError:
         """The TemplateError to raise."""
@@ -80,6 +85,8 @@ class Missing:
 
 
 def _close(word: str, choices: Sequence[str]) -> str:
+    import difflib
+
     found = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
     return f"did you mean {' or '.join(repr(c) for c in found)}? " if found else ""
 
@@ -152,10 +159,14 @@ class StepRef(Namespace):
         if view.parsed is not None:
             value = _element(view.parsed, key)
         elif isinstance(key, int):
-            value = MISSING
+            value = _ABSENT
         else:
+            from lokfile.outputs import MISSING, json_field
+
             value = json_field(view.output, key)
-        if value is not MISSING:
+            if value is MISSING:
+                value = _ABSENT
+        if value is not _ABSENT:
             return value
         if view.skipped:
             return Missing(
@@ -170,10 +181,10 @@ class StepRef(Namespace):
 
     def _fields_hint(self, key: str | int) -> str:
         view = self.view
+        from lokfile.outputs import MISSING, json_value
+
         parsed = view.parsed
         if parsed is None:
-            from lokfile.outputs import json_value
-
             parsed = json_value(view.output, "{")
         if isinstance(parsed, dict):
             names = [str(k) for k in parsed]
@@ -316,7 +327,7 @@ def unknown_name(name: str, names: Mapping[str, Any]) -> TemplateError:
     )
 
 
-def _element(container: Any, key: str | int, missing: Any = MISSING) -> Any:
+def _element(container: Any, key: str | int, missing: Any = _ABSENT) -> Any:
     if isinstance(container, dict):
         return container.get(str(key), missing)
     if isinstance(container, (list, tuple, str)) and isinstance(key, int):
@@ -333,7 +344,7 @@ def lookup(obj: Any, key: str | int) -> Any:
         return obj.lok_get(key)
     if isinstance(obj, dict):
         value = _element(obj, key)
-        if value is not MISSING:
+        if value is not _ABSENT:
             return value
         if isinstance(key, str) and not key.startswith("_") and hasattr(dict, key):
             return getattr(obj, key)
@@ -344,7 +355,7 @@ def lookup(obj: Any, key: str | int) -> Any:
         )
     if isinstance(key, int) and isinstance(obj, (list, tuple, str)):
         value = _element(obj, key)
-        if value is MISSING:
+        if value is _ABSENT:
             return Missing(f"index {key} is out of range (length {len(obj)})")
         return value
     if isinstance(key, str) and not key.startswith("_"):
@@ -373,6 +384,8 @@ def _json_default(value: Any) -> Any:
 
 def to_json(value: Any) -> str:
     """Compact JSON, non-ASCII kept as is: `{"name":"tests"}`."""
+    import json
+
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
 
@@ -390,6 +403,8 @@ def to_text(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        import json
+
         return json.dumps(value)
     if isinstance(value, (dict, list, tuple)):
         try:

@@ -11,14 +11,14 @@ had no comments, and `${#var}` is common in shell commands.
 conditions, `contains(review.output, …)` becomes `contains(steps.review.output, …)`.
 String literals inside expressions are left alone.
 
-`simple_path()` recognises `{{ a.b.c }}` (optionally `| raw`), which the fast
-renderer handles without Jinja.
+`quick_split()` recognises templates whose markers are all `{{ a.b.c }}`
+(optionally `| raw`), which the fast renderer handles without Jinja.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
 
 from lokfile.errors import TemplateError
 from lokfile.template_scope import TOP_NAMES
@@ -33,21 +33,17 @@ _STRING = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.S)
 _STEP_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _STEPS_DOT = re.compile(rf"(?<![\w.])steps\.({_STEP_NAME})", re.ASCII)
 _BARE_CALL = re.compile(rf"(?<![\w.])(contains|equals)\(\s*(?!steps\.)({_STEP_NAME})\.", re.ASCII)
-_SIMPLE = re.compile(
-    rf"\s*(?:steps\.(?P<step>{_STEP_NAME})|(?P<head>[A-Za-z_]\w*))"
-    r"(?P<rest>(?:\.(?:[A-Za-z_]\w*|\d+))*)\s*(?P<raw>\|\s*raw\s*)?",
+_RAW_SUFFIX = re.compile(r"\|\s*raw\s*$")
+# a whole `{{ dotted.path }}` marker (optionally `| raw`): the common case, split in one go
+_SIMPLE_MARKER = re.compile(
+    rf"\{{\{{\s*((?:steps\.{_STEP_NAME}|[A-Za-z_]\w*)(?:\.(?:[A-Za-z_]\w*|\d+))*)"
+    r"\s*(\|\s*raw\s*)?\}\}",
     re.ASCII,
 )
-_RAW_SUFFIX = re.compile(r"\|\s*raw\s*$")
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A piece of a template: literal text, an expression, or a `{% %}` tag."""
-
-    kind: str
-    text: str  # the literal text, the expression, or the whole tag `{% … %}`
-    line: int = 1
+# A piece of a template: (TEXT, literal), (EXPR, expression) or (BLOCK, "{% … %}").
+Segment = tuple[str, str]
 
 
 def normalize_newlines(text: str) -> str:
@@ -105,10 +101,10 @@ def segments(text: str) -> list[Segment]:
             strip_next = False
         if not s:
             return
-        if out and out[-1].kind == TEXT:
-            out[-1] = Segment(TEXT, out[-1].text + s, out[-1].line)
+        if out and out[-1][0] == TEXT:
+            out[-1] = (TEXT, out[-1][1] + s)
         else:
-            out.append(Segment(TEXT, s))
+            out.append((TEXT, s))
 
     while pos < n:
         m = _OPEN.search(text, pos)
@@ -129,19 +125,20 @@ def segments(text: str) -> list[Segment]:
             strip_next = inner.endswith("-")
             inner = inner[:-1]
         pos = end + 2
-        line = _line(text, m.start())
+        line = m.start()
         if closer == "}}":
             if not inner.strip():
                 raise TemplateError(
-                    f"empty '{{{{ }}}}' on line {line}",
+                    f"empty '{{{{ }}}}' on line {_line(text, line)}",
                     "put a name inside, e.g. {{ steps.NAME.output }}",
                 )
-            out.append(Segment(EXPR, inner, line))
+            out.append((EXPR, inner))
         elif inner.split(None, 1)[:1] == ["raw"]:
             close = _ENDRAW.search(text, pos)
             if close is None:
                 raise TemplateError(
-                    f"'{{% raw %}}' on line {line} has no '{{% endraw %}}'", "add {% endraw %}"
+                    f"'{{% raw %}}' on line {_line(text, line)} has no '{{% endraw %}}'",
+                    "add {% endraw %}",
                 )
             body = text[pos : close.start()]
             if close.group(1):
@@ -150,7 +147,7 @@ def segments(text: str) -> list[Segment]:
             strip_next = close.group(2) == "-"
             pos = close.end()
         else:
-            out.append(Segment(BLOCK, "{%" + inner + "%}", line))
+            out.append((BLOCK, "{%" + inner + "%}"))
     return out
 
 
@@ -198,28 +195,34 @@ def has_raw_filter(expr: str) -> bool:
 Path = tuple[str | int, ...]
 
 
-def simple_path(expr: str) -> tuple[Path, bool] | None:
-    """(path, has `| raw`) when `expr` is a plain dotted name the fast renderer can
-    resolve, else None. `steps.a-b.output.3` gives ("steps", "a-b", "output", 3)."""
-    m = _SIMPLE.fullmatch(expr)
-    if m is None:
+def quick_split(text: str) -> tuple[list[str], list[tuple[Path, bool]]] | None:
+    """(literal pieces, (path, has `| raw`) per marker) when every marker of `text` is a
+    plain dotted name, found by one regex split; None when `segments()` must decide.
+
+    Gives what segments() would give for such texts (anything that
+    could read differently, like `{{{` or a leftover `{{`, is left to segments()).
+    """
+    if "{{{" in text:
         return None
-    path: list[str | int]
-    if m.group("step") is not None:
-        path = ["steps", m.group("step")]
-    else:
-        head = m.group("head")
-        if head not in TOP_NAMES:
+    parts = _SIMPLE_MARKER.split(text)
+    pieces = parts[0::3]
+    rest = "".join(pieces)
+    if "{{" in rest or "{%" in rest:
+        return None
+    markers: list[tuple[Path, bool]] = []
+    for dotted, raw in zip(parts[1::3], parts[2::3], strict=True):
+        path = _dotted(dotted)
+        if path is None:
             return None
-        path = [head]
-    rest = m.group("rest")
-    if rest:
-        path.extend(int(p) if p.isdigit() else p for p in rest[1:].split("."))
-    return tuple(path), m.group("raw") is not None
+        markers.append((path, raw is not None))
+    return pieces, markers
 
 
-def steps_in_path(path: Path) -> set[str]:
-    """The step a simple path reads, if any."""
-    if len(path) >= 2 and path[0] == "steps":
-        return {str(path[1])}
-    return set()
+@functools.lru_cache(maxsize=8192)
+def _dotted(dotted: str) -> Path | None:
+    names = dotted.split(".")
+    if names[0] not in TOP_NAMES:
+        return None
+    path: list[str | int] = list(names[:2] if names[0] == "steps" else names[:1])
+    path.extend(int(n) if n.isdigit() else n for n in names[len(path) :])
+    return tuple(path)

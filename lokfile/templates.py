@@ -9,24 +9,16 @@ Three renderers give the same text (a hypothesis test holds them to it):
 a template without `{{`/`{%` is returned as is; one made only of plain dotted
 names (`{{ steps.a.output }}`, `{{ arg.1 }}`) is rendered by a small loop here;
 everything else goes through Jinja, which is imported on first use only.
-Compiled templates are cached by text.
+Compiled templates are cached by text. Only this module, `template_scope` and
+`outputs` load with `import lokfile.templates`; the rest loads when needed.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lokfile import shellquote
-from lokfile.conditions import (
-    inline_array,
-    items_from_step,
-    items_from_value,
-    parse_condition,
-    step_source,
-)
 from lokfile.errors import TemplateError
 from lokfile.outputs import (
     extract_json_array,
@@ -48,18 +40,10 @@ from lokfile.template_scope import (
     to_text,
     unknown_name,
 )
-from lokfile.template_source import (
-    BLOCK,
-    EXPR,
-    TEXT,
-    Path,
-    has_raw_filter,
-    normalize_newlines,
-    rewrite,
-    segments,
-    simple_path,
-    steps_in_path,
-)
+
+if TYPE_CHECKING:
+    from lokfile.shellquote import Place
+    from lokfile.template_source import Path, Segment
 
 __all__ = [
     "NO_ITEM",
@@ -79,21 +63,38 @@ __all__ = [
 
 KINDS = ("prompt", "shell", "condition", "for_each")
 
-# A fast-path part: literal text, or (path, place); place None means no quoting.
-_Part = str | tuple[Path, shellquote.Place | None]
+# Specialised lookups of the fast path (each falls back to the general one)
+_GENERAL, _STEP_OUTPUT, _POSITIONAL = 0, 1, 2
 
 
-@dataclass
+class _Marker:
+    """A plain `{{ dotted.path }}` of the fast path; place None means no quoting."""
+
+    __slots__ = ("path", "place", "shape")
+
+    def __init__(self, path: Path, place: Place | None) -> None:
+        self.path = path
+        self.place = place
+        if len(path) == 3 and path[0] == "steps" and path[2] == "output":
+            self.shape = _STEP_OUTPUT
+        elif len(path) == 2 and path[0] in ("arg", "args") and isinstance(path[1], int):
+            self.shape = _POSITIONAL
+        else:
+            self.shape = _GENERAL
+
+
 class _Compiled:
-    """A template, compiled once and cached by its text."""
+    """A template (or expression), compiled once and cached by its text."""
 
-    text: str
-    parts: list[_Part] | None  # the fast path, when every marker is a plain name
-    source: str = ""  # the Jinja source otherwise
-    places: Sequence[shellquote.Place] = ()
-    steps: frozenset[str] = frozenset()
-    free: frozenset[str] = frozenset()  # top-level names the Jinja template reads
-    template: Any = None
+    __slots__ = ("free", "parts", "places", "source", "steps", "template")
+
+    def __init__(self, parts: list[str | _Marker] | None, source: str = "") -> None:
+        self.parts = parts  # the fast path, when every marker is a plain name
+        self.source = source  # the Jinja source otherwise
+        self.places: Sequence[Place] = ()
+        self.steps: frozenset[str] = frozenset()
+        self.free: frozenset[str] = frozenset()  # top-level names the Jinja code reads
+        self.template: Any = None
 
     def render(self, ctx: Context) -> str:
         if self.parts is not None:
@@ -105,17 +106,21 @@ def _needs_work(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
+def _plain(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def render_prompt(template: str, ctx: Context) -> str:
     """The prompt with every `{{ … }}` filled in; TemplateError if a name is undefined."""
     if not _needs_work(template):
-        return normalize_newlines(template)
+        return _plain(template)
     return _compile(template, "prompt").render(ctx)
 
 
 def render_shell(template: str, ctx: Context) -> str:
     """The command with every value quoted for the place it lands (`| raw` opts out)."""
     if not _needs_work(template):
-        return normalize_newlines(template)
+        return _plain(template)
     return _compile(template, "shell").render(ctx)
 
 
@@ -140,67 +145,70 @@ def references(text: str, kind: str) -> set[str]:
 
 @functools.lru_cache(maxsize=4096)
 def _compile(text: str, kind: str) -> _Compiled:
-    text = normalize_newlines(text)
-    segs = segments(text)
-    places: list[shellquote.Place] = []
-    if kind == "shell":
+    return _build(text, kind, fast=True)
+
+
+def _build(text: str, kind: str, fast: bool) -> _Compiled:
+    """Compile `text`; with fast=False, through Jinja even when the fast path could
+    render it (the equivalence tests compare the two)."""
+    from lokfile import shellquote, template_source
+
+    text = _plain(text)
+    shell = kind == "shell"
+    quick = template_source.quick_split(text) if fast else None
+    if quick is not None:
+        pieces, markers = quick
+        places = shellquote.places(pieces) if shell else []
+        parts: list[str | _Marker] = []
+        marker_places = iter(places)
+        for piece, (path, raw) in zip(pieces, markers, strict=False):
+            place = next(marker_places) if shell else None
+            if piece:
+                parts.append(piece)
+            parts.append(_Marker(path, None if raw else place))
+        if pieces[-1]:
+            parts.append(pieces[-1])
+        compiled = _Compiled(parts)
+        compiled.places = places
+        compiled.steps = frozenset(
+            str(m.path[1])
+            for m in parts
+            if isinstance(m, _Marker) and m.path[0] == "steps" and len(m.path) > 1
+        )
+        return compiled
+    segs = template_source.segments(text)
+    places = []
+    if shell:
         pieces = [""]
-        for seg in segs:
-            if seg.kind == EXPR:
+        for seg_kind, seg_text in segs:
+            if seg_kind == template_source.EXPR:
                 pieces.append("")
-            elif seg.kind == TEXT:
-                pieces[-1] += seg.text
+            elif seg_kind == template_source.TEXT:
+                pieces[-1] += seg_text
         places = shellquote.places(pieces)
-    fast = _fast_parts(segs, places, kind == "shell")
-    if fast is not None:
-        steps: set[str] = set()
-        for part in fast:
-            if not isinstance(part, str):
-                steps |= steps_in_path(part[0])
-        return _Compiled(text, fast, places=places, steps=frozenset(steps))
-    source = _jinja_source(segs, kind == "shell")
-    compiled = _Compiled(text, None, source, places)
+    compiled = _Compiled(None, _jinja_source(segs, shell))
+    compiled.places = places
     _jinja_compile(compiled)
     return compiled
-
-
-def _fast_parts(
-    segs: Sequence[Any], places: Sequence[shellquote.Place], shell: bool
-) -> list[_Part] | None:
-    parts: list[_Part] = []
-    marker = 0
-    for seg in segs:
-        if seg.kind == TEXT:
-            parts.append(seg.text)
-            continue
-        if seg.kind == BLOCK:
-            return None
-        found = simple_path(seg.text)
-        if found is None:
-            return None
-        path, raw = found
-        place = places[marker] if shell and not raw else None
-        parts.append((path, place))
-        marker += 1
-    return parts
 
 
 _JINJA_TRAPS = ("{{", "{%", "{#")
 
 
-def _jinja_source(segs: Sequence[Any], shell: bool) -> str:
+def _jinja_source(segs: Sequence[Segment], shell: bool) -> str:
+    from lokfile.template_source import BLOCK, TEXT, has_raw_filter, rewrite
+
     out: list[str] = []
     marker = 0
-    for seg in segs:
-        if seg.kind == TEXT:
-            text = seg.text
+    for kind, text in segs:
+        if kind == TEXT:
             if any(t in text for t in _JINJA_TRAPS) or text.endswith("{"):
                 text = "{% raw %}" + text + "{% endraw %}"
             out.append(text)
-        elif seg.kind == BLOCK:
-            out.append("{%" + rewrite(seg.text[2:-2]) + "%}")
+        elif kind == BLOCK:
+            out.append("{%" + rewrite(text[2:-2]) + "%}")
         else:
-            expr = rewrite(seg.text)
+            expr = rewrite(text)
             if shell and not has_raw_filter(expr):
                 out.append(f"{{{{ _lok_q(({expr}), _lok_places[{marker}]) }}}}")
             else:
@@ -226,16 +234,29 @@ def _resolve(path: Path, names: dict[str, Any]) -> Any:
     return value
 
 
-def _render_fast(parts: Sequence[_Part], ctx: Context) -> str:
-    names = scope(ctx)
+def _render_fast(parts: Sequence[str | _Marker], ctx: Context) -> str:
+    from lokfile.shellquote import quote
+
+    names: dict[str, Any] | None = None
     out: list[str] = []
     for part in parts:
         if isinstance(part, str):
             out.append(part)
             continue
-        path, place = part
-        text = to_text(_resolve(path, names))
-        out.append(text if place is None else shellquote.quote(text, place))
+        text: Any = None
+        if part.shape == _STEP_OUTPUT:
+            view = ctx.steps.get(str(part.path[1]))
+            if view is not None:
+                text = view.output
+        elif part.shape == _POSITIONAL:
+            number = int(part.path[1])
+            if 0 < number <= len(ctx.args):
+                text = ctx.args[number - 1]
+        if type(text) is not str:
+            if names is None:
+                names = scope(ctx)
+            text = to_text(_resolve(part.path, names))
+        out.append(text if part.place is None else quote(text, part.place))
     return "".join(out)
 
 
@@ -277,6 +298,8 @@ def eval_condition(expr: str, ctx: Context) -> bool:
     text = _unwrap(expr)
     if not text:
         return True  # an empty condition is no condition, as in the original
+    from lokfile.conditions import parse_condition
+
     node = parse_condition(text)
     names = scope(ctx)
     if node is not None:
@@ -289,6 +312,8 @@ def eval_condition(expr: str, ctx: Context) -> bool:
 def eval_for_each(expr: str, ctx: Context) -> list[Any]:
     """A `for_each` source's items: an inline JSON array, `steps.X.output`,
     `steps.X.FIELD`, or a Jinja expression that gives a list."""
+    from lokfile.conditions import inline_array, items_from_step, items_from_value, step_source
+
     text = _unwrap(expr)
     if text.startswith("[") and not _wrapped(expr):
         return inline_array(text)
@@ -316,6 +341,8 @@ def _condition_refs(expr: str) -> set[str]:
     text = _unwrap(expr)
     if not text:
         return set()
+    from lokfile.conditions import parse_condition
+
     node = parse_condition(text)
     if node is not None:
         return node.steps()
@@ -323,6 +350,8 @@ def _condition_refs(expr: str) -> set[str]:
 
 
 def _for_each_refs(expr: str) -> set[str]:
+    from lokfile.conditions import inline_array, step_source
+
     text = _unwrap(expr)
     if text.startswith("[") and not _wrapped(expr):
         inline_array(text)
@@ -335,9 +364,11 @@ def _for_each_refs(expr: str) -> set[str]:
 
 @functools.lru_cache(maxsize=1024)
 def _expression(text: str, condition: bool) -> _Compiled:
-    env = _environment()
     import jinja2
 
+    from lokfile.template_source import rewrite
+
+    env = _environment()
     source = rewrite(text, condition=condition)
     what = "condition" if condition else "for_each"
     try:
@@ -355,7 +386,7 @@ def _expression(text: str, condition: bool) -> _Compiled:
                 "use 'steps.X.output', 'steps.X.FIELD', an inline JSON array, or a Jinja expression"
             )
         raise TemplateError(f"{what}: invalid format '{text}': {exc.message}", hint) from None
-    compiled = _Compiled(text, None, source)
+    compiled = _Compiled(None, source)
     compiled.template = template
     _analyse(compiled, ast)
     return compiled
@@ -403,6 +434,8 @@ def _analyse(compiled: _Compiled, ast: Any) -> None:
 @functools.lru_cache(maxsize=1)
 def _environment() -> Any:
     import jinja2
+
+    from lokfile.shellquote import BARE_PLACE, quote
 
     def undefined_error(message: str) -> TemplateError:
         return TemplateError(f"undefined: {message}")
@@ -453,12 +486,12 @@ def _environment() -> Any:
         json=to_json,
         fromjson=_fromjson,
         lines=lambda value: to_text(value).splitlines(),
-        shquote=lambda value: shellquote.quote(to_text(value), shellquote.BARE_PLACE),
+        shquote=lambda value: quote(to_text(value), BARE_PLACE),
     )
     env.globals.update(
         contains=contains,
         equals=equals,
-        _lok_q=lambda value, place: shellquote.quote(to_text(value), place),
+        _lok_q=lambda value, place: quote(to_text(value), place),
     )
     return env
 
