@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,11 @@ __all__ = ["EditSettings", "Job", "JobResult", "QueryJob", "ShellJob", "backoff_
 BACKOFF_CAP_S = 60.0
 KILL_GRACE_S = 2.0
 NOT_FOUND_EXIT = 127
+# A command gets its own process group so a timeout can end all of it. On 3.11+
+# `process_group=0` keeps subprocess's fast vfork path; a new session forces fork.
+OWN_GROUP: dict[str, Any] = (
+    {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+)
 
 Emit = Callable[[str], None]
 
@@ -148,7 +154,7 @@ def _run_shell(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,
+            **OWN_GROUP,
         )
     except OSError as exc:
         return Attempt(False, "", f"cannot start sh: {exc}", "not_installed", retryable=False)

@@ -145,7 +145,12 @@ def test_ctrl_c_records_the_run_as_interrupted_exits_130_and_resume_finishes(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.time() + 60
+    while "[step] slow" not in seen and time.time() < deadline:  # wait until the slow step runs
+        seen += proc.stderr.readline()
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, err
