@@ -161,8 +161,12 @@ def test_openai_missing_key_variable_is_an_auth_error_naming_it(server: LLMServe
     assert server.model_calls() == []
 
 
-def test_openai_stream_cut_mid_body_is_a_network_error(server: LLMServer) -> None:
-    err = failure(backend("openai", server.url), "<<die>> cut this one")
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_stream_cut_mid_body_is_a_network_error(
+    server: LLMServer, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+    err = failure(backend(kind, server.url), "<<die>> cut this one")
     assert err.kind is ErrorKind.NETWORK
 
 

@@ -13,6 +13,7 @@ import click
 from lokfile.cli import Session
 
 HTTP_TYPES = ("ollama", "openai", "anthropic")
+DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY"}
 
 
 def _session(ctx: click.Context) -> Session:
@@ -190,8 +191,8 @@ def _print_doctor(chosen: list[Any], checks: dict[str, Any], ready: list[str]) -
             continue
         mark = click.style("✓", fg="green") if health.ready else click.style("✗", fg="red")
         parts = [p for p in (health.version, health.detail) if p]
-        if health.key_set is not None:
-            var = b.api_key_env or "key variable"
+        var = b.api_key_env or DEFAULT_KEY_ENV.get(b.type, "the key variable")
+        if health.key_set is not None and var not in health.detail:
             parts.append(f"{var} {'set' if health.key_set else 'NOT set'}")
         click.echo(f"  {mark} {b.name:<{width}}  {b.type}: {'; '.join(parts) or 'ready'}")
     enabled = sum(1 for b in chosen if b.name in checks)
