@@ -94,20 +94,31 @@ def parse(text: str) -> dict[str, Any]:
         raise TomlProblem(
             return_message,
             line=line,
-            hint=_syntax_hint(text, line),
+            hint=_syntax_hint(text, message, line),
         ) from None
 
 
-def _syntax_hint(text: str, line: int | None) -> str:
+_SYNTAX_HINTS = (
+    ("Unescaped '\\'", "in \"...\" a backslash starts an escape: write \\\\, or use '...' strings"),
+    ("Cannot overwrite a value", "a key may appear only once per table"),
+    ("Cannot declare", "a table may appear only once; use [[...]] for a list of tables"),
+    ("Expected '=' after a key", "write key = value"),
+    ("Illegal character '\\n'", "a \"...\" string ends on its line; use \"\"\"...\"\"\" for several"),
+    ("Unterminated string", "a string is not closed: check its quotes"),
+    ("Invalid value", "strings need quotes (key = \"text\"); lists need brackets"),
+)
+
+
+def _syntax_hint(text: str, message: str, line: int | None) -> str:
+    hint = next((h for fragment, h in _SYNTAX_HINTS if fragment in message), "")
     if line is not None:
         lines = text.splitlines()
-        if 0 < line <= len(lines):
-            shown = lines[line - 1].strip()
-            if len(shown) > 60:
-                shown = shown[:57] + "..."
-            if shown:
-                return f"the line reads: {shown}; strings need quotes, keys need '= value'"
-    return "check quotes, brackets and '=' signs; every string value needs quotes"
+        shown = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+        if len(shown) > 50:
+            shown = shown[:47] + "..."
+        if shown:
+            return f"{hint or 'check quotes, brackets and = signs'} (line {line}: {shown})"
+    return hint or "check quotes, brackets and = signs; every string value needs quotes"
 
 
 def read(path: Path) -> tuple[str, dict[str, Any]]:
