@@ -83,6 +83,8 @@ def build(draft: Draft, config: Config) -> tuple[Workflow | None, list[Problem]]
         env=c.top("env", ()),
     )
     args = _args(c)
+    description = c.top("description", "")
+    concurrency = c.top("concurrency")
     if not draft.steps and not draft.problems:
         c.at(
             draft.source,
@@ -98,7 +100,7 @@ def build(draft: Draft, config: Config) -> tuple[Workflow | None, list[Problem]]
     return Workflow(
         name=name,
         steps=tuple(s.step for s in steps if s.step is not None),
-        description=c.top("description", ""),
+        description=description,
         path=str(draft.source.path) if draft.source.path else None,
         origin=draft.source.origin,
         files=tuple(draft.files),
@@ -108,7 +110,7 @@ def build(draft: Draft, config: Config) -> tuple[Workflow | None, list[Problem]]
         sources=defaults.sources,
         env=defaults.env,
         args=args,
-        concurrency=c.top("concurrency"),
+        concurrency=concurrency,
     ), []
 
 
