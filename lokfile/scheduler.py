@@ -663,10 +663,8 @@ class Coordinator:
         else:
             status = Status.RAN if ran else Status.REUSED
             reason = next((u.reason for u in live.units if u.status is Status.RAN), plan.FRESH)
-        if not success and not stale and not step.continue_on_error:
-            self.failed_hard.append(step.name)
-            if not self.opts.keep_going:
-                self.stopping = True
+        if not success and not stale:
+            self._failed(step)
         duration = sum(u.duration for u in live.units)
         saved = sum(u.saved for u in live.units)
         parsed = None
@@ -696,6 +694,17 @@ class Coordinator:
 
         return aggregate(step, units, self)
 
+    def _failed(self, step: Step) -> None:
+        """A failure is hard unless soft (continue_on_error) or left to a quorum downstream."""
+        if step.continue_on_error:
+            return
+        below = self.dependents[step.name]
+        if below and all(self.wf.step(d).min_deps_success is not None for d in below):
+            return
+        self.failed_hard.append(step.name)
+        if not self.opts.keep_going:
+            self.stopping = True
+
     def _finish_step_now(
         self,
         step: Step,
@@ -710,10 +719,8 @@ class Coordinator:
             else (f"Error: {error}" if error else "")
         )
         digest = self.store.put_text(output) if output and not self.opts.dry_run else None
-        if status is Status.FAILED and not step.continue_on_error:
-            self.failed_hard.append(step.name)
-            if not self.opts.keep_going:
-                self.stopping = True
+        if status is Status.FAILED:
+            self._failed(step)
         self._record_step(StepResult(step.name, status, reason, output, digest, error), ready)
 
     def _record_step(self, result: StepResult, ready: deque[str] | None) -> None:

@@ -375,3 +375,71 @@ def test_command_wrapper_wraps_every_shell_step(project: Path) -> None:
     )
     doc = run_json(project, "w")
     assert doc["steps"][0]["output"].splitlines() == ["its", "wrapped"]
+
+
+KEEP_GOING = """
+name = "kg"
+[[steps]]
+name = "bad"
+shell = "exit 1"
+[[steps]]
+name = "indep"
+shell = "sleep 0.5; echo indep"
+[[steps]]
+name = "later"
+shell = "echo later"
+depends_on = ["indep"]
+"""
+
+
+def test_after_a_failure_in_flight_steps_finish_but_nothing_new_starts(project: Path) -> None:
+    write(project, ".lok/workflows/kg.toml", KEEP_GOING)
+    doc = run_json(project, "kg")
+    assert doc["exit_code"] == 1
+    assert statuses(doc) == {"bad": "failed", "indep": "ran", "later": "skipped"}
+
+
+def test_keep_going_runs_every_independent_branch(project: Path) -> None:
+    write(project, ".lok/workflows/kg.toml", KEEP_GOING)
+    doc = run_json(project, "-k", "kg")
+    assert doc["exit_code"] == 1
+    assert statuses(doc) == {"bad": "failed", "indep": "ran", "later": "ran"}
+
+
+def test_a_quorum_step_runs_when_enough_dependencies_succeed(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/q.toml",
+        """
+        name = "q"
+        [[steps]]
+        name = "r1"
+        shell = "echo one"
+        [[steps]]
+        name = "r2"
+        shell = "exit 1"
+        [[steps]]
+        name = "r3"
+        shell = "echo three"
+        [[steps]]
+        name = "merge"
+        depends_on = ["r1", "r2", "r3"]
+        min_deps_success = 2
+        shell = "echo {{ steps.r1.output }} {{ steps.r3.output }} {{ steps.r2.success }}"
+    """,
+    )
+    doc = run_json(project, "q")
+    assert statuses(doc)["merge"] == "ran"
+    assert doc["steps"][-1]["output"] == "one three false"
+    assert doc["exit_code"] == 0
+    write(
+        project,
+        ".lok/workflows/q.toml",
+        (project / ".lok/workflows/q.toml")
+        .read_text()
+        .replace("min_deps_success = 2", "min_deps_success = 3"),
+    )
+    doc = run_json(project, "q")
+    assert statuses(doc)["merge"] == "failed"
+    assert "quorum not reached: 2/3" in doc["steps"][-1]["reason"]
+    assert doc["exit_code"] == 1
