@@ -318,15 +318,17 @@ def _joined(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
 def _step_backends(
     c: _Checker, ds: DraftStep, values: dict[str, Any], defaults: _WorkflowDefaults, label: str
 ) -> tuple[str, ...]:
-    if values.get("backends"):
-        key, names = "backends", [n.strip() for n in values["backends"]]
-    elif values.get("backend", "").strip():
-        key, names = "backend", [n.strip() for n in values["backend"].split(",")]
-    elif defaults.backend:
+    if any(key in ds.table and key not in values for key in ("backend", "backends")):
+        return ()  # its type problem was reported already
+    # as the original: a non-empty `backends` wins, then `backend` (a comma list)
+    given = [n.strip() for n in values.get("backends", ())]
+    key = "backends"
+    if not any(given):
+        key, given = "backend", [n.strip() for n in values.get("backend", "").split(",")]
+    names = list(dict.fromkeys(n for n in given if n))
+    if not names and defaults.backend:
         return (defaults.backend,)
-    else:
-        if "backend" in ds.table or "backends" in ds.table:
-            return ()  # a type problem was reported already
+    if not names:
         c.at(
             ds.source,
             ds.line,
@@ -335,8 +337,7 @@ def _step_backends(
             'or [defaults] backend = "auto" to lok.toml',
         )
         return ()
-    names = list(dict.fromkeys(n for n in names if n))
-    ok = bool(names)
+    ok = True
     for name in names:
         ok = _check_backend_name(c, name, ds.source, ds.key_line(key), label) and ok
     return tuple(names) if ok else ()
