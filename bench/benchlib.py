@@ -1,0 +1,219 @@
+"""Small helpers shared by compare.py and fanout.py: timed runs, process-tree memory, metadata.
+
+Everything here is stdlib only, so the scripts run under any Python 3.10+.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One finished command: exit code, wall seconds, CPU seconds of it and its children."""
+
+    rc: int
+    wall: float
+    cpu: float
+    tail: str
+
+
+def run_timed(
+    cmd: str | list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
+) -> Timed:
+    """Run `cmd` in its own process group; on timeout kill the whole group (rc 124)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        shell=isinstance(cmd, str),
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, _ = proc.communicate()
+        rc = 124
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return Timed(rc, wall, cpu, out[-2000:].decode(errors="replace"))
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """TERM, then KILL, the process group led by `proc`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def load1() -> float:
+    """The 1-minute load average (the machine is shared: every cell records it)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def summary(times: list[float]) -> dict[str, Any]:
+    """Median, min, max and the samples themselves."""
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "n": len(times),
+        "times": [round(t, 5) for t in times],
+    }
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: fields start after the last ')'
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def tree_rss(pid: int) -> int:
+    """Sum of resident set sizes (bytes) of `pid` and all its descendants."""
+    kids = _children_map()
+    total, todo = 0, [pid]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * page
+        except OSError:
+            pass
+        todo.extend(kids.get(p, []))
+    return total
+
+
+class RssSampler:
+    """Samples the summed RSS of a process tree in a thread; `peak` is the largest sample."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self.processes_seen = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def git_state(repo: Path = REPO) -> dict[str, Any]:
+    """HEAD commit and whether lokfile/ has uncommitted edits (the venv runs the working tree)."""
+
+    def git(*args: str) -> str:
+        p = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        return p.stdout.strip()
+
+    return {
+        "head": git("rev-parse", "--short", "HEAD"),
+        "subject": git("log", "-1", "--format=%s"),
+        "lokfile_dirty": bool(git("status", "--porcelain", "--", "lokfile")),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, kernel and Python of this machine."""
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def save_json(path: Path, doc: Any) -> None:
+    """Write `doc` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def log(msg: str) -> None:
+    """A timestamped progress line on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def busy_cores(window: float = 1.0) -> float:
+    """CPU cores busy (non-idle) over `window` seconds, from /proc/stat: a load signal that,
+    unlike the 1-minute load average, reacts within a second."""
+
+    def snap() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields), idle
+
+    total0, idle0 = snap()
+    time.sleep(window)
+    total1, idle1 = snap()
+    ticks = max(1, total1 - total0)
+    return round((os.cpu_count() or 1) * (1 - (idle1 - idle0) / ticks), 2)
+
+
+def wait_for_quiet(max_busy: float, max_wait: float) -> float:
+    """Wait (up to `max_wait` s) until fewer than `max_busy` cores are busy; return the last reading."""
+    deadline = time.monotonic() + max_wait
+    busy = busy_cores()
+    while busy > max_busy and time.monotonic() < deadline:
+        busy = busy_cores(2.0)
+    return busy

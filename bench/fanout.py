@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""LLM fan-out: one `for_each` step of many prompts against a slow loopback server.
+
+A threaded HTTP server on 127.0.0.1 speaks just enough of Ollama's /api/chat
+(a streamed NDJSON reply) and sleeps --latency seconds before every answer.
+lok talks to it through an `ollama` backend with `concurrency = C` and runs
+`lok run -j J fanout`, one step whose for_each is a literal list of N prompts.
+
+Measured per configuration:
+  * cold runs (fresh .lok each time): wall time, the ideal N x latency / C,
+    efficiency = ideal / wall, and the server's own view (first request to
+    last answer, peak requests in flight);
+  * peak memory: summed RSS of lok and every process under it, sampled every
+    50 ms, and the largest single child's ru_maxrss;
+  * a rerun with nothing changed: wall time, and the requests the server saw
+    (must be 0).
+
+Defaults run two configurations: 1000 prompts at concurrency 32 (-j 32), and
+50 prompts at concurrency 1 (extrapolated linearly to 1000). Results merge
+into results/fanout.json keyed by (prompts, concurrency, jobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (
+    BENCH_DIR,
+    REPO,
+    RssSampler,
+    git_state,
+    load1,
+    log,
+    machine,
+    save_json,
+    wait_for_quiet,
+)
+
+
+class SlowServer(ThreadingHTTPServer):
+    """Answers every /api/chat after `latency` seconds; counts requests and concurrency."""
+
+    daemon_threads = True
+    request_queue_size = 256  # 32+ clients connect at once; the default backlog of 5 drops some
+
+    def __init__(self, latency: float) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.latency = latency
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.first = 0.0
+        self.last = 0.0
+
+    @property
+    def url(self) -> str:
+        """The base URL for lok's `url` key."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def reset(self) -> None:
+        """Zero the counters before a run."""
+        with self.lock:
+            self.requests = self.in_flight = self.peak_in_flight = 0
+            self.first = self.last = 0.0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: SlowServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a thousand access lines would drown the report
+
+    def do_POST(self) -> None:
+        s = self.server
+        with s.lock:
+            s.requests += 1
+            s.in_flight += 1
+            s.peak_in_flight = max(s.peak_in_flight, s.in_flight)
+            s.first = s.first or time.perf_counter()
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            prompt = body["messages"][-1]["content"]
+            time.sleep(s.latency)
+            lines = [
+                {"model": body.get("model"), "message": {"content": f"answer to {prompt}"}},
+                {"model": body.get("model"), "done": True, "prompt_eval_count": 1, "eval_count": 1},
+            ]
+            data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        finally:
+            with s.lock:
+                s.in_flight -= 1
+                s.last = time.perf_counter()
+
+    def do_GET(self) -> None:
+        data = b'{"models": [{"name": "bench"}]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def write_project(ws: Path, url: str, prompts: int, concurrency: int) -> None:
+    """lok.toml with the slow backend, and .lok/workflows/fanout.toml with N prompts."""
+    if ws.exists():
+        shutil.rmtree(ws)
+    (ws / ".lok" / "workflows").mkdir(parents=True)
+    (ws / "lok.toml").write_text(
+        f'[backends.slow]\ntype = "ollama"\nurl = "{url}"\nmodel = "bench"\n'
+        f"concurrency = {concurrency}\ntimeout = 60\n"
+    )
+    items = json.dumps([f"prompt {i}" for i in range(prompts)])
+    (ws / ".lok" / "workflows" / "fanout.toml").write_text(
+        'name = "fanout"\n\n[[steps]]\nname = "ask"\nbackend = "slow"\n'
+        f"for_each = '{items}'\n"
+        'prompt = "Say something about {{ item }}"\n'
+    )
+
+
+def one_run(lok: str, ws: Path, jobs: int, server: SlowServer, timeout: float) -> dict[str, Any]:
+    """Run lok once with the RSS sampler attached; return timings and the server's counts."""
+    server.reset()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [lok, "run", "-j", str(jobs), "--json", "fanout"],
+        cwd=ws,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    with RssSampler(proc.pid) as rss:
+        out, err = proc.communicate(timeout=timeout)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    status = "?"
+    try:
+        doc = json.loads(out)
+        status = doc.get("status", "?")
+    except json.JSONDecodeError:
+        pass
+    return {
+        "rc": proc.returncode,
+        "status": status,
+        "wall": wall,
+        "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "peak_tree_rss_mb": round(rss.peak / 2**20, 1),
+        "rss_samples": rss.samples,
+        "max_child_maxrss_mb": round(after.ru_maxrss / 1024, 1),  # KiB on Linux
+        "requests": server.requests,
+        "peak_in_flight": server.peak_in_flight,
+        "server_span": (server.last - server.first) if server.requests else 0.0,
+        # start-up and planning before the first request; recording after the last answer
+        "before_first": (server.first - t0) if server.requests else None,
+        "after_last": (t0 + wall - server.last) if server.requests else None,
+        "stderr_tail": err[-300:].decode(errors="replace") if proc.returncode else "",
+    }
+
+
+def bench_config(
+    lok: str,
+    work: Path,
+    prompts: int,
+    conc: int,
+    jobs: int,
+    latency: float,
+    cold_runs: int,
+    quiet: tuple[float, float],
+) -> dict[str, Any]:
+    """Cold runs (fresh .lok each) and one no-change rerun for one configuration."""
+    server = SlowServer(latency)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ws = work / f"fanout-{prompts}-c{conc}-j{jobs}"
+        write_project(ws, server.url, prompts, conc)
+        timeout = max(120.0, 4 * prompts * latency / conc)
+        cold = []
+        busy = wait_for_quiet(quiet[0], quiet[1])
+        load0 = load1()
+        for i in range(cold_runs):
+            shutil.rmtree(ws / ".lok" / "runs", ignore_errors=True)
+            for f in (ws / ".lok").glob("lok.db*"):
+                f.unlink()
+            r = one_run(lok, ws, jobs, server, timeout)
+            cold.append(r)
+            log(
+                f"  cold {i + 1}: {r['wall']:.2f} s, {r['requests']} requests, "
+                f"peak in flight {r['peak_in_flight']}, peak RSS {r['peak_tree_rss_mb']} MB, "
+                f"rc {r['rc']}"
+            )
+        rerun = one_run(lok, ws, jobs, server, timeout)
+        log(f"  rerun: {rerun['wall']:.3f} s, {rerun['requests']} requests, rc {rerun['rc']}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    ideal = prompts * latency / conc
+    ideal_tight = -(-prompts // conc) * latency
+    med = statistics.median(r["wall"] for r in cold)
+    return {
+        "prompts": prompts,
+        "concurrency": conc,
+        "jobs": jobs,
+        "latency": latency,
+        "ideal": ideal,
+        "ideal_tight": ideal_tight,
+        "cold_median": med,
+        "efficiency": ideal / med,
+        "server_span_median": statistics.median(r["server_span"] for r in cold),
+        "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in cold),
+        "extrapolated_1000": med * 1000 / prompts if prompts != 1000 else None,
+        "cold": cold,
+        "rerun": rerun,
+        "load1": [load0, load1()],
+        "busy_cores_before": busy,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "ok": all(r["rc"] == 0 and r["requests"] == prompts for r in cold)
+        and rerun["rc"] == 0
+        and rerun["requests"] == 0,
+    }
+
+
+def main() -> None:
+    """Parse flags, run each configuration, merge into the results file."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--lok", default=str(REPO / ".venv" / "bin" / "lok"))
+    ap.add_argument(
+        "--configs",
+        default="1000:32:32,50:1:32",
+        help="comma list of PROMPTS:CONCURRENCY:JOBS (default: %(default)s)",
+    )
+    ap.add_argument("--latency", type=float, default=0.1, help="server seconds per request")
+    ap.add_argument("--cold-runs", type=int, default=3)
+    ap.add_argument("--quiet-cores", type=float, default=0.5, help="see compare.py")
+    ap.add_argument("--quiet-wait", type=float, default=60.0)
+    ap.add_argument("--work", default="/tmp/lokbench-fanout")
+    ap.add_argument("--results", default=str(BENCH_DIR / "results" / "fanout.json"))
+    a = ap.parse_args()
+
+    path = Path(a.results)
+    doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    doc.setdefault("configs", [])
+    doc["meta"] = {
+        "machine": machine(),
+        "lok": a.lok,
+        "lok_code": git_state(),
+        "last_command": " ".join(sys.argv),
+    }
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"  # loopback never goes through a proxy
+    for spec in a.configs.split(","):
+        prompts, conc, jobs = (int(x) for x in spec.split(":"))
+        log(f"{prompts} prompts, backend concurrency {conc}, -j {jobs}, latency {a.latency} s")
+        rec = bench_config(
+            a.lok, work, prompts, conc, jobs, a.latency, a.cold_runs, (a.quiet_cores, a.quiet_wait)
+        )
+        log(
+            f"  -> median {rec['cold_median']:.2f} s vs ideal {rec['ideal']:.2f} s: "
+            f"{rec['efficiency']:.0%}; ok={rec['ok']}"
+        )
+        key = (prompts, conc, jobs)
+        doc["configs"] = [
+            c for c in doc["configs"] if (c["prompts"], c["concurrency"], c["jobs"]) != key
+        ]
+        doc["configs"].append(rec)
+        save_json(path, doc)
+
+
+if __name__ == "__main__":
+    main()
