@@ -253,6 +253,7 @@ class _Resolver:
         self.user_config_dir = user_config_dir
 
     def draft(self, source: Source, chain: list[Source]) -> Draft:
+        """`source` merged over everything it extends; `chain` holds the files below it."""
         top, steps, problems = _top_level(source)
         files = [str(source.path)] if source.path else []
         extends = top.pop("extends", None)

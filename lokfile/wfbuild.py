@@ -42,6 +42,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def at(self, source: Source, line: int | None, message: str, hint: str) -> None:
+        """Record a problem at `source`:`line`."""
         self.problems.append(Problem(message, source.label, line, hint))
 
     def top(self, key: str, default: Any = None) -> Any:

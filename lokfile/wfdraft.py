@@ -35,6 +35,7 @@ class Source:
     _headers: list[int] | None = field(default=None, repr=False)
 
     def keys(self) -> tomlfile.KeyLines:
+        """The file's key lines (scanned on first use: only messages need them)."""
         if self._keys is None:
             self._keys = tomlfile.KeyLines(self.text)
         return self._keys
@@ -65,6 +66,7 @@ class DraftStep:
 
     @property
     def line(self) -> int | None:
+        """The line of this step's `[[steps]]` header."""
         return self.source.step_line(self.index)
 
     def key_line(self, key: str) -> int | None:
@@ -99,6 +101,7 @@ def _ms(value: Any) -> int:
 
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
+        """`value` if it is one of the options."""
         if value not in options:
             raise BadValue("one of " + ", ".join(options), value, f'"{options[0]}"')
         return str(value)

@@ -459,7 +459,9 @@ def test_a_thousand_step_workflow_loads_fast_once_cached(
     timings = [_timed_load(path, project) for _ in range(3)]
     assert all(cached == wf for _, cached in timings)
     again = min(t for t, _ in timings)
-    assert again < 0.04, f"loading 1000 cached steps took {again * 1000:.0f} ms"
+    # relative as well as absolute: the 2-core machine is shared and its load varies a lot
+    assert again < first / 3, f"cached {again * 1000:.0f} ms vs parsed {first * 1000:.0f} ms"
+    assert again < 0.1, f"loading 1000 cached steps took {again * 1000:.0f} ms"
 
 
 def test_an_edited_file_is_never_served_from_the_cache(
