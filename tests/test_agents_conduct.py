@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from servers.llm import LLMServer
@@ -166,3 +170,27 @@ def test_a_failing_backend_is_reported_to_the_conductor(project: Path) -> None:
     assert doc["turns"][0]["status"] == "failed"
     assert "helper failed" in doc["turns"][0]["error"]
     assert doc["answer"] == "helper is down"
+
+
+def test_ctrl_c_ends_the_whole_mode_with_exit_130(project: Path) -> None:
+    configure(
+        project,
+        test_backend("boss", reply=ask("helper", "go"), latency_ms=5000) + test_backend("helper"),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lokfile", "conduct", "-b", "boss,helper", "Task"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not calls(project) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls(project), "the conductor was never asked"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert out == ""
+    assert "Error: interrupted" in err
+    assert len(calls(project)) == 1  # no second turn after the interrupted one

@@ -277,11 +277,19 @@ def json_pair(
 
 
 def run(ctx: Ctx, wf: Workflow, named: dict[str, str]) -> Any:
-    """Run a generated workflow incrementally and record it; the RunOutcome."""
+    """Run a generated workflow incrementally and record it; the RunOutcome.
+
+    Ctrl-C ends the mode (exit 130), not just this run: a mode must not carry on
+    to its next run with half a result."""
     from lokfile import api
+    from lokfile.errors import Interrupted
+    from lokfile.model import RunStatus
 
     options = api.RunOptions(named=named, jobs=ctx.jobs)
-    return api.run(ctx.api_ctx, wf, options, ctx.report)
+    outcome = api.run(ctx.api_ctx, wf, options, ctx.report)
+    if outcome.status is RunStatus.INTERRUPTED:
+        raise Interrupted(hint="run the same command again: every finished answer is reused")
+    return outcome
 
 
 def answer_object(result: Any) -> dict[str, Any] | None:
