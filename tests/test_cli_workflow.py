@@ -238,12 +238,21 @@ def test_init_refuses_to_overwrite_without_force(project: Path) -> None:
     result = lok("init")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "Error: lok.toml already exists", "Hint: lok init --force overwrites them"]
+        "Error: lok.toml already exists", "Hint: lok init --force overwrites it"]
     assert (project / "lok.toml").read_text() == "[defaults]\njobs = 3\n"
     assert not (project / ".lok/workflows/example.toml").exists()
     forced = lok("init", "--force")
     assert forced.exit_code == 0
     assert "jobs = 3" not in (project / "lok.toml").read_text()
+
+
+def test_init_keeps_an_existing_gitignore_and_adds_what_is_missing(project: Path) -> None:
+    write(project / ".lok/.gitignore", "scratch/\nruns/\n")
+    result = lok("init")
+    assert result.exit_code == 0, result.stderr
+    assert "updated .lok/.gitignore" in result.stdout
+    assert (project / ".lok/.gitignore").read_text() == "scratch/\nruns/\nlok.db\nlok.db-*\n"
+    assert lok("init", "--force").stdout.count(".gitignore") == 0
 
 
 def test_inits_lok_toml_changes_nothing_and_shows_the_real_defaults(project: Path) -> None:

@@ -128,8 +128,8 @@ lok.db
 lok.db-*
 """
 
+# written as they are (and refused if present without --force); .lok/.gitignore is merged
 FILES: tuple[tuple[str, str], ...] = (
     ("lok.toml", LOK_TOML),
     (".lok/workflows/example.toml", EXAMPLE_WORKFLOW),
-    (".lok/.gitignore", GITIGNORE),
 )

@@ -210,7 +210,7 @@ def validate(ctx: click.Context, targets: tuple[str, ...], as_json: bool) -> Non
 def init(ctx: click.Context, force: bool) -> None:
     """Create lok.toml (every setting explained), an example workflow that works
     offline, and .lok/.gitignore, in the current directory (or -C DIR)."""
-    from lokfile.cli.init_files import FILES
+    from lokfile.cli.init_files import FILES, GITIGNORE
     from lokfile.errors import UsageError
 
     root = _cwd(_session(ctx))
@@ -218,12 +218,24 @@ def init(ctx: click.Context, force: bool) -> None:
     existing = [path for path, _ in targets if path.exists()]
     if existing and not force:
         names = ", ".join(str(path.relative_to(root)) for path in existing)
+        one = len(existing) == 1
         raise UsageError(
-            f"{names} already exist{'s' if len(existing) == 1 else ''}",
-            "lok init --force overwrites them",
+            f"{names} already exist{'s' if one else ''}",
+            f"lok init --force overwrites {'it' if one else 'them'}",
         )
     for path, text in targets:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         click.echo(f"wrote {path.relative_to(root)}")
+    ignore = root / ".lok" / ".gitignore"
+    # merged, not overwritten: it may already hold the user's own lines
+    have = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
+    missing = [line for line in GITIGNORE.splitlines() if line and line not in have]
+    if not have:
+        ignore.write_text(GITIGNORE, encoding="utf-8")
+        click.echo("wrote .lok/.gitignore")
+    elif any(not line.startswith("#") for line in missing):
+        entries = [line for line in missing if not line.startswith("#")]
+        ignore.write_text("\n".join([*have, *entries]) + "\n", encoding="utf-8")
+        click.echo("updated .lok/.gitignore")
     click.echo("\nNext: lok run example    (and again: nothing reruns)\n      lok workflow list")
