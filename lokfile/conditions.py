@@ -33,7 +33,15 @@ from typing import Any
 
 from lokfile.errors import TemplateError
 from lokfile.outputs import MISSING, json_anywhere, json_value, loads
-from lokfile.template_scope import Missing, StepRef, Steps, contains, equals, lookup
+from lokfile.template_scope import (
+    STEP_ATTRS,
+    Missing,
+    StepRef,
+    Steps,
+    contains,
+    equals,
+    lookup,
+)
 
 _TOKEN = re.compile(
     r"""\s*(?:(?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|(?P<name>[A-Za-z0-9_][A-Za-z0-9_-]*)|(?P<op>[.(),]))""",
@@ -203,6 +211,8 @@ def items_from_step(steps: Steps, name: str, field: str) -> list[Any]:
     view = ref.view
     if view.skipped:
         return []
+    if field in STEP_ATTRS and field != "output":  # steps.X.parsed: the step's own value
+        return items_from_value(ref.lok_get(field))
     if field == "output":
         if view.parsed is not None:
             if not isinstance(view.parsed, list):

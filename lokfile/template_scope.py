@@ -35,7 +35,7 @@ class _NoItem:
 NO_ITEM: Any = _NoItem()
 
 TOP_NAMES = ("steps", "arg", "args", "env", "workflow", "item", "index")
-_STEP_ATTRS = ("output", "success", "error", "backend", "parsed", "skipped")
+STEP_ATTRS = ("output", "success", "error", "backend", "parsed", "skipped")
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class StepRef(Namespace):
             return OutputText(view.output, self)
         if key == "success":
             return view.success and not view.skipped
-        if key in _STEP_ATTRS:
+        if key in STEP_ATTRS:
             return getattr(view, str(key))
         return self.field(key)
 
@@ -193,7 +193,7 @@ class StepRef(Namespace):
             return 'its output holds no JSON object; ask for JSON, or set output_format = "json"'
         return (
             f"its output is a JSON {type(parsed).__name__}, not an object; "
-            f"{_close(str(key), _STEP_ATTRS)}step attributes: {', '.join(_STEP_ATTRS)}"
+            f"{_close(str(key), STEP_ATTRS)}step attributes: {', '.join(STEP_ATTRS)}"
         )
 
 

@@ -98,6 +98,8 @@ class _Compiled:
 
     def render(self, ctx: Context) -> str:
         if self.parts is not None:
+            if self.free:  # item / index: check them first, as the Jinja path does
+                _check_free(self.free, scope(ctx))
             return _render_fast(self.parts, ctx)
         return _render_jinja(self, ctx)
 
@@ -170,6 +172,7 @@ def _build(text: str, kind: str, fast: bool) -> _Compiled:
             parts.append(pieces[-1])
         compiled = _Compiled(parts)
         compiled.places = places
+        compiled.free = frozenset(str(path[0]) for path, _ in markers) & {"item", "index"}
         compiled.steps = frozenset(
             str(m.path[1])
             for m in parts

@@ -50,7 +50,7 @@ FRAGMENTS = [
     "é",
     "💥",
 ]
-ANY_CHAR = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
+ANY_CHAR = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
 VALUES = st.lists(
     st.one_of(st.sampled_from(FRAGMENTS), st.text(ANY_CHAR, max_size=4)), max_size=10
 ).map("".join)
