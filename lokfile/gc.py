@@ -171,8 +171,8 @@ def _plan_for(
 
 
 def linked_digests(store: Store, run_ids: set[str]) -> set[str]:
-    """Artifacts the given runs' folders link to (step outputs, edit snapshots and what
-    a snapshot manifest names)."""
+    """Artifacts the given runs' folders link to: step outputs, and edit snapshots
+    (`<step>.snapshot.json`, see lokfile.edits) with the originals they name."""
     out: set[str] = set()
     for run_id in run_ids:
         folder = store.run_dir(run_id)
@@ -185,33 +185,16 @@ def linked_digests(store: Store, run_ids: set[str]) -> set[str]:
                 if digest is None:
                     continue
                 out.add(digest)
-                if "snapshot" in str(link.relative_to(folder)):
-                    out |= _manifest_values(store, digest)
+                if name.endswith(".snapshot.json"):
+                    out |= _snapshot_needs(store, digest)
     return out
 
 
-def _manifest_values(store: Store, digest: str) -> set[str]:
-    """The digests a JSON snapshot manifest names ({path: digest or null}, maybe under "files")."""
-    import json
+def _snapshot_needs(store: Store, digest: str) -> set[str]:
+    """The originals an edit snapshot manifest names (so `lok runs revert` keeps working)."""
+    from lokfile.edits import manifest_digests
 
-    try:
-        doc = json.loads(store.get_text(digest))
-    except (OSError, ValueError):
-        return set()
-    files = doc.get("files", doc) if isinstance(doc, dict) else None
-    if not isinstance(files, dict):
-        return set()
-    return {v for v in files.values() if isinstance(v, str) and _is_digest(v)}
-
-
-def _is_digest(text: str) -> bool:
-    from lokfile import hashing
-
-    try:
-        hashing.split(text)
-    except ValueError:
-        return False
-    return True
+    return manifest_digests(store, digest)
 
 
 def _link_digest(store: Store, link: Path) -> str | None:

@@ -165,9 +165,14 @@ def _took(summary: dict[str, Any]) -> str:
 
 
 def run_detail(
-    db: RunDB, store: Store, row: dict[str, Any], step: str | None = None
+    db: RunDB,
+    store: Store,
+    row: dict[str, Any],
+    step: str | None = None,
+    order: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every step of a run (or only `step`) with status, reason, timings, output and units."""
+    """Every step of a run (or only `step`) with status, reason, timings, output and units,
+    in `order` (the workflow's step order) when given, else in the order they finished."""
     steps: dict[str, dict[str, Any]] = {}
     for r in db.results(row["id"]):
         if r["unit"] == "":
@@ -185,8 +190,16 @@ def run_detail(
     doc = run_summary(row)
     doc["error"] = row.get("error")
     doc["path"] = row.get("workflow_path")
-    doc["steps"] = [s for name, s in steps.items() if step is None or name == step]
+    names = sorted(steps, key=rank(order, list(steps)))
+    doc["steps"] = [steps[n] for n in names if step is None or n == step]
     return doc
+
+
+def rank(order: list[str] | None, recorded: list[str]) -> Any:
+    """A sort key: position in `order`, then (for steps it lacks) the recorded position."""
+    where = {n: i for i, n in enumerate(order or [])}
+    seen = {n: i for i, n in enumerate(recorded)}
+    return lambda n: (where.get(n, len(where)), seen.get(n, 0))
 
 
 def _step_doc(r: dict[str, Any], store: Store, t0: float) -> dict[str, Any]:

@@ -85,11 +85,19 @@ def _previous(db: RunDB, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def diff_runs(
-    db: RunDB, store: Store, a: dict[str, Any], b: dict[str, Any], step: str | None = None
+    db: RunDB,
+    store: Store,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    step: str | None = None,
+    order: list[str] | None = None,
 ) -> RunDiff:
-    """Compare every step (or only `step`) of run `a` with run `b`."""
+    """Compare every step (or only `step`) of run `a` with run `b`, in `order` when given."""
+    from lokfile.history import rank
+
     rows_a, rows_b = _by_step(db.results(a["id"])), _by_step(db.results(b["id"]))
     names = _merged_order(list(rows_a), list(rows_b))
+    names.sort(key=rank(order, list(names)))
     if step is not None:
         if step not in names:
             raise UsageError(

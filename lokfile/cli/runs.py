@@ -20,6 +20,16 @@ def _open(session: Session) -> Any:
     return api.open_project(session.directory, session.config_file)
 
 
+def _order(ctx: Any, row: dict[str, Any]) -> list[str] | None:
+    """The workflow's step order, when its file still loads (history keeps finishing order)."""
+    from lokfile import api
+
+    try:
+        return list(api.load(ctx, row.get("workflow_path") or row["workflow"]).step_names)
+    except Exception:  # changed or gone since: the recorded order will do
+        return None
+
+
 def _emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
@@ -106,7 +116,7 @@ def show(
     db = open_db(ctx.project)
     try:
         row = resolve(db, run, workflow)
-        doc = run_detail(db, store, row, step)
+        doc = run_detail(db, store, row, step, _order(ctx, row))
         if html_file is not None:
             _write_html(ctx, db, store, row, doc, diff_ref, html_file)
             if not as_json:
@@ -135,7 +145,7 @@ def _write_html(
     diff = None
     if diff_ref is not None:
         other = resolve(db, diff_ref, row["workflow"])
-        diff = diff_runs(db, store, other, row)
+        diff = diff_runs(db, store, other, row, order=[s["name"] for s in doc["steps"]])
     edges = workflow_edges(ctx, doc)
     html = render_report(doc, edges, diff)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +188,7 @@ def diff(
     db = open_db(ctx.project)
     try:
         a, b = pick_runs(db, run_a, run_b, workflow)
-        result = diff_runs(db, store, a, b, step)
+        result = diff_runs(db, store, a, b, step, _order(ctx, b))
     finally:
         db.close()
     if as_json:
@@ -224,10 +234,14 @@ def verify(session: Session, repair: bool, as_json: bool) -> None:
 @runs.command("revert")
 @click.argument("run", required=False)
 @click.option("-s", "--step", required=True, help="The step whose edits to undo.")
+@click.option("--force", is_flag=True, help="Restore files even if they changed since the edit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.pass_obj
-def revert(session: Session, run: str | None, step: str, as_json: bool) -> None:
-    """Restore the files that STEP's edits replaced in RUN (default: latest)."""
+def revert(session: Session, run: str | None, step: str, force: bool, as_json: bool) -> None:
+    """Restore the files that STEP's edits replaced in RUN (default: latest).
+
+    A file changed again since the edit is left alone unless --force.
+    """
     from lokfile.errors import UsageError
     from lokfile.history import open_db, resolve
     from lokfile.store import Store
@@ -243,7 +257,7 @@ def revert(session: Session, run: str | None, step: str, as_json: bool) -> None:
     db = open_db(ctx.project)
     try:
         row = resolve(db, run)
-        restored: list[str] = edits.revert(ctx.project, store, db, row["id"], step)
+        restored: list[str] = edits.revert(ctx.project, store, db, row["id"], step, force=force)
     finally:
         db.close()
     if as_json:

@@ -1,0 +1,85 @@
+"""`lok runs revert RUN --step S`: the files a step's edits replaced come back.
+
+The edit snapshot is planted the way lokfile.edits records one (a manifest
+artifact linked into the run folder as `<step>.snapshot.json`), so these tests
+exercise the command whether or not the engine links snapshots yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from lokfile.cli import cli
+from lokfile.hashing import digest_text
+from lokfile.store import Store
+from tests.lokrun import lok, run_json, write
+
+edits = pytest.importorskip("lokfile.edits")
+
+WF = """
+name = "fixer"
+[[steps]]
+name = "fix"
+shell = "echo pretend an LLM edited code.py"
+cache = true
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".lok").mkdir()
+    write(tmp_path, ".lok/workflows/fixer.toml", WF)
+    assert run_json(tmp_path, "fixer")["status"] == "succeeded"
+    return tmp_path
+
+
+def plant_edit(root: Path, rel: str, before: str, after: str) -> None:
+    """Record, in the latest run, that step `fix` changed `rel` from `before` to `after`."""
+    store = Store(root / ".lok" / "runs")
+    manifest = {
+        "version": 1,
+        "files": {rel: store.put_text(before)},
+        "after": {rel: digest_text(after)},
+        "modes": {rel: None},
+        "dirs": [],
+    }
+    digest = store.put(json.dumps(manifest, indent=1, sort_keys=True).encode())
+    run_id = os.readlink(root / ".lok/runs/latest")
+    store.link_output(run_id, edits.snapshot_filename("fix"), digest)
+    write(root, rel, after)
+
+
+def revert(root: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["-C", str(root), "runs", "revert", *args])
+
+
+def test_revert_restores_the_file_the_step_replaced(project: Path) -> None:
+    plant_edit(project, "code.py", "def f():\n    return 1\n", "def f():\n    return 2\n")
+    result = revert(project, "--step", "fix")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout == "restored code.py\n"
+    assert (project / "code.py").read_text() == "def f():\n    return 1\n"
+
+
+def test_a_file_changed_since_the_edit_is_kept_unless_forced(project: Path) -> None:
+    plant_edit(project, "code.py", "original\n", "edited\n")
+    write(project, "code.py", "edited, then changed by hand\n")
+    proc = lok(project, "runs", "revert", "latest", "--step", "fix")
+    assert proc.returncode == 2
+    assert "code.py changed after step 'fix' edited it" in proc.stderr
+    assert (project / "code.py").read_text() == "edited, then changed by hand\n"
+    forced = revert(project, "latest", "--step", "fix", "--force", "--json")
+    assert forced.exit_code == 0
+    assert json.loads(forced.stdout)["restored"] == ["code.py"]
+    assert (project / "code.py").read_text() == "original\n"
+
+
+def test_a_step_that_edited_nothing_has_nothing_to_restore(project: Path) -> None:
+    result = revert(project, "--step", "fix")
+    assert result.exit_code == 0
+    assert "changed no files; nothing to restore" in result.stdout
