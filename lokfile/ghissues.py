@@ -22,6 +22,7 @@ from lokfile.errors import UsageError
 TITLE_MAX = 80
 GH_TIMEOUT_S = 60
 _START = re.compile(r"^\d+\s*[.)]?\s*")
+_LOCATION = re.compile(r"\s*\(?[\w./-]+\.\w+:\d+(?:-\d+)?\)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,16 @@ def require_gh(cwd: Path) -> str:
     return done.stdout.strip()
 
 
+def _core(title: str) -> str:
+    """A title without its `(file:line)` location and code quotes: what to search for."""
+    return _LOCATION.sub("", title).replace("`", "").strip().lower()
+
+
 def similar_issue(finding: Finding, cwd: Path) -> str | None:
     """The title of an existing issue like this finding, or None."""
+    mine = _core(finding.title)
     done = _gh(
-        ["issue", "list", "--state", "all", "--search", f"{finding.title} in:title",
+        ["issue", "list", "--state", "all", "--search", f"{mine} in:title",
          "--json", "title", "--limit", "10"],
         cwd,
     )
@@ -121,9 +128,8 @@ def similar_issue(finding: Finding, cwd: Path) -> str | None:
         issues = json.loads(done.stdout or "[]")
     except ValueError:
         return None
-    mine = finding.title.lower()
     for issue in issues:
-        title = str(issue.get("title", "")).lower()
+        title = _core(str(issue.get("title", "")))
         if title and (title in mine or mine in title):
             return str(issue.get("title"))
     return None

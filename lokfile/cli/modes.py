@@ -128,6 +128,13 @@ def _finish(
                 r = _result(outcome, name)
                 if r is not None and _status(r) != "skipped":
                     click.echo(_block(name, r))
+        for name in outcome.workflow.step_names:
+            r = _result(outcome, name)
+            if _status(r) == "failed" and name not in shown:
+                first = (r.error or r.output or "failed").strip().splitlines()
+                click.echo(f"Error: step {name} failed: {first[0] if first else ''}", err=True)
+                for more in first[1:4]:
+                    click.echo(f"  {more}", err=True)
         if footer:
             click.echo(footer)
     sys.stdout.flush()
