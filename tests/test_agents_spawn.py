@@ -29,8 +29,8 @@ def test_spawn_plans_runs_the_subtasks_at_once_and_summarises(project: Path) -> 
     configure(
         project,
         test_backend("boss", rules=PLANNER_RULES)
-        + test_backend("w1", reply="w1 did it", latency_ms=400)
-        + test_backend("w2", reply="w2 did it", latency_ms=400),
+        + test_backend("w1", reply="w1 did it", latency_ms=600)
+        + test_backend("w2", reply="w2 did it", latency_ms=600),
     )
     result = lok("spawn", "--json", "-b", "w1,w2", "--planner", "boss", "Tidy the repo")
     assert result.exit_code == 0, result.stderr
@@ -42,7 +42,7 @@ def test_spawn_plans_runs_the_subtasks_at_once_and_summarises(project: Path) -> 
     assert doc["planned_by"] == "boss" and len(doc["run_ids"]) == 2
     starts = [c["time"] for c in calls(project) if c["name"] in ("w1", "w2")]
     assert len(starts) == 3
-    assert max(starts) - min(starts) < 0.3, f"subtasks did not run together: {starts}"
+    assert max(starts) - min(starts) < 0.45, f"subtasks did not run together: {starts}"
     summary_prompt = next(c["prompt"] for c in calls(project) if "Combine" in c["prompt"])
     assert "## tests: list untested modules\n\nw2 did it" in summary_prompt
 

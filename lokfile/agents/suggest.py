@@ -14,7 +14,17 @@ from lokfile.model import BackendConfig, Config
 
 # category -> keywords, matched case-insensitively as substrings of the task
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "CodeAnalysis": ("n+1", "query", "queries", "sql", "code smell", "refactor", "pattern", "bug", "review"),
+    "CodeAnalysis": (
+        "n+1",
+        "query",
+        "queries",
+        "sql",
+        "code smell",
+        "refactor",
+        "pattern",
+        "bug",
+        "review",
+    ),
     "SecurityAudit": ("security", "injection", "xss", "auth", "vulnerab", "audit", "secret"),
     "DeadCode": ("dead code", "unused", "remove", "cleanup", "clean up"),
     "Performance": ("performance", "slow", "optimi", "speed", "latency", "memory"),
