@@ -224,7 +224,9 @@ def debate(ctx: Ctx, names: list[str], topic: str, rounds: int, judge: str) -> D
         for who, step in zip(names, row, strict=True):
             r = outcome.results.get(step)
             text = r.output if r is not None and r.success else ""
-            error = r.error or (r.reason if status_of(r) == "skipped" else None) if r else None
+            error = None
+            if r is not None and not r.success:
+                error = r.error or r.reason  # a skipped round says why it was skipped
             line.append(Position(who, k, status_of(r), text, error))
         table.append(line)
     verdict = read_verdict(outcome.results.get("verdict")) or read_verdict(
