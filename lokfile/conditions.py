@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -51,15 +50,19 @@ _UNESCAPE = re.compile(r"\\([\\'\"])")
 _STEP_SOURCE = re.compile(r"steps\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_]+)")
 
 
-@dataclass(frozen=True)
 class Node:
     """One node of a parsed condition: op is not / contains / equals / success."""
 
-    op: str
-    step: str = ""
-    field: str = ""
-    text: str = ""
-    inner: Node | None = None
+    __slots__ = ("field", "inner", "op", "step", "text")
+
+    def __init__(
+        self, op: str, step: str = "", field: str = "", text: str = "", inner: Node | None = None
+    ) -> None:
+        self.op = op
+        self.step = step
+        self.field = field
+        self.text = text
+        self.inner = inner
 
     def evaluate(self, steps: Steps) -> bool:
         """The condition's value against the visible steps."""

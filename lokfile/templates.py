@@ -162,22 +162,24 @@ def _build(text: str, kind: str, fast: bool) -> _Compiled:
         pieces, markers = quick
         places = shellquote.places(pieces) if shell else []
         parts: list[str | _Marker] = []
-        marker_places = iter(places)
-        for piece, (path, raw) in zip(pieces, markers, strict=False):
-            place = next(marker_places) if shell else None
-            if piece:
-                parts.append(piece)
-            parts.append(_Marker(path, None if raw else place))
+        steps: set[str] = set()
+        free: set[str] = set()
+        for i, (path, raw) in enumerate(markers):
+            if pieces[i]:
+                parts.append(pieces[i])
+            parts.append(_Marker(path, places[i] if shell and not raw else None))
+            head = path[0]
+            if head == "steps":
+                if len(path) > 1:
+                    steps.add(str(path[1]))
+            elif head == "item" or head == "index":
+                free.add(head)
         if pieces[-1]:
             parts.append(pieces[-1])
         compiled = _Compiled(parts)
         compiled.places = places
-        compiled.free = frozenset(str(path[0]) for path, _ in markers) & {"item", "index"}
-        compiled.steps = frozenset(
-            str(m.path[1])
-            for m in parts
-            if isinstance(m, _Marker) and m.path[0] == "steps" and len(m.path) > 1
-        )
+        compiled.free = frozenset(free)
+        compiled.steps = frozenset(steps)
         return compiled
     segs = template_source.segments(text)
     places = []

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lokfile import shellquote
 from lokfile.errors import TemplateError
 from lokfile.shellquote import BARE, COMMENT, DQ, HEREDOC, SQ, places
 from lokfile.templates import Context, StepView, render_shell
@@ -343,3 +344,11 @@ def test_here_document_places_carry_delimiter_quoting_and_line_neighbours() -> N
     )
     assert (first.prefix, first.suffix) == ("pre ", None)
     assert (second.prefix, second.suffix) == (None, " post")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="ab '\";|&{}=", max_size=8), min_size=1, max_size=5))
+def test_the_quick_scan_for_quote_only_commands_agrees_with_the_full_lexer(
+    pieces: list[str],
+) -> None:
+    assert shellquote._quotes_only(pieces) == shellquote._Lexer().run(pieces)
