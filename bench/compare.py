@@ -366,9 +366,9 @@ class Bench:
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)")
 
 
-def top_level_imports(stderr: str) -> dict[str, int]:
-    """Top-level modules of a `-X importtime` report with their cumulative µs."""
-    return {m[4]: int(m[2]) for m in IMPORT_LINE.finditer(stderr) if m[3] == ""}
+def top_level_imports(stderr: str, depth: int = 0) -> dict[str, int]:
+    """Modules of a `-X importtime` report nested at most `depth` deep, with cumulative µs."""
+    return {m[4]: int(m[2]) for m in IMPORT_LINE.finditer(stderr) if len(m[3]) // 2 <= depth}
 
 
 def startup(lok: str, python: str, runs: int, env: dict[str, str]) -> dict[str, Any]:
@@ -409,11 +409,13 @@ def startup(lok: str, python: str, runs: int, env: dict[str, str]) -> dict[str, 
         ).stderr
         mods = {k: v for k, v in top_level_imports(err).items() if k not in base}
         totals.append(sum(mods.values()))
-        for k, v in mods.items():
-            per.setdefault(k, []).append(v)
+        # three levels deep, to see which library inside lokfile.cli costs what
+        for k, v in top_level_imports(err, 3).items():
+            if k not in base:
+                per.setdefault(k, []).append(v)
     out["importtime_total_us"] = statistics.median(totals)
     out["importtime_top"] = dict(
-        sorted(((k, statistics.median(v)) for k, v in per.items()), key=lambda kv: -kv[1])[:12]
+        sorted(((k, statistics.median(v)) for k, v in per.items()), key=lambda kv: -kv[1])[:20]
     )
     out["load1"].append(load1())
     log(f"  importtime -m lokfile --version: {out['importtime_total_us'] / 1000:.1f} ms")
