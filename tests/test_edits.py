@@ -515,3 +515,33 @@ def test_lok_runs_revert_restores_what_the_step_replaced(project: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "restored src/app.py" in proc.stdout
     assert (project / "src/app.py").read_bytes() == original
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: `verify` reaches the worker unrendered (SPEC §6 says templates render it)",
+)
+def test_verify_is_rendered_as_a_template(project: Path) -> None:
+    edit_project(project, 'verify = "grep -q \'{{ workflow.name }}\' marker.txt"', 0)
+    (project / "marker.txt").write_text("fixit\n")
+    doc = run_json(project, "fixit")
+    assert doc["exit_code"] == 0, doc
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: a multi-backend step applies every backend's edits to the same tree "
+    "(each backend unit gets the edit settings); they should be applied once",
+)
+def test_multi_backend_edit_step_edits_the_tree_once(project: Path) -> None:
+    edit_project(project, "", 0)
+    other = answer({"file": "src/util.py", "old": "X = 1", "new": "X = 2"})
+    with open(project / "lok.toml", "a") as fh:
+        fh.write(f'\n[backends.t2]\ntype = "test"\nreply = {json.dumps(other)}\n')
+    wf = project / ".lok/workflows/fixit.toml"
+    wf.write_text(wf.read_text().replace('backend = "t"', 'backends = ["t", "t2"]'))
+    doc = run_json(project, "fixit")
+    assert doc["exit_code"] == 0, doc
+    app_changed = "a * b" in (project / "src/app.py").read_text()
+    util_changed = "X = 2" in (project / "src/util.py").read_text()
+    assert app_changed != util_changed, "both backends' edits were applied"
