@@ -23,7 +23,7 @@ from typing import Any
 
 from lokfile.errors import StoreError, UsageError
 from lokfile.model import Config
-from lokfile.rundb import RunDB
+from lokfile.rundb import KeyEntry, RunDB
 from lokfile.store import Store
 
 GRACE_S = 3600.0
@@ -64,6 +64,19 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * 1024**power)
 
 
+@dataclass
+class _Index:
+    """Everything gc decides over, read once: runs, what each reaches, keys, ask answers."""
+
+    runs: list[dict[str, Any]]  # newest first
+    run_keys: dict[str, set[str]]
+    run_digests: dict[str, set[str]]
+    keys: list[KeyEntry]
+    ask: list[tuple[str, str, float]]
+    known: set[str]  # every digest any history row names
+    objects: list[tuple[str, Path, int]]
+
+
 def plan_gc(
     store: Store,
     db: RunDB,
@@ -75,23 +88,49 @@ def plan_gc(
     """Decide what to remove. Reads only; `apply_gc` does the removing."""
     now = time.time() if now is None else now
     _refuse_while_running(db)
-    runs = db.runs()  # newest first
-    kept, protected = _choose_runs(runs, keep)
-    objects = [(d, p, _size(p)) for d, p in store.iter_objects()]
-    plan = _plan_for(store, db, config, runs, kept, objects, now)
-    plan.store_bytes = sum(size for _, _, size in objects)
+    index = _read_index(store, db)
+    kept, protected = _choose_runs(index.runs, keep, _latest_link(store))
+    plan = _plan_for(store, index, config, kept, now)
+    plan.store_bytes = sum(size for _, _, size in index.objects)
     plan.max_size = max_size
     if max_size is not None:
         # drop the oldest unprotected runs until the store fits (or nothing is left to drop)
-        for row in reversed(runs):
+        for row in reversed(index.runs):
             if not plan.over_max_size:
                 break
             if row["id"] in kept and row["id"] not in protected:
                 kept.discard(row["id"])
-                sized = _plan_for(store, db, config, runs, kept, objects, now)
+                sized = _plan_for(store, index, config, kept, now)
                 sized.store_bytes, sized.max_size = plan.store_bytes, max_size
                 plan = sized
     return plan
+
+
+def _read_index(store: Store, db: RunDB) -> _Index:
+    runs = db.runs()
+    run_keys: dict[str, set[str]] = {}
+    run_digests: dict[str, set[str]] = {}
+    known: set[str] = set()
+    for row in runs:
+        results = db.results(row["id"])
+        run_keys[row["id"]] = {r["key"] for r in results if r.get("key")}
+        digests = {r["digest"] for r in results if r.get("digest")}
+        run_digests[row["id"]] = digests | linked_digests(store, {row["id"]})
+        known |= run_digests[row["id"]]
+    keys = db.all_keys()
+    for entry in keys:
+        known |= {entry.digest, *entry.outputs.values()}
+    ask = db.ask_cache_entries()
+    known |= {digest for _, digest, _ in ask}
+    objects = [(d, p, _size(p)) for d, p in store.iter_objects()]
+    return _Index(runs, run_keys, run_digests, keys, ask, known, objects)
+
+
+def _latest_link(store: Store) -> str | None:
+    try:
+        return os.readlink(store.runs_dir / "latest")
+    except OSError:
+        return None
 
 
 def _refuse_while_running(db: RunDB) -> None:
@@ -105,10 +144,12 @@ def _refuse_while_running(db: RunDB) -> None:
             )
 
 
-def _choose_runs(runs: list[dict[str, Any]], keep: int | None) -> tuple[set[str], set[str]]:
+def _choose_runs(
+    runs: list[dict[str, Any]], keep: int | None, latest: str | None
+) -> tuple[set[str], set[str]]:
     """(kept, protected): protected runs are kept whatever --keep or --max-size say."""
     kept: set[str] = set()
-    protected: set[str] = set()
+    protected: set[str] = {latest} if latest else set()
     seen: dict[str, int] = {}
     succeeded: set[str] = set()
     for row in runs:
@@ -122,46 +163,35 @@ def _choose_runs(runs: list[dict[str, Any]], keep: int | None) -> tuple[set[str]
             protected.add(row["id"])
         if keep is None or n < keep:
             kept.add(row["id"])
-    return kept | protected, protected
+    recorded = {r["id"] for r in runs}
+    return kept | (protected & recorded), protected
 
 
-def _plan_for(
-    store: Store,
-    db: RunDB,
-    config: Config,
-    runs: list[dict[str, Any]],
-    kept: set[str],
-    objects: list[tuple[str, Path, int]],
-    now: float,
-) -> GcPlan:
-    dropped = [r for r in runs if r["id"] not in kept]
-    reached_by_kept = db.result_keys(kept)
-    reached_by_dropped = db.result_keys(r["id"] for r in dropped)
-    plan = GcPlan(kept_runs=[r["id"] for r in runs if r["id"] in kept], dropped_runs=dropped)
-    live: set[str] = set(db.referenced_digests(kept))
-    known: set[str] = set(db.referenced_digests(None))
-    for entry in db.all_keys():
-        digests = {entry.digest, *entry.outputs.values()}
-        known |= digests
+def _plan_for(store: Store, index: _Index, config: Config, kept: set[str], now: float) -> GcPlan:
+    dropped = [r for r in index.runs if r["id"] not in kept]
+    reached_by_kept: set[str] = set().union(*(index.run_keys[r] for r in kept))
+    reached_by_dropped: set[str] = set().union(*(index.run_keys[r["id"]] for r in dropped))
+    plan = GcPlan(kept_runs=[r["id"] for r in index.runs if r["id"] in kept], dropped_runs=dropped)
+    live: set[str] = set().union(*(index.run_digests[r] for r in kept))
+    for entry in index.keys:
+        # a key no run recorded is not ours to judge; one only dropped runs reached goes
         if entry.key in reached_by_dropped and entry.key not in reached_by_kept:
             plan.keys.append(entry.key)
         else:
-            live |= digests
+            live |= {entry.digest, *entry.outputs.values()}
     ttl = config.cache.ttl_hours
-    for key, digest, created in db.ask_cache_entries():
-        known.add(digest)
+    for key, digest, created in index.ask:
         if ttl and now - (created or 0) > ttl * 3600:
             plan.ask_keys.append(key)
         else:
             live.add(digest)
-    live |= linked_digests(store, kept)
-    for digest, path, size in objects:
+    for digest, path, size in index.objects:
         if digest in live:
             continue
-        if digest not in known and now - _mtime(path) < GRACE_S:
+        if digest not in index.known and now - _mtime(path) < GRACE_S:
             continue
         plan.artifacts.append((digest, path, size))
-    recorded = {r["id"] for r in runs}
+    recorded = {r["id"] for r in index.runs}
     plan.stray_folders = [
         p
         for p in _run_folders(store)

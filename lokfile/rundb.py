@@ -403,17 +403,6 @@ class RunDB:
 
     # -- for `lok gc` and `lok runs verify` (lokfile/gc.py) ---------------------
 
-    def result_keys(self, run_ids: Iterable[str]) -> set[str]:
-        """The unit keys that the given runs' results recorded."""
-        ids = list(run_ids)
-        out: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" for _ in chunk)
-            rows = self.conn.execute(f"SELECT key FROM results WHERE run_id IN ({marks})", chunk)
-            out.update(k for (k,) in rows if k)
-        return out
-
     def forget_runs(self, run_ids: Iterable[str]) -> None:
         """Delete runs and their result rows (the caller holds a transaction)."""
         ids = [(r,) for r in run_ids]

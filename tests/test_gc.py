@@ -248,3 +248,44 @@ def test_gc_in_a_project_with_no_history_has_nothing_to_do(tmp_path: Path) -> No
     result = gc(tmp_path)
     assert result.exit_code == 0
     assert result.stdout == "Nothing to collect: no runs recorded yet.\n"
+
+
+def test_declared_outputs_of_the_kept_run_survive_and_are_restored_on_rerun(
+    project: Path,
+) -> None:
+    write(
+        project,
+        ".lok/workflows/build.toml",
+        """
+        name = "build"
+        [[steps]]
+        name = "render"
+        shell = "tr a-z A-Z < src.txt > out.txt"
+        sources = ["src.txt"]
+        outputs = ["out.txt"]
+        """,
+    )
+    for text in ("first build\n", "second build\n"):
+        write(project, "src.txt", text)
+        assert run_json(project, "build")["status"] == "succeeded"
+    store = Store(project / ".lok" / "runs")
+    kept = store.put_text("SECOND BUILD\n")  # already stored: the declared output's digest
+    dropped = store.put_text("FIRST BUILD\n")
+    doc = gc_json(project, "--keep", "1")
+    assert len(doc["removed_runs"]) == 1
+    assert store.has(kept) and not store.has(dropped)
+    (project / "out.txt").unlink()
+    rerun = run_json(project, "build")
+    assert rerun["counts"]["ran"] == 0
+    assert (project / "out.txt").read_text() == "SECOND BUILD\n"
+
+
+def test_the_run_that_runs_latest_points_at_is_never_removed(project: Path) -> None:
+    runs_of(project, "one\n")
+    first = os.readlink(project / ".lok/runs/latest")
+    runs_of(project, "two\n")
+    # two runs of one workflow that overlapped: the earlier-started one finished last
+    Store(project / ".lok" / "runs").set_latest(first)
+    doc = gc_json(project, "--keep", "1")
+    assert first in doc["kept_runs"] and doc["removed_runs"] == []
+    assert (project / ".lok/runs/latest/read.txt").read_text() == "one"
