@@ -26,7 +26,7 @@ _MAGIC = frozenset("*?[")
 STEP_MS = 50
 DEBOUNCE_MS = 400
 # how often the watcher thread wakes without events; it also bounds how long arming takes to show
-WAKE_MS = 200
+WAKE_MS = 100
 
 
 def _magic(text: str) -> bool:

@@ -33,12 +33,14 @@ shell = "cat src/b.txt"
 sources = ["src/b.txt"]
 """
 
+# `delay` is not a source: a test sets how long the next cycle takes without causing one;
+# `read-them` tells the test the step has read its sources
 SLOW = """
 name = "slow"
 
 [[steps]]
 name = "slow"
-shell = "cat src/a.txt src/b.txt; sleep {sleep}"
+shell = "cat src/a.txt src/b.txt; touch read-them; sleep $(cat delay)"
 sources = ["src/*.txt"]
 """
 
@@ -164,6 +166,16 @@ def save(path: Path, text: str) -> float:
     """Write like an editor's plain save; the monotonic time it finished."""
     path.write_text(text)
     return time.monotonic()
+
+
+def sources_read(root: Path, timeout: float = 10) -> None:
+    """Wait until the SLOW step has read its sources (and so is sleeping)."""
+    marker = root / "read-them"
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.02)
+    marker.unlink()
 
 
 def run_rows(root: Path) -> list[tuple[str, str]]:
@@ -297,29 +309,34 @@ def test_a_change_to_the_parent_workflow_reruns(project: Path, watches: Any) -> 
 def test_two_saves_during_a_run_are_both_picked_up_by_one_rerun(
     project: Path, watches: Any
 ) -> None:
-    write(project, ".lok/workflows/slow.toml", SLOW.format(sleep=1.5))
+    write(project, ".lok/workflows/slow.toml", SLOW)
+    write(project, "delay", "0")
     w = watches(project, "watch", "--json", "slow")
     w.expect("err", "Watching")
+    write(project, "delay", "1.5")
+    (project / "read-them").unlink()
     save(project / "src" / "a.txt", "first save\n")
-    w.expect("err", "[step] slow")
-    time.sleep(0.2)
+    sources_read(project)
     save(project / "src" / "a.txt", "second save\n")
     time.sleep(0.2)
     save(project / "src" / "b.txt", "third save\n")
+    write(project, "delay", "0")
     w.expect("err", "changed: src/a.txt, src/b.txt")
     cycles = w.cycles(3, timeout=20)
     assert [c["status"] for c in cycles] == ["succeeded"] * 3, w.err
     assert cycles[1]["steps"][0]["output"] == "first save\nbeta"  # it was not restarted
-    assert cycles[2]["changed"] == [str(project.resolve() / "src" / n) for n in ("a.txt", "b.txt")]
+    assert cycles[2]["changed"] == ["src/a.txt", "src/b.txt"]
     assert cycles[2]["steps"][0]["output"] == "second save\nthird save"
     assert w.interrupt() == 130
 
 
 def test_restart_interrupts_the_running_cycle_and_records_it(project: Path, watches: Any) -> None:
-    write(project, ".lok/workflows/slow.toml", SLOW.format(sleep=5))
+    write(project, ".lok/workflows/slow.toml", SLOW)
+    write(project, "delay", "30")
     write(project, "src/a.txt", "x\n")
     w = watches(project, "watch", "--restart", "--json", "slow")
-    w.expect("err", "[step] slow")
+    sources_read(project)
+    write(project, "delay", "0")
     saved = save(project / "src" / "b.txt", "changed mid-run\n")
     at, _ = w.expect("err", "restarting, changed: src/b.txt")
     assert at - saved < 1.5
@@ -394,9 +411,10 @@ def test_an_unknown_workflow_is_bad_input_not_a_watch(project: Path) -> None:
 
 
 def test_ctrl_c_during_a_run_exits_130_with_the_run_recorded(project: Path, watches: Any) -> None:
-    write(project, ".lok/workflows/slow.toml", SLOW.format(sleep=5))
+    write(project, ".lok/workflows/slow.toml", SLOW)
+    write(project, "delay", "30")
     w = watches(project, "watch", "slow")
-    w.expect("err", "[step] slow")
+    sources_read(project)
     started = time.monotonic()
     assert w.interrupt() == 130
     assert time.monotonic() - started < 4

@@ -193,7 +193,7 @@ class _Loop:
         if self.as_json:
             doc = api.outcome_json(outcome)
             doc["cycle"] = self.cycle
-            doc["changed"] = changed
+            doc["changed"] = [self.ws.show(p) for p in changed]
             doc["restarted"] = bool(outcome.exit_code == 130 and self.restarted)
             sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
             sys.stdout.flush()
