@@ -500,3 +500,16 @@ def test_loading_errors_are_lok_errors_never_crashes(project: Project, user: Pat
                  'name = "x"\nextends = 3\n'):
         with pytest.raises(LokError):
             load_workflow_text(text, "t.toml", CONFIG)
+
+
+def test_durations_read_as_people_write_them() -> None:
+    from lokfile.durations import DurationError, format_ms, parse_ms, parse_seconds
+
+    assert [parse_ms(v) for v in (1500, "90s", "5m", "500ms", "1m30s", "1h", "2000", 0)] == [
+        1500, 90_000, 300_000, 500, 90_000, 3_600_000, 2000, 0]
+    assert [parse_seconds(v) for v in (300, "90s", "5m", "0.5s", 1.5)] == [
+        300.0, 90.0, 300.0, 0.5, 1.5]
+    for bad in ("fast", "5 minutes", -1, True, "", None, [1]):
+        with pytest.raises(DurationError):
+            parse_ms(bad)
+    assert [format_ms(v) for v in (0, 500, 90_000, 5_400_000)] == ["0", "500ms", "1m30s", "1h30m"]
