@@ -4,8 +4,9 @@
 
 The prompt goes on stdin. The CLI prints one JSON object; failures arrive on
 stdout too, as `"subtype": "success", "is_error": true`, with the HTTP status
-in `api_error_status`. Its own retries are capped (CLAUDE_CODE_MAX_RETRIES,
-`max_retries`, default 0) so lok's deadline and retry policy decide.
+in `api_error_status`. Its own retries are capped (CLAUDE_CODE_MAX_RETRIES:
+`max_retries`, else the variable's own value, else 0) so lok's deadline and
+retry policy decide.
 
 Config: `model`, `system` (appended to Claude Code's own system prompt; set
 `system_mode = "replace"` to replace it), `args` (appended), `url` (sets
@@ -16,6 +17,7 @@ ANTHROPIC_BASE_URL), `api_key_env` (its value becomes ANTHROPIC_API_KEY),
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, ClassVar
 
 from lokfile.backends import subproc
@@ -75,9 +77,11 @@ class ClaudeBackend:
 
     def _env(self) -> tuple[dict[str, str], str | None]:
         cfg = self.config
-        extra = {
-            "CLAUDE_CODE_MAX_RETRIES": str(cfg.extra.get("max_retries", DEFAULT_MAX_RETRIES)),
-        }
+        extra: dict[str, str] = {}
+        if "max_retries" in cfg.extra or "CLAUDE_CODE_MAX_RETRIES" not in os.environ:
+            extra["CLAUDE_CODE_MAX_RETRIES"] = str(
+                cfg.extra.get("max_retries", DEFAULT_MAX_RETRIES)
+            )
         if cfg.url:
             extra["ANTHROPIC_BASE_URL"] = cfg.url
         key = None
