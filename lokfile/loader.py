@@ -294,14 +294,16 @@ class _Resolver:
     def _parent(self, name: str, source: Source, line: int | None) -> Source:
         looked: list[str] = []
         if name.endswith(".toml") or "/" in name:
+            # a path: next to the extending file
             folder = source.path.parent if source.path else Path.cwd()
             candidate = (folder / name).expanduser()
-            if candidate.is_file():
+            if candidate.is_file() and not _same(candidate, source.path):
                 return _read(candidate, "path")
             looked.append(str(candidate))
-        else:
+        if "/" not in name:
+            stem = name.removesuffix(".toml")
             for origin, folder in _layers(self.project, self.user_config_dir):
-                candidate = folder / f"{name}.toml"
+                candidate = folder / f"{stem}.toml"
                 # a file extending its own name means the next layer down
                 if candidate.is_file() and not _same(candidate, source.path):
                     return _read(candidate, origin)

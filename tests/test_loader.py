@@ -513,3 +513,14 @@ def test_durations_read_as_people_write_them() -> None:
         with pytest.raises(DurationError):
             parse_ms(bad)
     assert [format_ms(v) for v in (0, 500, 90_000, 5_400_000)] == ["0", "500ms", "1m30s", "1h30m"]
+
+
+def test_extends_takes_a_path_next_to_the_file_or_a_name_with_toml(
+    project: Project, user: Path
+) -> None:
+    write(project.root / "flows" / "base.toml", 'name = "b"\n[[steps]]\nname = "a"\nshell = "x"\n')
+    write(project.root / "flows" / "child.toml", 'name = "c"\nextends = "base.toml"\n')
+    assert load_workflow("flows/child.toml", project, CONFIG, user).step("a").shell == "x"
+    write(user / "workflows" / "shared.toml", 'name = "s"\n[[steps]]\nname = "u"\nshell = "y"\n')
+    write(project.root / "flows" / "other.toml", 'name = "o"\nextends = "shared.toml"\n')
+    assert load_workflow("flows/other.toml", project, CONFIG, user).step("u").shell == "y"
