@@ -50,9 +50,11 @@ class Attempt:
         retryable: bool = True,
         retry_after: float | None = None,
         model: str | None = None,
+        snapshot: str | None = None,
     ):
         self.ok, self.text, self.error, self.kind = ok, text, error, kind
         self.retryable, self.retry_after, self.model = retryable, retry_after, model
+        self.snapshot = snapshot  # manifest of the files an edit replaced (for revert)
 
 
 def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None) -> float:
@@ -73,7 +75,10 @@ def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> Job
         if isinstance(job.work, ShellJob):
             last = _run_shell(job.work.command, job.cwd, job.timeout_s, register)
         else:
-            last = _run_query(job.work, job.cwd, job.timeout_s)
+            if job.work.answer is not None:
+                last = Attempt(True, job.work.answer)
+            else:
+                last = _run_query(job.work, job.cwd, job.timeout_s)
             if last.ok and job.work.edits is not None:
                 last = _after_answer(job, job.work, last, emit)
         if last.ok or not last.retryable or attempt == job.retries:
@@ -136,6 +141,7 @@ def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> Job
         outputs,
         stats,
         last.model,
+        last.snapshot,
     )
 
 
@@ -243,7 +249,7 @@ def _after_answer(job: Job, work: QueryJob, answer: Attempt, emit: Emit) -> Atte
         emit,
     )
     if outcome.ok:
-        return Attempt(True, outcome.text, model=answer.model)
+        return Attempt(True, outcome.text, model=answer.model, snapshot=outcome.snapshot)
     return Attempt(False, outcome.text, outcome.error, "failed", retryable=False)
 
 

@@ -28,6 +28,7 @@ class QueryJob:
     seed: int | None = None
     max_tokens: int | None = None
     edits: EditSettings | None = None  # apply_edits / verify / fix_retries on this step
+    answer: str | None = None  # an answer already chosen (multi-backend edits): apply, don't ask
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,4 @@ class JobResult:
     outputs: dict[str, str] = field(default_factory=dict)  # declared output -> digest
     output_stats: list[tuple[str, int, int, int, str]] = field(default_factory=list)
     model: str | None = None
+    snapshot: str | None = None  # edit snapshot manifest digest, when the step edited files

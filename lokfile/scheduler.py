@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,24 @@ class _Live:
     started: float
 
 
+class _InWorkflowOrder(Mapping[str, Any]):
+    """Finished steps' views, iterated in the workflow's order (not completion order),
+    so a template that loops over `steps` renders the same text on every run."""
+
+    def __init__(self, views: dict[str, Any], order: tuple[str, ...]) -> None:
+        self.views = views
+        self.order = order
+
+    def __getitem__(self, name: str) -> Any:
+        return self.views[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in self.order if n in self.views)
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+
 def new_run_id() -> str:
     """Sortable, unique: UTC time plus random hex."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
@@ -158,6 +176,9 @@ class Coordinator:
         self.waiting: dict[str, int] = {s.name: len(set(s.depends_on)) for s in workflow.steps}
         self.slots = max(1, min(options.jobs, workflow.concurrency or options.jobs))
         self.env_snapshot = dict(os.environ)
+        # The built-in 24 h TTL is for `lok ask`; step results expire only when a config says so.
+        from_file = config.origins.get("cache.ttl_hours", "built-in") != "built-in"
+        self.step_ttl = config.cache.ttl_hours if from_file else None
         self.pending_rows: list[dict[str, Any]] = []
         self.views: dict[str, Any] | None = None  # built on first use: literal steps never need it
         self.backends_seen: set[str] = set()
@@ -356,7 +377,7 @@ class Coordinator:
             for r in self.results.values():
                 self._add_view(r)
         return Context(
-            steps=self.views,
+            steps=_InWorkflowOrder(self.views, self.wf.step_names),
             args=self.opts.args,
             named_args=named,
             env=self.env_snapshot,
@@ -420,7 +441,7 @@ class Coordinator:
         if step.apply_edits or step.verify:
             comp["edits"] = {
                 "apply": step.apply_edits,
-                "verify": step.verify,
+                "verify": spec.verify,
                 "fix_retries": step.fix_retries,
             }
         if self.config.cache.salt:
@@ -448,7 +469,7 @@ class Coordinator:
                     comp, prev.components if prev else None, prev.status if prev else None
                 ),
             )
-        ttl = self.config.cache.ttl_hours
+        ttl = self.step_ttl
         if ttl and time.time() - entry.created > ttl * 3600:
             return self._stale(unit, plan.EXPIRED)
         if entry.outputs and not self._outputs_ok(entry):
@@ -501,6 +522,7 @@ class Coordinator:
                 step.seed,
                 step.max_tokens,
                 self._edit_settings(step, spec),
+                spec.answer,
             )
         job = Job(
             self.next_job,
@@ -518,10 +540,13 @@ class Coordinator:
         return unit
 
     def _edit_settings(self, step: Step, spec: UnitSpec) -> EditSettings | None:
-        if spec.unit == "synthesis" or not (step.apply_edits or step.verify):
+        """Edits/verify ride on one unit: the step's own, or the "apply" unit of a multi-backend step."""
+        if not (step.apply_edits or step.verify):
+            return None
+        if spec.unit.startswith("backend:") or spec.unit == "synthesis":
             return None
         wrapper = self.config.defaults.command_wrapper
-        return EditSettings(step.apply_edits, step.verify, step.fix_retries, wrapper)
+        return EditSettings(step.apply_edits, spec.verify, step.fix_retries, wrapper)
 
     def _wrap(self, command: str) -> str:
         wrapper = self.config.defaults.command_wrapper
@@ -603,6 +628,11 @@ class Coordinator:
         unit.model = result.model
         unit.started, unit.ended = result.started, result.ended
         self.fp.remember(result.output_stats)
+        if result.snapshot and self.opts.record and not self.opts.dry_run:
+            from lokfile.edits import snapshot_filename
+
+            name = snapshot_filename(unit.step, unit.name)
+            self.store.link_output(self.run_id, name, result.snapshot)
         if result.success and unit.digest:
             meta = {"model": result.model} if result.model else {}
             self.pending_keys.append(

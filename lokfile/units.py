@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from lokfile import hashing
 from lokfile.errors import LokError
 from lokfile.model import BackendConfig, Config, Status, Step, StepKind
 
@@ -41,6 +42,8 @@ class UnitSpec:
     item: Any = None
     index: int | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
+    verify: str | None = None  # the step's verify command, rendered
+    answer: str | None = None  # for the "apply" unit: the chosen answer to apply edits from
 
 
 @dataclass
@@ -132,6 +135,7 @@ def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> l
                         backend=backend,
                         item=item,
                         index=i,
+                        verify=render_shell(step.verify, c) if step.verify else None,
                     )
                 )
         return specs
@@ -139,10 +143,15 @@ def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> l
         assert step.shell is not None
         return [UnitSpec("", command=render_shell(step.shell, ctx))]
     prompt = render_prompt(step.prompt or "", ctx)
+    verify = render_shell(step.verify, ctx) if step.verify else None
     names = list(dict.fromkeys(step.backends))
     if len(names) == 1:
         backend = coord.backend_config(names[0])
-        return [UnitSpec("", prompt=prompt, system=_system(step, backend), backend=backend)]
+        return [
+            UnitSpec(
+                "", prompt=prompt, system=_system(step, backend), backend=backend, verify=verify
+            )
+        ]
     out = []
     for name in names:
         backend = coord.backend_config(name)
@@ -152,6 +161,7 @@ def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> l
                 prompt=prompt,
                 system=_system(step, backend),
                 backend=backend,
+                verify=verify,
             )
         )
     return out
@@ -163,23 +173,42 @@ def _system(step: Step, backend: BackendConfig) -> str | None:
 
 
 def combine(step: Step, units: list[Unit], coord: Coordinator) -> UnitSpec | None:
-    """A synthesis unit to add, when a multi-backend step asks for one."""
-    if step.for_each is not None or len(units) < 2 or step.consensus != "synthesis":
+    """A unit to add once the others are done: a synthesis, then an edit application.
+
+    A multi-backend step that edits files applies ONE answer — the combined one —
+    in an "apply" unit, so the tree is edited once.
+    """
+    if step.for_each is not None or len(units) < 2:
         return None
-    if any(u.name == "synthesis" for u in units):
-        return None
-    answers = [u for u in units if u.success]
-    if len(answers) < 2:
+    names = {u.name for u in units}
+    wants_synthesis = step.consensus == "synthesis" and "synthesis" not in names
+    answers = [u for u in units if u.success and u.name.startswith("backend:")]
+    if not wants_synthesis or len(answers) < 2:
+        if (step.apply_edits or step.verify) and "apply" not in names and answers:
+            text, _digest, ok, winner, _error = aggregate(step, units, coord)
+            if ok:
+                first = units[0].spec
+                chosen = coord.backend_config(winner) if winner else first.backend
+                return UnitSpec(
+                    "apply",
+                    prompt=first.prompt,
+                    system=first.system,
+                    backend=chosen,
+                    verify=first.verify,
+                    answer=text,
+                    inputs={"answer": hashing.digest_text(text)},
+                )
         return None
     config = coord.config
-    first = units[0].spec.backend
-    name = config.consensus.synthesizer or (first.name if first else "auto")
-    backend = coord.backend_config(name)
+    lead = units[0].spec.backend
+    synthesizer = coord.backend_config(
+        config.consensus.synthesizer or (lead.name if lead else "auto")
+    )
     original = units[0].spec.prompt or ""
     return UnitSpec(
         "synthesis",
         prompt=synthesis_prompt(original, [(u.backend or u.name, u.output) for u in answers]),
-        backend=backend,
+        backend=synthesizer,
         inputs={u.name: u.digest for u in answers},
     )
 
@@ -245,6 +274,9 @@ def aggregate(
     if len(units) == 1:
         u = units[0]
         return u.output, u.digest, u.success, u.backend, u.error
+    applied = next((u for u in units if u.name == "apply"), None)
+    if applied is not None:
+        return applied.output, applied.digest, applied.success, applied.backend, applied.error
     answers = [u for u in units if u.name.startswith("backend:") and u.success]
     if not answers:
         errors = "; ".join(

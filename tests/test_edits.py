@@ -50,7 +50,11 @@ def store_of(root: Path) -> Store:
 
 
 def answer(*items: dict[str, str], summary: str = "fix") -> str:
-    return "Here you go:\n```json\n" + json.dumps({"edits": list(items), "summary": summary}) + "\n```\n"
+    return (
+        "Here you go:\n```json\n"
+        + json.dumps({"edits": list(items), "summary": summary})
+        + "\n```\n"
+    )
 
 
 def apply(
@@ -70,16 +74,20 @@ def apply(
 
     settings = EditSettings(apply_edits, verify_cmd, fix_retries, wrapper)
     outcome = edits.apply_and_verify(
-        text, "Fix it.", settings, root, store_of(root), timeout_s, requery or no_requery,
+        text,
+        "Fix it.",
+        settings,
+        root,
+        store_of(root),
+        timeout_s,
+        requery or no_requery,
         notes.append,
     )
     return outcome, notes
 
 
 def test_single_edit_rewrites_the_file_and_records_a_snapshot(project: Path) -> None:
-    outcome, notes = apply(
-        project, answer({"file": "src/app.py", "old": "a - b", "new": "a + b"})
-    )
+    outcome, notes = apply(project, answer({"file": "src/app.py", "old": "a - b", "new": "a + b"}))
     assert outcome.ok, outcome.error
     assert (project / "src/app.py").read_text() == "def add(a, b):\n    return a + b\n"
     assert outcome.files == ("src/app.py",)
@@ -415,8 +423,11 @@ def test_snapshot_artifacts_are_all_named_for_gc(project: Path) -> None:
         ("true", {"pyproject.toml": "[tool.ruff]\n"}, "ruff check ."),
         ("true", {"pyproject.toml": "[tool.mypy]\nstrict = true\n"}, "mypy ."),
         ("true", {"Cargo.toml": "[package]\n"}, "cargo clippy -- -D warnings && cargo build"),
-        ("true", {"go.mod": "module x\n", ".golangci.yml": ""},
-         "go vet ./... && golangci-lint run && go build ./..."),
+        (
+            "true",
+            {"go.mod": "module x\n", ".golangci.yml": ""},
+            "go vet ./... && golangci-lint run && go build ./...",
+        ),
         ("true", {"Gemfile": "gem 'rails'\ngem 'rspec'\n"}, "bundle exec rspec --dry-run"),
         ("true", {}, None),
     ],
@@ -499,11 +510,6 @@ def test_lok_run_failed_verify_fails_the_run_and_leaves_the_tree_as_it_was(proje
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waits for the engine to link each edit step's snapshot manifest into the run "
-    "folder (edits.snapshot_filename); see the edits report",
-)
 def test_lok_runs_revert_restores_what_the_step_replaced(project: Path) -> None:
     edit_project(project, "", 0)
     original = (project / "src/app.py").read_bytes()
@@ -517,22 +523,13 @@ def test_lok_runs_revert_restores_what_the_step_replaced(project: Path) -> None:
     assert (project / "src/app.py").read_bytes() == original
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: `verify` reaches the worker unrendered (SPEC §6 says templates render it)",
-)
 def test_verify_is_rendered_as_a_template(project: Path) -> None:
-    edit_project(project, 'verify = "grep -q \'{{ workflow.name }}\' marker.txt"', 0)
+    edit_project(project, "verify = \"grep -q '{{ workflow.name }}' marker.txt\"", 0)
     (project / "marker.txt").write_text("fixit\n")
     doc = run_json(project, "fixit")
     assert doc["exit_code"] == 0, doc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a multi-backend step applies every backend's edits to the same tree "
-    "(each backend unit gets the edit settings); they should be applied once",
-)
 def test_multi_backend_edit_step_edits_the_tree_once(project: Path) -> None:
     edit_project(project, "", 0)
     other = answer({"file": "src/util.py", "old": "X = 1", "new": "X = 2"})

@@ -443,3 +443,12 @@ def test_a_quorum_step_runs_when_enough_dependencies_succeed(project: Path) -> N
     assert statuses(doc)["merge"] == "failed"
     assert "quorum not reached: 2/3" in doc["steps"][-1]["reason"]
     assert doc["exit_code"] == 1
+
+
+def test_results_expire_only_after_a_configured_ttl(project: Path) -> None:
+    _pipeline(project)
+    run_json(project, "pipe")
+    assert run_json(project, "pipe")["counts"]["ran"] == 0  # built-in TTL does not apply to steps
+    write(project, "lok.toml", "[cache]\nttl_hours = 0.0000001\n")
+    doc = run_json(project, "pipe")
+    assert {s["name"]: s["reason"] for s in doc["steps"]}["upper"] == "expired"

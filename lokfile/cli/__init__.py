@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="lok", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="lok", standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)  # `ctx.exit(n)` returns n when click is not in standalone mode
     except LokError as exc:
         if debug:
             raise
