@@ -68,6 +68,8 @@ def run(
 
     project = ctx.project
     store = Store(project.runs_dir)
+    if options.record and not options.dry_run:
+        _ensure_gitignore(project)
     needs_db = options.record or project.db_path.exists()
     db = RunDB.open(project.db_path) if needs_db else None
     try:
@@ -80,6 +82,16 @@ def run(
     finally:
         if db is not None:
             db.close()
+
+
+def _ensure_gitignore(project: Project) -> None:
+    """A first run creates `.lok/.gitignore`, so history never lands in git by accident."""
+    path = project.lok_dir / ".gitignore"
+    if not path.exists():
+        from lokfile.cli.init_files import GITIGNORE
+
+        project.lok_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(GITIGNORE)
 
 
 def _pool(slots: int) -> Any:

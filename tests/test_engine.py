@@ -452,3 +452,11 @@ def test_results_expire_only_after_a_configured_ttl(project: Path) -> None:
     write(project, "lok.toml", "[cache]\nttl_hours = 0.0000001\n")
     doc = run_json(project, "pipe")
     assert {s["name"]: s["reason"] for s in doc["steps"]}["upper"] == "expired"
+
+
+def test_a_first_run_keeps_history_out_of_git(tmp_path: Path) -> None:
+    write(tmp_path, "wf.toml", 'name = "w"\n[[steps]]\nname = "a"\nshell = "echo hi"\n')
+    proc = lok(tmp_path, "run", "wf.toml")
+    assert proc.returncode == 0, proc.stderr
+    ignore = (tmp_path / ".lok" / ".gitignore").read_text().split()
+    assert "runs/" in ignore and "lok.db" in ignore
