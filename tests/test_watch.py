@@ -40,7 +40,7 @@ name = "slow"
 
 [[steps]]
 name = "slow"
-shell = "cat src/a.txt src/b.txt; touch read-them; sleep $(cat delay)"
+shell = "d=$(cat delay); cat src/a.txt src/b.txt; touch read-them; sleep $d"
 sources = ["src/*.txt"]
 """
 

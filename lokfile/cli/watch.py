@@ -52,7 +52,8 @@ class _Loop:
         self.active: Any = None  # the running cycle's coordinator
         self.restarted = False
         self.stopping = False
-        self.cycle = 0
+        self.cycle = 0  # each attempt to run after a change, broken ones included
+        self.changed: list[str] = []  # what started the current cycle
         self.ws: Any = None
 
     # -- called from other threads / signal handlers -------------------------
@@ -83,26 +84,24 @@ class _Loop:
 
     def _cycles(self) -> int:
         loaded = self._load(initial=True)
-        changed: list[str] = []
-        while True:
+        while not self.stopping:
             if loaded is not None:
-                outcome = self._run(*loaded, changed)
-                if outcome is None:
-                    return 130
+                outcome = self._run(*loaded)
+                if self.stopping or (outcome.exit_code == 130 and not self.restarted):
+                    return 130  # Ctrl-C: the run recorded itself as interrupted
                 if outcome.exit_code == 130:
-                    if self.stopping or not self.restarted:
-                        return 130
-                    changed = self._drain(set())
-                    click.echo(f"↻ restarting, changed: {self._show(changed)}", err=True)
+                    self.changed = self._drain(set())
+                    click.echo(f"↻ restarting, changed: {self._show()}", err=True)
                     loaded = self._load()
                     continue
             click.echo(f"Watching {self.ws.describe()} for changes (Ctrl-C to stop)", err=True)
             got = self._wait()
             if got is None:
-                return 130
-            changed = got
-            click.echo(f"↻ changed: {self._show(changed)}", err=True)
+                break
+            self.changed = got
+            click.echo(f"↻ changed: {self._show()}", err=True)
             loaded = self._load()
+        return 130
 
     def _load(self, initial: bool = False) -> tuple[Any, Any] | None:
         """(context, workflow), or None after printing why the workflow does not load."""
@@ -110,6 +109,7 @@ class _Loop:
         from lokfile.errors import LokError, UsageError
         from lokfile.watch import watch_set
 
+        self.cycle += 1
         ctx = wf = None
         try:
             ctx = api.open_project(self.session.directory, self.session.config_file)
@@ -136,7 +136,11 @@ class _Loop:
 
         report_error(exc)
         if self.as_json:
-            doc = {"cycle": self.cycle, "error": {"message": exc.message, "hint": exc.hint}}
+            doc = {
+                "cycle": self.cycle,
+                "changed": [self.ws.show(p) for p in self.changed] if self.ws else [],
+                "error": {"message": exc.message, "hint": exc.hint},
+            }
             sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
             sys.stdout.flush()
 
@@ -166,12 +170,11 @@ class _Loop:
             pass
         return watch_set(project.root, None, None, extra)
 
-    def _run(self, ctx: Any, wf: Any, changed: list[str]) -> Any:
-        """One cycle: run, print its results; None when Ctrl-C came before it started."""
+    def _run(self, ctx: Any, wf: Any) -> Any:
+        """One cycle: run the workflow, print its results; the RunOutcome."""
         from lokfile import api
         from lokfile.cli.run import _reporter, emit_outcome
 
-        self.cycle += 1
         positional, named = api.split_args(wf, self.args)
         options = api.RunOptions(
             args=positional,
@@ -193,7 +196,7 @@ class _Loop:
         if self.as_json:
             doc = api.outcome_json(outcome)
             doc["cycle"] = self.cycle
-            doc["changed"] = [self.ws.show(p) for p in changed]
+            doc["changed"] = [self.ws.show(p) for p in self.changed]
             doc["restarted"] = bool(outcome.exit_code == 130 and self.restarted)
             sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
             sys.stdout.flush()
@@ -218,8 +221,8 @@ class _Loop:
             except queue.Empty:
                 return sorted(paths)
 
-    def _show(self, paths: list[str]) -> str:
-        return ", ".join(self.ws.show(p) for p in paths) if self.ws else ", ".join(paths)
+    def _show(self) -> str:
+        return ", ".join(self.ws.show(p) for p in self.changed)
 
 
 def _cancel(coordinator: Any) -> bool:
