@@ -19,6 +19,7 @@ from lokfile.store import Store
 _REF = re.compile(r"^(?P<base>[^~]*)(?:~(?P<back>\d*))?$")
 GLYPH = {"ran": "✓", "reused": "=", "failed": "✗", "skipped": "-", "interrupted": "!"}
 PREVIEW_LINES = 6
+MAX_ITEM_LINES = 8
 
 
 def open_db(project: Project) -> RunDB:
@@ -227,6 +228,8 @@ def _unit_doc(r: dict[str, Any], store: Store, t0: float) -> dict[str, Any]:
         "ended": ended,
         "offset_s": round(started - t0, 4) if started else None,
         "duration_s": round(r.get("duration") or 0.0, 4),
+        # a step's units may overlap: its wall time is first start to last end
+        "wall_s": round(ended - started, 4) if started and ended else None,
         "digest": r.get("digest"),
         "output": output,
         "output_missing": missing,
@@ -269,7 +272,16 @@ def render_show(doc: dict[str, Any], full: bool = False) -> str:
     rows: list[tuple[str, ...]] = []
     for st in doc["steps"]:
         rows.append(_step_cells(st, ""))
-        rows += [_step_cells({**u, "name": u["unit"]}, "  ") for u in st["units"]]
+        units = st["units"]
+        items = [u for u in units if u["unit"].startswith("item:")]
+        if len(items) > MAX_ITEM_LINES:  # a loop of 500: counts, not 500 lines
+            units = [u for u in units if u not in items]
+            counts: dict[str, int] = {}
+            for u in items:
+                counts[u["status"]] = counts.get(u["status"], 0) + 1
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            rows.append((f"  … {len(items)} items", summary, "", "", ""))
+        rows += [_step_cells({**u, "name": u["unit"]}, "  ") for u in units]
     widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
     for r in rows:
         cells = [c.ljust(w) for c, w in zip(r[:4], widths, strict=True)]
@@ -280,9 +292,15 @@ def render_show(doc: dict[str, Any], full: bool = False) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def took(s: dict[str, Any]) -> float:
+    """The wall time of a step or unit (its duration when no times were recorded)."""
+    wall = s.get("wall_s")
+    return float(wall if wall is not None else s["duration_s"])
+
+
 def _step_cells(s: dict[str, Any], indent: str) -> tuple[str, ...]:
     """(name, status, timing, backend, reason) of one step or unit line."""
-    timing = human(s["duration_s"]) if s["status"] in ("ran", "failed") else ""
+    timing = human(took(s)) if s["status"] in ("ran", "failed") else ""
     if s.get("offset_s") is not None and timing:
         timing = f"+{human(s['offset_s'])} {timing}"
     via = s.get("backend") or ""
@@ -306,11 +324,8 @@ def _outputs(s: dict[str, Any], full: bool) -> list[str]:
         out += _block(s.get("output"), s.get("output_missing"), full=True)
     for u in answers:
         label = u["unit"].removeprefix("backend:")
-        out += [
-            "",
-            f"  [{label}] {u['status']}"
-            + (f", {human(u['duration_s'])}" if u["duration_s"] else ""),
-        ]
+        timing = f", {human(took(u))}" if u["status"] in ("ran", "failed") else ""
+        out += ["", f"  [{label}] {u['status']}{timing}"]
         out += _block(u.get("output"), u.get("output_missing"), full=full)
     return out
 

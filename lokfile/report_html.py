@@ -12,7 +12,7 @@ import html
 import json
 from typing import Any
 
-from lokfile.history import human
+from lokfile.history import human, took
 from lokfile.rundiff import CHANGED, SAME, RunDiff
 
 MAX_OUTPUT_CHARS = 200_000
@@ -50,7 +50,7 @@ def render_report(
     """The whole HTML page for the run `doc` (from history.run_detail)."""
     e = html.escape
     title = f"lok run {doc['id']} — {doc['workflow']}"
-    took = human(doc["duration_s"]) if doc["duration_s"] is not None else "still running"
+    elapsed = human(doc["duration_s"]) if doc["duration_s"] is not None else "still running"
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -60,7 +60,7 @@ def render_report(
         f'<header><h1>{e(doc["workflow"])} <span class="badge s-{e(doc["status"])}"'
         f' id="run-status">{e(doc["status"])}</span></h1>',
         f'<p class="meta">run <code id="run-id">{e(doc["id"])}</code> · started '
-        f"{e(doc['started_local'])} · took {e(took)} · "
+        f"{e(doc['started_local'])} · took {e(elapsed)} · "
         f'<span id="counts">{doc["ran"]} ran, {doc["reused"]} reused, {doc["failed"]} failed, '
         f"{doc['skipped']} skipped</span>"
         + (f" · saved {e(human(doc['saved_s']))} by reuse" if doc["saved_s"] else "")
@@ -140,8 +140,8 @@ def dag_svg(steps: list[dict[str, Any]], edges: dict[str, list[str]]) -> str:
     for s in steps:
         x, y = xy(s["name"])
         color = COLORS.get(s["status"], "#9e9e9e")
-        timing = human(s["duration_s"]) if s["status"] in ("ran", "failed") else s["status"]
-        label = s["name"] if len(s["name"]) <= 22 else s["name"][:21] + "…"
+        timing = human(took(s)) if s["status"] in ("ran", "failed") else s["status"]
+        label = _short(s["name"], 22)
         out.append(
             f'<a href="#step-{e(s["name"])}"><g class="node" data-step="{e(s["name"])}"'
             f' data-status="{e(s["status"])}">'
@@ -193,7 +193,7 @@ def timeline_svg(steps: list[dict[str, Any]], wall: float | None) -> str:
         out.append(
             f'<g class="{kind}" data-step="{e(r["name"])}" data-status="{e(r["status"])}">'
             f'<text x="{TL_LABEL - 8}" y="{y + 14}" class="label{" sub" if is_unit else ""}">'
-            f"{e(label)}</text>"
+            f"{e(_short(label, 24))}<title>{e(label)}</title></text>"
         )
         start, length = _span(r)
         if start >= 0 and r["status"] in ("ran", "failed", "interrupted"):
@@ -216,6 +216,10 @@ def timeline_svg(steps: list[dict[str, Any]], wall: float | None) -> str:
     return "\n".join(out)
 
 
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _span(r: dict[str, Any]) -> tuple[float, float]:
     """(offset from the run's start, wall time) of a step or unit; offset -1 when it did not run."""
     if r.get("offset_s") is None:
@@ -235,7 +239,7 @@ def _step_html(s: dict[str, Any]) -> str:
         via += f" ({s['model']})"
     meta = [e(s["status"])]
     if s["status"] in ("ran", "failed"):
-        meta.append(e(human(s["duration_s"])))
+        meta.append(e(human(took(s))))
     if via:
         meta.append(e(via))
     if s.get("reason"):
@@ -254,7 +258,7 @@ def _step_html(s: dict[str, Any]) -> str:
         out.append('<div class="answers">')
         for u in answers:
             label = u["unit"].removeprefix("backend:")
-            extra = f" · {human(u['duration_s'])}" if u["status"] in ("ran", "failed") else ""
+            extra = f" · {human(took(u))}" if u["status"] in ("ran", "failed") else ""
             out.append(
                 f'<div class="answer" data-unit="{e(u["unit"])}" data-status="{e(u["status"])}">'
                 f'<h4>{e(label)} <span class="smeta">{e(u["status"])}{e(extra)}</span></h4>'

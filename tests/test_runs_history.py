@@ -223,3 +223,29 @@ def test_show_marks_a_failed_step_with_its_error(project: Path) -> None:
     assert "exit 3" in doc["steps"][0]["error"]
     text = runs(project, "show").stdout
     assert "✗ boom" in text and "Shell command failed (exit 3)" in text
+
+
+def test_a_long_loop_is_summarised_not_listed_item_by_item(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/loop.toml",
+        """
+        name = "loop"
+        [[steps]]
+        name = "list"
+        shell = "echo '[0,1,2,3,4,5,6,7,8,9,10,11]'"
+        output_format = "json"
+        [[steps]]
+        name = "each"
+        for_each = "{{ steps.list.output }}"
+        shell = "echo item {{ item }}"
+        depends_on = ["list"]
+        """,
+    )
+    run_wf(project, "loop")
+    lines = runs(project, "show").stdout.splitlines()
+    summary = next(ln for ln in lines if "items" in ln)
+    assert summary.split() == ["…", "12", "items", "12", "ran"]
+    assert not any("item:3" in ln for ln in lines)
+    doc = as_json(runs(project, "show", "--step", "each", "--json"))
+    assert len(doc["steps"][0]["units"]) == 12
