@@ -40,6 +40,7 @@ from lokfile.template_scope import (
     contains,
     equals,
     lookup,
+    one_line,
 )
 
 _TOKEN = re.compile(
@@ -271,5 +272,6 @@ def items_from_value(value: Any) -> list[Any]:
     if hasattr(value, "__iter__") and not hasattr(value, "lok_get"):
         return list(value)
     raise TemplateError(
-        f"for_each: the value is not an array: {value!r}", "write an expression that gives a list"
+        f"for_each: the value is not an array: {one_line(repr(value))}",
+        "write an expression that gives a list",
     )

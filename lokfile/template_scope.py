@@ -84,6 +84,12 @@ class Missing:
         return TemplateError(self.message, self.hint)
 
 
+def one_line(text: str, limit: int = 120) -> str:
+    """`text` fit for a one-line message: newlines shown as ⏎, cut to `limit` characters."""
+    text = text.replace("\r\n", "\n").replace("\n", "⏎")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _close(word: str, choices: Sequence[str]) -> str:
     import difflib
 

@@ -35,6 +35,7 @@ from lokfile.template_scope import (
     contains,
     equals,
     lookup,
+    one_line,
     scope,
     to_json,
     to_text,
@@ -288,9 +289,9 @@ def _guard(call: Callable[[], Any]) -> Any:
     except TemplateError:
         raise
     except jinja2.TemplateError as exc:
-        raise TemplateError(f"template error: {exc.message or exc}") from None
+        raise TemplateError(f"template error: {one_line(exc.message or str(exc))}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        raise TemplateError(f"template error: {exc}") from None
+        raise TemplateError(f"template error: {one_line(str(exc))}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -390,7 +391,8 @@ def _expression(text: str, condition: bool) -> _Compiled:
             hint = (
                 "use 'steps.X.output', 'steps.X.FIELD', an inline JSON array, or a Jinja expression"
             )
-        raise TemplateError(f"{what}: invalid format '{text}': {exc.message}", hint) from None
+        message = f"invalid format '{one_line(text)}': {one_line(exc.message or '')}"
+        raise TemplateError(f"{what}: {message}", hint) from None
     compiled = _Compiled(None, source)
     compiled.template = template
     _analyse(compiled, ast)
@@ -411,7 +413,7 @@ def _jinja_compile(compiled: _Compiled) -> None:
         compiled.template = env.from_string(ast)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
-            f"template does not compile: {exc.message} (line {exc.lineno})",
+            f"template does not compile: {one_line(exc.message or '')} (line {exc.lineno})",
             "check the {{ … }} and {% … %} syntax; {% raw %}…{% endraw %} keeps text literal",
         ) from None
     _analyse(compiled, ast)

@@ -96,6 +96,7 @@ def test_jinja_expressions_work_as_conditions(condition: str, result: bool) -> N
         ("steps.nope.success", "no step 'nope'"),
         ("typo_name == 'x'", "undefined name 'typo_name'"),
         ("steps.review.nofield == 'x'", "no JSON field 'nofield'"),
+        ("steps.check.success and\n(", "invalid format 'steps.check.success and⏎('"),
     ],
 )
 def test_a_condition_that_does_not_parse_or_names_nothing_is_an_error_not_true(
@@ -104,6 +105,7 @@ def test_a_condition_that_does_not_parse_or_names_nothing_is_an_error_not_true(
     with pytest.raises(TemplateError) as err:
         eval_condition(condition, CTX)
     assert message in err.value.message
+    assert "\n" not in err.value.message
 
 
 def test_a_misspelt_step_in_a_condition_suggests_the_close_name() -> None:
