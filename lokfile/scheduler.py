@@ -260,6 +260,13 @@ class Coordinator:
                 )
                 self._finish_step_now(s, Status.SKIPPED, why, ready=None)
 
+    def cancel(self) -> bool:
+        """Stop this run as one Ctrl-C would (safe from another thread); False if already stopping."""
+        if self.interrupted:
+            return False
+        self.interrupted = 1
+        return True
+
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.interrupted += 1
         if self.interrupted >= 2:

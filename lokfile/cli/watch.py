@@ -227,10 +227,7 @@ class _Loop:
 
 def _cancel(coordinator: Any) -> bool:
     """Stop a running cycle as one Ctrl-C would; False when it was already stopping."""
-    if coordinator is None or coordinator.interrupted:
-        return False
-    coordinator.interrupted = 1
-    return True
+    return coordinator is not None and bool(coordinator.cancel())
 
 
 def watch_loop(
