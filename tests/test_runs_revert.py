@@ -83,3 +83,41 @@ def test_a_step_that_edited_nothing_has_nothing_to_restore(project: Path) -> Non
     result = revert(project, "--step", "fix")
     assert result.exit_code == 0
     assert "changed no files; nothing to restore" in result.stdout
+
+
+def test_an_edit_made_by_a_real_run_is_reverted_even_after_gc(tmp_path: Path) -> None:
+    (tmp_path / ".lok").mkdir()
+    write(
+        tmp_path,
+        "lok.toml",
+        """
+        [backends.editor]
+        type = "test"
+        reply = '{"edits": [{"file": "code.py", "old": "return 1", "new": "return 2"}]}'
+        """,
+    )
+    write(
+        tmp_path,
+        ".lok/workflows/edit.toml",
+        """
+        name = "edit"
+        [[steps]]
+        name = "fix"
+        backend = "editor"
+        prompt = "make f return 2"
+        apply_edits = true
+        """,
+    )
+    write(tmp_path, "code.py", "def f():\n    return 1\n")
+    doc = run_json(tmp_path, "edit")
+    assert doc["status"] == "succeeded", doc
+    assert (tmp_path / "code.py").read_text() == "def f():\n    return 2\n"
+    store = Store(tmp_path / ".lok" / "runs")
+    for _digest, path in store.iter_objects():  # old enough that only reachability keeps them
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    gc = CliRunner().invoke(cli, ["-C", str(tmp_path), "gc", "--keep", "1"])
+    assert gc.exit_code == 0, gc.output
+    result = revert(tmp_path, doc["run_id"][:12], "--step", "fix")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout == "restored code.py\n"
+    assert (tmp_path / "code.py").read_text() == "def f():\n    return 1\n"

@@ -76,7 +76,7 @@ def list_runs(
         click.echo(render_list(summaries), nl=False)
 
 
-@runs.command("show")
+@runs.command("show", short_help="One run: steps, reasons, timings, backends, outputs.")
 @click.argument("run", required=False)
 @click.option("-s", "--step", help="Only this step, with its whole output.")
 @click.option("-w", "--workflow", help="Resolve RUN among this workflow's runs.")
@@ -199,7 +199,7 @@ def diff(
         sys.exit(1)
 
 
-@runs.command("verify")
+@runs.command("verify", short_help="Re-hash the store; report corrupt or missing artifacts.")
 @click.option(
     "--repair",
     is_flag=True,
@@ -231,7 +231,7 @@ def verify(session: Session, repair: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
-@runs.command("revert")
+@runs.command("revert", short_help="Undo the file edits a step made in a run.")
 @click.argument("run", required=False)
 @click.option("-s", "--step", required=True, help="The step whose edits to undo.")
 @click.option("--force", is_flag=True, help="Restore files even if they changed since the edit.")
