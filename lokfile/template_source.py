@@ -221,6 +221,8 @@ def quick_split(text: str) -> tuple[list[str], list[tuple[Path, bool]]] | None:
 @functools.lru_cache(maxsize=8192)
 def _dotted(dotted: str) -> Path | None:
     names = dotted.split(".")
+    if len(names) == 3 and names[0] == "steps" and names[2] == "output":
+        return ("steps", names[1], "output")  # the common case, without the general loop
     if names[0] not in TOP_NAMES:
         return None
     path: list[str | int] = list(names[:2] if names[0] == "steps" else names[:1])

@@ -228,6 +228,15 @@ def _jinja_source(segs: Sequence[Segment], shell: bool) -> str:
 # ---------------------------------------------------------------------------
 
 
+def _quote(text: str, place: Place) -> str:
+    """shellquote.quote, imported on first use (then this name points straight at it)."""
+    global _quote
+    from lokfile.shellquote import quote
+
+    _quote = quote
+    return quote(text, place)
+
+
 def _resolve(path: Path, names: dict[str, Any]) -> Any:
     head = str(path[0])
     if head not in names:
@@ -241,8 +250,7 @@ def _resolve(path: Path, names: dict[str, Any]) -> Any:
 
 
 def _render_fast(parts: Sequence[str | _Marker], ctx: Context) -> str:
-    from lokfile.shellquote import quote
-
+    quote = _quote
     names: dict[str, Any] | None = None
     out: list[str] = []
     for part in parts:
