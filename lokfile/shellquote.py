@@ -1,8 +1,8 @@
 """Where a template value lands in a shell command, and how to quote it there.
 
-`places()` lexes the literal text of a shell template (the pieces between its
-`{{ … }}` markers) with a small POSIX-shell state machine, and says for each
-marker which quoting context surrounds it. `quote()` then turns a value into
+`places()` reads the literal text of a shell template (the pieces between its
+`{{ … }}` markers) with a small POSIX-shell state machine (`shell_lexer`), and
+says for each marker which quoting context surrounds it. `quote()` then turns a value into
 text that the shell reads back as exactly that value, and never as code:
 
     bare                 echo {{x}}            a single-quoted word ('' when empty)
@@ -25,14 +25,16 @@ Refused at compile time, with a TemplateError: a value inside `${…}` or
 delimiter, and inside nested backticks. Known limits of the lexer: `case`
 patterns with a bare `)` inside `$(…)`, and `{% if %}` branches whose quotes do
 not balance, can mislead it; each branch should be balanced on its own.
+
+A shell bug lok cannot quote around: dash 0.5.12 (Debian's /bin/sh) drops a
+byte from a here-document line that starts like the delimiter and goes on with
+a non-ASCII character (`EOF` then `EOé…`), quoted delimiter or not.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-
-from lokfile.errors import TemplateError
 
 BARE, SQ, DQ, ANSI, COMMENT, HEREDOC = "bare", "sq", "dq", "ansi", "comment", "heredoc"
 
@@ -74,6 +76,7 @@ class Place:
 
 
 BARE_PLACE = Place(BARE)
+_PLAIN_PLACES = {BARE: BARE_PLACE, SQ: Place(SQ), DQ: Place(DQ)}
 
 _DQ_SPECIAL = re.compile(r'[\\"$`]')
 _EXPANDING = re.compile(r"[\\$`]")
@@ -132,57 +135,14 @@ def _could_be_delimiter(
     return line in delimiter or norm(line) in delimiter
 
 
-# ---------------------------------------------------------------------------
-# The lexer
-# ---------------------------------------------------------------------------
-
-_CMD, _BT, _SQ, _DQ, _ANSI, _COMMENT, _BRACE, _ARITH, _HD = (
-    "cmd", "bt", "sq", "dq", "ansi", "comment", "brace", "arith", "heredoc"
-)  # fmt: skip
-_CMD_SPECIAL = re.compile(r"[\\'\"`$#<()\n]")
-_BRACE_SPECIAL = re.compile(r"[\\'\"`${}]")
-_ARITH_SPECIAL = re.compile(r"[\\$`()]")
-_HD_SPECIAL = re.compile(r"[\\$`\n]")
-_WORD_BREAK = " \t\n;&|()<>"
-_EXPANDING_FRAMES = (_CMD, _BT, _DQ)
-_FRAME_PLACES = {_CMD: BARE, _BT: BARE, _SQ: SQ, _DQ: DQ, _ANSI: ANSI, _COMMENT: COMMENT}
-_SHARED_PLACES = {
-    (frame, bt): Place(place, bt) for frame, place in _FRAME_PLACES.items() for bt in (False, True)
-}
-
-
-class _Frame:
-    """One level of the lexer's stack."""
-
-    def __init__(
-        self,
-        kind: str,
-        in_dq: bool = False,  # a ${…} inside "…"
-        delimiter: str = "",
-        expand: bool = False,
-        strip_tabs: bool = False,
-    ) -> None:
-        self.kind = kind
-        self.nested = False  # a `…` opened by \` inside another `…`
-        self.depth = 0  # unmatched ( or { inside this frame
-        self.in_dq = in_dq
-        # here-document state
-        self.delimiter = delimiter
-        self.expand = expand
-        self.strip_tabs = strip_tabs
-        self.line = ""  # literal text of the current body line so far
-        self.clean = True  # the line holds only literal text so far
-        self.open_marker: int | None = None  # marker on this line still waiting for its suffix
-        self.after = ""  # literal text since that marker
-        self.pending: list[tuple[str, bool, bool]] = []
-
-
 def places(pieces: Sequence[str]) -> list[Place]:
     """The place of each marker between consecutive literal `pieces` (len(pieces) - 1
     markers). Raises TemplateError for a marker lok will not quote."""
     if _NOT_JUST_QUOTES.search("".join(pieces)) is None:
         return _quotes_only(pieces)
-    return _Lexer().run(pieces)
+    from lokfile.shell_lexer import lex
+
+    return lex(pieces)
 
 
 _NOT_JUST_QUOTES = re.compile(r"[\\`$#<()\n]")
@@ -192,395 +152,14 @@ _QUOTE = re.compile("['\"]")
 def _quotes_only(pieces: Sequence[str]) -> list[Place]:
     """places() for text whose only special characters are quotes (most commands):
     the same answer as the lexer, in one pass."""
-    state = _CMD
+    state = BARE
     out: list[Place] = []
     for piece in pieces[:-1]:
         for m in _QUOTE.finditer(piece):
             quote_char = m.group()
-            if state == _CMD:
-                state = _SQ if quote_char == "'" else _DQ
-            elif (state == _SQ) == (quote_char == "'"):
-                state = _CMD
-        out.append(_SHARED_PLACES[state, False])
+            if state == BARE:
+                state = SQ if quote_char == "'" else DQ
+            elif (state == SQ) == (quote_char == "'"):
+                state = BARE
+        out.append(_PLAIN_PLACES[state])
     return out
-
-
-class _Lexer:
-    def __init__(self) -> None:
-        self.stack: list[_Frame] = [_Frame(_CMD)]
-        self.pending: list[tuple[str, bool, bool]] = []  # here-documents awaiting a newline
-        self.prev = ""  # last unescaped character read, "" at the start of a frame
-        self.escaped = False  # a backslash ended the previous piece
-        self.out: list[Place] = []
-        self.suffixes: dict[int, str | None] = {}
-        self.last = False
-        self.backticks = 0  # `…` frames on the stack
-
-    def run(self, pieces: Sequence[str]) -> list[Place]:
-        for i, piece in enumerate(pieces):
-            self.last = i == len(pieces) - 1
-            self.feed(piece)
-            if not self.last:
-                self.mark()
-        for frame in self.stack:
-            if frame.kind == _HD and frame.open_marker is not None:
-                self.suffixes[frame.open_marker] = frame.after
-        return [
-            Place(
-                p.kind, p.backtick, p.delimiter, p.expand, p.strip_tabs, p.prefix, self.suffixes[i]
-            )
-            if i in self.suffixes
-            else p
-            for i, p in enumerate(self.out)
-        ]
-
-    # -- markers ------------------------------------------------------------
-
-    def mark(self) -> None:
-        top = self.stack[-1]
-        kind = top.kind
-        if self.escaped and (kind != _HD or top.expand) and kind not in (_SQ, _COMMENT):
-            raise _refuse("a template value right after a backslash", "remove the backslash")
-        if self.prev == "$" and (kind in _EXPANDING_FRAMES or (kind == _HD and top.expand)):
-            raise _refuse(
-                "a template value right after '$'",
-                "write \\$ for a literal dollar sign, or put the value in a variable first",
-            )
-        if kind in (_BRACE, _ARITH):
-            raise _refuse(
-                "a template value inside ${…} or $((…))",
-                "put the value in a variable first: v={{ … }}; then use ${v}",
-            )
-        if self.backticks > 1:
-            raise _refuse("a template value inside nested backticks", "use $(…) instead")
-        bt = self.backticks == 1
-        if kind == _HD:
-            prefix = top.line if top.clean else None
-            place = Place(HEREDOC, bt, top.delimiter, top.expand, top.strip_tabs, prefix)
-            if top.open_marker is not None:
-                self.suffixes[top.open_marker] = None
-            top.open_marker = len(self.out)
-            top.after = ""
-            top.clean = False
-        else:
-            place = _SHARED_PLACES[kind, bt]
-        self.out.append(place)
-        self.prev = "a"
-        self.escaped = False
-
-    # -- literal text -------------------------------------------------------
-
-    def feed(self, text: str) -> None:
-        pos, n = 0, len(text)
-        if self.escaped and n:
-            pos, self.escaped, self.prev = 1, False, "a"
-        while pos < n:
-            kind = self.stack[-1].kind
-            if kind in (_CMD, _BT):
-                pos = self._cmd(text, pos)
-            elif kind == _SQ:
-                pos = self._until(text, pos, "'")
-            elif kind == _DQ:
-                pos = self._dq(text, pos)
-            elif kind == _ANSI:
-                pos = self._ansi(text, pos)
-            elif kind == _COMMENT:
-                end = text.find("\n", pos)
-                if end < 0:
-                    return
-                self.stack.pop()
-                pos = end
-            elif kind == _HD:
-                pos = self._heredoc(text, pos)
-            elif kind == _BRACE:
-                pos = self._brace(text, pos)
-            else:
-                pos = self._arith(text, pos)
-
-    def _push(self, frame: _Frame) -> None:
-        top = self.stack[-1]
-        if top.kind == _HD:
-            # text inside the nested frame is not literal text of the line
-            top.clean = False
-            if top.open_marker is not None:
-                self.suffixes[top.open_marker] = None
-                top.open_marker = None
-        self.stack.append(frame)
-        self.prev = ""
-        if frame.kind == _BT:
-            self.backticks += 1
-
-    def _pop(self) -> None:
-        if self.stack.pop().kind == _BT:
-            self.backticks -= 1
-        self.prev = "a"
-
-    def _skip_escape(self, text: str, at: int) -> int:
-        """`text[at]` is a backslash: skip it and the character it escapes."""
-        if at + 1 >= len(text):
-            self.escaped = True
-            return at + 1
-        self.prev = "a"
-        return at + 2
-
-    def _until(self, text: str, pos: int, closer: str) -> int:
-        end = text.find(closer, pos)
-        if end < 0:
-            return len(text)
-        self._pop()
-        return end + 1
-
-    def _dollar(self, text: str, at: int, in_dq: bool) -> int:
-        """`text[at]` is `$`: push what it opens, if anything."""
-        nxt = text[at + 1 : at + 3]
-        if nxt.startswith("(("):
-            self._push(_Frame(_ARITH))
-            return at + 3
-        if nxt.startswith("("):
-            self._push(_Frame(_CMD))
-            return at + 2
-        if nxt.startswith("{"):
-            self._push(_Frame(_BRACE, in_dq=in_dq))
-            return at + 2
-        if nxt.startswith("'") and not in_dq:
-            self._push(_Frame(_ANSI))
-            return at + 2
-        self.prev = "$"
-        return at + 1
-
-    def _cmd(self, text: str, pos: int) -> int:
-        m = _CMD_SPECIAL.search(text, pos)
-        if m is None:
-            self.prev = text[-1]
-            return len(text)
-        at = m.start()
-        if at > pos:
-            self.prev = text[at - 1]
-        c = text[at]
-        top = self.stack[-1]
-        if c == "\\":
-            if self.backticks and text.startswith("`", at + 1):
-                # \` inside `…` opens or closes a nested command substitution
-                if top.kind == _BT and top.nested:
-                    self._pop()
-                else:
-                    frame = _Frame(_BT)
-                    frame.nested = True
-                    self._push(frame)
-                return at + 2
-            return self._skip_escape(text, at)
-        if c == "'":
-            self._push(_Frame(_SQ))
-        elif c == '"':
-            self._push(_Frame(_DQ))
-        elif c == "`":
-            if top.kind == _BT:
-                self._pop()
-            else:
-                self._push(_Frame(_BT))
-        elif c == "$":
-            return self._dollar(text, at, in_dq=False)
-        elif c == "#":
-            if self.prev == "" or self.prev in _WORD_BREAK:
-                self._push(_Frame(_COMMENT))
-            else:
-                self.prev = c
-        elif c == "<":
-            return self._redirect(text, at)
-        elif c == "(":
-            top.depth += 1
-            self.prev = c
-        elif c == ")":
-            if top.depth > 0:
-                top.depth -= 1
-                self.prev = c
-            elif len(self.stack) > 1 and top.kind == _CMD:
-                self._pop()
-        else:  # newline
-            self.prev = c
-            if self.pending:
-                self._start_heredoc(self.pending.pop(0), self.pending)
-                self.pending = []
-        return at + 1
-
-    def _redirect(self, text: str, at: int) -> int:
-        if text.startswith("<<<", at) or not text.startswith("<<", at):
-            self.prev = "<"
-            return at + (3 if text.startswith("<<<", at) else 1)
-        i = at + 2
-        strip_tabs = text.startswith("-", i)
-        i += strip_tabs
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        word: list[str] = []
-        quoted = False
-        while i < len(text) and text[i] not in _WORD_BREAK:
-            c = text[i]
-            if c in "'\"":
-                end = text.find(c, i + 1)
-                if end < 0:
-                    break
-                word.append(text[i + 1 : end])
-                quoted, i = True, end + 1
-            elif c == "\\" and i + 1 < len(text):
-                word.append(text[i + 1])
-                quoted, i = True, i + 2
-            else:
-                word.append(c)
-                i += 1
-        if i >= len(text) and not self.last:
-            raise _refuse(
-                "a template value in a here-document delimiter",
-                "write the delimiter literally, e.g. <<'EOF'",
-            )
-        if word:
-            self.pending.append(("".join(word), not quoted, strip_tabs))
-        self.prev = "a"
-        return i
-
-    def _start_heredoc(
-        self, doc: tuple[str, bool, bool], rest: list[tuple[str, bool, bool]]
-    ) -> None:
-        delimiter, expand, strip_tabs = doc
-        frame = _Frame(_HD, delimiter=delimiter, expand=expand, strip_tabs=strip_tabs)
-        frame.pending = list(rest)
-        self.stack.append(frame)
-        self.prev = ""
-
-    def _heredoc(self, text: str, pos: int) -> int:
-        top = self.stack[-1]
-        n = len(text)
-        while pos < n:
-            if top.expand:
-                m = _HD_SPECIAL.search(text, pos)
-                at = n if m is None else m.start()
-            else:
-                found = text.find("\n", pos)
-                at = n if found < 0 else found
-            segment = text[pos:at]
-            top.line += segment
-            top.after += segment
-            if segment:
-                self.prev = segment[-1]
-            if at >= n:
-                return n
-            c = text[at]
-            if c == "\n":
-                self._end_line(top)
-                if self.stack[-1] is not top:
-                    return at + 1
-                pos = at + 1
-            elif c == "\\":
-                top.clean = False
-                if at + 1 < n:
-                    top.line += text[at : at + 2]
-                    top.after += text[at : at + 2]
-                pos = self._skip_escape(text, at)
-            elif c == "`":
-                self._push(_Frame(_BT))
-                return at + 1
-            else:  # $
-                before = len(self.stack)
-                nxt = self._dollar(text, at, in_dq=True)
-                if len(self.stack) != before:
-                    return nxt
-                top.line += "$"
-                top.after += "$"
-                pos = nxt
-        return pos
-
-    def _end_line(self, top: _Frame) -> None:
-        if top.open_marker is not None:
-            self.suffixes[top.open_marker] = top.after
-            top.open_marker = None
-        line = top.line.lstrip("\t") if top.strip_tabs else top.line
-        done = top.clean and line == top.delimiter
-        top.line, top.after, top.clean = "", "", True
-        self.prev = ""
-        if done:
-            self.stack.pop()
-            if top.pending:
-                self._start_heredoc(top.pending[0], top.pending[1:])
-
-    def _dq(self, text: str, pos: int) -> int:
-        m = _DQ_SPECIAL.search(text, pos)
-        if m is None:
-            self.prev = text[-1]
-            return len(text)
-        at = m.start()
-        if at > pos:
-            self.prev = text[at - 1]
-        c = text[at]
-        if c == "\\":
-            return self._skip_escape(text, at)
-        if c == '"':
-            self._pop()
-        elif c == "`":
-            self._push(_Frame(_BT))
-        else:
-            return self._dollar(text, at, in_dq=True)
-        return at + 1
-
-    def _ansi(self, text: str, pos: int) -> int:
-        while pos < len(text):
-            c = text[pos]
-            if c == "\\":
-                pos = self._skip_escape(text, pos)
-            elif c == "'":
-                self._pop()
-                return pos + 1
-            else:
-                pos += 1
-        return pos
-
-    def _brace(self, text: str, pos: int) -> int:
-        m = _BRACE_SPECIAL.search(text, pos)
-        if m is None:
-            return len(text)
-        at = m.start()
-        c = text[at]
-        top = self.stack[-1]
-        if c == "\\":
-            return self._skip_escape(text, at)
-        if c == "'" and not top.in_dq:
-            self._push(_Frame(_SQ))
-        elif c == '"':
-            self._push(_Frame(_DQ))
-        elif c == "`":
-            self._push(_Frame(_BT))
-        elif c == "$":
-            return self._dollar(text, at, in_dq=top.in_dq)
-        elif c == "{":
-            top.depth += 1
-        elif c == "}":
-            if top.depth:
-                top.depth -= 1
-            else:
-                self._pop()
-        return at + 1
-
-    def _arith(self, text: str, pos: int) -> int:
-        m = _ARITH_SPECIAL.search(text, pos)
-        if m is None:
-            return len(text)
-        at = m.start()
-        c = text[at]
-        top = self.stack[-1]
-        if c == "\\":
-            return self._skip_escape(text, at)
-        if c == "$":
-            return self._dollar(text, at, in_dq=False)
-        if c == "`":
-            self._push(_Frame(_BT))
-        elif c == "(":
-            top.depth += 1
-        elif top.depth:
-            top.depth -= 1
-        else:
-            self._pop()
-            return at + (2 if text.startswith("))", at) else 1)
-        return at + 1
-
-
-def _refuse(what: str, hint: str) -> TemplateError:
-    return TemplateError(f"lok cannot quote {what} safely", hint)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lokfile import shellquote
+from lokfile import shell_lexer, shellquote
 from lokfile.errors import TemplateError
 from lokfile.shellquote import BARE, COMMENT, DQ, HEREDOC, SQ, places
 from lokfile.templates import Context, StepView, render_shell
@@ -351,4 +351,4 @@ def test_here_document_places_carry_delimiter_quoting_and_line_neighbours() -> N
 def test_the_quick_scan_for_quote_only_commands_agrees_with_the_full_lexer(
     pieces: list[str],
 ) -> None:
-    assert shellquote._quotes_only(pieces) == shellquote._Lexer().run(pieces)
+    assert shellquote._quotes_only(pieces) == shell_lexer.lex(pieces)
