@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lokfile import verify
-from lokfile.errors import LokError, UsageError
+from lokfile.errors import LokError, StoreError, UsageError
 from lokfile.hashing import digest_bytes
 from lokfile.store import Store
 
@@ -497,7 +497,17 @@ def revert(
     folder = store.run_dir(run_id)
     units = dict.fromkeys(str(r.get("unit") or "") for r in reversed(rows))
     links = [folder / snapshot_filename(step, u) for u in units]
-    manifests = [load_manifest(store, _link_digest(store, p)) for p in links if p.is_symlink()]
+    try:
+        manifests = [load_manifest(store, _link_digest(store, p)) for p in links if p.is_symlink()]
+        for manifest in manifests:  # every original must still be stored before anything changes
+            for before in manifest["files"].values():
+                if isinstance(before, str) and not store.has(before):
+                    raise FileNotFoundError(before)
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"run {run_id}, step '{step}': a snapshot of the edited files is missing from the store",
+            "`lok runs verify` lists missing artifacts; they may have been collected by `lok gc`",
+        ) from exc
     real_root = project.root.resolve()
     todo: list[dict[str, Any]] = []
     for manifest in manifests:

@@ -121,3 +121,16 @@ def test_an_edit_made_by_a_real_run_is_reverted_even_after_gc(tmp_path: Path) ->
     assert result.exit_code == 0, (result.output, result.exception)
     assert result.stdout == "restored code.py\n"
     assert (tmp_path / "code.py").read_text() == "def f():\n    return 1\n"
+
+
+def test_revert_with_a_collected_snapshot_is_a_clear_error(project: Path) -> None:
+    plant_edit(project, "code.py", "the original text\n", "edited\n")
+    store = Store(project / ".lok" / "runs")
+    lost = store.path(digest_text("the original text\n"))
+    lost.chmod(0o644)
+    lost.unlink()
+    proc = lok(project, "runs", "revert", "--step", "fix")
+    assert proc.returncode == 1
+    assert "snapshot of the edited files is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (project / "code.py").read_text() == "edited\n"
