@@ -299,7 +299,10 @@ def _guard(call: Callable[[], Any]) -> Any:
     except jinja2.TemplateError as exc:
         raise TemplateError(f"template error: {one_line(exc.message or str(exc))}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        raise TemplateError(f"template error: {one_line(str(exc))}") from None
+        raise TemplateError(
+            f"template error: {one_line(str(exc))}",
+            "check the types in the expression: | int, | string and | json convert values",
+        ) from None
 
 
 # ---------------------------------------------------------------------------

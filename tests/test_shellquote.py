@@ -267,9 +267,14 @@ def test_a_value_in_a_comment_cannot_end_the_comment(tmp_path: Path) -> None:
     assert not (tmp_path / "MARKER").exists()
 
 
-def test_raw_filter_inserts_generated_code_verbatim_and_runs_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "template", ["{{ steps.cmds.output | raw }}", "{{ steps.cmds.output | trim | raw }}"]
+)
+def test_raw_filter_inserts_generated_code_verbatim_and_runs_it(
+    tmp_path: Path, template: str
+) -> None:
     ctx = Context(steps={"cmds": StepView("touch MARKER && echo made", True)})
-    rendered = render_shell("{{ steps.cmds.output | raw }}", ctx)
+    rendered = render_shell(template, ctx)
     assert rendered == "touch MARKER && echo made"
     assert run("sh", rendered, tmp_path) == b"made\n"
     assert (tmp_path / "MARKER").exists()

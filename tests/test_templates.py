@@ -128,6 +128,19 @@ def test_full_jinja_loops_filters_and_literal_braces_work() -> None:
     )
 
 
+def test_hyphenated_step_names_work_inside_jinja_blocks_and_filters() -> None:
+    template = "{% if steps.deep-dive.success %}{{ steps.deep-dive.output | upper }}{% endif %}"
+    assert render_prompt(template, ctx()) == "DEEP FINDINGS"
+
+
+def test_a_type_error_in_an_expression_is_a_template_error_with_a_hint() -> None:
+    with pytest.raises(TemplateError) as err:
+        render_prompt("{{ steps.pick.title + 1 }}", ctx())
+    assert err.value.message.startswith("template error:")
+    assert "| int" in (err.value.hint or "")
+    assert render_prompt("{{ steps.pick.count + 1 }} {{ arg.1 | int - 1 }}", ctx()) == "43 122"
+
+
 def test_whitespace_control_trims_like_jinja() -> None:
     assert render_prompt("a  {{- arg.1 -}}  b\n{%- if true %} c{% endif %}", ctx()) == "a123b c"
 
