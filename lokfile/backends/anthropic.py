@@ -9,10 +9,11 @@ ANTHROPIC_API_KEY) and anthropic-version.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from lokfile.backends import http
-from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
+from lokfile.backends.base import BackendError, ErrorKind, Health, Request
+from lokfile.backends.httpbase import HTTPBackend, SSEStream, configured_headers
 from lokfile.model import BackendConfig
 
 DEFAULT_URL = "https://api.anthropic.com"
@@ -32,17 +33,7 @@ def _error_kind(error_type: str) -> ErrorKind:
     }.get(error_type, ErrorKind.FAILED)
 
 
-class _MessageStream:
-    def __init__(self, model: str) -> None:
-        self.parts: list[str] = []
-        self.model = model
-        self.usage: dict[str, Any] = {}
-        self.complete = False
-        self._sse = http.SSEParser(self._event)
-
-    def line(self, text: str) -> None:
-        self._sse.feed(text)
-
+class _MessageStream(SSEStream):
     def _event(self, event: str, data: str) -> None:
         doc = http.parse_json_line(data, "anthropic stream") if data.strip() else {}
         if not isinstance(doc, dict):
@@ -68,23 +59,20 @@ class _MessageStream:
         elif kind == "message_stop":
             self.complete = True
 
-    def answer(self) -> Answer:
-        return Answer(
-            "".join(self.parts), self.model, {k: v for k, v in self.usage.items() if v is not None}
-        )
 
-
-class AnthropicBackend:
+class AnthropicBackend(HTTPBackend):
     """Talks to the Messages API; see the module docstring."""
 
-    type_name: ClassVar[str] = "anthropic"
+    type_name = "anthropic"
+    reader = _MessageStream
+    query_path = "/v1/messages"
+    listing_path = "/v1/models"
 
     def __init__(self, config: BackendConfig) -> None:
-        self.config = config
-        self.url = http.base_url(config, DEFAULT_URL)
+        super().__init__(config, http.base_url(config, DEFAULT_URL))
 
     def _headers(self) -> tuple[dict[str, str], str | None]:
-        headers = {str(k): str(v) for k, v in dict(self.config.extra.get("headers") or {}).items()}
+        headers = configured_headers(self.config)
         key = http.api_key(self.config, DEFAULT_KEY_ENV, required=True)
         headers["x-api-key"] = key or ""
         headers["anthropic-version"] = str(
@@ -111,31 +99,10 @@ class AnthropicBackend:
             body["temperature"] = temperature
         return body
 
-    def query(self, request: Request) -> Answer:
-        """One streamed Messages call."""
-        headers, key = self._headers()
-        body = self.body(request)
-        reader = _MessageStream(str(body["model"]))
-        timeout = http.effective_timeout(request.timeout_s, self.config)
-        return http.post_stream(f"{self.url}/v1/messages", body, headers, reader, timeout, [key])
+    def _key_set(self) -> bool | None:
+        return http.key_status(self.config, DEFAULT_KEY_ENV)
 
-    def health(self, probe: bool = False) -> Health:
-        """Key set and accepted (GET /v1/models); with probe, a one-line message."""
-        key_set = http.key_status(self.config, DEFAULT_KEY_ENV)
-        try:
-            headers, key = self._headers()
-        except BackendError as exc:
-            return Health(ready=False, detail=exc.message, key_set=False)
-        failed, _ = http.reachability(f"{self.url}/v1/models", headers, [key])
-        if failed is not None:
-            return Health(ready=False, found=failed.found, detail=failed.detail, key_set=key_set)
+    def _listed(self, doc: Any, key_set: bool | None) -> Health:
+        """Key set and accepted (GET /v1/models lists the models)."""
         detail = f"{self.url}, model {self.config.model or DEFAULT_MODEL}"
-        if probe:
-            try:
-                self.query(Request(prompt="Reply with the single word: ok", cwd=".", timeout_s=60))
-            except BackendError as exc:
-                return Health(
-                    ready=False, detail=f"{detail}; probe failed: {exc.summary()}", key_set=key_set
-                )
-            detail += "; probe answered"
         return Health(ready=True, detail=detail, key_set=key_set)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 from lokfile.backends import subproc
-from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
-from lokfile.model import BackendConfig
+from lokfile.backends.agentcli import AgentCLI
+from lokfile.backends.base import Answer, BackendError, ErrorKind, Request
 
 DEFAULT_MAX_RETRIES = 0
 # flags lok sets itself (configs written for the original or llm-mux repeat some)
@@ -67,13 +67,13 @@ def last_json_object(text: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-class ClaudeBackend:
+class ClaudeBackend(AgentCLI):
     """Runs the Claude Code CLI; see the module docstring."""
 
-    type_name: ClassVar[str] = "claude"
-
-    def __init__(self, config: BackendConfig) -> None:
-        self.config = config
+    type_name = "claude"
+    program = "claude"
+    lok_flags = LOK_FLAGS
+    install = "npm install -g @anthropic-ai/claude-code"
 
     def _env(self) -> tuple[dict[str, str], str | None]:
         cfg = self.config
@@ -84,18 +84,13 @@ class ClaudeBackend:
             )
         if cfg.url:
             extra["ANTHROPIC_BASE_URL"] = cfg.url
-        key = None
-        if cfg.api_key_env:
-            key = subproc.env_key(cfg.api_key_env)
-            extra["ANTHROPIC_API_KEY"] = key
-        extra.update(subproc.config_env(cfg))
-        return subproc.child_env(extra), key
+        return self._with_key(extra, "ANTHROPIC_API_KEY")
 
     def argv(self, request: Request) -> list[str]:
         """The command line (the prompt is not in it: it goes on stdin)."""
         cfg = self.config
         words, rest = subproc.split_args(cfg.args, LOK_FLAGS)
-        argv = [*subproc.program_argv(cfg, "claude"), *words, "-p", "--output-format", "json"]
+        argv = [*subproc.program_argv(cfg, self.program), *words, "-p", "--output-format", "json"]
         model = request.model or cfg.model
         if model:
             argv += ["--model", model]
@@ -108,18 +103,6 @@ class ClaudeBackend:
             )
             argv += [flag, str(system)]
         return argv + rest
-
-    def query(self, request: Request) -> Answer:
-        """One print-mode run of the CLI."""
-        env, key = self._env()
-        done = subproc.run(
-            self.argv(request),
-            stdin=request.prompt.encode(),
-            cwd=request.cwd,
-            env=env,
-            timeout_s=subproc.effective_timeout(request.timeout_s, self.config),
-        )
-        return self.parse(done, key)
 
     def parse(self, done: subproc.Completed, key: str | None = None) -> Answer:
         """The answer in the CLI's output, or the classified failure."""
@@ -163,20 +146,3 @@ class ClaudeBackend:
     @staticmethod
     def _raise(kind: ErrorKind, message: str) -> Answer:
         raise BackendError(kind, message)
-
-    def health(self, probe: bool = False) -> Health:
-        """On PATH and answering `--version`; with probe, a one-line prompt."""
-        try:
-            env, _ = self._env()
-        except BackendError as exc:
-            return Health(ready=False, detail=exc.message, key_set=False)
-        key_set = True if self.config.api_key_env else None
-        health = subproc.cli_health(
-            self.config,
-            subproc.program_argv(self.config, "claude")
-            + subproc.split_args(self.config.args, LOK_FLAGS)[0],
-            env,
-            key_set,
-            install="npm install -g @anthropic-ai/claude-code",
-        )
-        return subproc.probe(self, health) if probe and health.ready else health

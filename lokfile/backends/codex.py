@@ -17,11 +17,11 @@ lok defines a model provider for it, with Codex's retries off), `api_key_env`,
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 from lokfile.backends import subproc
-from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
-from lokfile.model import BackendConfig
+from lokfile.backends.agentcli import AgentCLI
+from lokfile.backends.base import Answer, BackendError, ErrorKind, Request
 
 FALLBACK_TIMEOUT_S = 600.0
 LOK_EXEC_FLAGS = ("--json", "--skip-git-repo-check", "--ephemeral")
@@ -90,30 +90,23 @@ class Events:
             self.usage = dict(event.get("usage") or {})
 
 
-class CodexBackend:
+class CodexBackend(AgentCLI):
     """Runs `codex exec`; see the module docstring."""
 
-    type_name: ClassVar[str] = "codex"
-
-    def __init__(self, config: BackendConfig) -> None:
-        self.config = config
+    type_name = "codex"
+    program = "codex"
+    lok_flags = LOK_FLAGS
+    install = "npm install -g @openai/codex"
 
     def _env(self) -> tuple[dict[str, str], str | None]:
-        cfg = self.config
-        extra: dict[str, str] = {}
-        key = None
-        if cfg.api_key_env:
-            key = subproc.env_key(cfg.api_key_env)
-            if not cfg.url:
-                extra["OPENAI_API_KEY"] = key  # the built-in provider reads this one
-        extra.update(subproc.config_env(cfg))
-        return subproc.child_env(extra), key
+        # the built-in provider reads OPENAI_API_KEY; lok's provider for `url` names the variable
+        return self._with_key({}, None if self.config.url else "OPENAI_API_KEY")
 
     def argv(self, request: Request) -> list[str]:
         """The command line; the final `-` makes Codex read the prompt from stdin."""
         cfg = self.config
         words, rest = subproc.split_args(cfg.args, LOK_FLAGS, ("exec",))
-        argv = [*subproc.program_argv(cfg, "codex"), *words, "exec", *LOK_EXEC_FLAGS]
+        argv = [*subproc.program_argv(cfg, self.program), *words, "exec", *LOK_EXEC_FLAGS]
         if not any(a == f or a.startswith(f + "=") for a in rest for f in _SANDBOX_FLAGS):
             argv += ["-s", "read-only"]
         model = request.model or cfg.model
@@ -145,18 +138,9 @@ class CodexBackend:
                 argv += ["-c", f"{provider}.env_key={toml_string(cfg.api_key_env)}"]
         return [*argv, *rest, "-"]
 
-    def query(self, request: Request) -> Answer:
-        """One `codex exec` run."""
-        env, key = self._env()
-        timeout = subproc.effective_timeout(request.timeout_s, self.config) or FALLBACK_TIMEOUT_S
-        done = subproc.run(
-            self.argv(request),
-            stdin=request.prompt.encode(),
-            cwd=request.cwd,
-            env=env,
-            timeout_s=timeout,
-        )
-        return self.parse(done, key)
+    def timeout(self, request: Request) -> float | None:
+        """lok's deadline, never none: Codex itself never gives up on a dead server."""
+        return subproc.effective_timeout(request.timeout_s, self.config) or FALLBACK_TIMEOUT_S
 
     def parse(self, done: subproc.Completed, key: str | None = None) -> Answer:
         """The last agent message, or the classified failure."""
@@ -180,23 +164,6 @@ class CodexBackend:
         return Answer(
             events.answer, self.config.model, {k: v for k, v in usage.items() if v is not None}
         )
-
-    def health(self, probe: bool = False) -> Health:
-        """On PATH and answering `--version`; with probe, a one-line prompt."""
-        try:
-            env, _ = self._env()
-        except BackendError as exc:
-            return Health(ready=False, detail=exc.message, key_set=False)
-        key_set = True if self.config.api_key_env else None
-        health = subproc.cli_health(
-            self.config,
-            subproc.program_argv(self.config, "codex")
-            + subproc.split_args(self.config.args, LOK_FLAGS)[0],
-            env,
-            key_set,
-            install="npm install -g @openai/codex",
-        )
-        return subproc.probe(self, health) if probe and health.ready else health
 
 
 def _codex_error_line(stderr: str) -> str:

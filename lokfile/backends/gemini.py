@@ -26,11 +26,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from lokfile.backends import subproc
-from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
-from lokfile.model import BackendConfig
+from lokfile.backends.agentcli import AgentCLI
+from lokfile.backends.base import Answer, BackendError, ErrorKind, Request
 
 DEFAULT_MAX_RETRIES = 0
 # flags lok sets itself; leading words stay with the command (`npx @google/gemini-cli`)
@@ -101,13 +101,14 @@ def settings_file(settings: dict[str, Any]) -> str:
     return str(path)
 
 
-class GeminiBackend:
+class GeminiBackend(AgentCLI):
     """Runs the Gemini CLI; see the module docstring."""
 
-    type_name: ClassVar[str] = "gemini"
-
-    def __init__(self, config: BackendConfig) -> None:
-        self.config = config
+    type_name = "gemini"
+    program = "gemini"
+    lok_flags = LOK_FLAGS
+    install = "npm install -g @google/gemini-cli"
+    version_timeout_s = VERSION_TIMEOUT_S
 
     def settings(self) -> dict[str, Any]:
         """What lok's settings file says for this backend."""
@@ -126,18 +127,13 @@ class GeminiBackend:
                 extra["GEMINI_CLI_SYSTEM_DEFAULTS_PATH"] = settings_file(self.settings())
         if cfg.url:
             extra["GOOGLE_GEMINI_BASE_URL"] = cfg.url.rstrip("/")
-        key = None
-        if cfg.api_key_env:
-            key = subproc.env_key(cfg.api_key_env)
-            extra["GEMINI_API_KEY"] = key
-        extra.update(subproc.config_env(cfg))
-        return subproc.child_env(extra), key
+        return self._with_key(extra, "GEMINI_API_KEY")
 
     def argv(self, request: Request) -> list[str]:
         """The command line (the prompt goes on stdin)."""
         cfg = self.config
         words, rest = subproc.split_args(cfg.args, LOK_FLAGS)
-        argv = [*subproc.program_argv(cfg, "gemini"), *words, "-o", "json"]
+        argv = [*subproc.program_argv(cfg, self.program), *words, "-o", "json"]
         model = request.model or cfg.model
         if model:
             argv += ["-m", model]
@@ -147,18 +143,6 @@ class GeminiBackend:
         """The prompt, with the system text in front (the CLI has no system flag)."""
         system = request.system or self.config.options.get("system")
         return f"{system}\n\n{request.prompt}" if system else request.prompt
-
-    def query(self, request: Request) -> Answer:
-        """One non-interactive run of the CLI."""
-        env, key = self._env()
-        done = subproc.run(
-            self.argv(request),
-            stdin=self.prompt_text(request).encode(),
-            cwd=request.cwd,
-            env=env,
-            timeout_s=subproc.effective_timeout(request.timeout_s, self.config),
-        )
-        return self.parse(done, key)
 
     def parse(self, done: subproc.Completed, key: str | None = None) -> Answer:
         """The response, or the classified failure."""
@@ -182,24 +166,6 @@ class GeminiBackend:
         detail = subproc.first_line(message) or f"exit code {done.returncode}"
         label = f"gemini API error {status}" if status and status >= 100 else "gemini failed"
         raise BackendError(kind_for(status, message), subproc.redact(f"{label}: {detail}", [key]))
-
-    def health(self, probe: bool = False) -> Health:
-        """On PATH and answering `--version`; with probe, a one-line prompt."""
-        try:
-            env, _ = self._env()
-        except BackendError as exc:
-            return Health(ready=False, detail=exc.message, key_set=False)
-        key_set = True if self.config.api_key_env else None
-        health = subproc.cli_health(
-            self.config,
-            subproc.program_argv(self.config, "gemini")
-            + subproc.split_args(self.config.args, LOK_FLAGS)[0],
-            env,
-            key_set,
-            VERSION_TIMEOUT_S,
-            install="npm install -g @google/gemini-cli",
-        )
-        return subproc.probe(self, health) if probe and health.ready else health
 
 
 def _usage(doc: dict[str, Any]) -> dict[str, Any]:

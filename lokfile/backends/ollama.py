@@ -9,10 +9,11 @@ The address comes from `url`, or from `command` as in the original
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from lokfile.backends import http
-from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
+from lokfile.backends.base import BackendError, ErrorKind, Health, Request
+from lokfile.backends.httpbase import HTTPBackend, StreamAnswer, chat_messages
 from lokfile.model import BackendConfig
 
 DEFAULT_URL = "http://localhost:11434"
@@ -27,14 +28,9 @@ _OPTION_NAMES = {
 _NOT_OPTIONS = frozenset({"system"})
 
 
-class _ChatStream:
-    def __init__(self, model: str) -> None:
-        self.parts: list[str] = []
-        self.model = model
-        self.usage: dict[str, Any] = {}
-        self.complete = False
-
+class _ChatStream(StreamAnswer):
     def line(self, text: str) -> None:
+        """One NDJSON line of the reply."""
         if not text.strip():
             return
         doc = http.parse_json_line(text, "ollama stream")
@@ -62,37 +58,23 @@ class _ChatStream:
                 "output_tokens": doc.get("eval_count"),
             }
 
-    def answer(self) -> Answer:
-        return Answer(
-            "".join(self.parts), self.model, {k: v for k, v in self.usage.items() if v is not None}
-        )
 
-
-class OllamaBackend:
+class OllamaBackend(HTTPBackend):
     """Talks to an Ollama server; see the module docstring."""
 
-    type_name: ClassVar[str] = "ollama"
+    type_name = "ollama"
+    reader = _ChatStream
+    query_path = "/api/chat"
+    listing_path = "/api/tags"
 
     def __init__(self, config: BackendConfig) -> None:
-        self.config = config
-        self.url = http.base_url(config, DEFAULT_URL)
-
-    def _headers(self) -> tuple[dict[str, str], str | None]:
-        headers = {str(k): str(v) for k, v in dict(self.config.extra.get("headers") or {}).items()}
-        key = http.api_key(self.config)  # only when api_key_env names one (a proxy in front)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers, key
+        super().__init__(config, http.base_url(config, DEFAULT_URL))
 
     def body(self, request: Request) -> dict[str, Any]:
         """The /api/chat request for `request` (per-step options over the backend's)."""
         cfg = self.config
         model = request.model or cfg.model or DEFAULT_MODEL
-        messages: list[dict[str, str]] = []
-        system = http.option("system", request.system, cfg)
-        if system:
-            messages.append({"role": "system", "content": str(system)})
-        messages.append({"role": "user", "content": request.prompt})
+        messages = chat_messages(request, cfg)
         per_request = {
             "temperature": request.temperature,
             "seed": request.seed,
@@ -110,23 +92,11 @@ class OllamaBackend:
             body["options"] = options
         return body
 
-    def query(self, request: Request) -> Answer:
-        """One streamed chat call."""
-        headers, key = self._headers()
-        body = self.body(request)
-        reader = _ChatStream(str(body["model"]))
-        timeout = http.effective_timeout(request.timeout_s, self.config)
-        return http.post_stream(f"{self.url}/api/chat", body, headers, reader, timeout, [key])
+    def _key_set(self) -> bool | None:
+        return None  # a key (for a proxy in front) is only reported when it is missing
 
-    def health(self, probe: bool = False) -> Health:
-        """Reachable (GET /api/tags) and the model pulled; with probe, a one-line chat."""
-        try:
-            headers, key = self._headers()
-        except BackendError as exc:
-            return Health(ready=False, detail=exc.message, key_set=False)
-        failed, doc = http.reachability(f"{self.url}/api/tags", headers, [key])
-        if failed is not None:
-            return failed
+    def _listed(self, doc: Any, key_set: bool | None) -> Health:
+        """Ready when the model is pulled (GET /api/tags lists them)."""
         model = self.config.model or DEFAULT_MODEL
         names = {str(m.get("name")) for m in (doc or {}).get("models", []) if isinstance(m, dict)}
         wanted = {model, f"{model}:latest"} if ":" not in model else {model}
@@ -136,11 +106,4 @@ class OllamaBackend:
                 detail=f"{self.url} is up but model '{model}' is not pulled "
                 f"(try: ollama pull {model})",
             )
-        detail = f"{self.url}, model {model}"
-        if probe:
-            try:
-                self.query(Request(prompt="Reply with the single word: ok", cwd=".", timeout_s=60))
-            except BackendError as exc:
-                return Health(ready=False, detail=f"{detail}; probe failed: {exc.summary()}")
-            detail += "; probe answered"
-        return Health(ready=True, detail=detail)
+        return Health(ready=True, detail=f"{self.url}, model {model}")

@@ -9,10 +9,11 @@ token; with no `api_key_env` no Authorization header is sent (local servers).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from lokfile.backends import http
-from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
+from lokfile.backends.base import BackendError, ErrorKind, Health, Request
+from lokfile.backends.httpbase import HTTPBackend, SSEStream, chat_messages
 from lokfile.model import BackendConfig
 
 DEFAULT_URL = "https://api.openai.com"
@@ -25,17 +26,7 @@ def api_root(config: BackendConfig) -> str:
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
-class _ChatStream:
-    def __init__(self, model: str) -> None:
-        self.parts: list[str] = []
-        self.model = model
-        self.usage: dict[str, Any] = {}
-        self.complete = False
-        self._sse = http.SSEParser(self._event)
-
-    def line(self, text: str) -> None:
-        self._sse.feed(text)
-
+class _ChatStream(SSEStream):
     def _event(self, event: str, data: str) -> None:
         if data.strip() == "[DONE]":
             self.complete = True
@@ -62,36 +53,22 @@ class _ChatStream:
                 "output_tokens": usage.get("completion_tokens"),
             }
 
-    def answer(self) -> Answer:
-        return Answer(
-            "".join(self.parts), self.model, {k: v for k, v in self.usage.items() if v is not None}
-        )
 
-
-class OpenAIBackend:
+class OpenAIBackend(HTTPBackend):
     """Talks to an OpenAI-compatible server; see the module docstring."""
 
-    type_name: ClassVar[str] = "openai"
+    type_name = "openai"
+    reader = _ChatStream
+    query_path = "/chat/completions"  # below the /v1 root
+    listing_path = "/models"
 
     def __init__(self, config: BackendConfig) -> None:
-        self.config = config
-        self.root = api_root(config)
-
-    def _headers(self) -> tuple[dict[str, str], str | None]:
-        headers = {str(k): str(v) for k, v in dict(self.config.extra.get("headers") or {}).items()}
-        key = http.api_key(self.config)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers, key
+        super().__init__(config, api_root(config))
 
     def body(self, request: Request) -> dict[str, Any]:
         """The chat-completions request for `request`."""
         cfg = self.config
-        messages: list[dict[str, str]] = []
-        system = http.option("system", request.system, cfg)
-        if system:
-            messages.append({"role": "system", "content": str(system)})
-        messages.append({"role": "user", "content": request.prompt})
+        messages = chat_messages(request, cfg)
         body: dict[str, Any] = {
             "model": request.model or cfg.model or DEFAULT_MODEL,
             "messages": messages,
@@ -108,37 +85,11 @@ class OpenAIBackend:
                 body[name] = chosen
         return body
 
-    def query(self, request: Request) -> Answer:
-        """One streamed chat-completions call."""
-        headers, key = self._headers()
-        body = self.body(request)
-        reader = _ChatStream(str(body["model"]))
-        timeout = http.effective_timeout(request.timeout_s, self.config)
-        return http.post_stream(
-            f"{self.root}/chat/completions", body, headers, reader, timeout, [key]
-        )
-
-    def health(self, probe: bool = False) -> Health:
-        """Reachable (GET /v1/models) with the key accepted; with probe, a one-line chat."""
-        key_set = http.key_status(self.config)
-        try:
-            headers, key = self._headers()
-        except BackendError as exc:
-            return Health(ready=False, detail=exc.message, key_set=False)
-        failed, doc = http.reachability(f"{self.root}/models", headers, [key])
-        if failed is not None:
-            return Health(ready=False, found=failed.found, detail=failed.detail, key_set=key_set)
+    def _listed(self, doc: Any, key_set: bool | None) -> Health:
+        """Key accepted (GET /v1/models); a model the server does not list is only noted."""
         model = self.config.model or DEFAULT_MODEL
-        detail = f"{self.root}, model {model}"
+        detail = f"{self.url}, model {model}"
         ids = {str(m.get("id")) for m in (doc or {}).get("data", []) if isinstance(m, dict)}
         if ids and model not in ids:
             detail += f" (not listed by the server: {', '.join(sorted(ids)[:5])})"
-        if probe:
-            try:
-                self.query(Request(prompt="Reply with the single word: ok", cwd=".", timeout_s=60))
-            except BackendError as exc:
-                return Health(
-                    ready=False, detail=f"{detail}; probe failed: {exc.summary()}", key_set=key_set
-                )
-            detail += "; probe answered"
         return Health(ready=True, detail=detail, key_set=key_set)
