@@ -97,6 +97,8 @@ def _candidates(text: str, opener: str) -> Iterator[str]:
     for content in _fenced(text, json_only=True):
         if content.startswith(opener):
             yield content
+        elif loads(content) is not MISSING:
+            return  # a ```json block holding other JSON is the answer: no guessing past it
     for content in _fenced(text, json_only=False):
         if content.startswith(opener):
             yield content
@@ -161,7 +163,7 @@ def extract_json_array(text: str) -> str | None:
     return _first(text, "[")[0]
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=64)
 def json_value(text: str, opener: str) -> Any:
     """The first parseable JSON object (`{`) or array (`[`) found in `text`, or MISSING.
 

@@ -187,20 +187,23 @@ class StepRef(Namespace):
 
     def _fields_hint(self, key: str | int) -> str:
         view = self.view
-        from lokfile.outputs import MISSING, json_value
+        from lokfile.outputs import MISSING, json_anywhere
 
         parsed = view.parsed
         if parsed is None:
-            parsed = json_value(view.output, "{")
+            parsed = json_anywhere(view.output)
         if isinstance(parsed, dict):
             names = [str(k) for k in parsed]
             return f"{_close(str(key), names)}its fields: {_listing(names, 'none')}"
         if parsed is MISSING:
             return 'its output holds no JSON object; ask for JSON, or set output_format = "json"'
         return (
-            f"its output is a JSON {type(parsed).__name__}, not an object; "
+            f"its output is {_JSON_KINDS.get(type(parsed), 'a JSON value')}, not an object; "
             f"{_close(str(key), STEP_ATTRS)}step attributes: {', '.join(STEP_ATTRS)}"
         )
+
+
+_JSON_KINDS = {list: "a JSON array", str: "a JSON string", int: "a number", float: "a number"}
 
 
 class OutputText(str):

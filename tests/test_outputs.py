@@ -89,6 +89,12 @@ def test_field_extraction_reads_top_level_fields(field: str, value: Any) -> None
     assert extract_json_field(text, field) == value
 
 
+def test_a_json_fence_holding_an_array_has_no_object_fields() -> None:
+    text = 'Options:\n```json\n[{"title": "first"}, {"title": "second"}]\n```'
+    assert extract_json_field(text, "title") is None
+    assert parse_output(text, "json") == [{"title": "first"}, {"title": "second"}]
+
+
 def test_arrays_are_found_raw_and_in_fences() -> None:
     assert extract_json_array('Files: ["a.py", "b.py"] done') == '["a.py", "b.py"]'
     assert extract_json_array('```json\n["x", "y"]\n```') == '["x", "y"]'
