@@ -150,6 +150,37 @@ class RssSampler:
         self._thread.join()
 
 
+def snapshot_lok(rev: str, work: Path) -> str:
+    """Export `rev`'s lokfile/ and workflows/ and return a launcher that runs that copy.
+
+    The venv's `lok` runs the working tree, which other people edit while a
+    long benchmark is running; a snapshot pins the code to one commit.
+    """
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dest = work / f"lok-{sha}"
+    if not (dest / "lokfile").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "lokfile", "workflows"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    launcher = dest / "lok"
+    launcher.write_text(
+        f"#!{REPO / '.venv/bin/python3'}\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(dest)!r})\n"
+        "from lokfile.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    launcher.chmod(0o755)
+    return str(launcher)
+
+
 def git_state(repo: Path = REPO) -> dict[str, Any]:
     """HEAD commit and whether lokfile/ has uncommitted edits (the venv runs the working tree)."""
 

@@ -46,6 +46,7 @@ from benchlib import (
     log,
     machine,
     save_json,
+    snapshot_lok,
     wait_for_quiet,
 )
 
@@ -245,6 +246,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--lok", default=str(REPO / ".venv" / "bin" / "lok"))
+    ap.add_argument("--snapshot", metavar="REV", help="run lok from `git archive REV`")
     ap.add_argument(
         "--configs",
         default="1000:32:32,50:1:32",
@@ -261,20 +263,21 @@ def main() -> None:
     path = Path(a.results)
     doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     doc.setdefault("configs", [])
-    doc["meta"] = {
-        "machine": machine(),
-        "lok": a.lok,
-        "lok_code": git_state(),
-        "last_command": " ".join(sys.argv),
-    }
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    lok = snapshot_lok(a.snapshot, work) if a.snapshot else a.lok
+    doc["meta"] = {
+        "machine": machine(),
+        "lok": lok,
+        "lok_code": git_state() | ({"snapshot": a.snapshot} if a.snapshot else {}),
+        "last_command": " ".join(sys.argv),
+    }
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"  # loopback never goes through a proxy
     for spec in a.configs.split(","):
         prompts, conc, jobs = (int(x) for x in spec.split(":"))
         log(f"{prompts} prompts, backend concurrency {conc}, -j {jobs}, latency {a.latency} s")
         rec = bench_config(
-            a.lok, work, prompts, conc, jobs, a.latency, a.cold_runs, (a.quiet_cores, a.quiet_wait)
+            lok, work, prompts, conc, jobs, a.latency, a.cold_runs, (a.quiet_cores, a.quiet_wait)
         )
         log(
             f"  -> median {rec['cold_median']:.2f} s vs ideal {rec['ideal']:.2f} s: "
