@@ -11,7 +11,6 @@ and each backend's answer is its own artifact.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -302,10 +301,14 @@ def aggregate(
 
 
 def wrap_command(wrapper: str, command: str) -> str:
-    """Put `command` inside `[defaults] command_wrapper`, quoted for the quotes around {cmd}."""
-    if "'{cmd}'" in wrapper:
-        return wrapper.replace("'{cmd}'", "'" + command.replace("'", "'\\''") + "'")
-    if '"{cmd}"' in wrapper:
-        escaped = "".join("\\" + c if c in '\\"$`' else c for c in command)
-        return wrapper.replace('"{cmd}"', '"' + escaped + '"')
-    return wrapper.replace("{cmd}", shlex.quote(command))
+    """Put `command` inside `[defaults] command_wrapper`, quoted for wherever each {cmd} lands
+    (bare, '…', "…", a here-document…), with the same rules as template values."""
+    from lokfile.shellquote import BARE, places, quote
+
+    pieces = wrapper.split("{cmd}")
+    out = [pieces[0]]
+    for place, piece in zip(places(pieces), pieces[1:], strict=True):
+        # A bare {cmd} stands where a program goes (`direnv exec . {cmd}`): hand it to sh whole.
+        prefix = "sh -c " if place.kind == BARE else ""
+        out += [prefix + quote(command, place), piece]
+    return "".join(out)

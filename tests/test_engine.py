@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -460,3 +461,23 @@ def test_a_first_run_keeps_history_out_of_git(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     ignore = (tmp_path / ".lok" / ".gitignore").read_text().split()
     assert "runs/" in ignore and "lok.db" in ignore
+
+
+@pytest.mark.parametrize(
+    "wrapper",
+    ["sh -c '{cmd}'", 'sh -c "{cmd}"', "env LOK_WRAPPED=1 {cmd}"],
+)
+def test_command_wrapper_quotes_the_command_for_where_it_lands(project: Path, wrapper: str) -> None:
+    write(project, "lok.toml", f"[defaults]\ncommand_wrapper = {json.dumps(wrapper)}\n")
+    write(
+        project,
+        ".lok/workflows/w.toml",
+        """
+        name = "w"
+        [[steps]]
+        name = "q"
+        shell = "printf '%s|' \\"it's\\" '$HOME' '`x`'; echo"
+    """,
+    )
+    doc = run_json(project, "w")
+    assert doc["steps"][0]["output"] == "it's|$HOME|`x`|", doc
