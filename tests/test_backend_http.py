@@ -15,11 +15,20 @@ from lokfile.backends import create
 from lokfile.backends.base import BackendError, ErrorKind, Request
 from lokfile.model import BackendConfig
 
+ANTHROPIC_KEY = "sk-ant-loopback"
+
 
 @pytest.fixture
 def server() -> Iterator[LLMServer]:
     with LLMServer() as srv:
         yield srv
+
+
+@pytest.fixture
+def anthropic_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """ANTHROPIC_API_KEY set, as the anthropic backend requires a key."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    return ANTHROPIC_KEY
 
 
 def backend(kind: str, url: str, **kw: Any) -> Any:
@@ -163,9 +172,8 @@ def test_openai_missing_key_variable_is_an_auth_error_naming_it(server: LLMServe
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_a_stream_cut_mid_body_is_a_network_error(
-    server: LLMServer, kind: str, monkeypatch: pytest.MonkeyPatch
+    server: LLMServer, kind: str, anthropic_key: str
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
     err = failure(backend(kind, server.url), "<<die>> cut this one")
     assert err.kind is ErrorKind.NETWORK
 
@@ -178,9 +186,8 @@ def test_connection_refused_is_a_network_error() -> None:
 
 @pytest.mark.parametrize("kind", ["ollama", "openai", "anthropic"])
 def test_a_server_that_never_answers_times_out_within_the_deadline(
-    server: LLMServer, kind: str, monkeypatch: pytest.MonkeyPatch
+    server: LLMServer, kind: str, anthropic_key: str
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
     started = time.monotonic()
     err = failure(backend(kind, server.url), "<<hang>>", timeout=1.0)
     elapsed = time.monotonic() - started
@@ -207,46 +214,38 @@ def test_a_one_megabyte_prompt_reaches_the_server_intact(server: LLMServer) -> N
 
 
 def test_anthropic_streams_text_deltas_with_key_and_version_headers(
-    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+    server: LLMServer, anthropic_key: str
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
     answer = ask(backend("anthropic", server.url, model="claude-x"), "hello claude", system="s")
     assert answer.text == "echo: hello claude"
     assert answer.model == "claude-x"
     call = server.model_calls()[-1]
-    assert call.headers["x-api-key"] == "sk-ant-loopback"
+    assert call.headers["x-api-key"] == anthropic_key
     assert call.headers["anthropic-version"] == "2023-06-01"
     assert call.body["system"] == "s"
     assert call.body["max_tokens"] == 4096
 
 
-def test_anthropic_529_is_an_overload(server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
-    err = failure(backend("anthropic", server.url), "<<fail:529>>")
-    assert err.kind is ErrorKind.OVERLOAD
-    assert "529" in err.message
-
-
-def test_anthropic_overloaded_error_event_mid_stream_is_an_overload(
-    server: LLMServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("prompt", "named"),
+    [("<<fail:529>>", "529"), ("<<stream-error>> partial answer", "overloaded_error")],
+    ids=["http-529", "error-event-mid-stream"],
+)
+def test_anthropic_529_or_an_overloaded_error_event_mid_stream_is_an_overload(
+    server: LLMServer, anthropic_key: str, prompt: str, named: str
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
-    err = failure(backend("anthropic", server.url), "<<stream-error>> partial answer")
+    err = failure(backend("anthropic", server.url), prompt)
     assert err.kind is ErrorKind.OVERLOAD
-    assert "overloaded_error" in err.message
+    assert named in err.message
 
 
-def test_anthropic_429_carries_retry_after(
-    server: LLMServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+def test_anthropic_429_carries_retry_after(server: LLMServer, anthropic_key: str) -> None:
     err = failure(backend("anthropic", server.url), "<<fail:429>>")
     assert err.kind is ErrorKind.RATE_LIMIT
     assert err.retry_after == 1.0
 
 
-def test_anthropic_spend_limit_is_quota(server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-loopback")
+def test_anthropic_spend_limit_is_quota(server: LLMServer, anthropic_key: str) -> None:
     assert failure(backend("anthropic", server.url), "<<fail:quota>>").kind is ErrorKind.QUOTA
 
 

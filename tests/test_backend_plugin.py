@@ -24,8 +24,10 @@ BUILTINS_OFF = "".join(
 )
 
 
-def install_plugin(site: Path) -> None:
-    """What `pip install examples/plugin` leaves behind: the module and its dist-info."""
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A folder holding what `pip install examples/plugin` leaves: the module and its dist-info."""
+    site = tmp_path / "site"
     meta = tomlfile.parse((PLUGIN / "pyproject.toml").read_text())["project"]
     site.mkdir(parents=True)
     shutil.copy(PLUGIN / "lok_reverse.py", site / "lok_reverse.py")
@@ -41,6 +43,7 @@ def install_plugin(site: Path) -> None:
             for group, eps in groups.items()
         )
     )
+    return site
 
 
 @pytest.fixture
@@ -68,27 +71,19 @@ def lok(project: Path, site: Path | None, *args: str) -> subprocess.CompletedPro
     )
 
 
-def test_an_installed_plugin_type_answers_like_a_built_in(project: Path, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    install_plugin(site)
+def test_an_installed_plugin_type_answers_like_a_built_in(project: Path, site: Path) -> None:
     done = lok(project, site, "ask", "--no-cache", "-b", "rev", "hello")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "\n=== rev ===\n\n>> olleh\n\n"
 
 
-def test_a_plugin_failure_is_reported_like_any_backend_failure(
-    project: Path, tmp_path: Path
-) -> None:
-    site = tmp_path / "site"
-    install_plugin(site)
+def test_a_plugin_failure_is_reported_like_any_backend_failure(project: Path, site: Path) -> None:
     done = lok(project, site, "ask", "--no-cache", "-b", "rev", "   ")
     assert done.returncode == 1
     assert "bad response (the answer could not be read): nothing to reverse" in done.stdout
 
 
-def test_doctor_and_backends_list_the_plugin_type(project: Path, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    install_plugin(site)
+def test_doctor_and_backends_list_the_plugin_type(project: Path, site: Path) -> None:
     doctor = lok(project, site, "doctor", "--json", "-b", "rev")
     assert doctor.returncode == 0, doctor.stderr
     entry = json.loads(doctor.stdout)["backends"][0]

@@ -23,6 +23,8 @@ BUILTINS_OFF = "".join(
     f"[backends.{n}]\nenabled = false\n\n" for n in ("claude", "codex", "gemini", "ollama")
 )
 PLANTED = "sk-planted-secret-7f3a9c"
+GHOST = '[backends.ghost]\ntype = "command"\ncommand = "lok-missing-tool-xyz"\n'  # not installed
+UPPER = '[backends.upper]\ntype = "command"\ncommand = "tr"\nargs = ["a-z", "A-Z"]\n'
 
 
 @pytest.fixture
@@ -207,11 +209,7 @@ def test_no_cache_asks_every_time_and_expired_entries_are_asked_again(
 def test_without_b_a_backend_that_is_not_installed_is_skipped_with_a_warning(
     server: LLMServer, project: Path
 ) -> None:
-    write_config(
-        project,
-        http_backends(server.url, "alpha")
-        + '[backends.ghost]\ntype = "command"\ncommand = "lok-missing-tool-xyz"\n',
-    )
+    write_config(project, http_backends(server.url, "alpha") + GHOST)
     result = lok("ask", "hi")
     assert result.exit_code == 0
     assert "=== ghost ===" not in result.stdout
@@ -230,9 +228,7 @@ def test_ask_runs_command_backends_in_the_d_directory(project: Path, tmp_path: P
 
 
 def test_lok_ask_as_a_real_process_prints_blocks_and_exit_code(project: Path) -> None:
-    write_config(
-        project, '[backends.upper]\ntype = "command"\ncommand = "tr"\nargs = ["a-z", "A-Z"]\n'
-    )
+    write_config(project, UPPER)
     lok_bin = Path(sys.executable).with_name("lok")
     done = subprocess.run(
         [str(lok_bin), "ask", "shout this"],
@@ -255,7 +251,7 @@ def test_doctor_checks_each_enabled_backend_and_passes_when_one_is_ready(
     write_config(
         project,
         http_backends(server.url, "alpha")
-        + '[backends.ghost]\ntype = "command"\ncommand = "lok-missing-tool-xyz"\n'
+        + GHOST
         + '[backends.off]\ntype = "command"\ncommand = "cat"\nenabled = false\n',
     )
     result = lok("doctor")
@@ -271,8 +267,7 @@ def test_doctor_checks_each_enabled_backend_and_passes_when_one_is_ready(
 def test_doctor_exits_1_when_nothing_is_ready_and_reports_json(project: Path) -> None:
     write_config(
         project,
-        '[backends.ghost]\ntype = "command"\ncommand = "lok-missing-tool-xyz"\n'
-        '[backends.down]\ntype = "ollama"\nurl = "http://127.0.0.1:9"\n',
+        GHOST + '[backends.down]\ntype = "ollama"\nurl = "http://127.0.0.1:9"\n',
     )
     result = lok("doctor", "--json")
     assert result.exit_code == 1
@@ -341,9 +336,7 @@ def test_outside_a_lok_project_answers_are_cached_in_the_user_cache(
     bare = tmp_path / "bare"
     bare.mkdir()
     config = tmp_path / "only-upper.toml"
-    config.write_text(
-        BUILTINS_OFF + '[backends.upper]\ntype = "command"\ncommand = "tr"\nargs = ["a-z", "A-Z"]\n'
-    )
+    config.write_text(BUILTINS_OFF + UPPER)
     first = lok("-C", str(bare), "-c", str(config), "ask", "hi")
     second = lok("-C", str(bare), "-c", str(config), "ask", "hi")
     assert first.exit_code == second.exit_code == 0
