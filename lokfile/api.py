@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ def run(
     options: RunOptions,
     report: Reporter,
     started: Callable[[Coordinator], None] | None = None,
+    snapshot_key: tuple[str, str, tuple[str, ...], str | None] | None = None,
 ) -> RunOutcome:
     """Run `workflow` incrementally and record it (unless options say not to).
 
@@ -78,10 +80,28 @@ def run(
         )
         if started is not None:
             started(coordinator)
-        return coordinator.run()
+        t0 = time.time()
+        outcome = coordinator.run()
+        if snapshot_key is not None and db is not None and _replayable(outcome, options):
+            from lokfile import snapshot
+
+            cwd, name, _args, config_file = snapshot_key
+            watched = snapshot.candidates(project.root, cwd, name, config_file)
+            snapshot.record(coordinator, (project.root, *snapshot_key), watched, t0)
+        return outcome
     finally:
         if db is not None:
             db.close()
+
+
+def _replayable(outcome: RunOutcome, options: RunOptions) -> bool:
+    """A run whose every step is now fresh: its no-op successor can be replayed."""
+    return (
+        options.record
+        and not options.dry_run
+        and outcome.exit_code == 0
+        and all(r.success for r in outcome.results.values())
+    )
 
 
 def _ensure_gitignore(project: Project) -> None:

@@ -278,6 +278,24 @@ class RunDB:
         cur = self.conn.execute("SELECT * FROM results WHERE run_id=? ORDER BY seq", (run_id,))
         return [_row_dict(cur, r) for r in cur.fetchall()]
 
+    def record_results(self, rows: list[dict[str, Any]]) -> None:
+        """Insert many result rows that share the same columns."""
+        if not rows:
+            return
+        cols = list(rows[0])
+        sql = f"INSERT OR REPLACE INTO results ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})"
+        self.conn.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+
+    def has_keys(self, keys: list[str]) -> bool:
+        """Do successful results still exist for every one of these keys?"""
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            found = self.conn.execute(f"SELECT count(*) FROM keys WHERE key IN ({marks})", chunk)
+            if found.fetchone()[0] != len(chunk):
+                return False
+        return True
+
     def record_result(self, row: dict[str, Any]) -> None:
         cols = ",".join(row)
         marks = ",".join("?" for _ in row)

@@ -672,8 +672,7 @@ class Coordinator:
             self.db.put_key(entry, step, self.wf.name)
         for step, unit, key, comp, status in self.pending_last:
             self.db.set_last_attempt(self.wf.name, step, unit, key, comp, status)
-        for row in self.pending_rows:
-            self.db.record_result(row)
+        self.db.record_results(self.pending_rows)
         self.fp.flush()
         self.pending_keys, self.pending_last, self.pending_rows = [], [], []
 
@@ -841,7 +840,7 @@ class Coordinator:
                 if isinstance(result.status, Status)
                 else str(result.status),
                 "reason": result.reason,
-                "attempts": single.attempts if single else len(result.units),
+                "attempts": sum(u.attempts for u in result.units),
                 "started": started,
                 "ended": ended,
                 "duration": result.duration,

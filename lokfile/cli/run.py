@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,13 @@ def run(
     if workflow is None and force_steps and resume is None:
         workflow = force_steps.pop()  # `lok run --force WF`: the value was the workflow
     force_all = "*" in force or (bool(force) and not force_steps)
+    plain = workflow and not (force or dry_run or resume is not None or watch)
+    if plain:
+        assert workflow is not None
+        outcome = _replay(session, workflow, args, as_json)
+        if outcome is not None:  # nothing changed since the last run: recorded without loading
+            emit_outcome(outcome, as_json, output_file)
+            sys.exit(outcome.exit_code)
     ctx = api.open_project(session.directory, session.config_file)
     resumed_from = None
     if resume is not None:
@@ -153,9 +161,32 @@ def run(
         keep_going=keep_going,
         resumed_from=resumed_from,
     )
-    outcome = api.run(ctx, wf, options, _reporter(as_json))
+    outcome = api.run(
+        ctx, wf, options, _reporter(as_json), snapshot_key=_snapshot_key(session, workflow, args)
+    )
     emit_outcome(outcome, as_json, output_file)
     sys.exit(outcome.exit_code)
+
+
+def _snapshot_key(
+    session: Session, workflow: str, args: tuple[str, ...]
+) -> tuple[str, str, tuple[str, ...], str | None]:
+    return (
+        os.getcwd(),
+        workflow,
+        tuple(args),
+        str(session.config_file) if session.config_file else None,
+    )
+
+
+def _replay(session: Session, workflow: str, args: tuple[str, ...], as_json: bool) -> Any:
+    """The no-op fast path (lokfile.snapshot); None when the normal path must run."""
+    from lokfile import snapshot
+    from lokfile.project import find_root
+
+    cwd, name, raw, config_file = _snapshot_key(session, workflow, args)
+    root = find_root(session.directory or Path(cwd))
+    return snapshot.replay(root, cwd, name, raw, config_file, _reporter(as_json))
 
 
 def emit_outcome(outcome: Any, as_json: bool, output_file: Path | None) -> None:
