@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lokfile import __version__
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # name -> ("module:attr", one-line help shown by `lok --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,13 +46,37 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass
 class Session:
-    """Global options, handed to every subcommand as the click context object."""
+    """Global options, handed to every subcommand as the click context object.
 
-    directory: Path | None
-    config_file: Path | None
-    debug: bool
+    A plain class (not a dataclass) and paths made on first use: `lok --version`
+    must not pay for importing dataclasses or pathlib.
+    """
+
+    def __init__(
+        self, directory: str | Path | None, config_file: str | Path | None, debug: bool
+    ) -> None:
+        self._directory = directory
+        self._config_file = config_file
+        self.debug = debug
+
+    @property
+    def directory(self) -> Path | None:
+        """`-C DIR`, if given."""
+        return _as_path(self._directory)
+
+    @property
+    def config_file(self) -> Path | None:
+        """`--config FILE`, if given."""
+        return _as_path(self._config_file)
+
+
+def _as_path(value: str | Path | None) -> Path | None:
+    if value is None:
+        return None
+    from pathlib import Path
+
+    return Path(value)
 
 
 class LazyGroup(click.Group):
@@ -86,19 +111,19 @@ class LazyGroup(click.Group):
 @click.option(
     "-C",
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
     help="Run as if lok was started in DIR (the project root is searched from there).",
 )
 @click.option(
     "-c",
     "--config",
     "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False),
     help="Also read this config file, over lok.toml (highest precedence).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
-def cli(ctx: click.Context, directory: Path | None, config_file: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, directory: str | None, config_file: str | None, debug: bool) -> None:
     """lok runs multi-LLM workflows like make: every step's output is cached by
     what went into it, so a rerun only pays for what changed.
 
