@@ -181,18 +181,23 @@ def snapshot_lok(rev: str, work: Path) -> str:
     return str(launcher)
 
 
-def git_state(repo: Path = REPO) -> dict[str, Any]:
-    """HEAD commit and whether lokfile/ has uncommitted edits (the venv runs the working tree)."""
+def git_state(rev: str | None = None, repo: Path = REPO) -> dict[str, Any]:
+    """The commit measured: `rev` when lok runs from a snapshot, else HEAD plus whether
+    lokfile/ has uncommitted edits (the venv's lok runs the working tree)."""
 
     def git(*args: str) -> str:
         p = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
         return p.stdout.strip()
 
-    return {
-        "head": git("rev-parse", "--short", "HEAD"),
-        "subject": git("log", "-1", "--format=%s"),
-        "lokfile_dirty": bool(git("status", "--porcelain", "--", "lokfile")),
+    state: dict[str, Any] = {
+        "head": git("rev-parse", "--short", rev or "HEAD"),
+        "subject": git("log", "-1", "--format=%s", rev or "HEAD"),
     }
+    if rev:
+        state["snapshot"] = rev
+    else:
+        state["lokfile_dirty"] = bool(git("status", "--porcelain", "--", "lokfile"))
+    return state
 
 
 def machine() -> dict[str, Any]:

@@ -474,7 +474,7 @@ def main() -> None:
             "versions": versions,
             "not_installed": missing,
             "lok": lok,
-            "lok_code": git_state() | ({"snapshot": a.snapshot} if a.snapshot else {}),
+            "lok_code": git_state(a.snapshot),
             "last_command": " ".join(shlex.quote(x) for x in sys.argv),
         }
     )

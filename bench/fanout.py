@@ -269,7 +269,7 @@ def main() -> None:
     doc["meta"] = {
         "machine": machine(),
         "lok": lok,
-        "lok_code": git_state() | ({"snapshot": a.snapshot} if a.snapshot else {}),
+        "lok_code": git_state(a.snapshot),
         "last_command": " ".join(sys.argv),
     }
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"  # loopback never goes through a proxy

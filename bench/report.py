@@ -212,6 +212,30 @@ def fanout_table(doc: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def commits_table(cmp: dict[str, Any], olds: list[dict[str, Any]]) -> list[str]:
+    """lok in each earlier results file against the current one, cell by cell."""
+    if not olds:
+        return []
+    docs = [*olds, cmp]
+    heads = [d.get("meta", {}).get("lok_code", {}).get("head", "?") for d in docs]
+    lines = [
+        "### lok across commits (each ratio against make from its own cell)",
+        "",
+        "| scenario | shape | N | " + " | ".join(f"lok `{h}`" for h in heads) + " |",
+        "|" + "---|" * (3 + len(docs)),
+    ]
+    for scenario in ("cold", "noop", "incr"):
+        for c in cells(cmp, scenario):
+            row = [scenario, c["shape"], str(c["n"])]
+            for d in docs:
+                same = [
+                    x for x in cells(d, scenario) if x["shape"] == c["shape"] and x["n"] == c["n"]
+                ]
+                row.append(entry(same[0], "lok") if same else "–")
+            lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
 def goal(met: bool | None) -> str:
     """Met / not met / not measured."""
     return {True: "**met**", False: "**not met**", None: "not measured"}[met]
@@ -285,7 +309,7 @@ def meta_lines(cmp: dict[str, Any], fan: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-def render(cmp: dict[str, Any], fan: dict[str, Any]) -> str:
+def render(cmp: dict[str, Any], fan: dict[str, Any], olds: list[dict[str, Any]]) -> str:
     """All tables as one Markdown block."""
     lines = meta_lines(cmp, fan)
     lines += goals(cmp, fan)
@@ -296,6 +320,7 @@ def render(cmp: dict[str, Any], fan: dict[str, Any]) -> str:
     lines += cpu_table(cmp)
     lines += startup_table(cmp)
     lines += fanout_table(fan)
+    lines += commits_table(cmp, olds)
     lines.append(
         "“(k×)” = ratio to make measured in the same cell (runs interleaved across tools). "
         "¹ = one run only (the probe). ✗ = verification failed. Load = 1-min load average at "
@@ -309,6 +334,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--compare", default=str(BENCH / "results" / "compare.json"))
     ap.add_argument("--fanout", default=str(BENCH / "results" / "fanout.json"))
+    ap.add_argument(
+        "--baseline",
+        action="append",
+        default=None,
+        help="earlier compare.json files to set lok's numbers against "
+        "(default: results/compare-*.json)",
+    )
     ap.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     ap.add_argument("--print", action="store_true", help="print the tables instead")
     a = ap.parse_args()
@@ -317,7 +349,8 @@ def main() -> None:
         path = Path(p)
         return json.loads(path.read_text()) if path.exists() else {}
 
-    block = render(read(a.compare), read(a.fanout))
+    baselines = a.baseline or sorted(str(p) for p in (BENCH / "results").glob("compare-*.json"))
+    block = render(read(a.compare), read(a.fanout), [read(p) for p in baselines])
     if a.print:
         print(block)
         return
