@@ -10,6 +10,7 @@ from typing import Any
 
 from lokfile.model import Config, Workflow
 from lokfile.project import Project, find_root
+from lokfile.reporters import outcome_json
 from lokfile.scheduler import Coordinator, Reporter, RunOptions, RunOutcome
 
 __all__ = ["Context", "RunOptions", "RunOutcome", "load", "open_project", "outcome_json", "run"]
@@ -119,51 +120,3 @@ def _pool(slots: int) -> Any:
     from lokfile.pool import WorkerPool
 
     return WorkerPool(slots)
-
-
-def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
-    """The `--json` document of a run."""
-    steps = []
-    for name in outcome.workflow.step_names:
-        r = outcome.results.get(name)
-        if r is None:
-            continue
-        status = r.status.value if hasattr(r.status, "value") else str(r.status)
-        item: dict[str, Any] = {
-            "name": name,
-            "status": status,
-            "reason": r.reason,
-            "success": r.success,
-            "duration_s": round(r.duration, 4),
-            "backend": r.backend,
-            "digest": r.digest,
-            "output": r.output,
-            "error": r.error,
-        }
-        if r.parsed is not None:
-            item["parsed"] = r.parsed
-        if len(r.units) > 1 or (r.units and r.units[0].name):
-            item["units"] = [
-                {
-                    "unit": u.name,
-                    "status": getattr(u.status, "value", u.status),
-                    "reason": u.reason,
-                    "backend": u.backend,
-                    "digest": u.digest,
-                    "output": u.output,
-                    "error": u.error,
-                }
-                for u in r.units
-            ]
-        steps.append(item)
-    return {
-        "run_id": None if outcome.dry_run else outcome.run_id,
-        "workflow": outcome.workflow.name,
-        "status": outcome.status.value,
-        "exit_code": outcome.exit_code,
-        "dry_run": outcome.dry_run,
-        "counts": outcome.counts,
-        "wall_s": round(outcome.wall, 4),
-        "saved_s": round(outcome.saved, 4),
-        "steps": steps,
-    }

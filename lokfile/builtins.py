@@ -49,9 +49,7 @@ def usable_backends(config: Config) -> tuple[str, ...]:
         for b in config.backends.values()
         if b.enabled and (b.type not in CLI_TYPES or shutil.which(b.command or b.type))
     ]
-    found.sort(
-        key=lambda b: (AUTO_ORDER.index(b.name) if b.name in AUTO_ORDER else 99, b.name)
-    )
+    found.sort(key=lambda b: (AUTO_ORDER.index(b.name) if b.name in AUTO_ORDER else 99, b.name))
     if not found:
         raise UsageError(
             "no usable backend for `all`", "configure one in lok.toml ([backends.NAME])"

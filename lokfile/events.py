@@ -1,13 +1,11 @@
-"""What happens during a run, as data. Reporters turn these into text."""
+"""What happens during a run, as data (immutable tuples). Reporters turn these into text."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class RunStarted:
+class RunStarted(NamedTuple):
     run_id: str
     workflow: str
     description: str
@@ -15,28 +13,24 @@ class RunStarted:
     dry_run: bool = False
 
 
-@dataclass(frozen=True)
-class ParallelStart:
-    count: int
+class ParallelStart(NamedTuple):
+    size: int  # how many steps started together
 
 
-@dataclass(frozen=True)
-class UnitStarted:
+class UnitStarted(NamedTuple):
     step: str
     unit: str
     reason: str
     backend: str | None = None
 
 
-@dataclass(frozen=True)
-class StepNote:
+class StepNote(NamedTuple):
     step: str
     unit: str
     text: str
 
 
-@dataclass(frozen=True)
-class StepFinished:
+class StepFinished(NamedTuple):
     step: str
     status: str  # model.Status value, or "stale" in a dry run
     reason: str
@@ -46,14 +40,13 @@ class StepFinished:
     units: int = 1
 
 
-@dataclass(frozen=True)
-class RunFinished:
+class RunFinished(NamedTuple):
     run_id: str
     status: str
     counts: dict[str, int]
     wall: float
     saved: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] | None = None
 
 
 Event = RunStarted | ParallelStart | UnitStarted | StepNote | StepFinished | RunFinished

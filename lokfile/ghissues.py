@@ -118,8 +118,18 @@ def similar_issue(finding: Finding, cwd: Path) -> str | None:
     """The title of an existing issue like this finding, or None."""
     mine = _core(finding.title)
     done = _gh(
-        ["issue", "list", "--state", "all", "--search", f"{mine} in:title",
-         "--json", "title", "--limit", "10"],
+        [
+            "issue",
+            "list",
+            "--state",
+            "all",
+            "--search",
+            f"{mine} in:title",
+            "--json",
+            "title",
+            "--limit",
+            "10",
+        ],
         cwd,
     )
     if done.returncode != 0:

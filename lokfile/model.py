@@ -11,6 +11,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from lokfile.status import RunStatus as RunStatus  # outcomes live in lokfile.status
+from lokfile.status import Status as Status
+
 # --------------------------------------------------------------------------
 # Workflows
 # --------------------------------------------------------------------------
@@ -242,28 +245,3 @@ class Config:
     def backend(self, name: str) -> BackendConfig | None:
         """The enabled-or-not backend called `name`."""
         return self.backends.get(name)
-
-
-# --------------------------------------------------------------------------
-# Outcomes
-# --------------------------------------------------------------------------
-
-
-class Status(str, enum.Enum):
-    """What happened to a step in a run."""
-
-    RAN = "ran"  # executed and succeeded
-    REUSED = "reused"  # fresh: the stored result was used
-    FAILED = "failed"  # executed and failed (soft when continue_on_error)
-    SKIPPED = "skipped"  # condition false, a dependency failed, or the run stopped first
-    INTERRUPTED = "interrupted"
-
-    def __bool__(self) -> bool:
-        return self in (Status.RAN, Status.REUSED)
-
-
-class RunStatus(str, enum.Enum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"

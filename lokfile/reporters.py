@@ -75,7 +75,7 @@ class PlainReporter:
                 head += "\n" + self._c(ev.description, "2")
             return head
         if isinstance(ev, ParallelStart):
-            return f"[parallel] Running {ev.count} steps in parallel"
+            return f"[parallel] Running {ev.size} steps in parallel"
         if isinstance(ev, UnitStarted):
             unit = f" {ev.unit}" if ev.unit else ""
             via = f" via {ev.backend}" if ev.backend else ""
@@ -177,3 +177,51 @@ def results_block(outcome: Any) -> str:
             lines.append(f"  {out_line}" if out_line else "")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def outcome_json(outcome: Any) -> dict[str, Any]:
+    """The `--json` document of a run."""
+    steps = []
+    for name in outcome.workflow.step_names:
+        r = outcome.results.get(name)
+        if r is None:
+            continue
+        status = r.status.value if hasattr(r.status, "value") else str(r.status)
+        item: dict[str, Any] = {
+            "name": name,
+            "status": status,
+            "reason": r.reason,
+            "success": r.success,
+            "duration_s": round(r.duration, 4),
+            "backend": r.backend,
+            "digest": r.digest,
+            "output": r.output,
+            "error": r.error,
+        }
+        if r.parsed is not None:
+            item["parsed"] = r.parsed
+        if len(r.units) > 1 or (r.units and r.units[0].name):
+            item["units"] = [
+                {
+                    "unit": u.name,
+                    "status": getattr(u.status, "value", u.status),
+                    "reason": u.reason,
+                    "backend": u.backend,
+                    "digest": u.digest,
+                    "output": u.output,
+                    "error": u.error,
+                }
+                for u in r.units
+            ]
+        steps.append(item)
+    return {
+        "run_id": None if outcome.dry_run else outcome.run_id,
+        "workflow": outcome.workflow.name,
+        "status": outcome.status.value,
+        "exit_code": outcome.exit_code,
+        "dry_run": outcome.dry_run,
+        "counts": outcome.counts,
+        "wall_s": round(outcome.wall, 4),
+        "saved_s": round(outcome.saved, 4),
+        "steps": steps,
+    }

@@ -25,17 +25,15 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lokfile.errors import StoreError
 
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
-class KeyEntry:
+class KeyEntry(NamedTuple):
     key: str
     digest: str
     created: float
@@ -44,14 +42,12 @@ class KeyEntry:
     meta: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class CacheEntry:
+class CacheEntry(NamedTuple):
     digest: str
     created_at: float
 
 
-@dataclass(frozen=True)
-class LastAttempt:
+class LastAttempt(NamedTuple):
     key: str
     components: dict[str, Any]
     status: str

@@ -33,11 +33,14 @@ from lokfile.events import (
 from lokfile.fingerprint import Fingerprinter
 from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
+from lokfile.outcome import RunOutcome, StepResult, new_run_id
 from lokfile.rundb import KeyEntry, RunDB
 from lokfile.store import Store, output_filename
 from lokfile.units import Unit, UnitSpec, build_units, combine
 
 Reporter = Callable[[Event], None]
+
+__all__ = ["Coordinator", "Reporter", "RunOptions", "RunOutcome", "StepResult", "new_run_id"]
 
 
 @dataclass(frozen=True)
@@ -51,53 +54,6 @@ class RunOptions:
     keep_going: bool = False
     resumed_from: str | None = None
     record: bool = True  # False for `lok status`
-
-
-@dataclass
-class StepResult:
-    """The outcome of one step in one run."""
-
-    name: str
-    status: Status | str
-    reason: str
-    output: str = ""
-    digest: str | None = None
-    error: str | None = None
-    backend: str | None = None
-    duration: float = 0.0
-    saved: float = 0.0
-    parsed: Any = None
-    units: list[Unit] = field(default_factory=list)
-    filename: str = ""
-
-    @property
-    def success(self) -> bool:
-        return self.status in (Status.RAN, Status.REUSED)
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    workflow: Workflow
-    status: RunStatus
-    results: dict[str, StepResult]
-    wall: float
-    saved: float
-    dry_run: bool = False
-
-    @property
-    def counts(self) -> dict[str, int]:
-        out = {"ran": 0, "reused": 0, "failed": 0, "skipped": 0}
-        for r in self.results.values():
-            key = r.status.value if isinstance(r.status, Status) else str(r.status)
-            out[key] = out.get(key, 0) + 1
-        return out
-
-    @property
-    def exit_code(self) -> int:
-        if self.status is RunStatus.INTERRUPTED:
-            return 130
-        return 0 if self.status is RunStatus.SUCCEEDED else 1
 
 
 @dataclass
@@ -126,11 +82,6 @@ class _InWorkflowOrder(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.views)
-
-
-def new_run_id() -> str:
-    """Sortable, unique: UTC time plus random hex."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
 class Coordinator:

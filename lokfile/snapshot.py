@@ -217,8 +217,11 @@ def replay(
     digests = {
         d for s in doc["steps"] for d in [s["digest"], *(u["digest"] for u in s["units"])] if d
     }
-    if not all(os.path.isfile(store.path(d)) for d in digests):
-        return None
+    objects = str(store.objects_dir)
+    for d in digests:
+        algo, _, hexpart = d.partition(":")
+        if not os.path.isfile(f"{objects}/{algo}/{hexpart[:2]}/{hexpart[2:]}"):
+            return None
     from lokfile.rundb import RunDB
 
     db = RunDB.open(root / ".lok" / "lok.db")
@@ -232,39 +235,28 @@ def replay(
 
 def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report: Any) -> Any:
     from lokfile.events import RunFinished, RunStarted, StepFinished
-    from lokfile.model import RunStatus, Status, Step, StepKind, Workflow
-    from lokfile.scheduler import RunOutcome, StepResult, new_run_id
-    from lokfile.units import Unit, UnitSpec
+    from lokfile.outcome import RunOutcome, StepResult, UnitSummary, WorkflowSummary, new_run_id
+    from lokfile.status import RunStatus, Status
 
     t0 = time.time()
     wf_doc = doc["workflow"]
-    workflow = Workflow(
-        name=wf_doc["name"],
-        description=wf_doc["description"],
-        path=wf_doc["path"],
-        steps=tuple(Step(n, StepKind.SHELL) for n in wf_doc["order"]),
+    workflow = WorkflowSummary(
+        wf_doc["name"], tuple(wf_doc["order"]), wf_doc["description"], wf_doc["path"]
     )
     run_id = new_run_id()
-    report(RunStarted(run_id, workflow.name, workflow.description, len(workflow.steps)))
+    report(RunStarted(run_id, workflow.name, workflow.description, len(workflow.step_names)))
     results: dict[str, StepResult] = {}
     saved = 0.0
     for s in doc["steps"]:
-        units = []
-        for u in s["units"]:
-            unit = Unit(
-                s["name"],
+        units = [
+            UnitSummary(
                 u["unit"],
-                "",
-                {},
-                UnitSpec(u["unit"]),
-                status=Status.REUSED,
-                reason="fresh",
-                digest=u["digest"],
-                backend=u["backend"],
-                saved=u["saved"],
+                u["digest"],
+                u["backend"],
+                store.get_text(u["digest"]) if u["digest"] else "",
             )
-            unit.output = store.get_text(u["digest"]) if u["digest"] else ""
-            units.append(unit)
+            for u in s["units"]
+        ]
         output = store.get_text(s["digest"]) if s["digest"] else ""
         results[s["name"]] = StepResult(
             s["name"],

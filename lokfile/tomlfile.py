@@ -103,9 +103,9 @@ _SYNTAX_HINTS = (
     ("Cannot overwrite a value", "a key may appear only once per table"),
     ("Cannot declare", "a table may appear only once; use [[...]] for a list of tables"),
     ("Expected '=' after a key", "write key = value"),
-    ("Illegal character '\\n'", "a \"...\" string ends on its line; use \"\"\"...\"\"\" for several"),
+    ("Illegal character '\\n'", 'a "..." string ends on its line; use """...""" for several'),
     ("Unterminated string", "a string is not closed: check its quotes"),
-    ("Invalid value", "strings need quotes (key = \"text\"); lists need brackets"),
+    ("Invalid value", 'strings need quotes (key = "text"); lists need brackets'),
 )
 
 

@@ -61,8 +61,9 @@ def test_same_seed_and_prompt_give_the_same_sampled_answer(model_file: str) -> N
 
     def ask(seed: int) -> str:
         return backend.query(
-            Request(prompt="Tell me a short joke.", cwd=".", temperature=1.0, seed=seed,
-                    max_tokens=24)
+            Request(
+                prompt="Tell me a short joke.", cwd=".", temperature=1.0, seed=seed, max_tokens=24
+            )
         ).text
 
     assert ask(7) == ask(7)
@@ -80,9 +81,7 @@ def test_default_decoding_is_greedy_so_repeats_agree(model_file: str) -> None:
 
 @pytest.mark.local_model
 def test_max_tokens_caps_the_answer_length(model_file: str) -> None:
-    backend = LocalBackend(
-        BackendConfig(name="short", type="local", options={"max_tokens": 5})
-    )
+    backend = LocalBackend(BackendConfig(name="short", type="local", options={"max_tokens": 5}))
     answer = backend.query(Request(prompt=STORY, cwd="."))
     assert answer.usage["output_tokens"] == 5
     assert answer.text

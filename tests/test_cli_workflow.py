@@ -226,8 +226,8 @@ def test_init_writes_config_example_and_gitignore(project: Path) -> None:
     result = lok("init")
     assert result.exit_code == 0, result.stderr
     assert "wrote lok.toml" in result.stdout
-    assert (project / ".lok/.gitignore").read_text().splitlines()[-3:] == [
-        "runs/", "lok.db", "lok.db-*"]
+    assert (project / ".lok/.gitignore").read_text().splitlines()[-4:] == [
+        "runs/", "state/", "lok.db", "lok.db-*"]
     validated = lok("workflow", "validate", "example")
     assert validated.exit_code == 0, validated.stderr
     assert validated.stdout == "✓ example: 3 steps\n"
@@ -251,7 +251,7 @@ def test_init_keeps_an_existing_gitignore_and_adds_what_is_missing(project: Path
     result = lok("init")
     assert result.exit_code == 0, result.stderr
     assert "updated .lok/.gitignore" in result.stdout
-    assert (project / ".lok/.gitignore").read_text() == "scratch/\nruns/\nlok.db\nlok.db-*\n"
+    assert (project / ".lok/.gitignore").read_text() == "scratch/\nruns/\nstate/\nlok.db\nlok.db-*\n"
     assert lok("init", "--force").stdout.count(".gitignore") == 0
 
 

@@ -124,6 +124,7 @@ shell = "printf 'files:\\\\n%s\\\\ntotal: %s\\\\n' {{ steps.files.output }} {{ s
 GITIGNORE = """\
 # lok's run history and stored outputs (workflows/ stays in git)
 runs/
+state/
 lok.db
 lok.db-*
 """

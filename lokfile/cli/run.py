@@ -116,7 +116,6 @@ def run(
     Arguments after WORKFLOW are workflow arguments: positional ({{ arg.1 }}) or
     NAME=value for declared [args]. Put lok's own options before WORKFLOW.
     """
-    from lokfile import api
     from lokfile.errors import UsageError
 
     force_steps = [f for f in force if f != "*"]
@@ -130,6 +129,8 @@ def run(
         if outcome is not None:  # nothing changed since the last run: recorded without loading
             emit_outcome(outcome, as_json, output_file)
             sys.exit(outcome.exit_code)
+    from lokfile import api
+
     ctx = api.open_project(session.directory, session.config_file)
     resumed_from = None
     if resume is not None:
@@ -191,11 +192,10 @@ def _replay(session: Session, workflow: str, args: tuple[str, ...], as_json: boo
 
 def emit_outcome(outcome: Any, as_json: bool, output_file: Path | None) -> None:
     """Print the results block (or the JSON document) where the user asked."""
-    from lokfile import api
-    from lokfile.reporters import results_block
+    from lokfile.reporters import outcome_json, results_block
 
     if as_json:
-        text = json.dumps(api.outcome_json(outcome), indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(outcome_json(outcome), indent=2, ensure_ascii=False) + "\n"
     else:
         text = results_block(outcome)
     if output_file is not None:

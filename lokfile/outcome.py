@@ -1,0 +1,118 @@
+"""What a run produced: step results and the run's outcome.
+
+Plain classes (not dataclasses) on purpose: the no-op fast path builds these
+without importing the engine, and defining a dataclass costs start-up time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from lokfile.status import RunStatus, Status
+
+
+class StepResult:
+    """The outcome of one step in one run."""
+
+    def __init__(
+        self,
+        name: str,
+        status: Status | str,
+        reason: str,
+        output: str = "",
+        digest: str | None = None,
+        error: str | None = None,
+        backend: str | None = None,
+        duration: float = 0.0,
+        saved: float = 0.0,
+        parsed: Any = None,
+        units: list[Any] | None = None,
+        filename: str = "",
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.reason = reason
+        self.output = output
+        self.digest = digest
+        self.error = error
+        self.backend = backend
+        self.duration = duration
+        self.saved = saved
+        self.parsed = parsed
+        self.units: list[Any] = units if units is not None else []  # units.Unit, or UnitSummary
+        self.filename = filename
+
+    @property
+    def success(self) -> bool:
+        return self.status in (Status.RAN, Status.REUSED)
+
+    def __repr__(self) -> str:
+        return f"StepResult({self.name!r}, {self.status!r}, {self.reason!r})"
+
+
+class UnitSummary:
+    """A unit as a replayed run reports it (the fields `--json` shows)."""
+
+    def __init__(self, name: str, digest: str | None, backend: str | None, output: str) -> None:
+        self.name = name
+        self.status = Status.REUSED
+        self.reason = "fresh"
+        self.digest = digest
+        self.backend = backend
+        self.output = output
+        self.error: str | None = None
+
+
+class WorkflowSummary:
+    """What reporting needs of a workflow: its name and step order."""
+
+    def __init__(
+        self, name: str, step_names: tuple[str, ...], description: str = "", path: str | None = None
+    ) -> None:
+        self.name = name
+        self.step_names = step_names
+        self.description = description
+        self.path = path
+
+
+class RunOutcome:
+    """One run: its status and every step's result."""
+
+    def __init__(
+        self,
+        run_id: str,
+        workflow: Any,  # model.Workflow or WorkflowSummary
+        status: RunStatus,
+        results: dict[str, StepResult],
+        wall: float,
+        saved: float,
+        dry_run: bool = False,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.status = status
+        self.results = results
+        self.wall = wall
+        self.saved = saved
+        self.dry_run = dry_run
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"ran": 0, "reused": 0, "failed": 0, "skipped": 0}
+        for r in self.results.values():
+            key = r.status.value if isinstance(r.status, Status) else str(r.status)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        if self.status is RunStatus.INTERRUPTED:
+            return 130
+        return 0 if self.status is RunStatus.SUCCEEDED else 1
+
+
+def new_run_id() -> str:
+    """Sortable, unique: UTC time plus random hex."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
