@@ -11,9 +11,11 @@ its artifact, and `run.json`; `runs/latest` points at the newest run folder.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,16 +43,21 @@ class Store:
     def put(self, data: bytes) -> str:
         """Store `data`; return its digest."""
         digest = hashing.digest_bytes(data)
-        target = self.path(digest)
-        if target.is_file():
+        algo, hexpart = hashing.split(digest)
+        folder = f"{self.objects_dir}/{algo}/{hexpart[:2]}"
+        target = f"{folder}/{hexpart[2:]}"
+        if os.path.isfile(target):
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        # a private temporary name in the same folder, created read-only, renamed into place
+        tmp = f"{folder}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(_serial)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-            os.chmod(tmp, 0o444)
             os.replace(tmp, target)
         except BaseException:
             _unlink_quietly(tmp)
@@ -149,6 +156,9 @@ class Store:
         _unlink_quietly(str(tmp))
         os.symlink(run_id, tmp)
         os.replace(tmp, self.runs_dir / "latest")
+
+
+_serial = itertools.count()
 
 
 def output_filename(step: str, suffix: str = ".txt") -> str:
