@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -157,7 +158,7 @@ def _run_shell(
         proc = subprocess.Popen(
             ["sh", "-c", command],
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=_devnull(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             **OWN_GROUP,
@@ -165,14 +166,26 @@ def _run_shell(
     except OSError as exc:
         return Attempt(False, "", f"cannot start sh: {exc}", "not_installed", retryable=False)
     register(proc.pid)
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    # The deadline is a timer that ends the process tree; communicate() then returns at EOF.
+    # (communicate(timeout=…) would poll the exit with sleeps, costing every step latency.)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
         kill_tree(proc.pid, KILL_GRACE_S)
-        proc.communicate()
-        return Attempt(False, "", f"Step timed out after {_fmt_s(timeout_s)}", "timeout")
+
+    timer = threading.Timer(timeout_s, expire) if timeout_s else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        out, err = proc.communicate()
     finally:
+        if timer is not None:
+            timer.cancel()
         register(None)
+    if expired.is_set():
+        return Attempt(False, "", f"Step timed out after {_fmt_s(timeout_s)}", "timeout")
     stdout = out.decode("utf-8", errors="replace")
     if proc.returncode != 0:
         stderr = err.decode("utf-8", errors="replace").strip()
@@ -189,6 +202,16 @@ def _run_shell(
             retryable=code != NOT_FOUND_EXIT,
         )
     return Attempt(True, stdout.strip())
+
+
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor per process, for every command's stdin."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
 
 
 _BACKENDS: dict[str, Any] = {}
