@@ -91,15 +91,25 @@ def resolve_backend(name: str, config: Config) -> BackendConfig:
             "no backend available for `auto`",
             "configure one in lok.toml ([backends.NAME]) or set [defaults] backend",
         )
+    return configured_backend(config, name)
+
+
+def configured_backend(config: Config, name: str, what: str = "") -> BackendConfig:
+    """The enabled backend `name`, or a UsageError naming the configured ones (`what`: a prefix)."""
+    from lokfile.errors import UsageError
+
+    prefix = f"{what}: " if what else ""
     found = config.backends.get(name)
     if found is None:
         known = ", ".join(sorted(config.backends)) or "none"
-        raise LokError(
-            f"backend '{name}' is not configured (configured: {known})",
-            f"add [backends.{name}] to lok.toml",
+        raise UsageError(
+            f"{prefix}backend '{name}' is not configured (configured: {known})",
+            f"add [backends.{name}] to lok.toml, or pick one of the configured backends",
         )
     if not found.enabled:
-        raise LokError(f"backend '{name}' is disabled", f"set enabled = true in [backends.{name}]")
+        raise UsageError(
+            f"{prefix}backend '{name}' is disabled", f"set enabled = true in [backends.{name}]"
+        )
     return found
 
 

@@ -65,18 +65,9 @@ def split_names(values: tuple[str, ...]) -> list[str]:
 
 def check_backend(config: Config, name: str, what: str = "-b") -> BackendConfig:
     """The enabled backend `name`, or a UsageError that lists the configured ones."""
-    found = config.backends.get(name)
-    if found is None:
-        known = ", ".join(sorted(config.backends)) or "none"
-        raise UsageError(
-            f"{what}: backend '{name}' is not configured (configured: {known})",
-            f"add [backends.{name}] to lok.toml, or pick one of the configured backends",
-        )
-    if not found.enabled:
-        raise UsageError(
-            f"{what}: backend '{name}' is disabled", f"set enabled = true in [backends.{name}]"
-        )
-    return found
+    from lokfile.units import configured_backend
+
+    return configured_backend(config, name, what)
 
 
 def _usable(cfg: BackendConfig) -> bool:
