@@ -206,3 +206,45 @@ def test_two_runs_at_once_both_finish_with_a_consistent_store(tmp_path: Path) ->
     _store_is_sound(tmp_path)
     assert sorted(s for (s,) in db_rows(tmp_path, "SELECT status FROM runs")) == ["succeeded"] * 2
     assert run_json(tmp_path, "crashy")["counts"]["ran"] == 0
+
+
+def test_a_second_ctrl_c_kills_at_once_and_leaves_no_process(tmp_path: Path) -> None:
+    (tmp_path / ".lok").mkdir()
+    write(
+        tmp_path,
+        ".lok/workflows/stubborn.toml",
+        """
+        name = "stubborn"
+        [[steps]]
+        name = "ignore-term"
+        shell = "trap '' TERM; sleep 3004"
+    """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lokfile", "run", "stubborn"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.time() + 60
+    while "[step] ignore-term" not in seen and time.time() < deadline:
+        seen += proc.stderr.readline()
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    started = time.time()
+    proc.communicate(timeout=15)
+    assert proc.returncode == 130
+    assert time.time() - started < 5
+    time.sleep(0.5)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            assert b"sleep\x003004" not in cmd, "the step's process survived"
