@@ -308,7 +308,11 @@ class Coordinator:
             why = "template error" if isinstance(exc, TemplateError) else "cannot start"
             self._finish_step_now(step, Status.FAILED, why, ready, error=exc.message)
             return False
-        units = [self._resolve(step, spec) for spec in specs]
+        units = []
+        for spec in specs:
+            units.append(self._resolve(step, spec))
+            if len(self.queue) >= self.slots - len(self.inflight) > 0:
+                self._dispatch()  # a long loop starts working before all its items are keyed
         live = _Live(step, units, 0, time.time())
         self.live[step.name] = live
         for unit in units:
