@@ -15,7 +15,6 @@ Failure classes, one place for all servers:
 from __future__ import annotations
 
 import email.utils
-import functools
 import json
 import os
 import re
@@ -186,10 +185,41 @@ def classify_transport(
     return BackendError(ErrorKind.NETWORK, f"connection to {url} lost: {detail}")
 
 
-@functools.lru_cache(maxsize=1)
+_LOCK = threading.Lock()
+_CLIENTS: dict[bool, httpx.Client] = {}
+_TLS: list[ssl.SSLContext] = []
+
+
+def _forget_inherited_clients() -> None:
+    _CLIENTS.clear()  # a forked worker must not share its parent's pooled sockets
+
+
+os.register_at_fork(after_in_child=_forget_inherited_clients)
+
+
 def tls_context() -> ssl.SSLContext:
-    """One verifying TLS context per process: building one costs ~50 ms, per client."""
-    return ssl.create_default_context()
+    """One verifying TLS context per process, built once (loading CA certificates costs ~50 ms)."""
+    with _LOCK:
+        if not _TLS:
+            _TLS.append(ssl.create_default_context())
+        return _TLS[0]
+
+
+def client_for(url: str) -> httpx.Client:
+    """The process's shared client for this URL's scheme: connections are pooled and kept
+    alive across queries, and the TLS context is built only if an https URL is used."""
+    https = url.startswith("https:")
+    with _LOCK:
+        found = _CLIENTS.get(https)
+    if found is not None:
+        return found
+    # plain http needs no certificates: skip loading them for loopback and LAN servers
+    verify: ssl.SSLContext | bool = tls_context() if https else False
+    made = httpx.Client(
+        verify=verify, limits=httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    )
+    with _LOCK:
+        return _CLIENTS.setdefault(https, made)
 
 
 # --------------------------------------------------------------------------
@@ -266,10 +296,9 @@ def post_stream(
             timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s or CONNECT_TIMEOUT_S)
         )
         try:
-            with (
-                httpx.Client(timeout=timeout, verify=tls_context()) as client,
-                client.stream("POST", url, json=body, headers=dict(headers)) as response,
-            ):
+            with client_for(url).stream(
+                "POST", url, json=body, headers=dict(headers), timeout=timeout
+            ) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise classify_status(
@@ -330,8 +359,9 @@ def get_json(
     url: str, headers: Mapping[str, str] | None = None, timeout_s: float = HEALTH_TIMEOUT_S
 ) -> tuple[int, Any]:
     """GET `url` quickly for a health check: (status, parsed JSON or None)."""
-    with httpx.Client(timeout=httpx.Timeout(timeout_s), verify=tls_context()) as client:
-        response = client.get(url, headers=dict(headers or {}))
+    response = client_for(url).get(
+        url, headers=dict(headers or {}), timeout=httpx.Timeout(timeout_s)
+    )
     try:
         return response.status_code, response.json()
     except ValueError:
