@@ -115,8 +115,8 @@ def _ensure_gitignore(project: Project) -> None:
         path.write_text(GITIGNORE)
 
 
-def _pool(slots: int) -> Any:
+def _pool(slots: int, warm: tuple[str, ...] = ()) -> Any:
     """The worker pool, imported only when some step must execute."""
     from lokfile.pool import WorkerPool
 
-    return WorkerPool(slots)
+    return WorkerPool(slots, warm)

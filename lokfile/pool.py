@@ -45,8 +45,11 @@ class _Worker:
 class WorkerPool:
     """Run jobs in worker processes; `poll()` yields what they report."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, warm: tuple[str, ...] = ()) -> None:
         self.slots = max(1, slots)
+        self.warm = (
+            warm  # modules each worker imports as it starts (backends, before jobs need them)
+        )
         self.procs = max(1, min(self.slots, os.cpu_count() or 1))
         self.workers: list[_Worker] = []
         self.where: dict[int, _Worker] = {}
@@ -62,7 +65,9 @@ class WorkerPool:
         pipes = [ctx.Pipe(duplex=True) for _ in range(self.procs)]
         for i, (mine, theirs) in enumerate(pipes):
             others = [p[0] for j, p in enumerate(pipes) if j != i]
-            proc = ctx.Process(target=_worker_main, args=(theirs, per, others), daemon=True)
+            proc = ctx.Process(
+                target=_worker_main, args=(theirs, per, others, self.warm), daemon=True
+            )
             proc.start()
             theirs.close()
             self.workers.append(_Worker(proc, mine, per))
@@ -141,9 +146,21 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def _worker_main(conn: Any, threads: int, others: list[Any]) -> None:
+def _warm(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a broken backend module fails its own jobs, with their own error
+            pass
+
+
+def _worker_main(conn: Any, threads: int, others: list[Any], warm: tuple[str, ...] = ()) -> None:
     for other in others:
         other.close()
+    if warm:
+        threading.Thread(target=_warm, args=(warm,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_parent_death_signal()
     me = os.getpid()

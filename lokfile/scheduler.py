@@ -96,7 +96,7 @@ class Coordinator:
         db: RunDB | None,
         options: RunOptions,
         report: Reporter,
-        pool_factory: Callable[[int], Any],
+        pool_factory: Callable[[int, tuple[str, ...]], Any],
     ) -> None:
         self.wf = workflow
         self.config = config
@@ -524,7 +524,7 @@ class Coordinator:
         if not self.queue:
             return
         if self.pool is None:
-            self.pool = self.pool_factory(self.slots)
+            self.pool = self.pool_factory(self.slots, self._backend_modules())
         held: deque[tuple[Job, Unit, str]] = deque()
         while self.queue and len(self.inflight) < self.slots:
             job, unit, backend = self.queue.popleft()
@@ -537,6 +537,18 @@ class Coordinator:
             self.report(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
             self.pool.submit(job)
         self.queue.extendleft(reversed(held))
+
+    def _backend_modules(self) -> tuple[str, ...]:
+        """Modules of the backend types this run may query, for workers to import early."""
+        from lokfile.backends import BUILTIN_TYPES
+
+        types = {b.type for b in self.config.backends.values() if b.enabled}
+        used = {n for s in self.wf.steps if s.kind is StepKind.LLM for n in s.backends}
+        if "auto" not in used:
+            types = {self.config.backends[n].type for n in used if n in self.config.backends}
+        return tuple(
+            sorted({BUILTIN_TYPES[t].partition(":")[0] for t in types if t in BUILTIN_TYPES})
+        )
 
     def _backend_limit(self, name: str) -> int | None:
         if not name:
