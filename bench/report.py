@@ -224,16 +224,57 @@ def commits_table(cmp: dict[str, Any], olds: list[dict[str, Any]]) -> list[str]:
         "| scenario | shape | N | " + " | ".join(f"lok `{h}`" for h in heads) + " |",
         "|" + "---|" * (3 + len(docs)),
     ]
-    for scenario in ("cold", "noop", "incr"):
-        for c in cells(cmp, scenario):
-            row = [scenario, c["shape"], str(c["n"])]
-            for d in docs:
-                same = [
-                    x for x in cells(d, scenario) if x["shape"] == c["shape"] and x["n"] == c["n"]
-                ]
-                row.append(entry(same[0], "lok") if same else "–")
-            lines.append("| " + " | ".join(row) + " |")
+    keys = sorted(
+        {(c["scenario"], c["shape"], c["n"]) for d in docs for c in d.get("cells", [])},
+        key=lambda k: (
+            ["cold", "noop", "incr", "par"].index(k[0]),
+            k[2],
+            [*SHAPES, "wide-sleep"].index(k[1]),
+        ),
+    )
+    for scenario, shape, n in keys:
+        row = [scenario, shape, str(n)]
+        for d in docs:
+            same = [x for x in cells(d, scenario) if x["shape"] == shape and x["n"] == n]
+            if not same:
+                row.append("–")
+            elif scenario == "par" and same[0]["tools"].get("lok", {}).get("status") == "ok":
+                med = same[0]["tools"]["lok"]["wall"]["median"]
+                row.append(f"{med:.2f} ({med / same[0]['ideal']:.3f}× ideal)")
+            else:
+                row.append(entry(same[0], "lok"))
+        lines.append("| " + " | ".join(row) + " |")
     return [*lines, ""]
+
+
+def fanout_commits_table(fans: list[dict[str, Any]]) -> list[str]:
+    """Fan-out efficiency per commit, for every configuration measured."""
+    if len(fans) < 2:
+        return []
+    lines = [
+        "### Fan-out across commits",
+        "",
+        "| lok | prompts | concurrency | cold median s | efficiency | first request after | "
+        "peak RSS | rerun requests |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in fans:
+        head = d.get("meta", {}).get("lok_code", {}).get("head", "?")
+        for c in sorted(d.get("configs", []), key=lambda c: -c["concurrency"]):
+            firsts = sorted(r["before_first"] for r in c["cold"] if r.get("before_first"))
+            first = f"{firsts[len(firsts) // 2]:.2f} s" if firsts else "–"
+            lines.append(
+                f"| `{head}` | {c['prompts']} | {c['concurrency']} | {c['cold_median']:.2f} | "
+                f"{c['efficiency']:.0%} | {first} | {c['peak_tree_rss_mb']:.0f} MB | "
+                f"{c['rerun']['requests']} |"
+            )
+    return [*lines, ""]
+
+
+def first_when(doc: dict[str, Any]) -> str:
+    """When a results file was started: its earliest cell (for ordering commits)."""
+    whens = [c.get("when", "") for c in doc.get("cells", []) + doc.get("configs", [])]
+    return min(whens, default="")
 
 
 def goal(met: bool | None) -> str:
@@ -309,7 +350,12 @@ def meta_lines(cmp: dict[str, Any], fan: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-def render(cmp: dict[str, Any], fan: dict[str, Any], olds: list[dict[str, Any]]) -> str:
+def render(
+    cmp: dict[str, Any],
+    fan: dict[str, Any],
+    olds: list[dict[str, Any]],
+    old_fans: list[dict[str, Any]],
+) -> str:
     """All tables as one Markdown block."""
     lines = meta_lines(cmp, fan)
     lines += goals(cmp, fan)
@@ -321,6 +367,7 @@ def render(cmp: dict[str, Any], fan: dict[str, Any], olds: list[dict[str, Any]])
     lines += startup_table(cmp)
     lines += fanout_table(fan)
     lines += commits_table(cmp, olds)
+    lines += fanout_commits_table([*old_fans, fan])
     lines.append(
         "“(k×)” = ratio to make measured in the same cell (runs interleaved across tools). "
         "¹ = one run only (the probe). ✗ = verification failed. Load = 1-min load average at "
@@ -339,7 +386,7 @@ def main() -> None:
         action="append",
         default=None,
         help="earlier compare.json files to set lok's numbers against "
-        "(default: results/compare-*.json)",
+        "(default: results/compare-*.json; fan-out: results/fanout-*.json)",
     )
     ap.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     ap.add_argument("--print", action="store_true", help="print the tables instead")
@@ -349,8 +396,15 @@ def main() -> None:
         path = Path(p)
         return json.loads(path.read_text()) if path.exists() else {}
 
-    baselines = a.baseline or sorted(str(p) for p in (BENCH / "results").glob("compare-*.json"))
-    block = render(read(a.compare), read(a.fanout), [read(p) for p in baselines])
+    results = BENCH / "results"
+    olds = [read(p) for p in (a.baseline or [str(p) for p in results.glob("compare-*.json")])]
+    old_fans = [read(str(p)) for p in results.glob("fanout-*.json")]
+    block = render(
+        read(a.compare),
+        read(a.fanout),
+        sorted(olds, key=first_when),
+        sorted(old_fans, key=first_when),
+    )
     if a.print:
         print(block)
         return
