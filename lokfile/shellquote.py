@@ -15,9 +15,11 @@ text that the shell reads back as exactly that value, and never as code:
                          <<EOF: \\ $ ` are backslash-escaped.
                          A line of the value that would read as the delimiter line
                          (e.g. a line `EOF`) gets one character appended (a space,
-                         unless the delimiter holds one), so it cannot end the
-                         document early. This is the only case where the text
-                         changes.
+                         unless the delimiter holds one), and a line that starts
+                         with the delimiter (`EOF)…`, which bash takes as the end
+                         inside `$(…)`) gets that character in front, so no value
+                         can end the document early. These are the only cases
+                         where the text changes.
     # comment            newlines become spaces, so the comment cannot end early
 
 Refused at compile time, with a TemplateError: a value inside `${…}` or
@@ -114,7 +116,20 @@ def _heredoc(text: str, place: Place) -> str:
         after = place.suffix if i == last else ""
         if _could_be_delimiter(before, line, after, delimiter, place.strip_tabs):
             lines[i] = line + filler
+        elif _starts_like_delimiter(before, line, delimiter, place.strip_tabs):
+            lines[i] = filler + line
     return "\n".join(lines)
+
+
+def _starts_like_delimiter(before: str | None, line: str, delimiter: str, strip_tabs: bool) -> bool:
+    """Whether the value makes its line START with the delimiter. bash (5.2) ends a
+    here-document inside `$(…)` at such a line when shell syntax follows the
+    delimiter (`EOF)`, `EOF$(…)`), so those lines get the filler in front."""
+    if before is None:
+        return False  # another value earlier on the line; it is checked on its own
+    head = before.lstrip("\t") if strip_tabs else before
+    whole = (before + line).lstrip("\t") if strip_tabs else before + line
+    return whole.startswith(delimiter) and not head.startswith(delimiter)
 
 
 def _could_be_delimiter(

@@ -80,12 +80,17 @@ PLACES = {
 
 
 def neutralized(value: str, delimiter: str, strip_tabs: bool = False) -> str:
-    """The documented change: a value line that reads as the delimiter gets a space."""
+    """The documented change: a value line that reads as the delimiter gets a space after it;
+    one that starts with the delimiter (bash ends `$(…)` heredocs at `EOF)`) gets one in front."""
     lines = []
     for line in value.split("\n"):
-        if (line.lstrip("\t") if strip_tabs else line) == delimiter:
-            line += " "
-        lines.append(line.lstrip("\t") if strip_tabs else line)
+        core = line.lstrip("\t") if strip_tabs else line
+        if core == delimiter:
+            lines.append(core + " ")
+        elif core.startswith(delimiter):
+            lines.append(" " + line)  # the leading space also keeps <<- from stripping tabs
+        else:
+            lines.append(core)
     return "\n".join(lines)
 
 
@@ -357,3 +362,16 @@ def test_the_quick_scan_for_quote_only_commands_agrees_with_the_full_lexer(
     pieces: list[str],
 ) -> None:
     assert shellquote._quotes_only(pieces) == shell_lexer.lex(pieces)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+@pytest.mark.parametrize(
+    "line", ["LOKEOF)", "LOKEOF$(touch MARKER)", "LOKEOF$(touch MARKER)'", "LOKEOF`x`"]
+)
+def test_a_line_starting_with_the_delimiter_cannot_end_the_originals_heredoc_under_bash(
+    tmp_path: Path, line: str
+) -> None:
+    template = "printf '%s' \"$(cat <<'LOKEOF'\n{{ steps.s.output }}\nLOKEOF\n)\""
+    rendered = render_shell(template, ctx_with(f"before\n{line}\nafter"))
+    assert run("bash", rendered, tmp_path).decode() == f"before\n {line}\nafter"
+    assert not (tmp_path / "MARKER").exists()
