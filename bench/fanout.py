@@ -72,6 +72,12 @@ class SlowServer(ThreadingHTTPServer):
         """The base URL for lok's `url` key."""
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def done(self) -> None:
+        """One request answered (or failed)."""
+        with self.lock:
+            self.in_flight -= 1
+            self.last = time.perf_counter()
+
     def reset(self) -> None:
         """Zero the counters before a run."""
         with self.lock:
@@ -93,6 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
             s.in_flight += 1
             s.peak_in_flight = max(s.peak_in_flight, s.in_flight)
             s.first = s.first or time.perf_counter()
+        answered = False
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             prompt = body["messages"][-1]["content"]
@@ -105,12 +112,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")
             self.send_header("Content-Length", str(len(data)))
+            # Count the request as answered before the client can see the answer: with
+            # keep-alive the client's next request may otherwise arrive (and be counted)
+            # before this thread gets back to its bookkeeping, showing 33 in flight for 32.
+            s.done()
+            answered = True
             self.end_headers()
             self.wfile.write(data)
         finally:
-            with s.lock:
-                s.in_flight -= 1
-                s.last = time.perf_counter()
+            if not answered:
+                s.done()
 
     def do_GET(self) -> None:
         data = b'{"models": [{"name": "bench"}]}'
