@@ -481,3 +481,14 @@ def test_command_wrapper_quotes_the_command_for_where_it_lands(project: Path, wr
     )
     doc = run_json(project, "w")
     assert doc["steps"][0]["output"] == "it's|$HOME|`x`|", doc
+
+
+def test_the_readme_first_workflow_reruns_nothing(tmp_path: Path) -> None:
+    assert lok(tmp_path, "init").returncode == 0
+    first = lok(tmp_path, "run", "example")
+    assert first.returncode == 0, first.stderr
+    assert "3 ran" in first.stderr
+    again = lok(tmp_path, "run", "example")
+    assert "0 ran, 3 reused" in again.stderr and "nothing to do" in again.stderr
+    status = lok(tmp_path, "status", "example").stdout.split()
+    assert status.count("fresh") == 6  # three steps, each "fresh  fresh"
