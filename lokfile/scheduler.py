@@ -10,7 +10,6 @@ for the worker pool. Only this process writes the run history.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -34,6 +33,7 @@ from lokfile.fingerprint import Fingerprinter
 from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
 from lokfile.outcome import RunOutcome, StepResult, new_run_id
+from lokfile.recorder import Recorder, status_value
 from lokfile.rundb import KeyEntry, RunDB
 from lokfile.store import Store, output_filename
 from lokfile.units import Unit, UnitSpec, build_units, combine
@@ -114,7 +114,6 @@ class Coordinator:
         self.inflight: dict[int, tuple[Unit, str]] = {}
         self.per_backend: dict[str, int] = {}
         self.next_job = 1
-        self.seq = 0
         self.stopping = False
         self.interrupted = 0
         self.failed_hard: list[str] = []
@@ -130,11 +129,10 @@ class Coordinator:
         # The built-in 24 h TTL is for `lok ask`; step results expire only when a config says so.
         from_file = config.origins.get("cache.ttl_hours", "built-in") != "built-in"
         self.step_ttl = config.cache.ttl_hours if from_file else None
-        self.pending_rows: list[dict[str, Any]] = []
         self.views: dict[str, Any] | None = None  # built on first use: literal steps never need it
         self.backends_seen: set[str] = set()
-        self.pending_keys: list[tuple[KeyEntry, str]] = []
-        self.pending_last: list[tuple[str, str, str, dict[str, Any], str]] = []
+        record = options.record and not options.dry_run
+        self.recorder = Recorder(db, self.fp, workflow.name, self.run_id, self.last, record)
 
     # -- the loop ------------------------------------------------------------
 
@@ -170,7 +168,7 @@ class Coordinator:
         if record:
             assert self.db is not None
             with self.db.transaction():
-                self._write_pending()
+                self.recorder.write()
                 self.db.finish_run(self.run_id, status.value, self._counts(), saved)
             self.store.write_run_json(self.run_id, self._run_doc(status.value, t0))
             self.store.set_latest(self.run_id)
@@ -607,41 +605,12 @@ class Coordinator:
 
             name = snapshot_filename(unit.step, unit.name)
             self.store.link_output(self.run_id, name, result.snapshot)
-        if result.success and unit.digest:
-            meta = {"model": result.model} if result.model else {}
-            self.pending_keys.append(
-                (
-                    KeyEntry(
-                        unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
-                    ),
-                    unit.step,
-                )
-            )
-        self.pending_last.append(
-            (unit.step, unit.name, unit.key, unit.components, unit.status.value)
-        )
+        self.recorder.unit_done(unit, result)
         live = self.live[unit.step]
         live.pending -= 1
         if live.pending == 0:
             self._complete_step(live, ready)
-        self._commit()
-
-    def _commit(self) -> None:
-        """Make everything finished so far durable, in one transaction."""
-        if self.db is None or not self.opts.record or self.opts.dry_run:
-            return
-        with self.db.transaction():
-            self._write_pending()
-
-    def _write_pending(self) -> None:
-        assert self.db is not None
-        for entry, step in self.pending_keys:
-            self.db.put_key(entry, step, self.wf.name)
-        for step, unit, key, comp, status in self.pending_last:
-            self.db.set_last_attempt(self.wf.name, step, unit, key, comp, status)
-        self.db.record_results(self.pending_rows)
-        self.fp.flush()
-        self.pending_keys, self.pending_last, self.pending_rows = [], [], []
+        self.recorder.commit()
 
     def _complete_step(self, live: _Live, ready: deque[str]) -> None:
         """All units resolved: combine them (maybe adding a synthesis unit), then finish."""
@@ -739,15 +708,11 @@ class Coordinator:
             )
             result.filename = output_filename(step.name, suffix)
             self.store.link_output(self.run_id, result.filename, result.digest)
-        if self.db is not None and self.opts.record and not self.opts.dry_run:
-            self._record_unit_row(result.name, "", result)
-            for unit in result.units:
-                if unit.name:
-                    self._record_unit(unit)
+        self.recorder.step_rows(result)
         self.report(
             StepFinished(
                 result.name,
-                result.status.value if isinstance(result.status, Status) else result.status,
+                status_value(result.status),
                 result.reason,
                 result.duration,
                 result.backend,
@@ -762,70 +727,6 @@ class Coordinator:
             if self.waiting[child] == 0:
                 ready.append(child)
 
-    def _record_unit(self, unit: Unit) -> None:
-        self.seq += 1
-        self.pending_rows.append(
-            {
-                "run_id": self.run_id,
-                "step": unit.step,
-                "unit": unit.name,
-                "key": unit.key,
-                "components": unit.canonical,
-                "status": unit.status.value
-                if isinstance(unit.status, Status)
-                else str(unit.status),
-                "reason": unit.reason,
-                "attempts": unit.attempts,
-                "started": unit.started,
-                "ended": unit.ended,
-                "duration": unit.duration,
-                "backend": unit.backend,
-                "model": unit.model,
-                "digest": unit.digest,
-                "error": unit.error,
-                "seq": self.seq,
-            }
-        )
-
-    def _record_unit_row(self, name: str, unit_name: str, result: StepResult) -> None:
-        self.seq += 1
-        single = result.units[0] if len(result.units) == 1 else None
-        key = single.key if single else hashing.digest_json(sorted(u.key for u in result.units))
-        components = (
-            single.canonical if single else json.dumps({"units": [u.name for u in result.units]})
-        )
-        started = min((u.started for u in result.units if u.started), default=0.0)
-        ended = max((u.ended for u in result.units if u.ended), default=0.0)
-        self.pending_rows.append(
-            {
-                "run_id": self.run_id,
-                "step": name,
-                "unit": unit_name,
-                "key": key if result.units else "",
-                "components": components if result.units else "{}",
-                "status": result.status.value
-                if isinstance(result.status, Status)
-                else str(result.status),
-                "reason": result.reason,
-                "attempts": sum(u.attempts for u in result.units),
-                "started": started,
-                "ended": ended,
-                "duration": result.duration,
-                "backend": result.backend,
-                "model": single.model if single else None,
-                "digest": result.digest,
-                "error": result.error,
-                "seq": self.seq,
-            }
-        )
-        prev = self.last.get((name, ""))
-        if (
-            single is not None
-            and single.status is Status.REUSED
-            and (prev is None or prev.key != single.key)
-        ):
-            self.pending_last.append((name, "", single.key, single.components, "reused"))
-
     def _run_doc(self, status: str, started: float) -> dict[str, Any]:
         return {
             "id": self.run_id,
@@ -839,7 +740,7 @@ class Coordinator:
             "steps": [
                 {
                     "name": r.name,
-                    "status": r.status.value if isinstance(r.status, Status) else r.status,
+                    "status": status_value(r.status),
                     "reason": r.reason,
                     "digest": r.digest,
                     "file": r.filename or None,
