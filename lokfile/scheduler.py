@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lokfile import hashing, plan
+from lokfile import plan
 from lokfile.events import (
     Event,
     ParallelStart,
@@ -30,11 +30,12 @@ from lokfile.events import (
     UnitStarted,
 )
 from lokfile.fingerprint import Fingerprinter
+from lokfile.freshness import Freshness
 from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
 from lokfile.outcome import RunOutcome, StepResult, new_run_id
 from lokfile.recorder import Recorder, status_value
-from lokfile.rundb import KeyEntry, RunDB
+from lokfile.rundb import RunDB
 from lokfile.store import Store, output_filename
 from lokfile.units import Unit, UnitSpec, build_units, combine
 
@@ -126,9 +127,16 @@ class Coordinator:
         self.waiting: dict[str, int] = {s.name: len(set(s.depends_on)) for s in workflow.steps}
         self.slots = max(1, min(options.jobs, workflow.concurrency or options.jobs))
         self.env_snapshot = dict(os.environ)
-        # The built-in 24 h TTL is for `lok ask`; step results expire only when a config says so.
-        from_file = config.origins.get("cache.ttl_hours", "built-in") != "built-in"
-        self.step_ttl = config.cache.ttl_hours if from_file else None
+        self.freshness = Freshness(
+            root,
+            config,
+            store,
+            db,
+            self.fp,
+            self.last,
+            (options.force_all, options.force_steps),
+            restore=not options.dry_run,
+        )
         self.views: dict[str, Any] | None = None  # built on first use: literal steps never need it
         self.backends_seen: set[str] = set()
         record = options.record and not options.dry_run
@@ -364,101 +372,10 @@ class Coordinator:
 
     # -- keys and freshness -------------------------------------------------
 
-    def components(self, step: Step, spec: UnitSpec) -> dict[str, Any]:
-        """Everything that determines this unit's result (SPEC §4.1)."""
-        comp: dict[str, Any] = {
-            "schema": hashing.KEY_SCHEMA,
-            "kind": step.kind.value,
-            "unit": spec.unit,
-        }
-        if spec.command is not None:
-            comp["command"] = hashing.digest_text(spec.command)
-            comp["wrapper"] = self.config.defaults.command_wrapper
-            comp["outputs"] = list(step.outputs)
-        if spec.prompt is not None:
-            comp["prompt"] = hashing.digest_text(spec.prompt)
-            comp["system"] = spec.system
-        if spec.backend is not None:
-            comp["backend"] = spec.backend.identity()
-            comp["options"] = step.generation_options
-        if spec.item is None:
-            comp["upstream"] = {d: self.results[d].digest for d in sorted(set(step.depends_on))}
-        # A loop item's key holds its item and its rendered text, not the whole upstream
-        # output: growing a list of 500 by one runs one item.
-        if spec.inputs:
-            comp["inputs"] = spec.inputs
-        if step.sources:
-            comp["sources"] = self.fp.digests(step.sources)
-        if step.env:
-            comp["env"] = {
-                v: hashing.digest_text(os.environ[v]) if v in os.environ else None for v in step.env
-            }
-        if spec.item is not None:
-            comp["item"] = spec.item
-            if "index" in (step.prompt or step.shell or ""):
-                comp["index"] = spec.index
-        comp["format"] = step.output_format
-        if step.apply_edits or step.verify:
-            comp["edits"] = {
-                "apply": step.apply_edits,
-                "verify": spec.verify,
-                "fix_retries": step.fix_retries,
-            }
-        if self.config.cache.salt:
-            comp["salt"] = self.config.cache.salt
-        return comp
-
     def _resolve(self, step: Step, spec: UnitSpec) -> Unit:
-        comp = self.components(step, spec)
-        key, canonical = plan.make_key(comp)
-        unit = Unit(step=step.name, name=spec.unit, key=key, components=comp, spec=spec)
-        unit.canonical = canonical
-        forced = self.opts.force_all or step.name in self.opts.force_steps
-        if forced:
-            return self._stale(unit, plan.FORCED)
-        if step.cache is False:
-            return self._stale(unit, plan.CACHE_OFF)
-        if step.is_volatile and spec.command is not None:
-            return self._stale(unit, plan.VOLATILE)
-        entry = self.db.key_entry(key) if self.db else None
-        if entry is None:
-            prev = self.last.get((step.name, spec.unit))
-            return self._stale(
-                unit,
-                plan.explain(
-                    comp, prev.components if prev else None, prev.status if prev else None
-                ),
-            )
-        ttl = self.step_ttl
-        if ttl and time.time() - entry.created > ttl * 3600:
-            return self._stale(unit, plan.EXPIRED)
-        if entry.outputs and not self._outputs_ok(entry):
-            return self._stale(unit, plan.OUTPUT_MISSING)
-        try:
-            text = self.store.get_text(entry.digest)
-        except FileNotFoundError:
-            return self._stale(unit, "artifact missing from the store")
-        unit.status = Status.REUSED
-        unit.reason = plan.FRESH
-        unit.digest = entry.digest
-        unit.output = text
-        unit.saved = entry.duration
-        unit.backend = spec.backend.name if spec.backend else None
-        unit.model = entry.meta.get("model")
-        return unit
-
-    def _outputs_ok(self, entry: KeyEntry) -> bool:
-        """Declared outputs match, restoring any that changed or vanished from the store."""
-        for rel, digest in entry.outputs.items():
-            if self.fp.digest(rel) == digest:
-                continue
-            if not self.store.has(digest):
-                return False
-            if not self.opts.dry_run:
-                self.store.restore(digest, self.root / rel)
-                st = os.stat(self.root / rel)
-                self.fp.remember([(rel, st.st_size, st.st_mtime_ns, st.st_ino, digest)])
-        return True
+        upstream = {d: self.results[d].digest for d in sorted(set(step.depends_on))}
+        unit, why = self.freshness.judge(step, spec, upstream)
+        return unit if why is None else self._stale(unit, why)
 
     def _stale(self, unit: Unit, reason: str) -> Unit:
         unit.reason = reason
