@@ -278,13 +278,7 @@ class Coordinator:
                 StepResult(step.name, "stale", f"upstream {waiting_on[0]} will run"), ready
             )
             return False
-        failed = [
-            d
-            for d in deps
-            if (not d.success and d.status is not Status.SKIPPED)
-            or (d.status is Status.SKIPPED and d.reason.startswith(("dependency", "not started")))
-        ]
-        hard = [d.name for d in failed if d.status is not Status.REUSED and not self._soft(d.name)]
+        hard = [d.name for d in deps if self._blocks(d)]
         if step.min_deps_success is not None:
             ok = sum(1 for d in deps if d.success)
             if ok < step.min_deps_success:
@@ -329,8 +323,15 @@ class Coordinator:
             return False
         return True
 
-    def _soft(self, name: str) -> bool:
-        return self.wf.step(name).continue_on_error
+    def _blocks(self, dep: StepResult) -> bool:
+        """Does this dependency's outcome stop its dependents? A hard failure does, and so
+        does a skip caused by one further up; a soft failure (continue_on_error, which
+        hands its error text downstream) or an unmet condition does not."""
+        if self.wf.step(dep.name).continue_on_error:
+            return False
+        if dep.status in (Status.FAILED, Status.INTERRUPTED):
+            return True
+        return dep.status is Status.SKIPPED and dep.reason.startswith(("dependency", "not started"))
 
     def _context(self) -> Any:
         """The template context: every finished step so far (kept up to date, not rebuilt)."""

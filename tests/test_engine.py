@@ -492,3 +492,25 @@ def test_the_readme_first_workflow_reruns_nothing(tmp_path: Path) -> None:
     assert "0 ran, 3 reused" in again.stderr and "nothing to do" in again.stderr
     status = lok(tmp_path, "status", "example").stdout.split()
     assert status.count("fresh") == 6  # three steps, each "fresh  fresh"
+
+
+def test_a_soft_step_skipped_by_a_failure_lets_its_dependents_run(project: Path) -> None:
+    write(project, ".lok/workflows/chain.toml", """
+        name = "chain"
+        [[steps]]
+        name = "bad"
+        shell = "exit 1"
+        continue_on_error = true
+        [[steps]]
+        name = "guard"
+        shell = "exit 1"
+        depends_on = ["bad"]
+        continue_on_error = true
+        [[steps]]
+        name = "last"
+        shell = "echo ran after {{ steps.guard.success }}"
+        depends_on = ["guard"]
+    """)
+    doc = run_json(project, "chain")
+    assert statuses(doc) == {"bad": "failed", "guard": "failed", "last": "ran"}
+    assert doc["steps"][-1]["output"] == "ran after false"
