@@ -307,11 +307,12 @@ def post_stream(
                 for text in response.iter_lines():
                     if cancelled.is_set():
                         break
-                    reader.line(text)
                     if reader.complete:
-                        break
+                        continue  # read to the end of the body, so the connection is reused
+                    reader.line(text)
                 else:
-                    reader.line("")  # flush a final SSE event that had no blank line after it
+                    if not reader.complete:
+                        reader.line("")  # flush a final SSE event that had no blank line after it
         except httpx.HTTPError as exc:
             raise classify_transport(exc, url, secret_list) from None
         if not reader.complete:
