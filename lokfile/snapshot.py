@@ -124,7 +124,11 @@ def record(
         if p.endswith(".toml")
     ):
         return  # a config or workflow file touched during the run: do not trust its stat
-    env_names = sorted({"PATH", *c.wf.env, *(v for s in c.wf.steps for v in s.env)})
+    # PATH decides `auto` and which CLIs run; HOME and XDG_CONFIG_HOME decide where the user
+    # config and workflows are, whose paths the snapshot watches.
+    env_names = sorted(
+        {"PATH", "HOME", "XDG_CONFIG_HOME", *c.wf.env, *(v for s in c.wf.steps for v in s.env)}
+    )
     rows = c.db.results(c.run_id)
     steps = []
     for name_ in _no_op_order(c):
