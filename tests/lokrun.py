@@ -11,6 +11,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import click
+
+from lokfile.cli import main
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "lok"
@@ -70,3 +74,64 @@ def db_rows(root: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+@click.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def entry(argv: tuple[str, ...]) -> None:
+    """The real `lok` entry point (Error:/Hint: edge, exit codes), for click's CliRunner."""
+    main(list(argv))
+
+
+GH_BIN = REPO / "tests" / "bin"
+
+
+class StubWorld:
+    """A stub `gh` on PATH with its own data folder, a call log for test backends, and
+    git identities: the shared base of the end-to-end worlds."""
+
+    def __init__(self, root: Path, base: Path) -> None:
+        self.root = root
+        self.log = base / "calls.jsonl"
+        self.gh_dir = base / "gh"
+        self.gh_dir.mkdir()
+        self.env = {
+            "PATH": f"{GH_BIN}{os.pathsep}{os.environ['PATH']}",
+            "GH_STUB_DIR": str(self.gh_dir),
+            "XDG_CONFIG_HOME": str(base / "xdg"),
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.com",
+        }
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        """Run git in the world (or `cwd`); its stdout."""
+        return subprocess.run(
+            ["git", *args],
+            cwd=cwd or self.root,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **self.env},
+        ).stdout.strip()
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every backend call the test backends logged."""
+        return read_jsonl(self.log)
+
+    def gh_calls(self) -> list[list[str]]:
+        """The argv of every `gh` call."""
+        return [call["argv"] for call in read_jsonl(self.gh_dir / "calls.jsonl")]
+
+    def gh_data(self) -> dict[str, Any]:
+        """The stub gh's world, as it is now."""
+        data: dict[str, Any] = json.loads((self.gh_dir / "data.json").read_text())
+        return data
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a log file ([] when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -12,26 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 from servers.llm import LLMServer
 
 from lokfile.agents.common import lit, split_names
-from lokfile.cli import main
 from lokfile.templates import Context, render_prompt
+from tests.lokrun import entry
 
 # The built-in config brings claude, codex, gemini and ollama; tests switch them off.
 BUILTINS_OFF = "".join(
     f"[backends.{n}]\nenabled = false\n\n" for n in ("claude", "codex", "gemini", "ollama")
 )
 
-
-@click.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def entry(argv: tuple[str, ...]) -> None:
-    """`lok` with its error edge (Error:/Hint:, exit codes), for CliRunner."""
-    main(list(argv))
 
 
 def lok(*args: str) -> Result:

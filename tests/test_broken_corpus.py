@@ -14,11 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
-from lokfile.cli import main
+from tests.lokrun import entry
 
 CORPUS = Path(__file__).resolve().parent / "broken"
 FILES = sorted(CORPUS.glob("*.toml"))
@@ -37,12 +36,6 @@ def expectation(path: Path) -> Expect:
     line = head[1].decode().removeprefix("# line: ")
     return Expect(fragment, None if line == "none" else int(line))
 
-
-@click.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def entry(argv: tuple[str, ...]) -> None:
-    """The real `lok` entry point (error edge included), for CliRunner."""
-    main(list(argv))
 
 
 @pytest.fixture

@@ -5,20 +5,15 @@ log every call, and a loopback LLM server."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 from servers.llm import LLMServer
 
-from lokfile.cli import main
-from tests.lokrun import REPO, lok, write
+from tests.lokrun import StubWorld, entry, lok, write
 
-GH_BIN = REPO / "tests" / "bin"
 SYNTH_MARK = "Merge them into one list of findings"
 FINDINGS = """1. Division by zero in ratio() (src/calc.py:5)
    ratio divides by b without checking it; guard b == 0.
@@ -29,56 +24,15 @@ FINDINGS = """1. Division by zero in ratio() (src/calc.py:5)
 """
 
 
-@click.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def entry(argv: tuple[str, ...]) -> None:
-    """`lok` with its error edge (Error:/Hint:, exit codes), for CliRunner."""
-    main(list(argv))
-
-
-class Project:
+class Project(StubWorld):
     """A temporary git repository with lok.toml, a gh stub world, and call logs."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.log = root.parent / "calls.jsonl"
-        self.gh_dir = root.parent / "gh"
-        self.gh_dir.mkdir()
-        self.env = {
-            "PATH": f"{GH_BIN}{os.pathsep}{os.environ['PATH']}",
-            "GH_STUB_DIR": str(self.gh_dir),
-            "XDG_CONFIG_HOME": str(root.parent / "xdg"),
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@example.com",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@example.com",
-        }
+        super().__init__(root, root.parent)
 
     def lok(self, *args: str, input: str | None = None) -> Result:
         """`lok -C ROOT ARGS` in-process (stdout and stderr apart), with the stub gh on PATH."""
         return CliRunner().invoke(entry, ["-C", str(self.root), *args], input=input, env=self.env)
-
-    def git(self, *args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=self.root, capture_output=True, text=True, check=True,
-            env={**os.environ, **self.env},
-        )
-        return done.stdout
-
-    def calls(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-    def gh_calls(self) -> list[list[str]]:
-        path = self.gh_dir / "calls.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line)["argv"] for line in path.read_text().splitlines()]
-
-    def gh_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.gh_dir / "data.json").read_text())
-        return data
 
     def set_gh(self, data: dict[str, Any]) -> None:
         (self.gh_dir / "data.json").write_text(json.dumps(data))
@@ -91,8 +45,14 @@ def _rule(rule: dict[str, str]) -> str:
 def config(log: Path, extra: str = "", default: str = 'backend = "t"') -> str:
     rules = [
         {"contains": SYNTH_MARK, "reply": FINDINGS},
-        {"contains": "Merge them into one prioritised report", "reply": "1. [high] Shell injection in run()"},
-        {"contains": "Propose a fix for GitHub issue", "reply": "Root cause: ratio divides by zero."},
+        {
+            "contains": "Merge them into one prioritised report",
+            "reply": "1. [high] Shell injection in run()",
+        },
+        {
+            "contains": "Propose a fix for GitHub issue",
+            "reply": "Root cause: ratio divides by zero.",
+        },
         {"contains": "These CI checks failed", "reply": "The test_ratio test fails: guard b == 0."},
         {"contains": "Review this diff", "reply": "Looks good; one nit at src/calc.py:5."},
         {"contains": "Review pull request", "reply": "Critical: none.\nVerdict: approve"},
@@ -122,7 +82,10 @@ def proj(tmp_path: Path) -> Project:
     root.mkdir()
     p = Project(root)
     write(root, "lok.toml", config(p.log))
-    write(root, "src/calc.py", """
+    write(
+        root,
+        "src/calc.py",
+        """
         def first(items):
             return items[0]
 
@@ -131,37 +94,82 @@ def proj(tmp_path: Path) -> Project:
 
         def fact(n):
             return n * fact(n - 1)
-        """)
+        """,
+    )
     write(root, "README.md", "# calc\nA tiny calculator.\n")
     write(root, ".gitignore", ".lok/\n")
-    p.set_gh({
-        "repo": "acme/calc",
-        "labels": ["bug"],
-        "issues": {
-            "3": {"number": 3, "title": "Existing crash on empty input", "body": "",
-                  "labels": [], "state": "OPEN"},
-            "12": {"number": 12, "title": "ratio() crashes", "state": "OPEN",
-                   "body": "ZeroDivisionError at src/calc.py:5 when b is 0", "labels": []},
-        },
-        "pulls": {
-            "7": {"number": 7, "title": "Add ratio", "body": "Adds ratio()",
-                  "author": {"login": "ann"}, "state": "OPEN", "baseRefName": "main",
-                  "headRefName": "ratio", "additions": 2, "deletions": 0, "changedFiles": 1,
-                  "diff": "diff --git a/src/calc.py b/src/calc.py\n+def ratio(a, b):\n",
-                  "checks": [
-                      {"name": "lint", "state": "SUCCESS", "bucket": "pass",
-                       "link": "https://github.com/acme/calc/actions/runs/40/job/1"},
-                      {"name": "test (3.11)", "state": "FAILURE", "bucket": "fail",
-                       "link": "https://github.com/acme/calc/actions/runs/41/job/2"},
-                      {"name": "test (3.12)", "state": "FAILURE", "bucket": "fail",
-                       "link": "https://github.com/acme/calc/actions/runs/41/job/3"},
-                  ]},
-            "8": {"number": 8, "title": "Docs", "body": "", "diff": "",
-                  "checks": [{"name": "lint", "state": "SUCCESS", "bucket": "pass",
-                              "link": "https://github.com/acme/calc/actions/runs/50/job/1"}]},
-        },
-        "runs": {"41": "FAILED tests/test_calc.py::test_ratio - ZeroDivisionError"},
-    })
+    p.set_gh(
+        {
+            "repo": "acme/calc",
+            "labels": ["bug"],
+            "issues": {
+                "3": {
+                    "number": 3,
+                    "title": "Existing crash on empty input",
+                    "body": "",
+                    "labels": [],
+                    "state": "OPEN",
+                },
+                "12": {
+                    "number": 12,
+                    "title": "ratio() crashes",
+                    "state": "OPEN",
+                    "body": "ZeroDivisionError at src/calc.py:5 when b is 0",
+                    "labels": [],
+                },
+            },
+            "pulls": {
+                "7": {
+                    "number": 7,
+                    "title": "Add ratio",
+                    "body": "Adds ratio()",
+                    "author": {"login": "ann"},
+                    "state": "OPEN",
+                    "baseRefName": "main",
+                    "headRefName": "ratio",
+                    "additions": 2,
+                    "deletions": 0,
+                    "changedFiles": 1,
+                    "diff": "diff --git a/src/calc.py b/src/calc.py\n+def ratio(a, b):\n",
+                    "checks": [
+                        {
+                            "name": "lint",
+                            "state": "SUCCESS",
+                            "bucket": "pass",
+                            "link": "https://github.com/acme/calc/actions/runs/40/job/1",
+                        },
+                        {
+                            "name": "test (3.11)",
+                            "state": "FAILURE",
+                            "bucket": "fail",
+                            "link": "https://github.com/acme/calc/actions/runs/41/job/2",
+                        },
+                        {
+                            "name": "test (3.12)",
+                            "state": "FAILURE",
+                            "bucket": "fail",
+                            "link": "https://github.com/acme/calc/actions/runs/41/job/3",
+                        },
+                    ],
+                },
+                "8": {
+                    "number": 8,
+                    "title": "Docs",
+                    "body": "",
+                    "diff": "",
+                    "checks": [
+                        {
+                            "name": "lint",
+                            "state": "SUCCESS",
+                            "bucket": "pass",
+                            "link": "https://github.com/acme/calc/actions/runs/50/job/1",
+                        }
+                    ],
+                },
+            },
+            "runs": {"41": "FAILED tests/test_calc.py::test_ratio - ZeroDivisionError"},
+        }
+    )
     p.git("init", "-q", "-b", "main")
     p.git("add", "-A")
     p.git("commit", "-q", "-m", "init")
@@ -349,7 +357,10 @@ def test_explain_against_a_loopback_openai_server_asks_once(proj: Project) -> No
 
 
 def test_a_project_workflow_overrides_the_builtin_for_the_command(proj: Project) -> None:
-    write(proj.root, ".lok/workflows/explain.toml", """
+    write(
+        proj.root,
+        ".lok/workflows/explain.toml",
+        """
         name = "explain"
         extends = "explain"
 
@@ -357,7 +368,8 @@ def test_a_project_workflow_overrides_the_builtin_for_the_command(proj: Project)
         name = "explain"
         depends_on = ["gather-readme"]
         prompt = "Explain this codebase in one line: {{ steps.gather-readme.output }}"
-        """)
+        """,
+    )
     done = proj.lok("explain")
     assert done.exit_code == 0, done.stderr
     (call,) = proj.calls()
@@ -420,10 +432,12 @@ def test_review_pr_reviews_and_comments_once(proj: Project) -> None:
     assert "Author: ann. Branch: ratio into main. +2 -0 in 1 file(s)." in prompt
     assert "+def ratio(a, b):" in prompt
     comments = proj.gh_data()["comments"]
-    assert comments == [{
-        "on": "pull/7",
-        "body": "## Review by lok (T)\n\nCritical: none.\nVerdict: approve\n",
-    }]
+    assert comments == [
+        {
+            "on": "pull/7",
+            "body": "## Review by lok (T)\n\nCritical: none.\nVerdict: approve\n",
+        }
+    ]
     again = proj.lok("run", "review-pr", "7", "comment=true")
     assert again.exit_code == 0, again.stderr
     assert len(proj.calls()) == 1

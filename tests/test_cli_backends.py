@@ -11,12 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 from servers.llm import LLMServer
 
-from lokfile.cli import main
+from tests.lokrun import entry
 
 # The built-in config brings claude, codex, gemini and ollama; tests switch them off.
 BUILTINS_OFF = "".join(
@@ -50,12 +49,6 @@ def write_config(root: Path, body: str) -> None:
 def http_backends(url: str, *names: str, kind: str = "openai", extra: str = "") -> str:
     return "".join(f'[backends.{n}]\ntype = "{kind}"\nurl = "{url}"\n{extra}\n' for n in names)
 
-
-@click.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def entry(argv: tuple[str, ...]) -> None:
-    """`lok` with its error edge (Error:/Hint:, exit codes), for CliRunner."""
-    main(list(argv))
 
 
 def lok(*args: str) -> Result:

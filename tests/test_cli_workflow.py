@@ -11,25 +11,18 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
-from lokfile.cli import main
 from lokfile.config import load_config
 from lokfile.project import Project
 from lokfile.tomlfile import parse
+from tests.lokrun import entry
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lok"
 BUILTINS = sorted((REPO / "workflows").glob("*.toml"))
 
-
-@click.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def entry(argv: tuple[str, ...]) -> None:
-    """The real `lok` entry point (error edge included), for CliRunner."""
-    main(list(argv))
 
 
 def lok(*args: str) -> Result:

@@ -6,35 +6,35 @@ quoted heredocs, `{{ workflow.backends }}`."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
-from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
-from lokfile.cli import main
-from tests.lokrun import REPO, lok, write
+from tests.lokrun import REPO, StubWorld, entry, lok, write
 
 EXAMPLES = REPO / "tests" / "examples"
-GH_BIN = REPO / "tests" / "bin"
 
 PICK = '{"issue": "Don\'t divide by zero in ratio()", "severity": "high", "file": "src/calc.py", "line": 5}'
-FIX = json.dumps({
-    "edits": [{"file": "src/calc.py", "old": "return a / b", "new": "return a / b if b else 0"}],
-    "summary": "Guard ratio() when b is 0",
-})
-SYNTH = json.dumps({
-    "verdict": "request_changes",
-    "critical": ["Division by zero"],
-    "important": [],
-    "minor": ["naming"],
-    "summary": "Guard b before dividing.",
-    "followups": ["Add a test for ratio(1, 0)"],
-})
-TRICKY = "It's `$(touch pwned)` and \"quoted\".\nLOKEOF\nStill the comment."
+FIX = json.dumps(
+    {
+        "edits": [
+            {"file": "src/calc.py", "old": "return a / b", "new": "return a / b if b else 0"}
+        ],
+        "summary": "Guard ratio() when b is 0",
+    }
+)
+SYNTH = json.dumps(
+    {
+        "verdict": "request_changes",
+        "critical": ["Division by zero"],
+        "important": [],
+        "minor": ["naming"],
+        "summary": "Guard b before dividing.",
+        "followups": ["Add a test for ratio(1, 0)"],
+    }
+)
+TRICKY = 'It\'s `$(touch pwned)` and "quoted".\nLOKEOF\nStill the comment.'
 
 RULES: dict[str, list[tuple[str, str]]] = {
     "claude": [
@@ -62,31 +62,12 @@ def _backend(name: str, log: Path) -> str:
     )
 
 
-@click.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def entry(argv: tuple[str, ...]) -> None:
-    """`lok` with its error edge, for CliRunner."""
-    main(list(argv))
-
-
-class World:
+class World(StubWorld):
     """A git repository with a bare `origin`, lok.toml, and the stub gh's data."""
 
     def __init__(self, tmp: Path) -> None:
-        self.root = tmp / "repo"
+        super().__init__(tmp / "repo", tmp)
         self.origin = tmp / "origin.git"
-        self.log = tmp / "calls.jsonl"
-        self.gh_dir = tmp / "gh"
-        self.gh_dir.mkdir()
-        self.env = {
-            "PATH": f"{GH_BIN}{os.pathsep}{os.environ['PATH']}",
-            "GH_STUB_DIR": str(self.gh_dir),
-            "XDG_CONFIG_HOME": str(tmp / "xdg"),
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@example.com",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@example.com",
-        }
 
     def run(self, example: str, *args: str) -> Result:
         """`lok run EXAMPLE ARGS` in-process; options such as --json go first in ARGS."""
@@ -97,56 +78,59 @@ class World:
             entry, ["-C", str(self.root), "run", *options, path, *rest], env=self.env
         )
 
-    def git(self, *args: str, cwd: Path | None = None) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=cwd or self.root, capture_output=True, text=True, check=True,
-            env={**os.environ, **self.env},
-        ).stdout.strip()
-
-    def calls(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-    def gh_calls(self) -> list[list[str]]:
-        path = self.gh_dir / "calls.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line)["argv"] for line in path.read_text().splitlines()]
-
-    def gh_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.gh_dir / "data.json").read_text())
-        return data
-
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     w = World(tmp_path)
     w.root.mkdir()
     write(w.root, "lok.toml", "".join(_backend(n, w.log) for n in ("claude", "codex", "gemini")))
-    write(w.root, "src/calc.py", """
+    write(
+        w.root,
+        "src/calc.py",
+        """
         def first(items):
             return items[0]
 
         def ratio(a, b):
             return a / b
-        """)
+        """,
+    )
     write(w.root, ".gitignore", ".lok/\n")
-    (w.gh_dir / "data.json").write_text(json.dumps({
-        "repo": "acme/calc",
-        "issues": {
-            "12": {"number": 12, "title": "ratio() crashes", "state": "OPEN",
-                   "body": "ZeroDivisionError at src/calc.py:5", "labels": []},
-            "13": {"number": 13, "title": "Docs are thin", "state": "OPEN", "body": "",
-                   "labels": []},
-        },
-        "pulls": {
-            "7": {"number": 7, "title": "Add ratio", "body": "Adds ratio()",
-                  "author": {"login": "ann"}, "headRefName": "ratio",
-                  "diff": "+def ratio(a, b):\n", "comments": [{"body": "guard b == 0"}],
-                  "reviews": [{"state": "CHANGES_REQUESTED", "body": "divides by zero"}]},
-        },
-    }))
+    (w.gh_dir / "data.json").write_text(
+        json.dumps(
+            {
+                "repo": "acme/calc",
+                "issues": {
+                    "12": {
+                        "number": 12,
+                        "title": "ratio() crashes",
+                        "state": "OPEN",
+                        "body": "ZeroDivisionError at src/calc.py:5",
+                        "labels": [],
+                    },
+                    "13": {
+                        "number": 13,
+                        "title": "Docs are thin",
+                        "state": "OPEN",
+                        "body": "",
+                        "labels": [],
+                    },
+                },
+                "pulls": {
+                    "7": {
+                        "number": 7,
+                        "title": "Add ratio",
+                        "body": "Adds ratio()",
+                        "author": {"login": "ann"},
+                        "headRefName": "ratio",
+                        "diff": "+def ratio(a, b):\n",
+                        "comments": [{"body": "guard b == 0"}],
+                        "reviews": [{"state": "CHANGES_REQUESTED", "body": "divides by zero"}],
+                    },
+                },
+            }
+        )
+    )
     w.git("init", "-q", "-b", "main")
     w.git("add", "-A")
     w.git("commit", "-q", "-m", "init")
@@ -169,7 +153,7 @@ def test_fix_example_posts_the_debate_verbatim_with_the_backends_named(world: Wo
     # the heredoc keeps the answer literal; only the line that would end it early changes
     assert comment["body"] == (
         "## Fix proposal (Claude + Codex)\n\n"
-        "It's `$(touch pwned)` and \"quoted\".\nLOKEOF \nStill the comment."
+        'It\'s `$(touch pwned)` and "quoted".\nLOKEOF \nStill the comment.'
         "\n\n---\n*Generated by lok*"
     )
     assert not (world.root / "pwned").exists()
@@ -275,9 +259,13 @@ def test_fix_example_through_the_real_executable(world: World) -> None:
 
 
 def test_full_heal_example_does_not_merge_a_rejected_fix(world: World) -> None:
-    rejected = (world.root / "lok.toml").read_text().replace(
-        '{\\"approved\\": true, \\"reason\\": \\"guarded\\"}',
-        '{\\"approved\\": false, \\"reason\\": \\"no test\\"}',
+    rejected = (
+        (world.root / "lok.toml")
+        .read_text()
+        .replace(
+            '{\\"approved\\": true, \\"reason\\": \\"guarded\\"}',
+            '{\\"approved\\": false, \\"reason\\": \\"no test\\"}',
+        )
     )
     assert "false" in rejected
     (world.root / "lok.toml").write_text(rejected)
