@@ -201,14 +201,19 @@ class Lexer:
         self.prev = "$"
         return at + 1
 
-    def _cmd(self, text: str, pos: int) -> int:
-        m = _CMD_SPECIAL.search(text, pos)
-        if m is None:
-            self.prev = text[-1]
-            return len(text)
-        at = m.start()
+    def _next_special(self, pattern: re.Pattern[str], text: str, pos: int) -> int:
+        """Where the next character `pattern` cares about is (len(text) if none), keeping
+        `prev` as the last character passed over."""
+        m = pattern.search(text, pos)
+        at = len(text) if m is None else m.start()
         if at > pos:
             self.prev = text[at - 1]
+        return at
+
+    def _cmd(self, text: str, pos: int) -> int:
+        at = self._next_special(_CMD_SPECIAL, text, pos)
+        if at == len(text):
+            return at
         c = text[at]
         top = self.stack[-1]
         if c == "\\":
@@ -356,13 +361,9 @@ class Lexer:
                 self._start_heredoc(top.pending[0], top.pending[1:])
 
     def _dq(self, text: str, pos: int) -> int:
-        m = _DQ_SPECIAL.search(text, pos)
-        if m is None:
-            self.prev = text[-1]
-            return len(text)
-        at = m.start()
-        if at > pos:
-            self.prev = text[at - 1]
+        at = self._next_special(_DQ_SPECIAL, text, pos)
+        if at == len(text):
+            return at
         c = text[at]
         if c == "\\":
             return self._skip_escape(text, at)
