@@ -154,8 +154,22 @@ def check_every_place(shell: str, value: str, jinja: bool, cwd: Path) -> None:
         delimiter = HEREDOC_DELIMITERS.get(name)
         if shell == "sh" and SH_IS_DASH and delimiter and dash_mangles(value, delimiter):
             continue
+        if shell == "bash" and name == "the original's heredoc in $()" and "\x01\x01" in value:
+            continue  # bash_mangles: see below
         assert out.decode() == expected(name, value), f"place: {name}"
     assert list(cwd.iterdir()) == [], "something ran"
+
+
+def test_bash_mangles_a_literal_ctlesc_pair_in_a_heredoc_inside_quoted_command_substitution(
+    tmp_path: Path,
+) -> None:
+    """bash 5.2 reads two literal \\x01 bytes in a quoted here-document inside "$(…)" back as
+    one (its internal CTLESC escape leaks). The text is literal in the script, so no quoting
+    can avoid it; the property tests skip exact comparison there (nothing runs either way)."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash not installed")
+    script = "printf '%s' \"$(cat <<'E'\n\x01\x01\nE\n)\""
+    assert run("bash", script, tmp_path) == b"\x01"  # if bash is fixed, drop the skip above
 
 
 @pytest.fixture(scope="module")
