@@ -74,7 +74,7 @@ def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> Job
     for attempt in range(job.retries + 1):
         attempts += 1
         if isinstance(job.work, ShellJob):
-            last = _run_shell(job.work.command, job.cwd, job.timeout_s, register)
+            last = _run_shell(job.work, job, register)
         else:
             if job.work.answer is not None:
                 last = Attempt(True, job.work.answer)
@@ -151,12 +151,31 @@ def _first_line(text: str | None) -> str:
     return lines[0][:160] if lines else "failed"
 
 
-def _run_shell(
-    command: str, cwd: str, timeout_s: float | None, register: Callable[[int | None], None]
+def _run_shell(work: ShellJob, job: Job, register: Callable[[int | None], None]) -> Attempt:
+    from lokfile.shellrun import launch, shown
+
+    command, timeout_s = work.command, job.timeout_s
+    try:
+        started = launch(command, work.wrapper, Path(job.runs_dir).parent / "tmp")
+    except ValueError as exc:
+        return Attempt(False, "", str(exc), "failed", retryable=False)
+    try:
+        return _run_launched(started.argv, command, job.cwd, timeout_s, register, shown)
+    finally:
+        started.done()
+
+
+def _run_launched(
+    argv: list[str],
+    command: str,
+    cwd: str,
+    timeout_s: float | None,
+    register: Callable[[int | None], None],
+    shown: Callable[[str], str],
 ) -> Attempt:
     try:
         proc = subprocess.Popen(
-            ["sh", "-c", command],
+            argv,
             cwd=cwd,
             stdin=_devnull(),
             stdout=subprocess.PIPE,
@@ -191,7 +210,7 @@ def _run_shell(
         stderr = err.decode("utf-8", errors="replace").strip()
         code = proc.returncode
         how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
-        detail = f"Shell command failed ({how}): {command}"
+        detail = f"Shell command failed ({how}): {shown(command)}"
         if stderr:
             detail += "\n" + stderr[-4000:]
         return Attempt(

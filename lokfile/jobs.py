@@ -13,9 +13,9 @@ from lokfile.model import BackendConfig
 
 @dataclass(frozen=True)
 class ShellJob:
-    command: str  # final text given to `sh -c` (wrapper applied)
-    display: str  # the command as the user wrote it, rendered (for messages)
+    command: str  # the command as rendered (see shellrun for how it starts)
     outputs: tuple[str, ...] = ()  # declared output files, relative to cwd
+    wrapper: str | None = None  # [defaults] command_wrapper, applied when it starts
 
 
 @dataclass(frozen=True)

@@ -388,7 +388,8 @@ class Coordinator:
         timeout = step.timeout_ms / 1000 if step.timeout_ms else None
         work: ShellJob | QueryJob
         if spec.command is not None:
-            work = ShellJob(self._wrap(spec.command), spec.command, step.outputs)
+            wrapper = self.config.defaults.command_wrapper
+            work = ShellJob(spec.command, step.outputs, wrapper)
         else:
             assert spec.backend is not None and spec.prompt is not None
             work = QueryJob(
@@ -425,14 +426,6 @@ class Coordinator:
             return None
         wrapper = self.config.defaults.command_wrapper
         return EditSettings(step.apply_edits, spec.verify, step.fix_retries, wrapper)
-
-    def _wrap(self, command: str) -> str:
-        wrapper = self.config.defaults.command_wrapper
-        if not wrapper:
-            return command
-        from lokfile.units import wrap_command
-
-        return wrap_command(wrapper, command)
 
     # -- dispatching and completion -----------------------------------------
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lokfile.proctree import kill_tree
+from lokfile.shellrun import launch, shown
 from lokfile.stack import Stack, detect
 
 KILL_GRACE_S = 2.0
@@ -108,15 +109,21 @@ def auto(stack: Stack) -> Check:
 def run(
     command: str, root: Path, timeout_s: float | None, wrapper: str | None = None
 ) -> CheckResult:
-    """Run `command` with `sh -c` in `root` (inside the wrapper); end its whole tree on timeout."""
-    final = command
-    if wrapper:
-        from lokfile.units import wrap_command
+    """Run `command` with sh in `root` (inside the wrapper); end its whole tree on timeout."""
+    try:
+        started = launch(command, wrapper, root / ".lok" / "tmp")
+    except ValueError as exc:
+        return CheckResult(False, f"`{shown(command)}`: {exc}")
+    try:
+        return _run(started.argv, command, root, timeout_s)
+    finally:
+        started.done()
 
-        final = wrap_command(wrapper, command)
+
+def _run(argv: list[str], command: str, root: Path, timeout_s: float | None) -> CheckResult:
     try:
         proc = subprocess.Popen(
-            ["sh", "-c", final],
+            argv,
             cwd=root,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -130,7 +137,9 @@ def run(
     except subprocess.TimeoutExpired:
         kill_tree(proc.pid, KILL_GRACE_S)
         proc.communicate()
-        return CheckResult(False, f"`{command}` timed out after {timeout_s:g}s", timed_out=True)
+        return CheckResult(
+            False, f"`{shown(command)}` timed out after {timeout_s:g}s", timed_out=True
+        )
     except BaseException:
         kill_tree(proc.pid, KILL_GRACE_S)
         raise
@@ -141,7 +150,7 @@ def run(
         text = "…\n" + text[-OUTPUT_TAIL:]
     code = proc.returncode
     how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
-    detail = f"`{command}` failed ({how})"
+    detail = f"`{shown(command)}` failed ({how})"
     return CheckResult(False, detail + ("\n" + text if text else ""))
 
 

@@ -1,0 +1,101 @@
+"""Hostile values: a value of any size reaches a shell step (through a script file past
+the argument limit)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lokfile import shellrun, verify
+from tests.lokrun import run_json, statuses, write
+
+# ---------------------------------------------------------------------------
+# Values past the argument limit
+# ---------------------------------------------------------------------------
+
+# 4 MB of text that breaks naive quoting, ending on a non-blank (outputs are stripped)
+GEN = (
+    "import sys\n"
+    "line = 'it\\'s \"$(touch MARKER)\" `touch MARKER` \\\\ $HOME é 💥 ;|&'\n"
+    "sys.stdout.write('\\n'.join([line] * 70000) + '.')\n"
+)
+SAME = " | cmp - expected.txt && echo same"
+BIG_STEPS = {
+    "bare": "printf '%s' {{ steps.big.output }}" + SAME,
+    "double quotes": "printf '%s' \\\"{{ steps.big.output }}\\\"" + SAME,
+    "heredoc": "cat <<'EOF' | head -c -1" + SAME + "\\n{{ steps.big.output }}\\nEOF",
+    "command substitution": 'v=\\"$(printf %s {{ steps.big.output }})\\"; printf %s \\"$v\\"' + SAME,
+}
+
+
+def big_project(root: Path, wrapper: str | None) -> None:
+    write(root, "gen.py", GEN)
+    write(root, "a.txt", "1\n")
+    config = '[backends.echo]\ntype = "command"\ncommand = "cat"\n'
+    if wrapper:
+        config += f"[defaults]\ncommand_wrapper = {json.dumps(wrapper)}\n"
+    write(root, "lok.toml", config)
+    steps = [f'[[steps]]\nname = "big"\nshell = "{sys.executable} gen.py | tee expected.txt"\n']
+    for i, command in enumerate(BIG_STEPS.values()):
+        steps.append(f'[[steps]]\nname = "s{i}"\ndepends_on = ["big"]\nshell = "{command}"\n')
+    edit = json.dumps({"edits": [{"file": "a.txt", "old": "1", "new": "2"}]})
+    steps.append(
+        "[[steps]]\n"
+        'name = "fix"\n'
+        'depends_on = ["big"]\n'
+        'backend = "echo"\n'
+        f"prompt = {json.dumps(edit)}\n"
+        "apply_edits = true\n"
+        "verify = \"printf '%s' {{ steps.big.output }}" + SAME + '"\n'
+    )
+    write(root, "wf.toml", 'name = "wf"\n' + "\n".join(steps))
+
+
+@pytest.mark.parametrize("wrapper", [None, "bash -c '{cmd}'", "{cmd}"])
+def test_a_multi_megabyte_value_reaches_shell_steps_and_verify_in_every_context(
+    tmp_path: Path, wrapper: str | None
+) -> None:
+    big_project(tmp_path, wrapper)
+    doc = run_json(tmp_path, "./wf.toml")
+    assert set(statuses(doc).values()) == {"ran"}, [
+        (s["name"], (s["error"] or "")[:300]) for s in doc["steps"]
+    ]
+    expected = (tmp_path / "expected.txt").read_bytes()
+    assert len(expected) > 4_000_000
+    for step in doc["steps"]:
+        if step["name"].startswith("s"):
+            assert step["output"] == "same", step["name"]
+    assert (tmp_path / "a.txt").read_text() == "2\n"  # verify passed: the edit stays
+    assert not (tmp_path / "MARKER").exists()
+    assert list((tmp_path / ".lok" / "tmp").iterdir()) == []  # script files removed
+
+
+def test_a_large_command_goes_through_a_script_file_a_small_one_does_not(tmp_path: Path) -> None:
+    small = shellrun.launch("echo hi", None, tmp_path)
+    assert small.argv == ["sh", "-c", "echo hi"] and small.script is None
+    command = "printf '%s' '" + "x" * 200_000 + "' | wc -c"
+    large = shellrun.launch(command, "bash -c '{cmd}'", tmp_path)
+    try:
+        assert large.script is not None
+        assert Path(large.script).read_text() == command
+        assert large.argv == ["sh", "-c", f"bash -c '. '\\''{large.script}'\\'''"]
+    finally:
+        large.done()
+    assert not Path(large.script).exists()
+
+
+def test_verify_runs_a_command_past_the_argument_limit(tmp_path: Path) -> None:
+    value = "a'b\"c$(touch MARKER)\n" * 20_000
+    (tmp_path / "want.txt").write_text(value)
+    quoted = "'" + value.replace("'", "'\\''") + "'"
+    result = verify.run(f"printf '%s' {quoted} | cmp - want.txt", tmp_path, 60)
+    assert result.ok, result.error
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    failed = verify.run(f"printf '%s' {quoted} | sha256sum; exit 3", tmp_path, 60)
+    assert not failed.ok and failed.error is not None
+    assert digest in failed.error and len(failed.error) < 6000  # the command is shortened
+    assert not (tmp_path / "MARKER").exists()
