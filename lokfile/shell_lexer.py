@@ -1,9 +1,13 @@
 """The shell lexer behind `shellquote.places()`: a POSIX-shell state machine.
 
 It reads the literal text around a template's markers and keeps a stack of
-frames (command, `$(…)`, backticks, quotes, `${…}`, `$((…))`, comments,
-here-document bodies), so each marker's quoting context is known even inside
-`"$(cat <<'EOF' … EOF)"`. Only the text lok writes is lexed; values never are.
+frames (command, `$(…)`, backticks, quotes, `$'…'`, `${…}`, `$((…))`, `((…))`,
+comments, here-document bodies), so each marker's quoting context is known even
+inside `"$(cat <<'EOF' … EOF)"`. Each command frame also follows its words
+(`shell_words`): a `case` pattern's `)` does not end the `$(…)` around it, and
+markers bash evaluates as arithmetic get a check. It reads the text the way both
+dash and bash do, and refuses a marker where they part (`$'…'`). Only the text
+lok writes is lexed; values never are.
 """
 
 from __future__ import annotations
@@ -12,19 +16,21 @@ import re
 from collections.abc import Sequence
 
 from lokfile.errors import TemplateError
-from lokfile.shellquote import ANSI, BARE, COMMENT, DQ, HEREDOC, SQ, Place
+from lokfile.shell_words import Words
+from lokfile.shellquote import BARE, COMMENT, DQ, HEREDOC, SQ, Place
 
 _CMD, _BT, _SQ, _DQ, _ANSI, _COMMENT, _BRACE, _ARITH, _HD = (
     "cmd", "bt", "sq", "dq", "ansi", "comment", "brace", "arith", "heredoc"
 )  # fmt: skip
-_CMD_SPECIAL = re.compile(r"[\\'\"`$#<()\n]")
+_CMD_SPECIAL = re.compile(r"[\\'\"`$#<>()\n \t;&|]")
 _BRACE_SPECIAL = re.compile(r"[\\'\"`${}]")
 _ARITH_SPECIAL = re.compile(r"[\\$`()]")
 _HD_SPECIAL = re.compile(r"[\\$`\n]")
 _DQ_SPECIAL = re.compile(r'[\\"$`]')
 _WORD_BREAK = " \t\n;&|()<>"
 _EXPANDING_FRAMES = (_CMD, _BT, _DQ)
-_FRAME_PLACES = {_CMD: BARE, _BT: BARE, _SQ: SQ, _DQ: DQ, _ANSI: ANSI, _COMMENT: COMMENT}
+_FRAME_PLACES = {_CMD: BARE, _BT: BARE, _SQ: SQ, _DQ: DQ, _COMMENT: COMMENT}
+_OPERATORS = (";;&", ";;", ";&", "&&", "||", "|&", ";", "&", "|")
 _SHARED_PLACES = {
     (frame, bt): Place(place, bt) for frame, place in _FRAME_PLACES.items() for bt in (False, True)
 }
@@ -40,9 +46,12 @@ class _Frame:
         delimiter: str = "",
         expand: bool = False,
         strip_tabs: bool = False,
+        words: Words | None = None,  # command frames: their words (see shell_words)
     ) -> None:
         self.kind = kind
+        self.words = words
         self.nested = False  # a `…` opened by \` inside another `…`
+        self.command = False  # an arithmetic frame opened by (( as a command
         self.depth = 0  # unmatched ( or { inside this frame
         self.in_dq = in_dq
         # here-document state
@@ -60,7 +69,8 @@ class Lexer:
     """Reads the pieces of one template; see lex()."""
 
     def __init__(self) -> None:
-        self.stack: list[_Frame] = [_Frame(_CMD)]
+        self.flags: dict[int, str] = {}  # marker -> value check (shell_words)
+        self.stack: list[_Frame] = [self._command_frame(_CMD)]
         self.pending: list[tuple[str, bool, bool]] = []  # here-documents awaiting a newline
         self.prev = ""  # last unescaped character read, "" at the start of a frame
         self.escaped = False  # a backslash ended the previous piece
@@ -68,6 +78,10 @@ class Lexer:
         self.suffixes: dict[int, str | None] = {}
         self.last = False
         self.backticks = 0  # `…` frames on the stack
+        self.diverged = False  # a $'…\'…' was read: dash and bash disagree from here on
+
+    def _command_frame(self, kind: str) -> _Frame:
+        return _Frame(kind, words=Words(self.flags))
 
     def run(self, pieces: Sequence[str]) -> list[Place]:
         for i, piece in enumerate(pieces):
@@ -78,14 +92,16 @@ class Lexer:
         for frame in self.stack:
             if frame.kind == _HD and frame.open_marker is not None:
                 self.suffixes[frame.open_marker] = frame.after
-        return [
-            Place(
-                p.kind, p.backtick, p.delimiter, p.expand, p.strip_tabs, p.prefix, self.suffixes[i]
-            )
-            if i in self.suffixes
-            else p
-            for i, p in enumerate(self.out)
-        ]
+            if frame.words is not None:
+                frame.words.finish()
+        out = self.out
+        for i, suffix in self.suffixes.items():
+            p = out[i]
+            out[i] = Place(p.kind, p.backtick, p.delimiter, p.expand, p.strip_tabs, p.prefix, suffix)
+        for i, check in self.flags.items():
+            p = out[i]
+            out[i] = Place(p.kind, p.backtick, check=check)
+        return out
 
     # -- markers ------------------------------------------------------------
 
@@ -104,6 +120,18 @@ class Lexer:
                 "a template value inside ${…} or $((…))",
                 "put the value in a variable first: v={{ … }}; then use ${v}",
             )
+        if kind == _ANSI:
+            raise _refuse(
+                "a template value inside $'…'",
+                "$'…' is bash's quoting; steps run under sh, which in dash reads it as a '$' "
+                "and a '…' string: write '{{ … }}' (lok quotes the value for that place)",
+            )
+        if self.diverged:
+            raise _refuse(
+                "a template value after a $'…' holding \\'",
+                "dash ends $'…' at the \\' and bash does not, so the place of what follows "
+                "depends on the shell: write the text as '…'\\''…' instead",
+            )
         if self.backticks > 1:
             raise _refuse("a template value inside nested backticks", "use $(…) instead")
         bt = self.backticks == 1
@@ -117,6 +145,8 @@ class Lexer:
             top.clean = False
         else:
             place = _SHARED_PLACES[kind, bt]
+            if top.words is not None:
+                top.words.marker(len(self.out))
         self.out.append(place)
         self.prev = "a"
         self.escaped = False
@@ -164,8 +194,11 @@ class Lexer:
             self.backticks += 1
 
     def _pop(self) -> None:
-        if self.stack.pop().kind == _BT:
+        frame = self.stack.pop()
+        if frame.kind == _BT:
             self.backticks -= 1
+        if frame.words is not None:
+            frame.words.finish()
         self.prev = "a"
 
     def _skip_escape(self, text: str, at: int) -> int:
@@ -190,7 +223,7 @@ class Lexer:
             self._push(_Frame(_ARITH))
             return at + 3
         if nxt.startswith("("):
-            self._push(_Frame(_CMD))
+            self._push(self._command_frame(_CMD))
             return at + 2
         if nxt.startswith("{"):
             self._push(_Frame(_BRACE, in_dq=in_dq))
@@ -211,60 +244,106 @@ class Lexer:
         return at
 
     def _cmd(self, text: str, pos: int) -> int:
+        top = self.stack[-1]
+        words = top.words
+        assert words is not None
         at = self._next_special(_CMD_SPECIAL, text, pos)
+        if at > pos:
+            words.literal(text[pos:at])
         if at == len(text):
             return at
         c = text[at]
-        top = self.stack[-1]
         if c == "\\":
             if self.backticks and text.startswith("`", at + 1):
                 # \` inside `…` opens or closes a nested command substitution
                 if top.kind == _BT and top.nested:
                     self._pop()
                 else:
-                    frame = _Frame(_BT)
+                    words.taint()
+                    frame = self._command_frame(_BT)
                     frame.nested = True
                     self._push(frame)
                 return at + 2
+            if not text.startswith("\n", at + 1):
+                words.taint()  # an escaped character: the word is no reserved word
             return self._skip_escape(text, at)
-        if c == "'":
+        if c in " \t":
+            words.blank()
+            self.prev = c
+        elif c in ";&|":
+            op = next(o for o in _OPERATORS if text.startswith(o, at))
+            if op == "&" and text.startswith(">", at + 1):
+                words.redirect("&>")  # bash: stdout and stderr to a file
+                return self._output_redirect(text, at + 1)
+            words.separator(op)
+            self.prev = op[-1]
+            return at + len(op)
+        elif c == "'":
+            words.taint()
             self._push(_Frame(_SQ))
         elif c == '"':
+            words.taint()
             self._push(_Frame(_DQ))
         elif c == "`":
             if top.kind == _BT:
                 self._pop()
             else:
-                self._push(_Frame(_BT))
+                words.taint()
+                self._push(self._command_frame(_BT))
         elif c == "$":
+            words.taint()
             return self._dollar(text, at, in_dq=False)
         elif c == "#":
-            if self.prev == "" or self.prev in _WORD_BREAK:
+            if words.at_word_start:
                 self._push(_Frame(_COMMENT))
             else:
+                words.literal(c)
                 self.prev = c
         elif c == "<":
             return self._redirect(text, at)
+        elif c == ">":
+            words.redirect(">")
+            return self._output_redirect(text, at)
         elif c == "(":
-            top.depth += 1
             self.prev = c
+            if text.startswith("(", at + 1) and words.opens_arithmetic():
+                words.taint()
+                frame = _Frame(_ARITH)
+                frame.command = True  # bash's (( … )) command; to dash, two subshells
+                self._push(frame)
+                return at + 2
+            if words.open_paren():
+                top.depth += 1
         elif c == ")":
-            if top.depth > 0:
-                top.depth -= 1
-                self.prev = c
-            elif len(self.stack) > 1 and top.kind == _CMD:
-                self._pop()
+            self.prev = c
+            if words.close_paren():  # not a case pattern's end: a group or the frame closes
+                if top.depth > 0:
+                    top.depth -= 1
+                elif len(self.stack) > 1 and top.kind == _CMD:
+                    self._pop()
         else:  # newline
             self.prev = c
+            words.newline()
             if self.pending:
                 self._start_heredoc(self.pending.pop(0), self.pending)
                 self.pending = []
         return at + 1
 
+    def _output_redirect(self, text: str, at: int) -> int:
+        """`text[at]` is `>`: skip the operator (>, >>, >&, >|)."""
+        self.prev = ">"
+        return at + (2 if text[at + 1 : at + 2] in (">", "&", "|") and at + 1 < len(text) else 1)
+
     def _redirect(self, text: str, at: int) -> int:
+        words = self.stack[-1].words
+        assert words is not None
         if text.startswith("<<<", at) or not text.startswith("<<", at):
             self.prev = "<"
-            return at + (3 if text.startswith("<<<", at) else 1)
+            op = "<<<" if text.startswith("<<<", at) else text[at : at + 2]
+            op = op if op in ("<<<", "<&", "<>") else "<"
+            words.redirect(op)
+            return at + len(op)
+        words.heredoc()
         i = at + 2
         strip_tabs = text.startswith("-", i)
         i += strip_tabs
@@ -335,7 +414,7 @@ class Lexer:
                     top.after += text[at : at + 2]
                 pos = self._skip_escape(text, at)
             elif c == "`":
-                self._push(_Frame(_BT))
+                self._push(self._command_frame(_BT))
                 return at + 1
             else:  # $
                 before = len(self.stack)
@@ -370,7 +449,7 @@ class Lexer:
         if c == '"':
             self._pop()
         elif c == "`":
-            self._push(_Frame(_BT))
+            self._push(self._command_frame(_BT))
         else:
             return self._dollar(text, at, in_dq=True)
         return at + 1
@@ -379,6 +458,8 @@ class Lexer:
         while pos < len(text):
             c = text[pos]
             if c == "\\":
+                if text.startswith("'", pos + 1):
+                    self.diverged = True  # bash reads a quote here; dash ends the string
                 pos = self._skip_escape(text, pos)
             elif c == "'":
                 self._pop()
@@ -401,7 +482,7 @@ class Lexer:
         elif c == '"':
             self._push(_Frame(_DQ))
         elif c == "`":
-            self._push(_Frame(_BT))
+            self._push(self._command_frame(_BT))
         elif c == "$":
             return self._dollar(text, at, in_dq=top.in_dq)
         elif c == "{":
@@ -425,14 +506,18 @@ class Lexer:
         if c == "$":
             return self._dollar(text, at, in_dq=False)
         if c == "`":
-            self._push(_Frame(_BT))
+            self._push(self._command_frame(_BT))
         elif c == "(":
             top.depth += 1
         elif top.depth:
             top.depth -= 1
         else:
             self._pop()
-            return at + (2 if text.startswith("))", at) else 1)
+            if text.startswith("))", at):
+                return at + 2
+            if top.command:  # `((a) b)`: bash reads two nested subshells after all
+                self.stack[-1].depth += 1
+            return at + 1
         return at + 1
 
 

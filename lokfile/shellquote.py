@@ -8,7 +8,6 @@ text that the shell reads back as exactly that value, and never as code:
     bare                 echo {{x}}            a single-quoted word ('' when empty)
     single quotes        echo '{{x}}'          each ' becomes '\\''
     double quotes        echo "{{x}}"          \\ " $ ` are backslash-escaped
-    $'…'                 echo $'{{x}}'         \\ and ' are backslash-escaped
     $(…) and `…`         "$(echo {{x}})"       back to bare, whatever surrounds them;
                                                inside `…` one more escaping layer
     here-document        <<'EOF' / <<"EOF" / <<\\EOF: the text is literal;
@@ -22,11 +21,26 @@ text that the shell reads back as exactly that value, and never as code:
                          where the text changes.
     # comment            newlines become spaces, so the comment cannot end early
 
-Refused at compile time, with a TemplateError: a value inside `${…}` or
-`$((…))`, right after an unquoted `\\` or `$`, as (part of) a here-document
-delimiter, and inside nested backticks. Known limits of the lexer: `case`
-patterns with a bare `)` inside `$(…)`, and `{% if %}` branches whose quotes do
-not balance, can mislead it; each branch should be balanced on its own.
+Every rendering holds for the shells a command may meet: `sh` (dash on Debian,
+bash elsewhere) and whatever shell a `command_wrapper` starts. So lok refuses,
+at compile time with a TemplateError, the places where they disagree or where
+no quoting keeps a value data: inside `$'…'` (bash's ANSI-C quoting; dash reads
+a `$` and a '…' string, so no rendering reads back the same in both) and after
+a `$'…'` holding `\\'` (dash ends it there, bash does not); inside `${…}`,
+`$((…))` and bash's `((…))` command; right after an unquoted `\\` or `$`; as
+(part of) a here-document delimiter; inside nested backticks.
+
+bash evaluates some words as arithmetic, where `a[$(cmd)]` runs `cmd` however
+the word was quoted: the operands of `-eq`-style tests in `[[ … ]]` (`[` and
+`test` only take integers there), the arguments of `let` and `declare -i`. A
+value there must be a plain number, and a value after `-v`/`-R` (any test) a
+plain variable name, or the step fails with a TemplateError (`shell_words`
+finds these places). What a script does with data
+later (`eval "$v"`, `sh -c "$v"`, `$(( v ))` on a variable) is the script's own
+choice, as is text handed to another interpreter (an awk or python program).
+
+Known limit of the lexer: `{% if %}` branches whose quotes do not balance can
+mislead it; each branch should be balanced on its own.
 
 A shell bug lok cannot quote around: dash 0.5.12 (Debian's /bin/sh) drops a
 byte from a here-document line that starts like the delimiter and goes on with
@@ -40,13 +54,30 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-BARE, SQ, DQ, ANSI, COMMENT, HEREDOC = "bare", "sq", "dq", "ansi", "comment", "heredoc"
+from lokfile.errors import TemplateError
+
+BARE, SQ, DQ, COMMENT, HEREDOC = "bare", "sq", "dq", "comment", "heredoc"
+NUMBER, NAME = "number", "name"  # the checks of shell_words
+
+
+class ValueRefused(TemplateError):
+    """A value that cannot go where the template puts it (a NUL byte, a non-number
+    where bash evaluates arithmetic); templates name the value and re-raise."""
 
 
 class Place:
     """The quoting context of one marker (immutable by convention)."""
 
-    __slots__ = ("backtick", "delimiter", "expand", "kind", "prefix", "strip_tabs", "suffix")
+    __slots__ = (
+        "backtick",
+        "check",
+        "delimiter",
+        "expand",
+        "kind",
+        "prefix",
+        "strip_tabs",
+        "suffix",
+    )
 
     def __init__(
         self,
@@ -57,8 +88,10 @@ class Place:
         strip_tabs: bool = False,  # <<-EOF
         prefix: str | None = "",  # literal text before the marker on its line; None: unknown
         suffix: str | None = "",  # literal text after it on its line; None: unknown
+        check: str = "",  # NUMBER / NAME: bash evaluates the word (see shell_words)
     ) -> None:
         self.kind = kind
+        self.check = check
         self.backtick = backtick
         self.delimiter = delimiter
         self.expand = expand
@@ -76,7 +109,10 @@ class Place:
         return hash(self._key())
 
     def __repr__(self) -> str:
-        return f"Place({self.kind!r}, backtick={self.backtick}, delimiter={self.delimiter!r})"
+        return (
+            f"Place({self.kind!r}, backtick={self.backtick}, delimiter={self.delimiter!r}, "
+            f"check={self.check!r})"
+        )
 
 
 BARE_PLACE = Place(BARE)
@@ -84,10 +120,15 @@ _PLAIN_PLACES = {BARE: BARE_PLACE, SQ: Place(SQ), DQ: Place(DQ)}
 
 _DQ_SPECIAL = re.compile(r'[\\"$`]')
 _EXPANDING = re.compile(r"[\\$`]")
+_NUMBER = re.compile(r"[ \t]*[-+]?[0-9]+[ \t]*")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def quote(text: str, place: Place) -> str:
-    """`text` written so that, at `place`, the shell reads exactly `text`."""
+    """`text` written so that, at `place`, the shell reads exactly `text`; ValueRefused
+    when no writing can keep it data there."""
+    if place.check:
+        _check(text, place.check)
     kind = place.kind
     if kind == BARE:
         out = "'" + text.replace("'", "'\\''") + "'"
@@ -95,8 +136,6 @@ def quote(text: str, place: Place) -> str:
         out = text.replace("'", "'\\''")
     elif kind == DQ:
         out = _DQ_SPECIAL.sub(r"\\\g<0>", text)
-    elif kind == ANSI:
-        out = text.replace("\\", "\\\\").replace("'", "\\'")
     elif kind == COMMENT:
         out = text.replace("\n", " ")
     else:
@@ -104,6 +143,27 @@ def quote(text: str, place: Place) -> str:
     if place.backtick:
         out = _EXPANDING.sub(r"\\\g<0>", out)
     return out
+
+
+def _check(text: str, check: str) -> None:
+    if check == NUMBER and _NUMBER.fullmatch(text) is None:
+        raise ValueRefused(
+            f"is not a plain number ({_preview(text)}), and bash evaluates this word as "
+            "arithmetic, where a[$(…)] would run a command",
+            "compare text with = instead of -eq/-lt/…, or check the value first: "
+            "case {{ … }} in ''|*[!0-9]*) exit 1;; esac",
+        )
+    if check == NAME and _NAME.fullmatch(text) is None:
+        raise ValueRefused(
+            f"is not a plain variable name ({_preview(text)}), and bash evaluates a subscript "
+            "here, where a[$(…)] would run a command",
+            "test a variable lok does not fill in, or check the value first",
+        )
+
+
+def _preview(text: str) -> str:
+    short = text if len(text) <= 40 else text[:40] + "…"
+    return repr(short)
 
 
 def _heredoc(text: str, place: Place) -> str:
@@ -162,7 +222,9 @@ def places(pieces: Sequence[str]) -> list[Place]:
     return lex(pieces)
 
 
-_NOT_JUST_QUOTES = re.compile(r"[\\`$#<()\n]")
+# anything but quotes goes to the lexer; so do `[`, `test`, `let` and `declare`-style words,
+# whose arithmetic checks only the lexer finds
+_NOT_JUST_QUOTES = re.compile(r"[\\`$#<()\n\[]|\b(?:test|let|declare|typeset|local|readonly)\b")
 _QUOTE = re.compile("['\"]")
 
 

@@ -87,12 +87,13 @@ class _Marker:
 class _Compiled:
     """A template (or expression), compiled once and cached by its text."""
 
-    __slots__ = ("free", "parts", "places", "source", "steps", "template")
+    __slots__ = ("free", "names", "parts", "places", "source", "steps", "template")
 
     def __init__(self, parts: list[str | _Marker] | None, source: str = "") -> None:
         self.parts = parts  # the fast path, when every marker is a plain name
         self.source = source  # the Jinja source otherwise
         self.places: Sequence[Place] = ()
+        self.names: Sequence[str] = ()  # each quoted marker's expression, for messages
         self.steps: frozenset[str] = frozenset()
         self.free: frozenset[str] = frozenset()  # top-level names the Jinja code reads
         self.template: Any = None
@@ -194,6 +195,7 @@ def _build(text: str, kind: str, fast: bool) -> _Compiled:
         places = shellquote.places(pieces)
     compiled = _Compiled(None, _jinja_source(segs, shell))
     compiled.places = places
+    compiled.names = [t.strip() for k, t in segs if k == template_source.EXPR]
     _jinja_compile(compiled)
     return compiled
 
@@ -216,7 +218,7 @@ def _jinja_source(segs: Sequence[Segment], shell: bool) -> str:
         else:
             expr = rewrite(text)
             if shell and not has_raw_filter(expr):
-                out.append(f"{{{{ _lok_q(({expr}), _lok_places[{marker}]) }}}}")
+                out.append(f"{{{{ _lok_q(({expr}), _lok_places[{marker}], {marker}) }}}}")
             else:
                 out.append(f"{{{{ {expr} }}}}")
             marker += 1
@@ -235,6 +237,15 @@ def _quote(text: str, place: Place) -> str:
 
     _quote = quote
     return quote(text, place)
+
+
+def _refused(name: str, exc: TemplateError) -> TemplateError:
+    """A value shellquote refused, named as the template wrote it."""
+    return TemplateError(f"the value of {{{{ {name} }}}} {exc.message}", exc.hint)
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(str(key) for key in path)
 
 
 def _resolve(path: Path, names: dict[str, Any]) -> Any:
@@ -270,7 +281,13 @@ def _render_fast(parts: Sequence[str | _Marker], ctx: Context) -> str:
             if names is None:
                 names = scope(ctx)
             text = to_text(_resolve(part.path, names))
-        out.append(text if part.place is None else quote(text, part.place))
+        if part.place is None:
+            out.append(text)
+            continue
+        try:
+            out.append(quote(text, part.place))
+        except TemplateError as exc:
+            raise _refused(_dotted(part.path), exc) from None
     return "".join(out)
 
 
@@ -284,6 +301,7 @@ def _render_jinja(compiled: _Compiled, ctx: Context) -> str:
     names = scope(ctx)
     _check_free(compiled.free, names)
     names["_lok_places"] = compiled.places
+    names["_lok_names"] = compiled.names
     text: str = _guard(lambda: str(compiled.template.render(names)))
     return text
 
@@ -435,7 +453,7 @@ def _analyse(compiled: _Compiled, ast: Any) -> None:
     from jinja2 import meta, nodes
 
     env = _environment()
-    free = meta.find_undeclared_variables(ast) - set(env.globals) - {"_lok_places"}
+    free = meta.find_undeclared_variables(ast) - set(env.globals) - {"_lok_places", "_lok_names"}
     steps: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         target = node.node
@@ -506,11 +524,15 @@ def _environment() -> Any:
         lines=lambda value: to_text(value).splitlines(),
         shquote=lambda value: quote(to_text(value), BARE_PLACE),
     )
-    env.globals.update(
-        contains=contains,
-        equals=equals,
-        _lok_q=lambda value, place: quote(to_text(value), place),
-    )
+    @jinja2.pass_context
+    def quote_marker(context: Any, value: Any, place: Place, marker: int) -> str:
+        text = to_text(value)
+        try:
+            return quote(text, place)
+        except TemplateError as exc:
+            raise _refused(context["_lok_names"][marker], exc) from None
+
+    env.globals.update(contains=contains, equals=equals, _lok_q=quote_marker)
     return env
 
 

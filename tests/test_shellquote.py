@@ -1,9 +1,10 @@
 """Shell safety: a step output interpolated into a command is read back as exactly that
-text by a real shell, wherever it lands, and never runs as code."""
+text by a real shell, wherever it lands, and never runs as code: under `dash` (Debian's
+/bin/sh) and `bash`, directly and inside a command_wrapper. The attack matrix (contexts,
+payloads, runner) is tests/shell_contexts.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,120 +15,19 @@ from hypothesis import strategies as st
 
 from lokfile import shell_lexer, shellquote
 from lokfile.errors import TemplateError
-from lokfile.shellquote import BARE, COMMENT, DQ, HEREDOC, SQ, places
+from lokfile.shellquote import BARE, COMMENT, DQ, HEREDOC, NUMBER, SQ, places
 from lokfile.templates import Context, StepView, render_shell
+from tests import shell_contexts as sc
+from tests.lokrun import lok, write
 
-# Pieces an LLM output might contain that break naive quoting, plus delimiter lines.
-FRAGMENTS = [
-    "$(touch MARKER)",
-    "`touch MARKER`",
-    "'; touch MARKER; '",
-    '"; touch MARKER; "',
-    "\\",
-    "\\\\",
-    "'",
-    '"',
-    "$",
-    "`",
-    "\n",
-    "EOF",
-    "LOKEOF",
-    "\nEOF\n",
-    "\nLOKEOF\n",
-    "\tEOF",
-    "${HOME}",
-    "$((1+1))",
-    "{{ steps.s.output }}",
-    "!",
-    "#",
-    " ",
-    "\t",
-    "\r",
-    ")",
-    "(",
-    "}",
-    "*",
-    "~",
-    "é",
-    "💥",
-]
+SH_IS_DASH = sc.SH_IS_DASH
 ANY_CHAR = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
 VALUES = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS), st.text(ANY_CHAR, max_size=4)), max_size=10
+    st.one_of(st.sampled_from(sc.FRAGMENTS), st.text(ANY_CHAR, max_size=4)), max_size=10
 ).map("".join)
-
-VALUE = "{{ steps.s.output }}"
-VALUE_JINJA = '{{ steps["s"].output }}'  # same value, through the Jinja renderer
-
-# place -> a command printing the value that lands there
-PLACES = {
-    "bare": "printf '%s' " + VALUE,
-    "single quotes": "printf '%s' '" + VALUE + "'",
-    "double quotes": "printf '%s' \"" + VALUE + '"',
-    # $(…) strips trailing newlines: the `.` keeps them, and is removed after
-    "$() inside double quotes": "v=\"$(printf '%s' "
-    + VALUE
-    + '; printf .)"; printf \'%s\' "${v%.}"',
-    "backticks inside double quotes": "v=\"`printf '%s' "
-    + VALUE
-    + '; printf .`"; printf \'%s\' "${v%.}"',
-    "quoted heredoc": "cat <<'LOKEOF'\n" + VALUE + "\nLOKEOF",
-    "double-quoted heredoc": 'cat <<"EOF"\n' + VALUE + "\nEOF",
-    "unquoted heredoc": "cat <<EOF\n" + VALUE + "\nEOF",
-    "tab-stripping heredoc": "cat <<-EOF\n\t" + VALUE + "\nEOF",
-    "the original's heredoc in $()": "printf '%s' \"$(cat <<'LOKEOF'\n" + VALUE + '\nLOKEOF\n)"',
-}
-
-
-def neutralized(value: str, delimiter: str, strip_tabs: bool = False) -> str:
-    """The documented change: a value line that reads as the delimiter gets a space after it;
-    one that starts with the delimiter (bash ends `$(…)` heredocs at `EOF)`) gets one in front."""
-    lines = []
-    for line in value.split("\n"):
-        core = line.lstrip("\t") if strip_tabs else line
-        if core == delimiter:
-            lines.append(core + " ")
-        elif core.startswith(delimiter):
-            lines.append(" " + line)  # the leading space also keeps <<- from stripping tabs
-        else:
-            lines.append(core)
-    return "\n".join(lines)
-
-
-def expected(place: str, value: str) -> str:
-    if place == "quoted heredoc":
-        return neutralized(value, "LOKEOF") + "\n"
-    if place in ("double-quoted heredoc", "unquoted heredoc"):
-        return neutralized(value, "EOF") + "\n"
-    if place == "tab-stripping heredoc":
-        return neutralized(value, "EOF", strip_tabs=True) + "\n"
-    if place == "the original's heredoc in $()":
-        return neutralized(value, "LOKEOF").rstrip("\n")
-    return value
-
-
-HEREDOC_DELIMITERS = {
-    "quoted heredoc": "LOKEOF",
-    "double-quoted heredoc": "EOF",
-    "unquoted heredoc": "EOF",
-    "tab-stripping heredoc": "EOF",
-    "the original's heredoc in $()": "LOKEOF",
-}
-SH_IS_DASH = os.path.realpath(shutil.which("sh") or "sh").endswith("dash")
-
-
-def dash_mangles(value: str, delimiter: str) -> bool:
-    """dash 0.5.12 drops a byte from a here-document line that starts like the delimiter
-    and then has a non-ASCII character (quoted or not; `printf 'cat <<E\\nE\\xc3\\xa9\\nE\\n'
-    | sh` prints E\\251). That is the shell's bug, not lok's quoting."""
-    for line in value.split("\n"):
-        line = line.lstrip("\t")
-        k = 0
-        while k < len(line) and k < len(delimiter) and line[k] == delimiter[k]:
-            k += 1
-        if 0 < k < len(line) and ord(line[k]) >= 0x80:
-            return True
-    return False
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def ctx_with(value: str) -> Context:
@@ -140,24 +40,179 @@ def run(shell: str, script: str, cwd: Path) -> bytes:
     return proc.stdout
 
 
-def check_every_place(shell: str, value: str, jinja: bool, cwd: Path) -> None:
-    """One shell process runs every place, NUL-separated; each must print the value."""
-    names = list(PLACES)
-    commands = [
-        PLACES[name].replace(VALUE, VALUE_JINJA) if jinja else PLACES[name] for name in names
-    ]
-    script = "\nprintf '\\0'\n".join(commands) + "\n"
-    rendered = render_shell(script, ctx_with(value))
-    outputs = run(shell, rendered, cwd).split(b"\0")
-    assert len(outputs) == len(names)
-    for name, out in zip(names, outputs, strict=True):
-        delimiter = HEREDOC_DELIMITERS.get(name)
-        if shell == "sh" and SH_IS_DASH and delimiter and dash_mangles(value, delimiter):
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("shell")
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("scripts")
+
+
+@pytest.fixture(scope="module", params=["dash", "bash"])
+def shell(request: pytest.FixtureRequest) -> str:
+    sc.shells()
+    name: str = request.param
+    return name
+
+
+# ---------------------------------------------------------------------------
+# The attack matrix, under dash and bash
+# ---------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(value=VALUES, jinja=st.booleans())
+def test_any_output_reads_back_exactly_in_every_context_and_never_runs(
+    shell: str, workdir: Path, scratch: Path, value: str, jinja: bool
+) -> None:
+    sc.check_contexts(shell, value, workdir, scratch, jinja)
+
+
+# a command_wrapper, and the shell it starts
+WRAPPERS = {
+    "sh -c '{cmd}'": "dash",
+    'bash -c "{cmd}"': "bash",
+    "{cmd}": "dash",
+    "env LOK_WRAPPED=1 {cmd}": "dash",
+    "bash <<'LOKCMD'\n{cmd}\nLOKCMD": "bash",
+}
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=VALUES, wrapper=st.sampled_from(sorted(WRAPPERS)))
+def test_any_output_stays_data_inside_a_command_wrapper(
+    shell: str, workdir: Path, scratch: Path, value: str, wrapper: str
+) -> None:
+    """The rendered command goes through `[defaults] command_wrapper` the way lok starts a
+    step (`shellrun.launch`: a large one through a script file); `shell` runs the wrapper,
+    and the shell the wrapper starts reads the same values back."""
+    inner = WRAPPERS[wrapper] if SH_IS_DASH else "bash"
+    sc.check_contexts(inner, value, workdir, scratch, wrapper=wrapper, outer=shell)
+
+
+@pytest.mark.parametrize("name", sorted(sc.REFUSED))
+def test_places_where_the_shells_disagree_or_evaluate_are_refused_at_compile_time(
+    name: str,
+) -> None:
+    with pytest.raises(TemplateError) as err:
+        render_shell(sc.REFUSED[name], ctx_with("x'; touch MARKER\n#"))
+    assert "cannot quote" in err.value.message
+    assert err.value.hint
+
+
+@SETTINGS
+@given(value=st.one_of(VALUES, st.integers(-(10**6), 10**6).map(str)))
+def test_a_value_bash_would_evaluate_as_arithmetic_must_be_a_number(
+    shell: str, workdir: Path, scratch: Path, value: str
+) -> None:
+    for name, (template, shells) in sc.NUMERIC.items():
+        if shell not in shells:
             continue
-        if shell == "bash" and name == "the original's heredoc in $()" and "\x01\x01" in value:
-            continue  # bash_mangles: see below
-        assert out.decode() == expected(name, value), f"place: {name}"
-    assert list(cwd.iterdir()) == [], "something ran"
+        try:
+            rendered = sc.render(template, value)
+        except TemplateError as exc:
+            assert "the value of {{ steps.s.output }} is not a plain" in exc.message, name
+            continue
+        proc = subprocess.run([shell, "-c", rendered], cwd=workdir, capture_output=True)
+        assert proc.returncode in (0, 1, 2), (name, proc.stderr)
+        sc.assert_nothing_ran(workdir)
+
+
+# ---------------------------------------------------------------------------
+# Each defect found by attack, as a single case
+# ---------------------------------------------------------------------------
+
+ANSI_BREAKOUT = "x'; touch PWNED\n#"
+
+
+def test_a_value_inside_ansi_c_quotes_is_refused_when_the_workflow_loads(tmp_path: Path) -> None:
+    """dash has no $'…': it read `$` then '…', so a `'` in the value ended the quote and the
+    rest ran. lok now refuses the place, naming file, line, step and key."""
+    write(
+        tmp_path,
+        "wf.toml",
+        """
+        name = "wf"
+        [[steps]]
+        name = "x"
+        shell = '''printf "x'; touch PWNED\\n#"'''
+        [[steps]]
+        name = "y"
+        depends_on = ["x"]
+        shell = "printf '%s' $'{{ steps.x.output }}'"
+        """,
+    )
+    proc = lok(tmp_path, "run", "./wf.toml")
+    assert not (tmp_path / "PWNED").exists()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "wf.toml:8: step 'y': shell: lok cannot quote a template value inside $'…'" in (
+        proc.stderr
+    )
+    assert "Hint: $'…' is bash's quoting" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_value_after_ansi_c_quotes_holding_an_escaped_quote_is_refused() -> None:
+    """dash ends $'it\\'s' at the \\' and bash does not: what follows sits in a different
+    place in each, so no quoting of it is right in both."""
+    with pytest.raises(TemplateError) as err:
+        render_shell("printf '%s' $'it\\'s' {{ steps.s.output }}", ctx_with("v"))
+    assert "after a $'…' holding \\'" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "printf '%s' \"$(case a in a) printf '%s' {{ steps.s.output }};; esac)\"",
+        "printf '%s' \"$(case a in (a) printf '%s' {{ steps.s.output }};; esac)\"",
+        "v=$(case a in a|b) printf '%s' {{ steps.s.output }};; esac); printf '%s' \"$v\"",
+    ],
+)
+def test_a_case_pattern_inside_command_substitution_does_not_end_it(
+    shell: str, tmp_path: Path, template: str
+) -> None:
+    """The lexer took a pattern's `)` for the end of `$(…)`, quoted the value for the double
+    quotes outside, and the shell ran it."""
+    value = 'x; touch MARKER; "; touch MARKER; "'
+    rendered = render_shell(template, ctx_with(value))
+    assert run(shell, rendered, tmp_path).decode() == value
+    sc.assert_nothing_ran(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("template", "good"),
+    [
+        ("[[ {{ steps.s.output }} -gt 3 ]] && echo big; :", "7"),
+        ("[[ {{ steps.s.output }} -eq 3 ]]; :", "7"),
+        ("test -v {{ steps.s.output }}; :", "name"),
+        ("let n={{ steps.s.output }}; :", "7"),
+    ],
+)
+def test_a_value_bash_evaluates_as_arithmetic_runs_nothing(
+    tmp_path: Path, template: str, good: str
+) -> None:
+    """bash evaluates these words as arithmetic, where a[$(cmd)] runs cmd however the word
+    is quoted; a value there must be a plain number (or name)."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash not installed")
+    with pytest.raises(TemplateError) as err:
+        rendered = render_shell(template, ctx_with("a[$(touch MARKER)]"))
+        run("bash", rendered, tmp_path)
+    assert "is not a plain" in err.value.message
+    sc.assert_nothing_ran(tmp_path)
+    assert render_shell(template, ctx_with(good)).count(f"'{good}'") == 1
+
+
+def test_a_number_compared_in_a_test_still_works(tmp_path: Path) -> None:
+    ctx = Context(steps={"n": StepView("12", True)})
+    rendered = render_shell("[ {{ steps.n.output }} -gt 3 ] && printf big", ctx)
+    assert run("sh", rendered, tmp_path) == b"big"
+    assert places(["[[ ", " -gt 3 ]]"])[0].check == NUMBER
+    assert places(["[ ", " -gt 3 ]"])[0].check == ""  # `[` takes integers, evaluates nothing
 
 
 def test_bash_mangles_a_literal_ctlesc_pair_in_a_heredoc_inside_quoted_command_substitution(
@@ -169,44 +224,7 @@ def test_bash_mangles_a_literal_ctlesc_pair_in_a_heredoc_inside_quoted_command_s
     if shutil.which("bash") is None:
         pytest.skip("bash not installed")
     script = "printf '%s' \"$(cat <<'E'\n\x01\x01\nE\n)\""
-    assert run("bash", script, tmp_path) == b"\x01"  # if bash is fixed, drop the skip above
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("shell")
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(value=VALUES, jinja=st.booleans())
-def test_any_output_reads_back_exactly_in_every_place_under_sh(
-    workdir: Path, value: str, jinja: bool
-) -> None:
-    check_every_place("sh", value, jinja, workdir)
-
-
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(value=VALUES)
-def test_any_output_reads_back_exactly_in_every_place_under_bash(workdir: Path, value: str) -> None:
-    check_every_place("bash", value, False, workdir)
-
-
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(value=VALUES)
-def test_any_output_reads_back_exactly_inside_ansi_c_quotes_under_bash(
-    workdir: Path, value: str
-) -> None:
-    rendered = render_shell("printf '%s' $'" + VALUE + "'", ctx_with(value))
-    assert run("bash", rendered, workdir).decode() == value
-    assert list(workdir.iterdir()) == []
+    assert run("bash", script, tmp_path) == b"\x01"  # if bash is fixed, drop the skip
 
 
 # ---------------------------------------------------------------------------
