@@ -35,7 +35,8 @@ the word was quoted: the operands of `-eq`-style tests in `[[ … ]]` (`[` and
 `test` only take integers there), the arguments of `let` and `declare -i`. A
 value there must be a plain number, and a value after `-v`/`-R` (any test) a
 plain variable name, or the step fails with a TemplateError (`shell_words`
-finds these places). What a script does with data
+finds these places). A NUL byte
+fails everywhere: no command line can hold one. What a script does with data
 later (`eval "$v"`, `sh -c "$v"`, `$(( v ))` on a variable) is the script's own
 choice, as is text handed to another interpreter (an awk or python program).
 
@@ -127,6 +128,12 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def quote(text: str, place: Place) -> str:
     """`text` written so that, at `place`, the shell reads exactly `text`; ValueRefused
     when no writing can keep it data there."""
+    if "\0" in text:
+        raise ValueRefused(
+            f"holds a NUL byte (at offset {text.index(chr(0))}), which no shell command can carry",
+            "remove it first, e.g. {{ … | replace('\\x00', '') }}, or write the value to a "
+            "file from the step that produces it",
+        )
     if place.check:
         _check(text, place.check)
     kind = place.kind

@@ -44,7 +44,12 @@ class Launch:
 
 def launch(command: str, wrapper: str | None, scratch: Path) -> Launch:
     """How to run `command` with sh (inside `wrapper`); large commands go through a file
-    under `scratch`."""
+    under `scratch`. ValueError when the command holds a NUL byte (no argv or script can)."""
+    if "\0" in command:
+        raise ValueError(
+            f"the command holds a NUL byte (at offset {command.index(chr(0))}), "
+            "which no shell command can carry"
+        )
     from lokfile.units import wrap_command
 
     final = wrap_command(wrapper, command) if wrapper else command

@@ -1,5 +1,5 @@
-"""Hostile values: a value of any size reaches a shell step (through a script file past
-the argument limit)."""
+"""Hostile values: a NUL byte gets one clear step error, and a value of any size reaches
+a shell step (through a script file past the argument limit)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,37 @@ from pathlib import Path
 import pytest
 
 from lokfile import shellrun, verify
-from tests.lokrun import run_json, statuses, write
+from tests.lokrun import lok, run_json, statuses, write
+
+
+def test_a_nul_byte_in_an_output_fails_the_shell_step_naming_it(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "wf.toml",
+        """
+        name = "wf"
+        [[steps]]
+        name = "x"
+        shell = "printf 'a\\\\000b'"
+        [[steps]]
+        name = "quoted"
+        depends_on = ["x"]
+        shell = "printf '%s' {{ steps.x.output }}"
+        [[steps]]
+        name = "raw"
+        depends_on = ["x"]
+        shell = "printf '%s' {{ steps.x.output | raw }}"
+        """,
+    )
+    proc = lok(tmp_path, "run", "-k", "./wf.toml")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert (
+        "✗ quoted failed: the value of {{ steps.x.output }} holds a NUL byte (at offset 1)"
+        in proc.stderr
+    )
+    assert "✗ raw failed: the command holds a NUL byte" in proc.stderr
+
 
 # ---------------------------------------------------------------------------
 # Values past the argument limit
