@@ -403,9 +403,9 @@ def check_contexts(
     outputs = out.split(b"\0")
     assert_nothing_ran(cwd)
     assert len(outputs) == len(names)
-    if (outer or shell) == "dash" and wrapper and "<<'LOKCMD'" in wrapper:
-        if _dash_mangles(value, "LOKCMD"):  # the wrapper's own here-document
-            return len(names)
+    heredoc_wrapper = wrapper is not None and "<<'LOKCMD'" in wrapper
+    if heredoc_wrapper and (outer or shell) == "dash" and _dash_mangles(value, "LOKCMD"):
+        return len(names)  # dash's bug, in the wrapper's own here-document
     for name, out in zip(names, outputs, strict=True):
         shape = CONTEXTS[name]
         if mangled(shell, shape, value):
