@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 from lokfile.errors import TemplateError
-from lokfile.outputs import MISSING, json_anywhere, json_value, loads
+from lokfile.outputs import MAX_DEPTH, MISSING, json_anywhere, json_value, loads
 from lokfile.template_scope import (
     STEP_ATTRS,
     Missing,
@@ -185,15 +185,19 @@ def parse_condition(text: str) -> Node | None:
 
 def inline_array(text: str) -> list[Any]:
     """An inline JSON array source: `'["a", "b"]'`."""
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        value = loads(text)
-        if value is MISSING:
-            raise TemplateError(
-                f"for_each: failed to parse inline JSON array: {exc}",
-                'write a JSON array, e.g. for_each = \'["a", "b"]\'',
-            ) from None
+    value = loads(text)
+    if value is MISSING:
+        try:
+            json.loads(text)
+            why = f"it nests deeper than {MAX_DEPTH} levels"
+        except ValueError as exc:
+            why = str(exc)
+        except RecursionError:
+            why = f"it nests deeper than {MAX_DEPTH} levels"
+        raise TemplateError(
+            f"for_each: failed to parse inline JSON array: {why}",
+            'write a JSON array, e.g. for_each = \'["a", "b"]\'',
+        )
     if not isinstance(value, list):
         raise TemplateError("for_each: the inline value is not a JSON array", "write [ … ]")
     return value

@@ -16,6 +16,9 @@ from functools import lru_cache
 from typing import Any
 
 MISSING: Any = object()  # "no value", distinct from a JSON null
+# JSON nested deeper reads as text: lok walks values recursively (templates, keys, loops),
+# and Python's parsers and encoders stop near 1,000 levels with a RecursionError
+MAX_DEPTH = 200
 
 _FENCE = "```"
 _JSON_FENCE = re.compile(r"```[ \t]*json[ \t]*\n?", re.IGNORECASE)
@@ -128,15 +131,34 @@ def sanitize_json_strings(text: str) -> str:
 
 def loads(text: str) -> Any:
     """Parse JSON, retrying once with control characters in strings escaped; MISSING if
-    it is not JSON."""
+    it is not JSON, or nests deeper than MAX_DEPTH."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
-        pass
-    try:
-        return json.loads(sanitize_json_strings(text))
-    except ValueError:
+        try:
+            value = json.loads(sanitize_json_strings(text))
+        except (ValueError, RecursionError):
+            return MISSING
+    except RecursionError:
         return MISSING
+    return MISSING if deeper_than(value, MAX_DEPTH, text) else value
+
+
+def deeper_than(value: Any, limit: int, text: str | None = None) -> bool:
+    """Whether lists and dicts in `value` nest more than `limit` levels (walked without
+    recursion). `text`, the source, lets a shallow document skip the walk."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if text is not None and text.count("[") + text.count("{") <= limit:
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def _first(text: str, opener: str) -> tuple[str | None, Any]:

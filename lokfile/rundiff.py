@@ -260,14 +260,18 @@ def parse_json(text: str) -> Any:
     stripped = text.strip()
     if not stripped or stripped[0] not in "[{":
         return _MISSING
+    from lokfile.outputs import MAX_DEPTH, deeper_than
+
+    value: Any
     try:
-        return json.loads(stripped)
-    except ValueError:
-        pass
-    try:  # JSON lines
-        return [json.loads(line) for line in stripped.splitlines() if line.strip()]
-    except ValueError:
-        return _MISSING
+        value = json.loads(stripped)
+    except (ValueError, RecursionError):
+        try:  # JSON lines
+            value = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+        except (ValueError, RecursionError):
+            return _MISSING
+    # json_changes walks the documents recursively: a deeper one is compared as text
+    return _MISSING if deeper_than(value, MAX_DEPTH, stripped) else value
 
 
 def json_changes(a: Any, b: Any, path: str = "") -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""Hostile values: a NUL byte gets one clear step error, and a value of any size reaches
-a shell step (through a script file past the argument limit)."""
+"""Hostile files and values: nesting hundreds of levels deep, NUL bytes, values of many
+megabytes. Each gets one clear line and the right exit code, never a traceback, and a
+value of any size reaches a shell step (through a script file past the argument limit)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,93 @@ import pytest
 
 from lokfile import shellrun, verify
 from tests.lokrun import lok, run_json, statuses, write
+
+DEEP = 600  # past Python's recursion limit for tomllib and json
+
+
+@pytest.mark.parametrize(
+    "nest", ["x = " + "[" * DEEP + "]" * DEEP, "x = " + "{ y = " * DEEP + "1" + " }" * DEEP]
+)
+def test_a_workflow_nested_hundreds_of_levels_deep_is_bad_input_naming_the_file(
+    tmp_path: Path, nest: str
+) -> None:
+    write(tmp_path, "wf.toml", f'name = "wf"\n{nest}\n[[steps]]\nname = "a"\nshell = "echo hi"\n')
+    proc = lok(tmp_path, "run", "./wf.toml")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("Error: wf.toml:2: values nest deeper than 100 levels")
+    assert "Hint: " in proc.stderr and "internal error" not in proc.stderr
+
+
+def test_a_lok_toml_nested_hundreds_of_levels_deep_is_bad_input_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "lok.toml", "[defaults]\nx = " + "[" * DEEP + "]" * DEEP + "\n")
+    write(tmp_path, "wf.toml", 'name = "wf"\n[[steps]]\nname = "a"\nshell = "echo hi"\n')
+    proc = lok(tmp_path, "run", "./wf.toml")
+    assert proc.returncode == 2, proc.stderr
+    assert "lok.toml:2: values nest deeper than 100 levels" in proc.stderr
+    assert "internal error" not in proc.stderr
+
+
+def test_deeply_nested_json_in_a_step_output_reads_as_text_and_nothing_crashes(
+    tmp_path: Path,
+) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    field = '{"k": ' + "[" * 5000 + "]" * 5000 + "}"
+    write(tmp_path, "deep.json", deep)
+    write(tmp_path, "field.json", field)
+    write(
+        tmp_path,
+        "wf.toml",
+        """
+        name = "wf"
+        [[steps]]
+        name = "a"
+        shell = "cat deep.json"
+        output_format = "json"
+        [[steps]]
+        name = "length"
+        depends_on = ["a"]
+        shell = "printf '%s' {{ steps.a.output | length }}"
+        [[steps]]
+        name = "c"
+        shell = "cat field.json"
+        [[steps]]
+        name = "field"
+        depends_on = ["c"]
+        shell = "echo {{ steps.c.k }}"
+        [[steps]]
+        name = "loop"
+        depends_on = ["a"]
+        for_each = "steps.a.output"
+        shell = "echo {{ item }}"
+        """,
+    )
+    doc = run_json(tmp_path, "-k", "./wf.toml")
+    assert statuses(doc) == {
+        "a": "ran",
+        "length": "ran",
+        "c": "ran",
+        "field": "failed",
+        "loop": "failed",
+    }
+    errors = {s["name"]: s["error"] for s in doc["steps"]}
+    assert "not a JSON array" in errors["loop"]
+    length = next(s for s in doc["steps"] if s["name"] == "length")
+    assert length["output"] == "200000"
+
+
+def test_a_deeply_nested_inline_loop_source_is_bad_input_naming_the_line(tmp_path: Path) -> None:
+    nest = "[" * 3000 + "]" * 3000
+    write(
+        tmp_path,
+        "wf.toml",
+        f'name = "wf"\n[[steps]]\nname = "a"\nfor_each = \'{nest}\'\nshell = "echo {{{{ item }}}}"\n',
+    )
+    proc = lok(tmp_path, "run", "./wf.toml")
+    assert proc.returncode == 2, proc.stderr
+    assert "wf.toml:4: step 'a': for_each" in proc.stderr
+    assert "nests deeper than 200 levels" in proc.stderr and "internal error" not in proc.stderr
 
 
 def test_a_nul_byte_in_an_output_fails_the_shell_step_naming_it(tmp_path: Path) -> None:
