@@ -97,7 +97,9 @@ class Lexer:
         out = self.out
         for i, suffix in self.suffixes.items():
             p = out[i]
-            out[i] = Place(p.kind, p.backtick, p.delimiter, p.expand, p.strip_tabs, p.prefix, suffix)
+            out[i] = Place(
+                p.kind, p.backtick, p.delimiter, p.expand, p.strip_tabs, p.prefix, suffix
+            )
         for i, check in self.flags.items():
             p = out[i]
             out[i] = Place(p.kind, p.backtick, check=check)

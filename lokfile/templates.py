@@ -524,6 +524,7 @@ def _environment() -> Any:
         lines=lambda value: to_text(value).splitlines(),
         shquote=lambda value: quote(to_text(value), BARE_PLACE),
     )
+
     @jinja2.pass_context
     def quote_marker(context: Any, value: Any, place: Place, marker: int) -> str:
         text = to_text(value)

@@ -158,7 +158,7 @@ CONTEXTS: dict[str, Shape] = {
         "printf '%s' a\"" + V + "\"b'" + V + "'c" + V, lambda v: f"a{v}b{v}c{v}"
     ),
     "assignment": Shape("A=" + V + "; printf '%s' \"$A\"", _out),
-    "double-quoted assignment": Shape('A="' + V + "\"; printf '%s' \"$A\"", _out),
+    "double-quoted assignment": Shape('A="' + V + '"; printf \'%s\' "$A"', _out),
     "prefix assignment": Shape("A=" + V + " printenv A", lambda v: v + "\n"),
     "export": Shape("export A=" + V + "; printf '%s' \"$A\"", _out),
     "for word": Shape("for x in " + V + "; do printf '%s' \"$x\"; done", _out),
@@ -184,8 +184,8 @@ CONTEXTS: dict[str, Shape] = {
         _out,
     ),
     "$() inside a double-quoted $()": Shape(
-        'v="$(printf \'%s\' "x$(printf \'%s\' "' + V + '"; printf .)y"; ' + KEEP + '"; '
-        'printf \'%s\' "${v%.}"',
+        "v=\"$(printf '%s' \"x$(printf '%s' \"" + V + '"; printf .)y"; ' + KEEP + '"; '
+        "printf '%s' \"${v%.}\"",
         lambda v: f"x{v}.y",
     ),
     "backticks in double quotes": Shape(
@@ -195,7 +195,7 @@ CONTEXTS: dict[str, Shape] = {
         "v=`printf '%s' " + V + "; printf .`; printf '%s' \"${v%.}\"", _out
     ),
     "$() inside backticks": Shape(
-        "v=`printf '%s' \"$(printf '%s' " + V + "; printf .)\"; printf .`; "
+        "v=`printf '%s' \"$(printf '%s' " + V + '; printf .)"; printf .`; '
         'v="${v%.}"; printf \'%s\' "${v%.}"',
         _out,
     ),
@@ -205,15 +205,13 @@ CONTEXTS: dict[str, Shape] = {
     "negated test": Shape("! [ " + V + " != " + V + " ] && printf ok", _ok),
     "[[ == ]]": Shape("[[ " + V + " == " + V + " ]] && printf ok", _ok, BASH),
     "[[ =~ ]]": Shape("[[ " + V + " =~ " + V + " ]] && printf ok", _ok, BASH),
-    "[[ -n ]] with ( )": Shape(
-        "[[ ( -n " + V + " || -z " + V + " ) ]] && printf ok", _ok, BASH
-    ),
+    "[[ -n ]] with ( )": Shape("[[ ( -n " + V + " || -z " + V + " ) ]] && printf ok", _ok, BASH),
     "here-string": Shape("cat <<< " + V, lambda v: v + "\n", BASH),
     "case word and pattern": Shape(
         "case " + V + " in " + V + ") printf '%s' " + V + ";; *) printf no;; esac", _out
     ),
     "case in $()": Shape(
-        "v=\"$(case "
+        'v="$(case '
         + V
         + " in "
         + V
@@ -233,7 +231,7 @@ CONTEXTS: dict[str, Shape] = {
         _out,
     ),
     "nested case in $()": Shape(
-        'v="$(case a in a) case b in b) printf \'%s\' '
+        "v=\"$(case a in a) case b in b) printf '%s' "
         + V
         + ";; esac;; esac; "
         + KEEP
@@ -241,13 +239,14 @@ CONTEXTS: dict[str, Shape] = {
         _out,
     ),
     "case in backticks": Shape(
-        "v=`case " + V + " in *) printf '%s' " + V + ";; esac; printf .`; "
-        "printf '%s' \"${v%.}\"",
+        "v=`case " + V + " in *) printf '%s' " + V + ";; esac; printf .`; printf '%s' \"${v%.}\"",
         _out,
     ),
     "comment": Shape("printf ok # " + V, _ok),
     "comment in $()": Shape('v="$(printf ok # ' + V + '\n)"; printf \'%s\' "$v"', _ok),
-    "quoted heredoc": Shape("cat <<'LOKEOF'\n" + V + "\nLOKEOF", _heredoc("LOKEOF"), BOTH, ("LOKEOF",)),
+    "quoted heredoc": Shape(
+        "cat <<'LOKEOF'\n" + V + "\nLOKEOF", _heredoc("LOKEOF"), BOTH, ("LOKEOF",)
+    ),
     "double-quoted heredoc": Shape('cat <<"EOF"\n' + V + "\nEOF", _heredoc("EOF"), BOTH, ("EOF",)),
     "unquoted heredoc": Shape("cat <<EOF\n" + V + "\nEOF", _heredoc("EOF"), BOTH, ("EOF",)),
     "one-letter heredoc": Shape("cat <<E\n" + V + "\nE", _heredoc("E"), BOTH, ("E",)),
@@ -307,7 +306,10 @@ NUMERIC = {
     "let": ("let 'n = 1 + '" + V + "; printf ok", BASH),
     "declare -i": ("declare -i n=" + V + "; printf ok", BASH),
     "[ -v ]": ("[ -v " + V + " ] || printf ok", BASH),
-    "if [ -ge ] in $()": ('v="$(if [ ' + V + " -ge 0 ]; then printf ok; fi)\"; printf '%s' \"$v\"", BOTH),
+    "if [ -ge ] in $()": (
+        'v="$(if [ ' + V + ' -ge 0 ]; then printf ok; fi)"; printf \'%s\' "$v"',
+        BOTH,
+    ),
 }
 
 SH_IS_DASH = os.path.realpath(shutil.which("sh") or "sh").endswith("dash")
@@ -410,5 +412,7 @@ def check_contexts(
         shape = CONTEXTS[name]
         if mangled(shell, shape, value):
             continue
-        assert out.decode(errors="surrogateescape") == shape.expect(value), f"{shell}, context: {name}"
+        assert out.decode(errors="surrogateescape") == shape.expect(value), (
+            f"{shell}, context: {name}"
+        )
     return len(names)

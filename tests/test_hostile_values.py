@@ -146,7 +146,8 @@ BIG_STEPS = {
     "bare": "printf '%s' {{ steps.big.output }}" + SAME,
     "double quotes": "printf '%s' \\\"{{ steps.big.output }}\\\"" + SAME,
     "heredoc": "cat <<'EOF' | head -c -1" + SAME + "\\n{{ steps.big.output }}\\nEOF",
-    "command substitution": 'v=\\"$(printf %s {{ steps.big.output }})\\"; printf %s \\"$v\\"' + SAME,
+    "command substitution": 'v=\\"$(printf %s {{ steps.big.output }})\\"; printf %s \\"$v\\"'
+    + SAME,
 }
 
 
