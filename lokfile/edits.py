@@ -272,10 +272,11 @@ def manifest_digests(store: Store, digest: str) -> set[str]:
 
 
 def snapshot_filename(step: str, unit: str = "") -> str:
-    """The run-folder name of a unit's snapshot link: `<step>.snapshot.json`."""
+    """The run-folder name of a unit's snapshot link: `<step>.snapshot.json` (see
+    store.output_filename for names that are not plain)."""
     from lokfile.store import output_filename
 
-    return output_filename(f"{step}.{unit}" if unit else step, ".snapshot.json")
+    return output_filename(step, ".snapshot.json", unit)
 
 
 def _write(path: Path, data: bytes, mode: int | None) -> None:
@@ -489,14 +490,15 @@ def revert(
     means the step changed no files (an empty list). A file changed again since the
     edit is refused unless `force`; a file already back to its original is left alone.
     """
-    rows = [r for r in db.results(run_id) if r["step"] == step]
+    every = db.results(run_id)
+    rows = [r for r in every if r["step"] == step]
     if not rows:
         raise UsageError(
             f"run {run_id} has no step '{step}'", f"`lok runs show {run_id}` lists its steps"
         )
     folder = store.run_dir(run_id)
     units = dict.fromkeys(str(r.get("unit") or "") for r in reversed(rows))
-    links = [folder / snapshot_filename(step, u) for u in units]
+    links = [_snapshot_link(folder, every, step, u) for u in units]
     try:
         manifests = [load_manifest(store, _link_digest(store, p)) for p in links if p.is_symlink()]
         for manifest in manifests:  # every original must still be stored before anything changes
@@ -527,6 +529,25 @@ def revert(
     for manifest in todo:
         restored += restore(manifest, project.root, store)
     return sorted(set(restored))
+
+
+def _snapshot_link(folder: Path, rows: list[dict[str, Any]], step: str, unit: str) -> Path:
+    """The unit's snapshot link; in a run recorded before names were made distinct, the
+    old name, unless another unit of that run shared it, even by case alone (then the
+    link may be the other's)."""
+    from lokfile.store import legacy_output_filename
+
+    link = folder / snapshot_filename(step, unit)
+    if link.is_symlink():
+        return link
+
+    def old(pair: tuple[str, str]) -> str:
+        return legacy_output_filename(pair[0], ".snapshot.json", pair[1])
+
+    pairs = {(str(r["step"]), str(r.get("unit") or "")) for r in rows}
+    mine = old((step, unit))
+    sharing = [p for p in pairs if old(p).casefold() == mine.casefold()]
+    return folder / mine if sharing == [(step, unit)] else link
 
 
 def _link_digest(store: Store, link: Path) -> str:

@@ -11,9 +11,11 @@ its artifact, and `run.json`; `runs/latest` points at the newest run folder.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -161,10 +163,38 @@ class Store:
 _serial = itertools.count()
 
 
-def output_filename(step: str, suffix: str = ".txt") -> str:
-    """A safe file name for a step's output inside a run folder."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in step) or "_"
-    return safe + suffix
+_PLAIN_NAME = re.compile(r"[a-z0-9_-]+")
+_RESERVED = frozenset({"run"})  # run.json is the run folder's own file
+
+
+def output_filename(step: str, suffix: str = ".txt", unit: str = "") -> str:
+    """The file name of a step's output (or a unit's, e.g. its edit snapshot) inside a run
+    folder: one name per (step, unit), even on a disk that ignores case.
+
+        deep-dive        ->  deep-dive.txt                  lower-case letters, digits, - _
+        fix/one          ->  fix_one~b9ba019f52db.txt       anything else: a readable
+        Fix, fix one     ->  Fix~…, fix_one~…               part, then ~ and a hash of
+        fix + item:0     ->  fix_item_0~….snapshot.json     the exact (step, unit)
+
+    A plain name cannot hold `~` or `.`, so it never meets a hashed one, a suffix, or
+    run.json; distinct hashed names differ in their lower-case hex.
+    """
+    if not unit and _PLAIN_NAME.fullmatch(step) and step not in _RESERVED:
+        return step + suffix
+    readable = "_".join(_readable(part) for part in (step, unit) if part)[:60]
+    tag = hashlib.sha256(json.dumps([step, unit]).encode()).hexdigest()[:12]
+    return f"{readable}~{tag}{suffix}"
+
+
+def legacy_output_filename(step: str, suffix: str = ".txt", unit: str = "") -> str:
+    """The name lok gave before names were made distinct (`fix/one` and `fix one` both
+    `fix_one.txt`); read only to find what older runs recorded."""
+    name = f"{step}.{unit}" if unit else step
+    return ("".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_") + suffix
+
+
+def _readable(text: str) -> str:
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in text)
 
 
 def _unlink_quietly(path: str) -> None:

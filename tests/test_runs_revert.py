@@ -134,3 +134,76 @@ def test_revert_with_a_collected_snapshot_is_a_clear_error(project: Path) -> Non
     assert "snapshot of the edited files is missing" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (project / "code.py").read_text() == "edited\n"
+
+
+def edit_step(name: str, rel: str, old: str, new: str) -> str:
+    answer = json.dumps({"edits": [{"file": rel, "old": old, "new": new}]})
+    return (
+        f'[[steps]]\nname = {json.dumps(name)}\nbackend = "echo"\n'
+        f"prompt = {json.dumps(answer)}\napply_edits = true\n"
+    )
+
+
+def test_steps_whose_names_once_mapped_to_one_file_are_reverted_apart(tmp_path: Path) -> None:
+    """`fix/one` and `fix one` (and `Fix`, `fix` on a case-insensitive disk) shared a
+    run-folder file, so reverting one restored the other's files."""
+    write(tmp_path, "lok.toml", '[backends.echo]\ntype = "command"\ncommand = "cat"\n')
+    names = {"fix/one": "a.txt", "fix one": "b.txt", "Fix": "c.txt", "fix": "d.txt"}
+    for rel in names.values():
+        write(tmp_path, rel, "old\n")
+    steps = [edit_step(name, rel, "old", f"new by {name}") for name, rel in names.items()]
+    steps.append('[[steps]]\nname = "run"\nshell = "echo \'[1]\'"\noutput_format = "json"\n')
+    write(tmp_path, "wf.toml", 'name = "wf"\n' + "\n".join(steps))
+    doc = run_json(tmp_path, "./wf.toml")
+    assert doc["status"] == "succeeded", doc
+    folder = tmp_path / ".lok" / "runs" / doc["run_id"]
+    files = sorted(p.name for p in folder.iterdir())
+    assert len({f.casefold() for f in files}) == len(files) == 2 * len(names) + 2, files
+    assert json.loads((folder / "run.json").read_text())["id"] == doc["run_id"]
+    result = revert(tmp_path, doc["run_id"], "--step", "fix/one")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout == "restored a.txt\n"
+    assert {rel: (tmp_path / rel).read_text() for rel in names.values()} == {
+        "a.txt": "old\n",
+        "b.txt": "new by fix one\n",
+        "c.txt": "new by Fix\n",
+        "d.txt": "new by fix\n",
+    }
+    assert revert(tmp_path, doc["run_id"], "--step", "Fix").stdout == "restored c.txt\n"
+    assert (tmp_path / "d.txt").read_text() == "new by fix\n"
+
+
+def test_a_run_recorded_under_the_old_names_is_still_reverted_when_its_name_was_unique(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "lok.toml", '[backends.echo]\ntype = "command"\ncommand = "cat"\n')
+    write(tmp_path, "a.txt", "old\n")
+    write(tmp_path, "b.txt", "old\n")
+    steps = [edit_step("Fix/A", "a.txt", "old", "new"), edit_step("fix b", "b.txt", "old", "new")]
+    write(tmp_path, "wf.toml", 'name = "wf"\n' + "\n".join(steps))
+    run_id = run_json(tmp_path, "./wf.toml")["run_id"]
+    folder = tmp_path / ".lok" / "runs" / run_id
+    for step in ("Fix/A", "fix b"):  # as lok named them before
+        new = folder / edits.snapshot_filename(step)
+        new.rename(folder / step.replace("/", "_").replace(" ", "_").__add__(".snapshot.json"))
+    assert revert(tmp_path, run_id, "--step", "Fix/A").stdout == "restored a.txt\n"
+    assert revert(tmp_path, run_id, "--step", "fix b").stdout == "restored b.txt\n"
+
+
+def test_an_old_name_two_steps_shared_is_not_trusted(tmp_path: Path) -> None:
+    write(tmp_path, "lok.toml", '[backends.echo]\ntype = "command"\ncommand = "cat"\n')
+    write(tmp_path, "a.txt", "old\n")
+    write(tmp_path, "b.txt", "old\n")
+    steps = [
+        edit_step("fix/one", "a.txt", "old", "new"),
+        edit_step("fix one", "b.txt", "old", "new"),
+    ]
+    write(tmp_path, "wf.toml", 'name = "wf"\n' + "\n".join(steps))
+    run_id = run_json(tmp_path, "./wf.toml")["run_id"]
+    folder = tmp_path / ".lok" / "runs" / run_id
+    (folder / edits.snapshot_filename("fix/one")).unlink()  # the old run kept one of the two
+    (folder / edits.snapshot_filename("fix one")).rename(folder / "fix_one.snapshot.json")
+    result = revert(tmp_path, run_id, "--step", "fix/one")
+    assert result.exit_code == 0, result.output
+    assert "nothing to restore" in result.stdout
+    assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() == "new\n"
