@@ -54,6 +54,25 @@ def split_args(workflow: Workflow, raw: tuple[str, ...]) -> tuple[tuple[str, ...
     return tuple(positional), named
 
 
+def check_required_args(workflow: Workflow, named: dict[str, str]) -> None:
+    """UsageError (exit 2) naming every `required = true` argument that has neither a
+    value in `named` nor a default, before anything runs."""
+    missing = [a for a in workflow.args if a.required and a.default is None and a.name not in named]
+    if not missing:
+        return
+    from lokfile.errors import UsageError
+
+    what = "; ".join(
+        f"'{a.name}'" + (f" ({a.description})" if a.description else "") for a in missing
+    )
+    example = " ".join(f"{a.name}=VALUE" for a in missing)
+    plural = "s" if len(missing) > 1 else ""
+    raise UsageError(
+        f"workflow '{workflow.name}' needs the argument{plural} {what}",
+        f"add {example} after the workflow name or path (lok run {workflow.name} {example})",
+    )
+
+
 def run(
     ctx: Context,
     workflow: Workflow,
@@ -69,6 +88,7 @@ def run(
     from lokfile.rundb import RunDB
     from lokfile.store import Store
 
+    check_required_args(workflow, options.named)
     project = ctx.project
     store = Store(project.runs_dir)
     if options.record and not options.dry_run:

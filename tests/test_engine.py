@@ -514,3 +514,52 @@ def test_a_soft_step_skipped_by_a_failure_lets_its_dependents_run(project: Path)
     assert statuses(doc) == {"bad": "failed", "guard": "skipped", "last": "ran"}
     assert doc["steps"][-1]["output"] == "ran after false"
     assert doc["exit_code"] == 1  # bad failed hard
+
+
+REQUIRED = """
+name = "wf"
+[args.branch]
+description = "the branch to compare"
+required = true
+[args.depth]
+required = true
+default = "3"
+[[steps]]
+name = "first"
+shell = "touch RAN"
+[[steps]]
+name = "use"
+depends_on = ["first"]
+shell = "echo {{ arg.branch }} {{ arg.depth }}"
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_a_missing_required_argument_is_bad_input_before_anything_runs(
+    tmp_path: Path, command: str
+) -> None:
+    (tmp_path / ".lok").mkdir()
+    write(tmp_path, "wf.toml", REQUIRED)
+    proc = lok(tmp_path, command, "./wf.toml")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "Error: workflow 'wf' needs the argument 'branch' (the branch to compare)",
+        "Hint: add branch=VALUE after the workflow name or path (lok run wf branch=VALUE)",
+    ]
+    assert not (tmp_path / "RAN").exists()
+    assert (
+        not (tmp_path / ".lok" / "lok.db").exists()
+        or db_rows(tmp_path, "SELECT id FROM runs") == []
+    )
+    doc = run_json(tmp_path, "./wf.toml", "branch=main")  # the default covers depth
+    assert statuses(doc) == {"first": "ran", "use": "ran"}
+    assert (tmp_path / "RAN").exists()
+
+
+def test_a_built_in_command_checks_required_arguments_too(tmp_path: Path) -> None:
+    (tmp_path / ".lok").mkdir()
+    write(tmp_path, ".lok/workflows/explain.toml", REQUIRED.replace('"wf"', '"explain"'))
+    proc = lok(tmp_path, "explain")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Error: workflow 'explain' needs the argument 'branch'" in proc.stderr
+    assert not (tmp_path / "RAN").exists()
