@@ -46,8 +46,9 @@ mislead it; each branch should be balanced on its own.
 A shell bug lok cannot quote around: dash 0.5.12 (Debian's /bin/sh) drops a
 byte from a here-document line that starts like the delimiter and goes on with
 a non-ASCII character (`EOF` then `EOé…`), quoted delimiter or not. And bash 5.2 reads
-two literal \\x01 bytes in a quoted here-document inside "$(…)" back as one. Neither
-runs anything; both change bytes the script holds literally.
+a literal \\x01 followed by \\x01 or \\x7f in a quoted here-document inside "$(…)"
+as the second byte alone (its internal CTLESC escape leaks). Neither runs
+anything; both change bytes the script holds literally.
 """
 
 from __future__ import annotations

@@ -359,13 +359,13 @@ def assert_nothing_ran(cwd: Path) -> None:
 def mangled(shell: str, shape: Shape, value: str) -> bool:
     """Shell bugs on bytes a script holds literally (lok cannot quote around them; nothing
     runs either way): dash 0.5.12 drops a byte from a here-document line that starts like
-    the delimiter and goes on with a non-ASCII character; bash 5.2 reads two literal \\x01
-    bytes in a here-document inside "$(…)" back as one."""
+    the delimiter and goes on with a non-ASCII character; bash 5.2 reads \\x01 followed by
+    \\x01 or \\x7f in a here-document inside "$(…)" as the second byte alone."""
     if not shape.delimiters:
         return False
     if shell == "dash":
         return any(_dash_mangles(value, d) for d in shape.delimiters)
-    return shape.in_substitution and "\x01\x01" in value
+    return shape.in_substitution and ("\x01\x01" in value or "\x01\x7f" in value)
 
 
 def _dash_mangles(value: str, delimiter: str) -> bool:
