@@ -75,6 +75,18 @@ def _wrapper(value: Any) -> str:
     text = tomlfile.want_str(value)
     if "{cmd}" not in text:
         raise BadValue("a command containing {cmd}", value, "\"nix-shell --run '{cmd}'\"")
+    from lokfile.errors import TemplateError
+    from lokfile.shellquote import places
+
+    try:
+        places(text.split("{cmd}"))  # where each {cmd} lands, as lok will quote it
+    except TemplateError as exc:
+        where = exc.message.removeprefix("lok cannot quote ").removesuffix(" safely")
+        raise BadValue(
+            f"a command whose {{cmd}} lok can quote, not {where.replace('a template value', '{cmd}')}",
+            value,
+            "\"nix-shell --run '{cmd}'\"",
+        ) from None
     return text
 
 

@@ -313,6 +313,21 @@ def test_command_wrapper_needs_the_cmd_placeholder() -> None:
     assert wrapped.defaults.command_wrapper == "direnv exec . {cmd}"
 
 
+@pytest.mark.parametrize(
+    ("wrapper", "place"),
+    [("bash -c $'{cmd}'", "inside $'…'"), ('bash -c \\"${X:-{cmd}}\\"', "inside ${…}")],
+)
+def test_a_command_wrapper_whose_cmd_lok_cannot_quote_is_refused_when_the_config_loads(
+    wrapper: str, place: str
+) -> None:
+    """It crashed the worker with a traceback when the first step started."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(f'[defaults]\ncommand_wrapper = "{wrapper}"\n')
+    assert f"command_wrapper must be a command whose {{cmd}} lok can quote, not {{cmd}} {place}" in (
+        caught.value.message
+    )
+
+
 def test_a_broken_lok_toml_fails_the_command_with_exit_2_and_no_traceback(tmp_path: Path) -> None:
     write(tmp_path / "lok.toml", """
         [backends.claude]
