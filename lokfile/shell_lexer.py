@@ -117,10 +117,16 @@ class Lexer:
                 "a template value right after '$'",
                 "write \\$ for a literal dollar sign, or put the value in a variable first",
             )
-        if kind in (_BRACE, _ARITH):
+        if kind == _BRACE:
             raise _refuse(
-                "a template value inside ${…} or $((…))",
+                "a template value inside ${…}",
                 "put the value in a variable first: v={{ … }}; then use ${v}",
+            )
+        if kind == _ARITH:
+            raise _refuse(
+                "a template value inside $((…)) or ((…))",
+                "bash evaluates a[$(…)] in arithmetic: put the value in a variable and check "
+                "it is a number first: v={{ … }}; case $v in ''|*[!0-9]*) exit 1;; esac",
             )
         if kind == _ANSI:
             raise _refuse(
