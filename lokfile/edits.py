@@ -141,8 +141,25 @@ def _edits_object(text: str) -> dict[str, Any] | None:
 # -- checking ------------------------------------------------------------------
 
 
+def _shown(name: str) -> str:
+    """A path as an error message shows it: control characters escaped, long ones cut."""
+    text = name.encode("unicode_escape").decode("ascii") if not name.isprintable() else name
+    return text if len(text) <= 200 else text[:120] + f"… ({len(name)} characters)"
+
+
 def _target(root: Path, name: str) -> tuple[str, Path]:
     """(path relative to the real root, absolute real path) of an edit's file."""
+    if "\x00" in name:
+        raise EditError(f"{_shown(name)}: a path cannot contain a NUL byte")
+    try:
+        return _resolve_target(root, name)
+    except RuntimeError:  # Python before 3.13 reports a symlink loop this way
+        raise EditError(f"{_shown(name)}: goes through a symlink loop") from None
+    except OSError as exc:
+        raise EditError(f"{_shown(name)}: {exc.strerror or exc}") from None
+
+
+def _resolve_target(root: Path, name: str) -> tuple[str, Path]:
     if name.startswith(("/", "~")) or os.path.isabs(name):
         raise EditError(f"{name}: absolute paths are refused (give a path inside the project)")
     parts = Path(name).parts
@@ -177,6 +194,13 @@ def plan(edits: list[Edit], root: Path) -> Plan:
 
 def _plan_one(edit: Edit, root: Path, result: Plan) -> None:
     rel, real = _target(root, edit.file)
+    try:
+        _plan_file(edit, rel, real, root, result)
+    except OSError as exc:  # a name too long, a loop below the root, no permission …
+        raise EditError(f"{_shown(edit.file)}: {exc.strerror or exc}") from None
+
+
+def _plan_file(edit: Edit, rel: str, real: Path, root: Path, result: Plan) -> None:
     planned = result.files.get(rel)
     if planned is None:
         if real.is_dir():
