@@ -3,7 +3,9 @@
 Tables (schema version in PRAGMA user_version; migrations below, applied
 through sqlite-utils when the file is new or older than this code):
 
-    runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from
+    runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from,
+                and its coordinator (pid, and proc_start: boot id and start time, so
+                a reused pid is not taken for the coordinator; schema 2)
     results     one row per (run, step, unit): key, components, status, reason,
                 attempts, timings, backend, model, artifact digest, error
     keys        successful results by key: the artifact digest and declared outputs
@@ -15,6 +17,10 @@ through sqlite-utils when the file is new or older than this code):
 
 Only the coordinating process writes. The hot path (a no-op run) uses plain
 sqlite3 statements; sqlite-utils is imported only to migrate.
+
+A run still marked `running` whose coordinator is gone (killed, crashed, a
+zombie, its pid now someone else's) is read back as `interrupted` at once;
+the next run writes that down (`mark_abandoned_runs`), readers never write.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lokfile.errors import StoreError
+from lokfile.proctree import identity, is_running
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DIED = "the lok process died (killed or crashed); `lok run --resume` continues"
 
 
 class KeyEntry(NamedTuple):
@@ -136,7 +144,11 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1}
+def _migrate_2(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE runs ADD COLUMN proc_start TEXT")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
 
 
 class RunDB:
@@ -204,7 +216,7 @@ class RunDB:
     ) -> None:
         self.conn.execute(
             "INSERT INTO runs (id, workflow, workflow_path, args, status, started, resumed_from, pid,"
-            " ran, reused, failed, skipped) VALUES (?,?,?,?,?,?,?,?,0,0,0,0)",
+            " proc_start, ran, reused, failed, skipped) VALUES (?,?,?,?,?,?,?,?,?,0,0,0,0)",
             (
                 run_id,
                 workflow,
@@ -214,6 +226,7 @@ class RunDB:
                 time.time(),
                 resumed_from,
                 os.getpid(),
+                identity(),
             ),
         )
 
@@ -243,21 +256,22 @@ class RunDB:
 
     def mark_abandoned_runs(self) -> None:
         """Runs left `running` by a process that no longer exists become `interrupted`."""
-        rows = self.conn.execute("SELECT id, pid FROM runs WHERE status='running'").fetchall()
-        dead = [(rid,) for rid, pid in rows if not _alive(pid)]
+        rows = self.conn.execute("SELECT * FROM runs WHERE status='running'").fetchall()
+        cur = self.conn.execute("SELECT * FROM runs LIMIT 0")
+        dead = [(DIED, r["id"]) for r in (_row_dict(cur, row) for row in rows) if _abandoned(r)]
         if dead:
             self.conn.executemany(
-                "UPDATE runs SET status='interrupted', error='the lok process died' WHERE id=?",
+                "UPDATE runs SET status='interrupted', error=? WHERE id=? AND status='running'",
                 dead,
             )
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         cur = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,))
         row = cur.fetchone()
-        return _row_dict(cur, row) if row else None
+        return _settled(_row_dict(cur, row)) if row else None
 
     def runs(self, workflow: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Runs newest first."""
+        """Runs newest first (one whose coordinator is gone shows as interrupted)."""
         sql = "SELECT * FROM runs"
         params: list[Any] = []
         if workflow:
@@ -267,7 +281,7 @@ class RunDB:
         if limit:
             sql += f" LIMIT {int(limit)}"
         cur = self.conn.execute(sql, params)
-        return [_row_dict(cur, r) for r in cur.fetchall()]
+        return [_settled(_row_dict(cur, r)) for r in cur.fetchall()]
 
     def results(self, run_id: str) -> list[dict[str, Any]]:
         """Every result row of a run, in the order they were recorded."""
@@ -443,13 +457,13 @@ def _row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cur.description, row, strict=False)}
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _abandoned(row: dict[str, Any]) -> bool:
+    """Is this `running` row's coordinator gone (dead, a zombie, or its pid reused)?"""
+    return row.get("status") == "running" and not is_running(row.get("pid"), row.get("proc_start"))
+
+
+def _settled(row: dict[str, Any]) -> dict[str, Any]:
+    """A run row as it really stands: `interrupted` once its coordinator is gone."""
+    if _abandoned(row):
+        return {**row, "status": "interrupted", "error": row.get("error") or DIED}
+    return row
