@@ -88,7 +88,10 @@ def run(
 
             cwd, name, _args, config_file = snapshot_key
             watched = snapshot.candidates(project.root, cwd, name, config_file)
-            snapshot.record(coordinator, (project.root, *snapshot_key), watched, t0)
+            try:
+                snapshot.record(coordinator, (project.root, *snapshot_key), watched, t0)
+            except OSError:
+                pass  # only the next no-op's fast path is lost (a full disk, say)
         return outcome
     finally:
         if db is not None:
@@ -110,9 +113,17 @@ def _ensure_gitignore(project: Project) -> None:
     path = project.lok_dir / ".gitignore"
     if not path.exists():
         from lokfile.cli.init_files import GITIGNORE
+        from lokfile.errors import disk_full
 
-        project.lok_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(GITIGNORE)
+        try:
+            project.lok_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(GITIGNORE)
+        except OSError as exc:
+            full = disk_full(exc, ".gitignore", project.lok_dir)
+            if full is None:
+                raise
+            path.unlink(missing_ok=True)
+            raise full from exc
 
 
 def _pool(slots: int, warm: tuple[str, ...] = ()) -> Any:

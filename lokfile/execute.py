@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lokfile.errors import DiskFullError, disk_full
 from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.proctree import kill_tree
 from lokfile.store import Store
@@ -67,8 +68,26 @@ def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None)
 
 
 def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> JobResult:
-    """Run `job` to completion (all its attempts). `register` records the live child pid."""
+    """Run `job` to completion (all its attempts). `register` records the live child pid.
+
+    A full disk fails the job with kind "disk_full" and no artifact (none could be written).
+    """
     started = time.time()
+    try:
+        return _run_job(job, emit, register, started)
+    except (DiskFullError, OSError) as exc:
+        full = exc if isinstance(exc, DiskFullError) else disk_full(exc, "a file", job.runs_dir)
+        if full is None:
+            raise
+        message = f"step '{job.step}': {full.message}"
+        return JobResult(
+            job.id, False, f"Error: {message}", None, message, "disk_full", 1, started, time.time()
+        )
+
+
+def _run_job(
+    job: Job, emit: Emit, register: Callable[[int | None], None], started: float
+) -> JobResult:
     attempts = 0
     last: Attempt | None = None
     for attempt in range(job.retries + 1):

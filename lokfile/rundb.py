@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lokfile.errors import StoreError
+from lokfile.errors import DiskFullError, StoreError, disk_full
 from lokfile.proctree import identity, is_running
 
 SCHEMA_VERSION = 2
@@ -151,6 +151,113 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
 
 
+SQLITE_FULL = 13
+SQLITE_IOERR = 10
+SQLITE_READONLY = 8
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements say "the disk is full" plainly when that is the cause."""
+
+    lok_path = Path()
+    full: DiskFullError | None = None  # set when opened read-only because the disk is full
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            self._raise_if_full(exc)
+            raise
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            self._raise_if_full(exc)
+            raise
+
+    def _raise_if_full(self, exc: sqlite3.DatabaseError) -> None:
+        code = _code(exc)
+        full = self.full if code == SQLITE_READONLY else None
+        full = full or _full_disk(exc, self.lok_path)
+        if full is not None:
+            raise full from exc
+
+
+def _code(exc: sqlite3.DatabaseError) -> int | None:
+    """The primary SQLite result code of an error (Python 3.11+ carries it)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _full_disk(exc: sqlite3.DatabaseError, path: Path) -> DiskFullError | None:
+    """DiskFullError when SQLite failed because the disk holding `path` is full."""
+    code = _code(exc)
+    if code == SQLITE_FULL or "database or disk is full" in str(exc):
+        pass
+    elif code in (SQLITE_IOERR, None) and _no_space(path.parent):
+        pass  # an I/O error (the -shm index cannot grow) on a file system with no room
+    else:
+        return None
+    return DiskFullError(
+        f"the disk is full: could not write the run history {path}", str(path.parent)
+    )
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, factory=_Connection)
+    conn.lok_path = path
+    conn.execute("PRAGMA busy_timeout = 60000")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < SCHEMA_VERSION:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    elif version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(
+            f"{path}: run history is schema {version}, newer than this lok ({SCHEMA_VERSION})",
+            "upgrade lok, or move .lok/lok.db aside",
+        )
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _read_only(path: Path, full: DiskFullError) -> sqlite3.Connection:
+    """The history opened immutable, for reading on a full disk; else `full` is raised."""
+    from urllib.parse import quote
+
+    wal = path.with_name(path.name + "-wal")
+    if (wal.exists() and wal.stat().st_size > 0) or not path.exists():
+        raise full  # commits may wait in the log: reading around them would show stale runs
+    uri = f"file:{quote(str(path))}?mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, factory=_Connection)
+        conn.lok_path = path
+        conn.full = full
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise full from exc
+    return conn
+
+
 class RunDB:
     """The run history. Open with `RunDB.open(path)`; one instance per process."""
 
@@ -160,34 +267,30 @@ class RunDB:
 
     @classmethod
     def open(cls, path: Path) -> RunDB:
-        """Open (creating and migrating as needed) the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (creating and migrating as needed) the database at `path`.
+
+        On a full disk SQLite cannot even set up its shared-memory index, so a
+        history with nothing pending in its write-ahead log is opened read-only
+        (`immutable`): reading works, and any write says the disk is full.
+        """
         try:
-            conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 60000")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version < SCHEMA_VERSION:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    version = conn.execute("PRAGMA user_version").fetchone()[0]
-                    for target in range(version + 1, SCHEMA_VERSION + 1):
-                        MIGRATIONS[target](conn)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            elif version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path}: run history is schema {version}, newer than this lok ({SCHEMA_VERSION})",
-                    "upgrade lok, or move .lok/lok.db aside",
-                )
-            conn.execute("PRAGMA synchronous = NORMAL")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            full = disk_full(exc, "the run history", path.parent)
+            if full is None:
+                raise
+            raise full from exc
+        try:
+            conn = _connect(path)
+        except DiskFullError as no_room:
+            conn = _read_only(path, no_room)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{path}: cannot open run history: {exc}", "is .lok/lok.db corrupt?"
-            ) from exc
+            full = _full_disk(exc, path)
+            if full is None:
+                raise StoreError(
+                    f"{path}: cannot open run history: {exc}", "is .lok/lok.db corrupt?"
+                ) from exc
+            conn = _read_only(path, full)
         return cls(conn, path)
 
     def close(self) -> None:
@@ -199,10 +302,14 @@ class RunDB:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass
             raise
-        self.conn.execute("COMMIT")
 
     # -- runs ----------------------------------------------------------------
 

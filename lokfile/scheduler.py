@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lokfile import plan
+from lokfile.errors import DiskFullError
 from lokfile.events import (
     Event,
     ParallelStart,
@@ -117,6 +118,7 @@ class Coordinator:
         self.next_job = 1
         self.stopping = False
         self.interrupted = 0
+        self.disk_full: DiskFullError | None = None  # set once a write failed for lack of space
         self.failed_hard: list[str] = []
         self.fp = Fingerprinter(root, db)
         self.last = db.last_attempts(workflow.name) if db else {}
@@ -166,6 +168,9 @@ class Coordinator:
         try:
             ready = deque(s.name for s in self.wf.steps if self.waiting[s.name] == 0)
             self._loop(ready)
+        except DiskFullError as exc:  # lok itself could not write: stop, keep what is stored
+            self.disk_full = self.disk_full or exc
+            self._interrupt("not finished: the disk is full")
         finally:
             signal.signal(signal.SIGINT, previous)
             if self.pool is not None:
@@ -175,11 +180,17 @@ class Coordinator:
         saved = sum(r.saved for r in self.results.values())
         if record:
             assert self.db is not None
-            with self.db.transaction():
-                self.recorder.write()
-                self.db.finish_run(self.run_id, status.value, self._counts(), saved)
-            self.store.write_run_json(self.run_id, self._run_doc(status.value, t0))
-            self.store.set_latest(self.run_id)
+            error = self.disk_full.message if self.disk_full else None
+            try:
+                with self.db.transaction():
+                    self.recorder.write()
+                    self.db.finish_run(self.run_id, status.value, self._counts(), saved, error)
+                self.store.write_run_json(self.run_id, self._run_doc(status.value, t0))
+                self.store.set_latest(self.run_id)
+            except DiskFullError as exc:  # the history stays as it was before this write
+                self.disk_full = self.disk_full or exc
+        if self.disk_full is not None:
+            raise self.disk_full
         outcome = RunOutcome(
             self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run
         )
@@ -231,12 +242,12 @@ class Coordinator:
                 self.pool.shutdown(kill=True)
             os._exit(130)
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, reason: str = "interrupted") -> None:
         if self.pool is not None:
             self.pool.cancel_all()
         for unit, _backend in list(self.inflight.values()):
             unit.status = Status.INTERRUPTED
-            unit.reason = "interrupted"
+            unit.reason = reason
         self.inflight.clear()
         self.queue.clear()
         for s in self.wf.steps:
@@ -244,11 +255,13 @@ class Coordinator:
                 self._finish_step_now(
                     s,
                     Status.INTERRUPTED if s.name in self.live else Status.SKIPPED,
-                    "interrupted",
+                    reason,
                     ready=None,
                 )
 
     def _final_status(self) -> RunStatus:
+        if self.disk_full is not None:
+            return RunStatus.FAILED
         if self.interrupted:
             return RunStatus.INTERRUPTED
         sinks = [s.name for s in self.wf.steps if not self.dependents[s.name]]
@@ -508,6 +521,11 @@ class Coordinator:
         self._unit_done(unit, result, ready)
 
     def _unit_done(self, unit: Unit, result: JobResult, ready: deque[str]) -> None:
+        if result.error_kind == "disk_full" and self.disk_full is None:
+            # every later write would fail the same way: start nothing more
+            where = str(self.store.runs_dir.parent)
+            self.disk_full = DiskFullError(result.error or "the disk is full", where)
+            self.stopping = True
         unit.status = Status.RAN if result.success else Status.FAILED
         unit.output = result.output
         unit.digest = result.digest
@@ -608,7 +626,8 @@ class Coordinator:
             if status is Status.SKIPPED
             else (f"Error: {error}" if error else "")
         )
-        digest = self.store.put_text(output) if output and not self.opts.dry_run else None
+        write = output and not self.opts.dry_run and self.disk_full is None
+        digest = self.store.put_text(output) if write else None
         if status is Status.FAILED:
             self._failed(step)
         self._record_step(StepResult(step.name, status, reason, output, digest, error), ready)
@@ -618,7 +637,7 @@ class Coordinator:
         self._add_view(result)
         self.live.pop(result.name, None)
         step = self.wf.step(result.name)
-        if result.digest and not self.opts.dry_run and self.opts.record:
+        if result.digest and not self.opts.dry_run and self.opts.record and not self.disk_full:
             suffix = (
                 ".json"
                 if step.for_each or step.output_format in ("json", "json_array", "jsonl")
