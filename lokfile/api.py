@@ -24,11 +24,21 @@ class Context:
     config: Config
 
 
-def open_project(directory: Path | None = None, config_file: Path | None = None) -> Context:
-    """Find the project root from `directory` (or the cwd) and load its config."""
+def open_project(
+    directory: Path | None = None,
+    config_file: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Context:
+    """Find the project root from `directory` (or the cwd) and load its config.
+
+    First, the files of an edit step lok died in are put back (lokfile.journal);
+    `say` (default: a line on stderr) tells the user.
+    """
+    from lokfile import journal
     from lokfile.config import load_config
 
     root = find_root(directory or Path.cwd())
+    journal.recover(root, say)
     project = Project(root)
     return Context(project, load_config(project, config_file))
 

@@ -41,6 +41,7 @@ from lokfile.store import Store, output_filename
 from lokfile.units import Unit, UnitSpec, build_units, combine
 
 Reporter = Callable[[Event], None]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 __all__ = ["Coordinator", "Reporter", "RunOptions", "RunOutcome", "StepResult", "new_run_id"]
 
@@ -118,6 +119,7 @@ class Coordinator:
         self.next_job = 1
         self.stopping = False
         self.interrupted = 0
+        self.stopped_by: str | None = None  # the signal that interrupted the run
         self.disk_full: DiskFullError | None = None  # set once a write failed for lack of space
         self.failed_hard: list[str] = []
         self.fp = Fingerprinter(root, db)
@@ -164,17 +166,21 @@ class Coordinator:
                 self.opts.dry_run,
             )
         )
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        finished = False
         try:
             ready = deque(s.name for s in self.wf.steps if self.waiting[s.name] == 0)
             self._loop(ready)
+            finished = True
         except DiskFullError as exc:  # lok itself could not write: stop, keep what is stored
             self.disk_full = self.disk_full or exc
             self._interrupt("not finished: the disk is full")
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if self.pool is not None:
-                self.pool.shutdown(kill=bool(self.interrupted))
+                self.pool.shutdown(kill=bool(self.interrupted) or not finished)
+                self._recover_edits()
         status = self._final_status()
         wall = time.time() - t0
         saved = sum(r.saved for r in self.results.values())
@@ -194,7 +200,8 @@ class Coordinator:
         outcome = RunOutcome(
             self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run
         )
-        self.report(RunFinished(self.run_id, status.value, outcome.counts, wall, saved))
+        extra = {"signal": self.stopped_by} if self.stopped_by else None
+        self.report(RunFinished(self.run_id, status.value, outcome.counts, wall, saved, extra))
         return outcome
 
     def _loop(self, ready: deque[str]) -> None:
@@ -235,12 +242,24 @@ class Coordinator:
         self.interrupted = 1
         return True
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Ctrl-C or SIGTERM: the first stops the run cleanly, the second kills it."""
         self.interrupted += 1
+        if self.stopped_by is None:
+            self.stopped_by = signal.Signals(signum).name
         if self.interrupted >= 2:
             if self.pool is not None:
                 self.pool.shutdown(kill=True)
             os._exit(130)
+
+    def _recover_edits(self) -> None:
+        """Put back the files of an edit whose worker had to be killed before it could."""
+        from lokfile import journal
+
+        def say(text: str) -> None:
+            self.report(StepNote("lok", "", text))
+
+        journal.recover(self.root, say)
 
     def _interrupt(self, reason: str = "interrupted") -> None:
         if self.pool is not None:
@@ -425,6 +444,7 @@ class Coordinator:
             timeout,
             step.retries,
             step.retry_delay_ms / 1000,
+            run_id=self.run_id,
         )
         self.next_job += 1
         self.queue.append((job, unit, spec.backend.name if spec.backend else ""))

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from lokfile.proctree import kill_tree
+from lokfile.proctree import child_guard, kill_tree
 from lokfile.stack import Stack, detect
 
 KILL_GRACE_S = 2.0
@@ -122,6 +122,7 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=child_guard(),  # dies with its worker, even one killed with SIGKILL
         )
     except OSError as exc:
         return CheckResult(False, f"cannot start sh: {exc}")

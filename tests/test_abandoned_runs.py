@@ -11,20 +11,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.lokrun import db_rows, lok, write
-from tests.procs import Lok, kill_marked, new_mark, steps_of, wait_for, wait_gone
-
-
-@pytest.fixture
-def mark() -> Iterator[str]:
-    m = new_mark()
-    yield m
-    kill_marked(m)
+from tests.procs import Lok, steps_of, wait_for, wait_gone
 
 
 @pytest.fixture

@@ -15,22 +15,8 @@ from lokfile import edits, verify
 from lokfile.execute import EditSettings
 from lokfile.hashing import digest_bytes
 from lokfile.store import Store
+from tests.editworld import tree
 from tests.lokrun import lok, run_json, write
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file and folder under root (outside .lok/) with its digest and mode."""
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != ".lok"]
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root) + "/"] = "dir"
-        for f in filenames:
-            p = Path(dirpath) / f
-            st = p.lstat()
-            kind = "link:" + os.readlink(p) if p.is_symlink() else digest_bytes(p.read_bytes())
-            out[os.path.relpath(p, root)] = f"{kind} {stat.S_IMODE(st.st_mode):o}"
-    return out
 
 
 @pytest.fixture
