@@ -24,11 +24,21 @@ class Context:
     config: Config
 
 
-def open_project(directory: Path | None = None, config_file: Path | None = None) -> Context:
-    """Find the project root from `directory` (or the cwd) and load its config."""
+def open_project(
+    directory: Path | None = None,
+    config_file: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Context:
+    """Find the project root from `directory` (or the cwd) and load its config.
+
+    First, the files of an edit step lok died in are put back (lokfile.journal);
+    `say` (default: a line on stderr) tells the user.
+    """
+    from lokfile import journal
     from lokfile.config import load_config
 
     root = find_root(directory or Path.cwd())
+    journal.recover(root, say)
     project = Project(root)
     return Context(project, load_config(project, config_file))
 
@@ -108,7 +118,10 @@ def run(
 
             cwd, name, _args, config_file = snapshot_key
             watched = snapshot.candidates(project.root, cwd, name, config_file)
-            snapshot.record(coordinator, (project.root, *snapshot_key), watched, t0)
+            try:
+                snapshot.record(coordinator, (project.root, *snapshot_key), watched, t0)
+            except OSError:
+                pass  # only the next no-op's fast path is lost (a full disk, say)
         return outcome
     finally:
         if db is not None:
@@ -130,9 +143,17 @@ def _ensure_gitignore(project: Project) -> None:
     path = project.lok_dir / ".gitignore"
     if not path.exists():
         from lokfile.cli.init_files import GITIGNORE
+        from lokfile.errors import disk_full
 
-        project.lok_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(GITIGNORE)
+        try:
+            project.lok_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(GITIGNORE)
+        except OSError as exc:
+            full = disk_full(exc, ".gitignore", project.lok_dir)
+            if full is None:
+                raise
+            path.unlink(missing_ok=True)
+            raise full from exc
 
 
 def _pool(slots: int, warm: tuple[str, ...] = ()) -> Any:

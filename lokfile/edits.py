@@ -22,7 +22,14 @@ the restored tree, and everything starts over.
 
 Edit steps take a lock (`.lok/runs/edits.lock`) while they write and verify,
 so two edit steps never interleave on the same tree; it is released while
-the backend is asked again.
+the backend is asked again. Before the first file is written, the originals
+are also made durable in a journal (lokfile/journal.py), so that if lok dies
+anywhere between the first write and the end of verify, the next lok command
+puts the files back.
+
+A path an answer names is only ever data: one with a NUL byte, a name or a
+path too long for the file system, or a symlink loop is an edit failure that
+names it, like any other bad edit, and nothing is written.
 """
 
 from __future__ import annotations
@@ -31,17 +38,18 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from lokfile import verify
+from lokfile import journal, verify
 from lokfile.errors import LokError, StoreError, UsageError
 from lokfile.hashing import digest_bytes
 from lokfile.store import Store
 
 if TYPE_CHECKING:
+    from lokfile.cancel import Cancel
     from lokfile.execute import EditSettings
     from lokfile.project import Project
     from lokfile.rundb import RunDB
@@ -49,6 +57,12 @@ if TYPE_CHECKING:
 MANIFEST_VERSION = 1
 PROTECTED = (".lok", ".git")
 FIX_MARKER = "## Your previous answer failed"
+
+
+class Blobs(Protocol):
+    """Where a restore reads originals from: the store, or a journal."""
+
+    def get(self, digest: str) -> bytes: ...
 
 
 class RequeryFailed(Exception):
@@ -141,8 +155,25 @@ def _edits_object(text: str) -> dict[str, Any] | None:
 # -- checking ------------------------------------------------------------------
 
 
+def _shown(name: str) -> str:
+    """A path as an error message shows it: control characters escaped, long ones cut."""
+    text = name.encode("unicode_escape").decode("ascii") if not name.isprintable() else name
+    return text if len(text) <= 200 else text[:120] + f"… ({len(name)} characters)"
+
+
 def _target(root: Path, name: str) -> tuple[str, Path]:
     """(path relative to the real root, absolute real path) of an edit's file."""
+    if "\x00" in name:
+        raise EditError(f"{_shown(name)}: a path cannot contain a NUL byte")
+    try:
+        return _resolve_target(root, name)
+    except RuntimeError:  # Python before 3.13 reports a symlink loop this way
+        raise EditError(f"{_shown(name)}: goes through a symlink loop") from None
+    except OSError as exc:
+        raise EditError(f"{_shown(name)}: {exc.strerror or exc}") from None
+
+
+def _resolve_target(root: Path, name: str) -> tuple[str, Path]:
     if name.startswith(("/", "~")) or os.path.isabs(name):
         raise EditError(f"{name}: absolute paths are refused (give a path inside the project)")
     parts = Path(name).parts
@@ -177,6 +208,13 @@ def plan(edits: list[Edit], root: Path) -> Plan:
 
 def _plan_one(edit: Edit, root: Path, result: Plan) -> None:
     rel, real = _target(root, edit.file)
+    try:
+        _plan_file(edit, rel, real, root, result)
+    except OSError as exc:  # a name too long, a loop below the root, no permission …
+        raise EditError(f"{_shown(edit.file)}: {exc.strerror or exc}") from None
+
+
+def _plan_file(edit: Edit, rel: str, real: Path, root: Path, result: Plan) -> None:
     planned = result.files.get(rel)
     if planned is None:
         if real.is_dir():
@@ -279,12 +317,33 @@ def snapshot_filename(step: str, unit: str = "") -> str:
     return output_filename(step, ".snapshot.json", unit)
 
 
-def _write(path: Path, data: bytes, mode: int | None) -> None:
+def restored_filename(step: str, unit: str = "") -> str:
+    """The run-folder note left when a killed step's files were put back from its journal."""
+    from lokfile.store import output_filename
+
+    return output_filename(step, ".restored.json", unit)
+
+
+def note_restored(runs_dir: Path, run_id: str, step: str, unit: str, files: list[str]) -> None:
+    """Record in the run folder that `files` of an interrupted step were put back (for revert)."""
+    folder = runs_dir / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {"step": step, "unit": unit, "files": sorted(files)}
+    (folder / restored_filename(step, unit)).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+TEMP_PREFIX = ".lok-edit-"
+
+
+def _write(path: Path, data: bytes, mode: int | None, durable: bool = False) -> None:
     """Replace `path` atomically with `data`, keeping (or setting) its permission bits."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lok-edit-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         if mode is None:
             umask = os.umask(0)
             os.umask(umask)
@@ -306,11 +365,15 @@ def apply_plan(edit_plan: Plan, root: Path) -> None:
         _write(real_root / rel, p.after.encode(), p.mode)
 
 
-def restore(manifest: dict[str, Any], root: Path, store: Store) -> list[str]:
-    """Put every file of a snapshot back as it was before; remove created files and folders."""
+def restore(manifest: dict[str, Any], root: Path, store: Blobs) -> list[str]:
+    """Put every file of a snapshot back as it was before; remove created files and folders.
+
+    Each file is on disk (fsync'd) before this returns, so a journal may then go.
+    """
     real_root = root.resolve()
     restored = []
     modes = manifest.get("modes", {})
+    folders: set[Path] = set()
     for rel, before in sorted(manifest["files"].items()):
         path = real_root / rel
         if before is None:
@@ -318,14 +381,37 @@ def restore(manifest: dict[str, Any], root: Path, store: Store) -> list[str]:
                 path.unlink()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, store.get(before), modes.get(rel))
+            _write(path, store.get(before), modes.get(rel), durable=True)
+        folders.add(path.parent)
         restored.append(rel)
     for d in reversed(manifest.get("dirs", [])):
         try:
             (real_root / d).rmdir()
         except OSError:
             pass  # not empty any more: something else lives there now
+    for folder in folders:
+        try:
+            journal.fsync_dir(folder)
+        except OSError:
+            pass  # a folder removed above
     return restored
+
+
+def remove_temporaries(manifest: dict[str, Any], root: Path) -> None:
+    """Delete the half-written temporary files a killed edit may have left beside its files."""
+    real_root = root.resolve()
+    folders = {(real_root / rel).parent for rel in manifest["files"]}
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(TEMP_PREFIX):
+                try:
+                    os.unlink(folder / name)
+                except OSError:
+                    pass
 
 
 def _current(path: Path) -> str | None:
@@ -370,8 +456,15 @@ def apply_and_verify(
     timeout_s: float | None,
     requery: Callable[[str], str],
     emit: Callable[[str], None],
+    cancel: Cancel | None = None,
+    who: tuple[str, str, str] = ("", "", ""),
 ) -> EditOutcome:
-    """Apply an answer's edits and verify them, asking again up to `fix_retries` times."""
+    """Apply an answer's edits and verify them, asking again up to `fix_retries` times.
+
+    `cancel` set (the worker is stopping) ends the loop: no verify starts, nobody
+    is asked again, and files already written are put back. `who` (run, step,
+    unit) names the edit in its journal.
+    """
     check = verify.resolve(settings.verify, root) if settings.verify else None
     if check is not None and settings.verify and check.verify is None:
         emit(f"verify: nothing to run ({check.source})")
@@ -381,11 +474,13 @@ def apply_and_verify(
         if attempt > 1:
             emit(f"fix attempt {attempt - 1}/{settings.fix_retries}")
         with _edit_lock(store):
-            error, snap, files = _attempt(text, settings, check, root, store, timeout_s, emit)
+            error, snap, files = _attempt(
+                text, settings, check, root, store, timeout_s, emit, cancel, who
+            )
         if error is None:
             return EditOutcome(True, text, None, snap, files, attempt)
         emit(error.splitlines()[0])
-        if attempt == tries:
+        if attempt == tries or _stopping(cancel):
             return EditOutcome(False, text, error, None, (), attempt)
         emit(f"asking again with the error ({attempt}/{settings.fix_retries})")
         try:
@@ -393,6 +488,13 @@ def apply_and_verify(
         except RequeryFailed as exc:
             return EditOutcome(False, text, f"{error}\nre-query failed: {exc}", None, (), attempt)
     raise AssertionError("unreachable")
+
+
+INTERRUPTED = "interrupted: lok was stopped; the files were put back as they were"
+
+
+def _stopping(cancel: Cancel | None) -> bool:
+    return cancel is not None and cancel.is_set()
 
 
 def _attempt(
@@ -403,10 +505,12 @@ def _attempt(
     store: Store,
     timeout_s: float | None,
     emit: Callable[[str], None],
+    cancel: Cancel | None = None,
+    who: tuple[str, str, str] = ("", "", ""),
 ) -> tuple[str | None, str | None, tuple[str, ...]]:
     """One try: (error or None, manifest digest, changed files). A failure leaves no trace."""
-    manifest: dict[str, Any] | None = None
-    snap: str | None = None
+    edit_plan = Plan()
+    edits: list[Edit] = []
     if settings.apply_edits:
         try:
             edits, _summary = parse_edits(text)
@@ -415,32 +519,72 @@ def _attempt(
             return f"edit failed: {exc}", None, ()
         if not edits:
             emit("no edits in the answer")
-        if edit_plan.files:
-            manifest, snap = snapshot(edit_plan, store)
-            try:
-                apply_plan(edit_plan, root)
-            except BaseException as exc:
-                restore(manifest, root, store)
-                if isinstance(exc, OSError):
-                    return f"edit failed: {exc}", None, ()
-                raise
-            emit(f"applied {len(edits)} edit(s) to {len(edit_plan.files)} file(s)")
-    files = tuple(sorted(manifest["files"])) if manifest else ()
-    if check is not None and check.verify:
+    if not edit_plan.files:  # verify only: nothing to put back
+        if check is None or not check.verify:
+            return None, None, ()
+        if _stopping(cancel):
+            return INTERRUPTED, None, ()
+        failure = _verify(check, (), root, timeout_s, settings.command_wrapper, emit)
+        return (INTERRUPTED if failure and _stopping(cancel) else failure), None, ()
+    manifest, snap = snapshot(edit_plan, store)
+    originals = {
+        manifest["files"][rel]: p.before
+        for rel, p in edit_plan.files.items()
+        if p.before is not None
+    }
+    with cancel.editing() if cancel is not None else nullcontext():
+        if _stopping(cancel):
+            return INTERRUPTED, None, ()
+        journal.write(store.runs_dir, manifest, originals, who)  # durable before the first write
         try:
-            failure = _verify(check, files, root, timeout_s, settings.command_wrapper, emit)
+            error = _write_and_check(
+                (len(edits), edit_plan), check, settings, root, timeout_s, emit, cancel
+            )
         except BaseException:
-            if manifest is not None:
-                restore(manifest, root, store)
+            _put_back(manifest, root, store)
             raise
-        if failure is not None:
-            if manifest is not None:
-                restore(manifest, root, store)
-                emit("restored the files as they were")
-            return failure, None, ()
-    if manifest is not None and check is not None and check.format_files:
-        snap = _refresh_after(manifest, root, store) or snap
-    return None, snap, files
+        if error is not None:
+            _put_back(manifest, root, store)
+            emit("restored the files as they were")
+            return error, None, ()
+        if check is not None and check.format_files:
+            snap = _refresh_after(manifest, root, store) or snap
+        journal.clear(store.runs_dir)
+    return None, snap, tuple(sorted(manifest["files"]))
+
+
+def _write_and_check(
+    planned: tuple[int, Plan],
+    check: verify.Check | None,
+    settings: EditSettings,
+    root: Path,
+    timeout_s: float | None,
+    emit: Callable[[str], None],
+    cancel: Cancel | None,
+) -> str | None:
+    """Write the edits (`planned`: how many, and the plan), then verify them; the error,
+    or None when they stay."""
+    count, edit_plan = planned
+    try:
+        apply_plan(edit_plan, root)
+    except OSError as exc:
+        return f"edit failed: {exc}"
+    emit(f"applied {count} edit(s) to {len(edit_plan.files)} file(s)")
+    if check is None or not check.verify:
+        return None
+    if _stopping(cancel):
+        return INTERRUPTED
+    files = tuple(sorted(edit_plan.files))
+    failure = _verify(check, files, root, timeout_s, settings.command_wrapper, emit)
+    if failure is not None and _stopping(cancel):
+        return INTERRUPTED  # verify was ended because lok stops, not because it failed
+    return failure
+
+
+def _put_back(manifest: dict[str, Any], root: Path, store: Store) -> None:
+    """Restore the snapshot, then drop the journal (it stays if the restore fails)."""
+    restore(manifest, root, store)
+    journal.clear(store.runs_dir)
 
 
 def _verify(
@@ -492,6 +636,8 @@ def revert(
     """
     every = db.results(run_id)
     rows = [r for r in every if r["step"] == step]
+    if not rows and restored_by_journal(store, run_id, step):
+        return []  # stopped mid-edit: its files were put back when lok next started
     if not rows:
         raise UsageError(
             f"run {run_id} has no step '{step}'", f"`lok runs show {run_id}` lists its steps"
@@ -548,6 +694,19 @@ def _snapshot_link(folder: Path, rows: list[dict[str, Any]], step: str, unit: st
     mine = old((step, unit))
     sharing = [p for p in pairs if old(p).casefold() == mine.casefold()]
     return folder / mine if sharing == [(step, unit)] else link
+
+
+def restored_by_journal(store: Store, run_id: str, step: str) -> list[str]:
+    """The files of `step` in run `run_id` that journal recovery put back (lok was killed)."""
+    out: set[str] = set()
+    for path in store.run_dir(run_id).glob("*.restored.json"):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("step") == step:
+            out.update(str(f) for f in doc.get("files", []))
+    return sorted(out)
 
 
 def _link_digest(store: Store, link: Path) -> str:

@@ -6,6 +6,7 @@
     ├── WorkflowError         a workflow file could not be loaded; carries every Problem found
     ├── TemplateError         a template does not compile or does not render
     ├── StoreError            .lok/ is unreadable or corrupt (exit 1)
+    │   └── DiskFullError     the disk is full: what could not be written, and where
     └── Interrupted           the user pressed Ctrl-C (exit 130)
 
 Step failures are *not* exceptions: they are outcomes recorded in the run.
@@ -15,6 +16,7 @@ outcomes by the executor.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -104,6 +106,32 @@ class StoreError(LokError):
     """The store or run history is unreadable."""
 
     exit_code = EXIT_FAILED
+
+
+class DiskFullError(StoreError):
+    """Something could not be written because the file system is full (or over quota).
+
+    Nothing already stored is lost: artifacts are renamed into place only once
+    written whole, and SQLite rolls back a transaction it cannot commit.
+    """
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(
+            message,
+            f"free some space on the file system that holds {where}, then run again: "
+            "what finished before is kept",
+        )
+        self.where = where
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # no room left, or over quota
+
+
+def disk_full(exc: BaseException, what: str, where: object) -> DiskFullError | None:
+    """The DiskFullError for an OSError that means the disk is full (else None)."""
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+        return DiskFullError(f"the disk is full: could not write {what} in {where}", str(where))
+    return None
 
 
 class Interrupted(LokError):

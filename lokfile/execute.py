@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lokfile.cancel import Cancel
+from lokfile.errors import DiskFullError, disk_full
 from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.proctree import kill_tree
 from lokfile.store import Store
@@ -66,12 +68,40 @@ def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None)
     return delay
 
 
-def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> JobResult:
-    """Run `job` to completion (all its attempts). `register` records the live child pid."""
+def run_job(
+    job: Job, emit: Emit, register: Callable[[int | None], None], cancel: Cancel | None = None
+) -> JobResult:
+    """Run `job` to completion (all its attempts). `register` records the live child pid;
+    `cancel`, once set, ends the job at the next attempt (an edit puts its files back).
+
+    A full disk fails the job with kind "disk_full" and no artifact (none could be written).
+    """
     started = time.time()
+    try:
+        return _run_job(job, emit, register, cancel, started)
+    except (DiskFullError, OSError) as exc:
+        full = exc if isinstance(exc, DiskFullError) else disk_full(exc, "a file", job.runs_dir)
+        if full is None:
+            raise
+        message = f"step '{job.step}': {full.message}"
+        return JobResult(
+            job.id, False, f"Error: {message}", None, message, "disk_full", 1, started, time.time()
+        )
+
+
+def _run_job(
+    job: Job,
+    emit: Emit,
+    register: Callable[[int | None], None],
+    cancel: Cancel | None,
+    started: float,
+) -> JobResult:
     attempts = 0
     last: Attempt | None = None
     for attempt in range(job.retries + 1):
+        if cancel is not None and cancel.is_set():
+            last = last or Attempt(False, "", "interrupted", "interrupted", retryable=False)
+            break
         attempts += 1
         if isinstance(job.work, ShellJob):
             last = _run_shell(job.work, job, register)
@@ -81,7 +111,7 @@ def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> Job
             else:
                 last = _run_query(job.work, job.cwd, job.timeout_s)
             if last.ok and job.work.edits is not None:
-                last = _after_answer(job, job.work, last, emit)
+                last = _after_answer(job, job.work, last, emit, cancel)
         if last.ok or not last.retryable or attempt == job.retries:
             break
         delay = backoff_delay(job.retry_delay_s, attempt + 1, last.retry_after)
@@ -89,7 +119,10 @@ def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> Job
             f"attempt {attempt + 1}/{job.retries + 1} failed: {_first_line(last.error)}"
             f" — will retry in {delay:.1f}s (Retry {attempt + 1}/{job.retries})"
         )
-        time.sleep(delay)
+        if cancel is not None:
+            cancel.sleep(delay)
+        else:
+            time.sleep(delay)
     assert last is not None
     store = Store(Path(job.runs_dir))
     if not last.ok:
@@ -266,7 +299,9 @@ def _run_query(work: QueryJob, cwd: str, timeout_s: float | None) -> Attempt:
     return Attempt(True, answer.text, model=answer.model)
 
 
-def _after_answer(job: Job, work: QueryJob, answer: Attempt, emit: Emit) -> Attempt:
+def _after_answer(
+    job: Job, work: QueryJob, answer: Attempt, emit: Emit, cancel: Cancel | None = None
+) -> Attempt:
     """Apply edits and verify (with fix retries that ask the same backend again)."""
     from dataclasses import replace
 
@@ -289,6 +324,8 @@ def _after_answer(job: Job, work: QueryJob, answer: Attempt, emit: Emit) -> Atte
         job.timeout_s,
         requery,
         emit,
+        cancel,
+        (job.run_id, job.step, job.unit),
     )
     if outcome.ok:
         return Attempt(True, outcome.text, model=answer.model, snapshot=outcome.snapshot)

@@ -54,6 +54,7 @@ class Job:
     timeout_s: float | None
     retries: int = 0
     retry_delay_s: float = 1.0
+    run_id: str = ""  # the run it belongs to (an edit's journal names it)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,23 @@ worker:
                             ("crash", job_id, text)
 
 Workers are forked lazily, on the first job, so a run where every step is
-fresh never starts one. A worker ends every process it started when its
-coordinator disappears (EOF on the pipe, or SIGTERM through PDEATHSIG).
+fresh never starts one.
+
+A worker is what guarantees that no step process outlives lok:
+
+    coordinator (lok's process group: the terminal's Ctrl-C, `kill -9 -PGID`)
+      └── worker   own session · child subreaper · PDEATHSIG=SIGTERM
+            ├── sh -c STEP ──── its children, grandchildren …
+            └── (orphans of those: double forks, setsid'd daemons, re-parented here)
+
+It leaves lok's process group, so no signal meant for lok's group reaches
+it, and it becomes a child subreaper, so every process its jobs start stays
+its descendant however it detaches. When the coordinator stops it (SIGTERM or
+"stop"), dies (the kernel's parent-death SIGTERM, or EOF on the pipe), or is
+killed with its whole group, the worker ends every descendant within
+STOP_GRACE_S, lets an edit that is being put back finish (lokfile/cancel.py),
+and exits. A per-step PDEATHSIG could not do this: it is not inherited, so
+it misses grandchildren, and it costs every step the fast vfork path.
 """
 
 from __future__ import annotations
@@ -20,18 +35,22 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from lokfile.cancel import Cancel
 from lokfile.execute import Job, run_job
-from lokfile.proctree import kill_tree
+from lokfile.proctree import become_subreaper, kill_tree, set_parent_death_signal
 
 Message = tuple[Any, ...]
+STOP_GRACE_S = 0.5  # SIGTERM to SIGKILL for step processes when the worker stops
+RESTORE_WAIT_S = 30.0  # the longest a stopping worker waits for an edit to be put back
+JOIN_S = RESTORE_WAIT_S + 5.0  # the coordinator's wait for a stopping worker
 
 
 @dataclass
@@ -66,7 +85,9 @@ class WorkerPool:
         for i, (mine, theirs) in enumerate(pipes):
             others = [p[0] for j, p in enumerate(pipes) if j != i]
             proc = ctx.Process(
-                target=_worker_main, args=(theirs, per, others, self.warm), daemon=True
+                target=_worker_main,
+                args=(theirs, per, others, self.warm, os.getpid()),
+                daemon=True,
             )
             proc.start()
             theirs.close()
@@ -116,7 +137,8 @@ class WorkerPool:
                     pass
 
     def shutdown(self, kill: bool = False) -> None:
-        """Stop the workers (SIGTERM: they end their children first; SIGKILL with kill)."""
+        """Stop the workers: "stop" once their jobs are done, or with `kill` SIGTERM, which
+        ends their jobs' processes and waits for an edit being put back; SIGKILL last."""
         for w in self.workers:
             try:
                 if kill:
@@ -126,24 +148,12 @@ class WorkerPool:
             except OSError:
                 pass
         for w in self.workers:
-            w.process.join(timeout=5)
+            w.process.join(timeout=JOIN_S)
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join(timeout=1)
         self.workers.clear()
         self.where.clear()
-
-
-def _set_parent_death_signal() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _warm(modules: tuple[str, ...]) -> None:
@@ -156,22 +166,66 @@ def _warm(modules: tuple[str, ...]) -> None:
             pass
 
 
-def _worker_main(conn: Any, threads: int, others: list[Any], warm: tuple[str, ...] = ()) -> None:
-    for other in others:
-        other.close()
-    if warm:
-        threading.Thread(target=_warm, args=(warm,), daemon=True).start()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _set_parent_death_signal()
-    me = os.getpid()
-    live: dict[int, int] = {}  # job id -> pid of its running command
-    send_lock = threading.Lock()
+class _Stopper:
+    """Ends a worker: its jobs' processes first, an edit being put back finished, then exit."""
 
-    def end_everything(*_: Any) -> None:
-        kill_tree(me, grace=1.0, include_self=False)
+    def __init__(self, cancel: Cancel) -> None:
+        self.cancel = cancel
+        self.thread: threading.Thread | None = None
+
+    def start(self, *_: Any) -> None:
+        """Begin stopping (idempotent; safe in a signal handler: it only starts a thread)."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="lok-stop")
+            self.thread.start()
+
+    def wait(self) -> None:
+        """Block until the stopper exits the process."""
+        assert self.thread is not None
+        self.thread.join()
         os._exit(1)
 
-    signal.signal(signal.SIGTERM, end_everything)
+    def _run(self) -> None:
+        self.cancel.set()
+        me = os.getpid()
+        deadline = time.monotonic() + RESTORE_WAIT_S
+        # processes started while an edit finishes (a verify that was about to start) go too
+        while True:
+            kill_tree(me, grace=STOP_GRACE_S, include_self=False)
+            if not self.cancel.edits_in_progress or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        kill_tree(me, grace=STOP_GRACE_S, include_self=False)
+        os._exit(1)
+
+
+def _end_leftovers() -> None:
+    """After the last job: end what steps left running (daemons re-parented to us)."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return  # no child at all: the common case, one system call
+    kill_tree(os.getpid(), grace=STOP_GRACE_S, include_self=False)
+
+
+def _worker_main(
+    conn: Any, threads: int, others: list[Any], warm: tuple[str, ...] = (), parent: int = 0
+) -> None:
+    for other in others:
+        other.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setsid()  # out of lok's process group: a signal to the group leaves us to clean up
+    become_subreaper()
+    cancel = Cancel()
+    stopper = _Stopper(cancel)
+    signal.signal(signal.SIGTERM, stopper.start)
+    set_parent_death_signal(signal.SIGTERM)
+    if parent and os.getppid() != parent:
+        stopper.start()  # the coordinator died before the kernel could be told to warn us
+    if warm:
+        threading.Thread(target=_warm, args=(warm,), daemon=True).start()
+    live: dict[int, int] = {}  # job id -> pid of its running command
+    send_lock = threading.Lock()
 
     def send(msg: Message) -> None:
         with send_lock:
@@ -188,7 +242,7 @@ def _worker_main(conn: Any, threads: int, others: list[Any], warm: tuple[str, ..
                 live[job.id] = pid
 
         try:
-            result = run_job(job, lambda text: send(("event", job.id, text)), register)
+            result = run_job(job, lambda text: send(("event", job.id, text)), register, cancel)
             send(("done", result))
         except BaseException:
             send(("crash", job.id, traceback.format_exc(limit=5)))
@@ -198,14 +252,17 @@ def _worker_main(conn: Any, threads: int, others: list[Any], warm: tuple[str, ..
         try:
             msg = conn.recv()
         except (EOFError, OSError):
-            end_everything()
+            stopper.start()  # the coordinator is gone
+            stopper.wait()
             return
         if msg[0] == "job":
-            pool.submit(work, msg[1])
+            if not cancel.is_set():
+                pool.submit(work, msg[1])
         elif msg[0] == "cancel":
             pid = live.get(msg[1])
             if pid is not None:
                 threading.Thread(target=kill_tree, args=(pid, 2.0), daemon=True).start()
         elif msg[0] == "stop":
             pool.shutdown(wait=True)
+            _end_leftovers()
             os._exit(0)

@@ -1,16 +1,33 @@
-"""Ending processes for good: a whole process group, and every descendant.
+"""Processes: ending them for good, telling a dead one from a live one, kernel hooks.
 
-A step runs in its own session (so its own process group). On timeout or
-cancel we send SIGTERM to the group and to every descendant found under
-/proc (which also catches children that started their own session), wait a
-grace period, then SIGKILL whatever is left.
+A step runs in its own process group. On timeout or cancel we send SIGTERM
+to the group and to every descendant found under /proc (which also catches
+children that started their own session), wait a grace period, then SIGKILL
+whatever is left.
+
+Two Linux process attributes (prctl; elsewhere they are no-ops) keep step
+processes from outliving lok:
+
+    PR_SET_CHILD_SUBREAPER   an orphan among our descendants (a double fork, a
+                             setsid'd daemon) is re-parented to us, not to init,
+                             so `descendants()` still finds it
+    PR_SET_PDEATHSIG         the kernel signals us when the thread that forked
+                             us ends (our parent dies, however it dies)
+
+A process is named by its pid *and* its start time (`identity`), so a pid
+that was reused after its owner died is not mistaken for the owner.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def descendants(pid: int) -> list[int]:
@@ -87,3 +104,98 @@ def kill_tree(pid: int, grace: float = 2.0, include_self: bool = True) -> None:
         time.sleep(0.02)
     family += [p for p in descendants(pid) if p not in family]
     _signal_all(pgid, family, signal.SIGKILL)
+
+
+_LIBC: list[Any] = []
+
+
+def _libc() -> Any:
+    """The C library (for prctl), loaded once; None off Linux or where it cannot load."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if not _LIBC:
+        try:
+            import ctypes
+
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        except OSError:
+            _LIBC.append(None)
+    return _LIBC[0]
+
+
+def _prctl(option: int, value: int) -> bool:
+    libc = _libc()
+    try:
+        return libc is not None and bool(libc.prctl(option, value, 0, 0, 0) == 0)
+    except AttributeError:
+        return False
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask the kernel for `sig` when our parent (the thread that forked us) ends."""
+    return _prctl(PR_SET_PDEATHSIG, sig)
+
+
+def become_subreaper() -> bool:
+    """Let orphaned descendants be re-parented to this process instead of init."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _kill_on_parent_death() -> None:
+    # between fork and exec: only the prctl already loaded, nothing that could take a lock
+    _LIBC[0].prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def child_guard() -> Any:
+    """A `preexec_fn` that has the kernel SIGKILL the child when the thread that started it
+    ends (its process killed, however); None where prctl is missing.
+
+    It costs the fast vfork path of subprocess, so it guards the rare, long-lived
+    children (verify commands, backend CLIs), not every shell step.
+    """
+    return _kill_on_parent_death if _libc() is not None else None
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def identity(pid: int | None = None) -> str | None:
+    """`<boot id>/<start time>` of a process (ours by default); None without /proc."""
+    fields = _stat_fields(os.getpid() if pid is None else pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return f"{_boot_id()}/{fields[19].decode()}"  # field 22 of stat: start time in ticks
+
+
+def is_running(pid: int | None, ident: str | None = None) -> bool:
+    """Is process `pid` alive — not gone, not a zombie, and (given `ident`) the same process?"""
+    if not pid:
+        return False
+    fields = _stat_fields(pid)
+    if fields is None:
+        if os.path.isdir("/proc/self"):
+            return False
+        try:  # no /proc here: the signal test is all there is
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if not fields or fields[0] in (b"Z", b"X"):
+        return False
+    return ident is None or identity(pid) == ident

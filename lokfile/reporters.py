@@ -48,6 +48,12 @@ def summary_line(ev: RunFinished) -> str:
         text += f" (saved {_fmt(ev.saved)} by reuse)"
     if c.get("ran", 0) == 0 and c.get("failed", 0) == 0 and ev.status == "succeeded":
         text += " — nothing to do, every step is fresh"
+    if ev.status == "interrupted":
+        how = (ev.extra or {}).get("signal")
+        by = {"SIGINT": " by Ctrl-C", None: ""}.get(how, f" by {how}")
+        text += (
+            f" — interrupted{by}: running steps were stopped, the run is recorded as interrupted"
+        )
     return text
 
 

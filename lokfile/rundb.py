@@ -3,7 +3,9 @@
 Tables (schema version in PRAGMA user_version; migrations below, applied
 through sqlite-utils when the file is new or older than this code):
 
-    runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from
+    runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from,
+                and its coordinator (pid, and proc_start: boot id and start time, so
+                a reused pid is not taken for the coordinator; schema 2)
     results     one row per (run, step, unit): key, components, status, reason,
                 attempts, timings, backend, model, artifact digest, error
     keys        successful results by key: the artifact digest and declared outputs
@@ -15,6 +17,10 @@ through sqlite-utils when the file is new or older than this code):
 
 Only the coordinating process writes. The hot path (a no-op run) uses plain
 sqlite3 statements; sqlite-utils is imported only to migrate.
+
+A run still marked `running` whose coordinator is gone (killed, crashed, a
+zombie, its pid now someone else's) is read back as `interrupted` at once;
+the next run writes that down (`mark_abandoned_runs`), readers never write.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lokfile.errors import StoreError
+from lokfile.errors import DiskFullError, StoreError, disk_full
+from lokfile.proctree import identity, is_running
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DIED = "the lok process died (killed or crashed); `lok run --resume` continues"
 
 
 class KeyEntry(NamedTuple):
@@ -136,7 +144,118 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1}
+def _migrate_2(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE runs ADD COLUMN proc_start TEXT")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+
+
+SQLITE_FULL = 13
+SQLITE_IOERR = 10
+SQLITE_READONLY = 8
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements say "the disk is full" plainly when that is the cause."""
+
+    lok_path = Path()
+    full: DiskFullError | None = None  # set when opened read-only because the disk is full
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            self._raise_if_full(exc)
+            raise
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            self._raise_if_full(exc)
+            raise
+
+    def _raise_if_full(self, exc: sqlite3.DatabaseError) -> None:
+        code = _code(exc)
+        full = self.full if code == SQLITE_READONLY else None
+        full = full or _full_disk(exc, self.lok_path)
+        if full is not None:
+            raise full from exc
+
+
+def _code(exc: sqlite3.DatabaseError) -> int | None:
+    """The primary SQLite result code of an error (Python 3.11+ carries it)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _full_disk(exc: sqlite3.DatabaseError, path: Path) -> DiskFullError | None:
+    """DiskFullError when SQLite failed because the disk holding `path` is full."""
+    code = _code(exc)
+    if code == SQLITE_FULL or "database or disk is full" in str(exc):
+        pass
+    elif code in (SQLITE_IOERR, None) and _no_space(path.parent):
+        pass  # an I/O error (the -shm index cannot grow) on a file system with no room
+    else:
+        return None
+    return DiskFullError(
+        f"the disk is full: could not write the run history {path}", str(path.parent)
+    )
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, factory=_Connection)
+    conn.lok_path = path
+    conn.execute("PRAGMA busy_timeout = 60000")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < SCHEMA_VERSION:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    elif version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(
+            f"{path}: run history is schema {version}, newer than this lok ({SCHEMA_VERSION})",
+            "upgrade lok, or move .lok/lok.db aside",
+        )
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _read_only(path: Path, full: DiskFullError) -> sqlite3.Connection:
+    """The history opened immutable, for reading on a full disk; else `full` is raised."""
+    from urllib.parse import quote
+
+    wal = path.with_name(path.name + "-wal")
+    if (wal.exists() and wal.stat().st_size > 0) or not path.exists():
+        raise full  # commits may wait in the log: reading around them would show stale runs
+    uri = f"file:{quote(str(path))}?mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, factory=_Connection)
+        conn.lok_path = path
+        conn.full = full
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise full from exc
+    return conn
 
 
 class RunDB:
@@ -148,34 +267,30 @@ class RunDB:
 
     @classmethod
     def open(cls, path: Path) -> RunDB:
-        """Open (creating and migrating as needed) the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (creating and migrating as needed) the database at `path`.
+
+        On a full disk SQLite cannot even set up its shared-memory index, so a
+        history with nothing pending in its write-ahead log is opened read-only
+        (`immutable`): reading works, and any write says the disk is full.
+        """
         try:
-            conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 60000")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version < SCHEMA_VERSION:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    version = conn.execute("PRAGMA user_version").fetchone()[0]
-                    for target in range(version + 1, SCHEMA_VERSION + 1):
-                        MIGRATIONS[target](conn)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            elif version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path}: run history is schema {version}, newer than this lok ({SCHEMA_VERSION})",
-                    "upgrade lok, or move .lok/lok.db aside",
-                )
-            conn.execute("PRAGMA synchronous = NORMAL")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            full = disk_full(exc, "the run history", path.parent)
+            if full is None:
+                raise
+            raise full from exc
+        try:
+            conn = _connect(path)
+        except DiskFullError as no_room:
+            conn = _read_only(path, no_room)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{path}: cannot open run history: {exc}", "is .lok/lok.db corrupt?"
-            ) from exc
+            full = _full_disk(exc, path)
+            if full is None:
+                raise StoreError(
+                    f"{path}: cannot open run history: {exc}", "is .lok/lok.db corrupt?"
+                ) from exc
+            conn = _read_only(path, full)
         return cls(conn, path)
 
     def close(self) -> None:
@@ -187,10 +302,14 @@ class RunDB:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass
             raise
-        self.conn.execute("COMMIT")
 
     # -- runs ----------------------------------------------------------------
 
@@ -204,7 +323,7 @@ class RunDB:
     ) -> None:
         self.conn.execute(
             "INSERT INTO runs (id, workflow, workflow_path, args, status, started, resumed_from, pid,"
-            " ran, reused, failed, skipped) VALUES (?,?,?,?,?,?,?,?,0,0,0,0)",
+            " proc_start, ran, reused, failed, skipped) VALUES (?,?,?,?,?,?,?,?,?,0,0,0,0)",
             (
                 run_id,
                 workflow,
@@ -214,6 +333,7 @@ class RunDB:
                 time.time(),
                 resumed_from,
                 os.getpid(),
+                identity(),
             ),
         )
 
@@ -243,21 +363,22 @@ class RunDB:
 
     def mark_abandoned_runs(self) -> None:
         """Runs left `running` by a process that no longer exists become `interrupted`."""
-        rows = self.conn.execute("SELECT id, pid FROM runs WHERE status='running'").fetchall()
-        dead = [(rid,) for rid, pid in rows if not _alive(pid)]
+        rows = self.conn.execute("SELECT * FROM runs WHERE status='running'").fetchall()
+        cur = self.conn.execute("SELECT * FROM runs LIMIT 0")
+        dead = [(DIED, r["id"]) for r in (_row_dict(cur, row) for row in rows) if _abandoned(r)]
         if dead:
             self.conn.executemany(
-                "UPDATE runs SET status='interrupted', error='the lok process died' WHERE id=?",
+                "UPDATE runs SET status='interrupted', error=? WHERE id=? AND status='running'",
                 dead,
             )
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         cur = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,))
         row = cur.fetchone()
-        return _row_dict(cur, row) if row else None
+        return _settled(_row_dict(cur, row)) if row else None
 
     def runs(self, workflow: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Runs newest first."""
+        """Runs newest first (one whose coordinator is gone shows as interrupted)."""
         sql = "SELECT * FROM runs"
         params: list[Any] = []
         if workflow:
@@ -267,7 +388,7 @@ class RunDB:
         if limit:
             sql += f" LIMIT {int(limit)}"
         cur = self.conn.execute(sql, params)
-        return [_row_dict(cur, r) for r in cur.fetchall()]
+        return [_settled(_row_dict(cur, r)) for r in cur.fetchall()]
 
     def results(self, run_id: str) -> list[dict[str, Any]]:
         """Every result row of a run, in the order they were recorded."""
@@ -443,13 +564,13 @@ def _row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cur.description, row, strict=False)}
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _abandoned(row: dict[str, Any]) -> bool:
+    """Is this `running` row's coordinator gone (dead, a zombie, or its pid reused)?"""
+    return row.get("status") == "running" and not is_running(row.get("pid"), row.get("proc_start"))
+
+
+def _settled(row: dict[str, Any]) -> dict[str, Any]:
+    """A run row as it really stands: `interrupted` once its coordinator is gone."""
+    if _abandoned(row):
+        return {**row, "status": "interrupted", "error": row.get("error") or DIED}
+    return row

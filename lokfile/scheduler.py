@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lokfile import plan
+from lokfile.errors import DiskFullError
 from lokfile.events import (
     Event,
     ParallelStart,
@@ -40,6 +41,7 @@ from lokfile.store import Store, output_filename
 from lokfile.units import Unit, UnitSpec, build_units, combine
 
 Reporter = Callable[[Event], None]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 __all__ = ["Coordinator", "Reporter", "RunOptions", "RunOutcome", "StepResult", "new_run_id"]
 
@@ -117,6 +119,8 @@ class Coordinator:
         self.next_job = 1
         self.stopping = False
         self.interrupted = 0
+        self.stopped_by: str | None = None  # the signal that interrupted the run
+        self.disk_full: DiskFullError | None = None  # set once a write failed for lack of space
         self.failed_hard: list[str] = []
         self.fp = Fingerprinter(root, db)
         self.last = db.last_attempts(workflow.name) if db else {}
@@ -162,28 +166,42 @@ class Coordinator:
                 self.opts.dry_run,
             )
         )
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        finished = False
         try:
             ready = deque(s.name for s in self.wf.steps if self.waiting[s.name] == 0)
             self._loop(ready)
+            finished = True
+        except DiskFullError as exc:  # lok itself could not write: stop, keep what is stored
+            self.disk_full = self.disk_full or exc
+            self._interrupt("not finished: the disk is full")
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if self.pool is not None:
-                self.pool.shutdown(kill=bool(self.interrupted))
+                self.pool.shutdown(kill=bool(self.interrupted) or not finished)
+                self._recover_edits()
         status = self._final_status()
         wall = time.time() - t0
         saved = sum(r.saved for r in self.results.values())
         if record:
             assert self.db is not None
-            with self.db.transaction():
-                self.recorder.write()
-                self.db.finish_run(self.run_id, status.value, self._counts(), saved)
-            self.store.write_run_json(self.run_id, self._run_doc(status.value, t0))
-            self.store.set_latest(self.run_id)
+            error = self.disk_full.message if self.disk_full else None
+            try:
+                with self.db.transaction():
+                    self.recorder.write()
+                    self.db.finish_run(self.run_id, status.value, self._counts(), saved, error)
+                self.store.write_run_json(self.run_id, self._run_doc(status.value, t0))
+                self.store.set_latest(self.run_id)
+            except DiskFullError as exc:  # the history stays as it was before this write
+                self.disk_full = self.disk_full or exc
+        if self.disk_full is not None:
+            raise self.disk_full
         outcome = RunOutcome(
             self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run
         )
-        self.report(RunFinished(self.run_id, status.value, outcome.counts, wall, saved))
+        extra = {"signal": self.stopped_by} if self.stopped_by else None
+        self.report(RunFinished(self.run_id, status.value, outcome.counts, wall, saved, extra))
         return outcome
 
     def _loop(self, ready: deque[str]) -> None:
@@ -224,19 +242,31 @@ class Coordinator:
         self.interrupted = 1
         return True
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Ctrl-C or SIGTERM: the first stops the run cleanly, the second kills it."""
         self.interrupted += 1
+        if self.stopped_by is None:
+            self.stopped_by = signal.Signals(signum).name
         if self.interrupted >= 2:
             if self.pool is not None:
                 self.pool.shutdown(kill=True)
             os._exit(130)
 
-    def _interrupt(self) -> None:
+    def _recover_edits(self) -> None:
+        """Put back the files of an edit whose worker had to be killed before it could."""
+        from lokfile import journal
+
+        def say(text: str) -> None:
+            self.report(StepNote("lok", "", text))
+
+        journal.recover(self.root, say)
+
+    def _interrupt(self, reason: str = "interrupted") -> None:
         if self.pool is not None:
             self.pool.cancel_all()
         for unit, _backend in list(self.inflight.values()):
             unit.status = Status.INTERRUPTED
-            unit.reason = "interrupted"
+            unit.reason = reason
         self.inflight.clear()
         self.queue.clear()
         for s in self.wf.steps:
@@ -244,11 +274,13 @@ class Coordinator:
                 self._finish_step_now(
                     s,
                     Status.INTERRUPTED if s.name in self.live else Status.SKIPPED,
-                    "interrupted",
+                    reason,
                     ready=None,
                 )
 
     def _final_status(self) -> RunStatus:
+        if self.disk_full is not None:
+            return RunStatus.FAILED
         if self.interrupted:
             return RunStatus.INTERRUPTED
         sinks = [s.name for s in self.wf.steps if not self.dependents[s.name]]
@@ -413,6 +445,7 @@ class Coordinator:
             timeout,
             step.retries,
             step.retry_delay_ms / 1000,
+            run_id=self.run_id,
         )
         self.next_job += 1
         self.queue.append((job, unit, spec.backend.name if spec.backend else ""))
@@ -501,6 +534,11 @@ class Coordinator:
         self._unit_done(unit, result, ready)
 
     def _unit_done(self, unit: Unit, result: JobResult, ready: deque[str]) -> None:
+        if result.error_kind == "disk_full" and self.disk_full is None:
+            # every later write would fail the same way: start nothing more
+            where = str(self.store.runs_dir.parent)
+            self.disk_full = DiskFullError(result.error or "the disk is full", where)
+            self.stopping = True
         unit.status = Status.RAN if result.success else Status.FAILED
         unit.output = result.output
         unit.digest = result.digest
@@ -601,7 +639,8 @@ class Coordinator:
             if status is Status.SKIPPED
             else (f"Error: {error}" if error else "")
         )
-        digest = self.store.put_text(output) if output and not self.opts.dry_run else None
+        write = output and not self.opts.dry_run and self.disk_full is None
+        digest = self.store.put_text(output) if write else None
         if status is Status.FAILED:
             self._failed(step)
         self._record_step(StepResult(step.name, status, reason, output, digest, error), ready)
@@ -611,7 +650,7 @@ class Coordinator:
         self._add_view(result)
         self.live.pop(result.name, None)
         step = self.wf.step(result.name)
-        if result.digest and not self.opts.dry_run and self.opts.record:
+        if result.digest and not self.opts.dry_run and self.opts.record and not self.disk_full:
             suffix = (
                 ".json"
                 if step.for_each or step.output_format in ("json", "json_array", "jsonl")

@@ -7,6 +7,9 @@ artifact under its final name; writing an artifact that exists is a no-op.
 
 A run folder (`runs/<run-id>/`) holds one symlink per step output pointing at
 its artifact, and `run.json`; `runs/latest` points at the newest run folder.
+
+A write that fails because the disk is full raises DiskFullError, naming
+what could not be written and where; anything else stays an OSError.
 """
 
 from __future__ import annotations
@@ -53,16 +56,20 @@ class Store:
         # a private temporary name in the same folder, created read-only, renamed into place
         tmp = f"{folder}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(_serial)}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            _unlink_quietly(tmp)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            except FileNotFoundError:
+                os.makedirs(folder, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+        except OSError as exc:
+            _raise_if_full(exc, f"an artifact of {len(data)} bytes", self.objects_dir)
             raise
         return digest
 
@@ -85,14 +92,18 @@ class Store:
     def restore(self, digest: str, dest: Path) -> None:
         """Write an artifact's bytes to `dest` atomically (for declared outputs)."""
         data = self.get(digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".lok-restore-")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, dest)
-        except BaseException:
-            _unlink_quietly(tmp)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".lok-restore-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, dest)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+        except OSError as exc:
+            _raise_if_full(exc, "a declared output", dest)
             raise
 
     def iter_objects(self) -> Iterator[tuple[str, Path]]:
@@ -129,35 +140,55 @@ class Store:
         up = "../" * (filename.count("/") + 1)
         target = f"{up}objects/{algo}/{hexpart[:2]}/{hexpart[2:]}"
         try:
-            os.symlink(target, link)
-        except FileExistsError:
-            os.unlink(link)
-            os.symlink(target, link)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(link), exist_ok=True)
-            os.symlink(target, link)
+            try:
+                os.symlink(target, link)
+            except FileExistsError:
+                os.unlink(link)
+                os.symlink(target, link)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                os.symlink(target, link)
+        except OSError as exc:
+            _raise_if_full(exc, f"the run folder entry {filename}", self.run_dir(run_id))
+            raise
 
     def write_run_json(self, run_id: str, doc: dict[str, Any]) -> None:
         """Write `run.json` atomically: the run's fields, then one line per step."""
         folder = self.run_dir(run_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _raise_if_full(exc, "a run folder", self.runs_dir)
+            raise
         steps = doc.get("steps", [])
         head = {k: v for k, v in doc.items() if k != "steps"}
         encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
         lines = [f'  "{k}": {encode(v)},' for k, v in sorted(head.items())]
         body = ",\n".join("    " + encode(s) for s in steps)
         text = "{\n" + "\n".join(lines) + '\n  "steps": [\n' + body + "\n  ]\n}\n"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-run-")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, folder / "run.json")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-run-")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                os.replace(tmp, folder / "run.json")
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+        except OSError as exc:
+            _raise_if_full(exc, "run.json", folder)
+            raise
 
     def set_latest(self, run_id: str) -> None:
         """Atomically repoint `runs/latest` at `run_id`."""
         tmp = self.runs_dir / f".latest-{os.getpid()}"
         _unlink_quietly(str(tmp))
-        os.symlink(run_id, tmp)
-        os.replace(tmp, self.runs_dir / "latest")
+        try:
+            os.symlink(run_id, tmp)
+            os.replace(tmp, self.runs_dir / "latest")
+        except OSError as exc:
+            _raise_if_full(exc, "runs/latest", self.runs_dir)
+            raise
 
 
 _serial = itertools.count()
@@ -195,6 +226,15 @@ def legacy_output_filename(step: str, suffix: str = ".txt", unit: str = "") -> s
 
 def _readable(text: str) -> str:
     return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in text)
+
+
+def _raise_if_full(exc: OSError, what: str, where: object) -> None:
+    """Say a full disk plainly (DiskFullError); any other OSError is the caller's to raise."""
+    from lokfile.errors import disk_full
+
+    full = disk_full(exc, what, where)
+    if full is not None:
+        raise full from exc
 
 
 def _unlink_quietly(path: str) -> None:

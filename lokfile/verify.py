@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from lokfile.proctree import kill_tree
+from lokfile.proctree import child_guard, kill_tree
 from lokfile.shellrun import launch, shown
 from lokfile.stack import Stack, detect
 
@@ -129,6 +129,7 @@ def _run(argv: list[str], command: str, root: Path, timeout_s: float | None) -> 
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=child_guard(),  # dies with its worker, even one killed with SIGKILL
         )
     except OSError as exc:
         return CheckResult(False, f"cannot start sh: {exc}")

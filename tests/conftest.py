@@ -7,9 +7,22 @@ commit alone; locally it explores new examples on every run.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture
+def mark() -> Iterator[str]:
+    """A marker for the processes a test's `lok` starts (tests/procs.py); whatever still
+    carries it when the test ends is killed."""
+    from tests.procs import kill_marked, new_mark
+
+    m = new_mark()
+    yield m
+    kill_marked(m)

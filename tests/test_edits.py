@@ -15,22 +15,8 @@ from lokfile import edits, verify
 from lokfile.execute import EditSettings
 from lokfile.hashing import digest_bytes
 from lokfile.store import Store
+from tests.editworld import tree
 from tests.lokrun import lok, run_json, write
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file and folder under root (outside .lok/) with its digest and mode."""
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != ".lok"]
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root) + "/"] = "dir"
-        for f in filenames:
-            p = Path(dirpath) / f
-            st = p.lstat()
-            kind = "link:" + os.readlink(p) if p.is_symlink() else digest_bytes(p.read_bytes())
-            out[os.path.relpath(p, root)] = f"{kind} {stat.S_IMODE(st.st_mode):o}"
-    return out
 
 
 @pytest.fixture
@@ -542,3 +528,52 @@ def test_multi_backend_edit_step_edits_the_tree_once(project: Path) -> None:
     app_changed = "a * b" in (project / "src/app.py").read_text()
     util_changed = "X = 2" in (project / "src/util.py").read_text()
     assert app_changed != util_changed, "both backends' edits were applied"
+
+
+# -- hostile paths: ordinary "edit failed" errors, the tree untouched ----------------
+
+
+def _hostile(project: Path) -> None:
+    os.symlink("loop_b", project / "loop_a")
+    os.symlink("loop_a", project / "loop_b")
+
+
+HOSTILE_PATHS = {
+    "a NUL byte": "src/app\x00.py",
+    "a name longer than NAME_MAX": "src/" + "n" * 300 + ".py",
+    "a path longer than PATH_MAX": "/".join(["d" * 200] * 25) + "/x.py",
+    "a symlink loop": "loop_a",
+    "a file below a symlink loop": "loop_a/inner.py",
+}
+
+
+@pytest.mark.parametrize("what", list(HOSTILE_PATHS))
+def test_a_hostile_edit_path_is_an_edit_failure_naming_it_and_writes_nothing(
+    project: Path, what: str
+) -> None:
+    _hostile(project)
+    before = tree(project)
+    path = HOSTILE_PATHS[what]
+    for old in ("", "x"):
+        outcome, _ = apply(project, answer({"file": path, "old": old, "new": "y"}))
+        assert not outcome.ok
+        assert outcome.error is not None and outcome.error.startswith("edit failed: ")
+        shown = path.replace("\x00", "\\x00")
+        assert shown[:40] in outcome.error, outcome.error
+        assert tree(project) == before
+
+
+def test_a_hostile_edit_path_through_lok_run_fails_the_step_without_a_traceback(
+    project: Path,
+) -> None:
+    edit_project(project, "", 0)
+    bad = answer({"file": "src/app\x00.py", "old": "a - b", "new": "a + b"})
+    toml = (project / "lok.toml").read_text()
+    (project / "lok.toml").write_text(toml.split("rules")[0] + f"reply = {json.dumps(bad)}\n")
+    before = tree(project)
+    proc = lok(project, "run", "fixit")
+    assert proc.returncode == 1
+    assert "edit failed: src/app\\x00.py" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    after = {k: v for k, v in tree(project).items() if k != "calls.jsonl"}
+    assert after == {k: v for k, v in before.items() if k != "calls.jsonl"}

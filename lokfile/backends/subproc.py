@@ -2,7 +2,9 @@
 
 The child gets its own process group (session), so at the deadline lok stops
 the CLI *and* everything it spawned: SIGTERM to the group, a short grace, then
-SIGKILL. Prompts travel on stdin or in a file, never through a shell.
+SIGKILL. The kernel SIGKILLs it if lok dies (PR_SET_PDEATHSIG), so a killed
+`lok ask` leaves no CLI behind. Prompts travel on stdin or in a file, never
+through a shell.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Protocol
 
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
 from lokfile.model import BackendConfig
+from lokfile.proctree import child_guard
 
 TERM_GRACE_S = 1.0
 # CLIs running right now, so that Ctrl-C can stop them from the main thread.
@@ -90,6 +93,7 @@ def run(
             cwd=cwd or None,
             env=dict(env) if env is not None else None,
             start_new_session=True,
+            preexec_fn=child_guard(),  # dies with lok, even a lok killed with SIGKILL
         )
     except FileNotFoundError as exc:
         raise BackendError(

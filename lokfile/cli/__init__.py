@@ -134,7 +134,8 @@ def cli(ctx: click.Context, directory: str | None, config_file: str | None, debu
       lok status example       what is fresh, what is stale, and why
       lok runs diff            what changed between the last two runs
 
-    Exit codes: 0 ok, 1 a step or run failed, 2 bad input, 130 interrupted.
+    Exit codes: 0 ok, 1 a step or run failed, 2 bad input, 130 interrupted
+    (Ctrl-C or SIGTERM).
     """
     ctx.obj = Session(directory=directory, config_file=config_file, debug=debug)
 
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     from lokfile.errors import LokError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _sigterm_is_ctrl_c()
     try:
         code = cli.main(args=argv, prog_name="lok", standalone_mode=False)
         if isinstance(code, int) and code != 0:
@@ -153,16 +155,16 @@ def main(argv: list[str] | None = None) -> None:
             raise
         report_error(exc)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Interrupted.", err=True)
+    except click.exceptions.Abort as exc:
+        click.echo(_interrupted(exc.__cause__), err=True)
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(_interrupted(exc), err=True)
         sys.exit(130)
     except Exception as exc:  # the edge: nothing unexpected escapes as a traceback
         if debug:
@@ -171,6 +173,26 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Hint: rerun with --debug for the traceback, and please report it", err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, outside a run: handled exactly like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _sigterm_is_ctrl_c() -> None:
+    """SIGTERM stops lok as the first Ctrl-C does (a run installs its own handler for both)."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _interrupted(exc: BaseException | None) -> str:
+    return "Interrupted by SIGTERM." if isinstance(exc, Terminated) else "Interrupted."
 
 
 def report_error(exc: Any) -> None:

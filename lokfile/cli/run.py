@@ -182,11 +182,12 @@ def _snapshot_key(
 
 def _replay(session: Session, workflow: str, args: tuple[str, ...], as_json: bool) -> Any:
     """The no-op fast path (lokfile.snapshot); None when the normal path must run."""
-    from lokfile import snapshot
+    from lokfile import journal, snapshot
     from lokfile.project import find_root
 
     cwd, name, raw, config_file = _snapshot_key(session, workflow, args)
     root = find_root(session.directory or Path(cwd))
+    journal.recover(root)  # before anything: an edit lok died in is put back
     return snapshot.replay(root, cwd, name, raw, config_file, _reporter(as_json))
 
 

@@ -260,10 +260,18 @@ def revert(session: Session, run: str | None, step: str, force: bool, as_json: b
         restored: list[str] = edits.revert(ctx.project, store, db, row["id"], step, force=force)
     finally:
         db.close()
+    # a step lok was killed in: its journal put its files back when lok next started
+    already = [] if restored else edits.restored_by_journal(store, row["id"], step)
     if as_json:
-        _emit_json({"run": row["id"], "step": step, "restored": restored})
+        doc = {"run": row["id"], "step": step, "restored": restored}
+        _emit_json({**doc, "already_restored": already} if already else doc)
         return
-    if not restored:
+    if already:
+        click.echo(
+            f"Step {step} of run {row['id']} was stopped while editing; lok already put back "
+            f"{', '.join(already)}. Nothing left to restore."
+        )
+    elif not restored:
         click.echo(f"Step {step} of run {row['id']} changed no files; nothing to restore.")
     for path in restored:
         click.echo(f"restored {path}")

@@ -75,12 +75,14 @@ class _Loop:
 
     def main(self) -> int:
         """Run, then rerun on every change until Ctrl-C; the exit code (130)."""
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        stops = (signal.SIGINT, signal.SIGTERM)  # SIGTERM is Ctrl-C
+        previous = {sig: signal.signal(sig, self._on_sigint) for sig in stops}
         try:
             return self._cycles()
         finally:
             self.watcher.close()
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _cycles(self) -> int:
         loaded = self._load(initial=True)
@@ -272,6 +274,6 @@ def watch(
     """Run WORKFLOW, then rerun it whenever its sources, its files or the config change.
 
     Only stale steps run again. A change during a run waits for it to end
-    (or restarts it, with --restart). Ctrl-C stops watching (exit 130).
+    (or restarts it, with --restart). Ctrl-C or SIGTERM stops watching (exit 130).
     """
     watch_loop(session, workflow, args, jobs, keep_going, restart, as_json)
