@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, every: float = 0.02) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; whether it held.
+
+    For what the kernel or another process settles a moment later (a killed process
+    being reaped, a file being written): assert on the result, never sleep-and-hope.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
