@@ -17,10 +17,9 @@ from click.testing import CliRunner, Result
 from lokfile.config import load_config
 from lokfile.project import Project
 from lokfile.tomlfile import parse
-from tests.lokrun import entry
+from tests.lokrun import entry, original_fixtures
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lok"
 BUILTINS = sorted((REPO / "workflows").glob("*.toml"))
 
 
@@ -68,7 +67,7 @@ REVIEW = """
 
 
 def test_validate_accepts_the_originals_test_workflows(project: Path) -> None:
-    paths = sorted(str(p) for p in FIXTURES.glob("*.toml"))
+    paths = sorted(str(p) for p in original_fixtures().glob("*.toml"))
     assert len(paths) == 4
     result = lok("workflow", "validate", *paths)
     assert result.exit_code == 0, result.stderr

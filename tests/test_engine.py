@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lokrun import FIXTURES, db_rows, lok, run_json, statuses, write
+from tests.lokrun import db_rows, lok, original_fixtures, run_json, statuses, write
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_interpolation_fixture_gives_the_originals_output(project: Path) -> None:
-    proc = lok(project, "run", str(FIXTURES / "test_interpolation.toml"))
+    proc = lok(project, "run", str(original_fixtures() / "test_interpolation.toml"))
     assert proc.returncode == 0, proc.stderr
     assert "hello from step1" in proc.stdout
     assert "step1 said: hello from step1" in proc.stdout
@@ -32,7 +32,7 @@ def test_interpolation_fixture_gives_the_originals_output(project: Path) -> None
 def test_conditionals_fixture_runs_the_right_branches_and_never_echoes_a_skipped_command(
     project: Path,
 ) -> None:
-    proc = lok(project, "run", str(FIXTURES / "test_conditionals.toml"))
+    proc = lok(project, "run", str(original_fixtures() / "test_conditionals.toml"))
     assert proc.returncode == 0, proc.stderr
     both = proc.stdout + proc.stderr
     assert "CONDITIONAL_RAN: issues branch" in both
@@ -42,7 +42,7 @@ def test_conditionals_fixture_runs_the_right_branches_and_never_echoes_a_skipped
 
 
 def test_parallel_fixture_overlaps_the_three_sleeps(project: Path) -> None:
-    proc = lok(project, "run", str(FIXTURES / "test_parallel.toml"))
+    proc = lok(project, "run", str(original_fixtures() / "test_parallel.toml"))
     assert proc.returncode == 0, proc.stderr
     both = proc.stdout + proc.stderr
     assert "[parallel]" in both and "Running 3 steps in parallel" in both
@@ -56,12 +56,72 @@ def test_parallel_fixture_overlaps_the_three_sleeps(project: Path) -> None:
 
 
 def test_retry_fixture_succeeds_on_the_third_attempt(project: Path) -> None:
+    fixtures = original_fixtures()
     Path("/tmp/lok_retry_test_counter").unlink(missing_ok=True)
-    proc = lok(project, "run", str(FIXTURES / "test_retry.toml"))
+    proc = lok(project, "run", str(fixtures / "test_retry.toml"))
     assert proc.returncode == 0, proc.stderr
     both = proc.stdout + proc.stderr
     assert "SUCCESS on attempt 3" in proc.stdout
     assert "Retry" in both or "will retry" in both
+
+
+# -- the same behaviours on lok's own workflows (no files from outside the repository) --
+
+
+def test_independent_steps_run_at_the_same_time(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/fan.toml",
+        """
+        name = "fan"
+        [[steps]]
+        name = "left"
+        shell = "sleep 0.3; echo left"
+        [[steps]]
+        name = "middle"
+        shell = "sleep 0.3; echo middle"
+        [[steps]]
+        name = "right"
+        shell = "sleep 0.3; echo right"
+        [[steps]]
+        name = "join"
+        depends_on = ["left", "middle", "right"]
+        shell = "echo {{ steps.left.output }}+{{ steps.middle.output }}+{{ steps.right.output }}"
+        """,
+    )
+    doc = run_json(project, "fan")
+    assert doc["exit_code"] == 0
+    assert doc["steps"][-1]["output"] == "left+middle+right"
+    rows = db_rows(project, "SELECT started, ended FROM results WHERE step != 'join' AND unit = ''")
+    assert len(rows) == 3
+    assert max(r[0] for r in rows) < min(r[1] for r in rows), f"no overlap: {rows}"
+
+
+def test_a_flaky_shell_step_succeeds_on_its_third_attempt_and_says_it_retries(
+    project: Path,
+) -> None:
+    write(
+        project,
+        ".lok/workflows/flaky.toml",
+        """
+        name = "flaky"
+        [[steps]]
+        name = "flaky"
+        retries = 3
+        retry_delay = 50
+        shell = '''
+        n=$(cat tries 2>/dev/null || echo 0); n=$((n + 1)); echo $n > tries
+        [ $n -ge 3 ] || { echo "try $n fails" >&2; exit 1; }
+        echo "worked on try $n"
+        '''
+        """,
+    )
+    proc = lok(project, "run", "flaky")
+    assert proc.returncode == 0, proc.stderr
+    assert "worked on try 3" in proc.stdout
+    assert "attempt 1/4 failed: Shell command failed (exit 1)" in proc.stderr
+    assert "will retry" in proc.stderr
+    assert db_rows(project, "SELECT attempts FROM results WHERE step = 'flaky'") == [(3,)]
 
 
 # -- incremental behaviour --------------------------------------------------
