@@ -338,6 +338,16 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
                 f"types: {', '.join(BACKEND_TYPES)} (or an installed plugin's)",
             )
             return None
+        close = None if kind in BACKEND_TYPES else did_you_mean(kind, list(BACKEND_TYPES))
+        # A type close to a built-in one is a typo; any other may be a plugin's, looked up
+        # when the backend is used (a user config must not break where a plugin is absent).
+        if close is not None and kind not in _plugin_types():
+            b.bad(
+                ("backends", name, "type"),
+                f"[backends.{name}] unknown type '{kind}' (did you mean '{close}'?)",
+                f"types: {', '.join(BACKEND_TYPES)}, or an installed plugin's",
+            )
+            return None
         return kind
     if name in BACKEND_TYPES:
         return name
@@ -350,6 +360,13 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
         f'add type = "..." (one of {", ".join(BACKEND_TYPES)}, or an installed plugin\'s type)',
     )
     return None
+
+
+def _plugin_types() -> set[str]:
+    """Backend types installed packages register (read only for a type that is not built in)."""
+    from lokfile.backends import _plugin_types as registered
+
+    return set(registered())
 
 
 def _tasks(b: _Builder, backends: dict[str, BackendConfig]) -> dict[str, TaskConfig]:

@@ -291,6 +291,17 @@ anything = [1, 2]
     assert config.backends["plug"].extra == {"anything": [1, 2]}
 
 
+def test_a_misspelt_backend_type_is_an_unknown_type_with_the_close_one() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text('[backends.mine]\ntype = "lcoal"\n')
+    assert caught.value.message == (
+        "lok.toml:2: [backends.mine] unknown type 'lcoal' (did you mean 'local'?)")
+    assert "not installed" not in caught.value.message + (caught.value.hint or "")
+    # a type far from every built-in one may be a plugin's: checked when it is used
+    assert parse_config_text('[backends.p]\ntype = "someplugin"\n').backends["p"].type == (
+        "someplugin")
+
+
 def test_a_key_of_another_backend_type_is_unknown() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config_text('[backends.ollama]\nprompt_via = "arg"\n')

@@ -44,7 +44,7 @@ SUMMARIES = {
     ErrorKind.OVERLOAD: "no capacity available (try again later)",
     ErrorKind.QUOTA: "quota exhausted (check your plan or billing)",
     ErrorKind.AUTH: "authentication failed (check your API credentials)",
-    ErrorKind.NOT_INSTALLED: "not installed (install the backend CLI tool)",
+    ErrorKind.NOT_INSTALLED: "not installed",
     ErrorKind.NETWORK: "network error (is the server running and reachable?)",
     ErrorKind.TIMEOUT: "timed out",
     ErrorKind.BAD_RESPONSE: "bad response (the answer could not be read)",
