@@ -41,7 +41,7 @@ class _Checker:
         self.config = config
         self.problems: list[Problem] = []
 
-    def at(self, source: Source, line: int | None, message: str, hint: str) -> None:
+    def at(self, source: Source, line: int | None, message: str, hint: str | None) -> None:
         """Record a problem at `source`:`line`."""
         self.problems.append(Problem(message, source.label, line, hint))
 

@@ -127,7 +127,36 @@ def test_validate_json_is_one_document_with_every_problem(project: Path) -> None
         (4, "unknown key 'depends-on' in step 'a' (did you mean 'depends_on'?)"),
         (7, "duplicate step name 'a' (first defined at line 2)"),
     ]
-    assert all(p["file"] == ".lok/workflows/two.toml" and p["hint"] for p in problems)
+    assert all(p["file"] == ".lok/workflows/two.toml" for p in problems)
+    # the close match is in the message; a hint saying it again would be noise
+    assert [p["hint"] is None for p in problems] == [True, False]
+
+
+def test_an_unknown_key_with_a_close_match_says_the_match_once(project: Path) -> None:
+    write(project / ".lok/workflows/typo.toml", """
+        name = "typo"
+        [[steps]]
+        name = "a"
+        shel = "true"
+        [[steps]]
+        name = "b"
+        shell = "true"
+        depends-on = ["a"]
+    """)
+    result = lok("workflow", "validate", "typo")
+    assert result.exit_code == 2
+    for key, close in (("shel", "shell"), ("depends-on", "depends_on")):
+        lines = [line for line in result.stdout.splitlines() + result.stderr.splitlines()
+                 if f"'{key}'" in line]
+        assert len(lines) == 1, lines
+        assert lines[0].count(close) == 1, lines[0]
+    write(project / ".lok/workflows/one.toml", 'name = "one"\n[[steps]]\nname = "a"\nshell = "true"\nsourcse = []\n')
+    one = lok("run", "one")
+    assert one.exit_code == 2
+    assert one.stderr.splitlines() == [
+        "Error: .lok/workflows/one.toml:5: unknown key 'sourcse' in step 'a' (did you mean 'sources'?)",
+        "Hint: `lok workflow validate` checks a file without running it",
+    ]
 
 
 def test_validate_of_an_unknown_name_suggests_the_close_one(project: Path) -> None:
