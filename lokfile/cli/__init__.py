@@ -139,6 +139,36 @@ def cli(ctx: click.Context, directory: str | None, config_file: str | None, debu
     ctx.obj = Session(directory=directory, config_file=config_file, debug=debug)
 
 
+class AliasOption(click.Option):
+    """An option whose older spellings (`aliases`) still work but are left out of --help."""
+
+    def __init__(self, *args: Any, aliases: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases = aliases
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown, self.opts = self.opts, [o for o in self.opts if o not in self.aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+def backend_option(help_text: str, dest: str = "backend", multiple: bool = False) -> Any:
+    """`-b/--backend NAMES`, spelt the same in every command (`--backends` still works)."""
+    return click.option(
+        "-b",
+        "--backend",
+        "--backends",
+        dest,
+        cls=AliasOption,
+        aliases=("--backends",),
+        multiple=multiple,
+        metavar="NAMES",
+        help=help_text,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lok` script."""
     from lokfile.errors import LokError

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lokfile.cli import Session
+from lokfile.cli import Session, backend_option
 
 _BACKENDS_HELP = "Backends to use, comma-separated or repeated (default: every usable one)."
 
@@ -72,9 +72,7 @@ def _text(words: tuple[str, ...], what: str) -> str:
     return text
 
 
-_backends_option = click.option(
-    "-b", "--backends", "backends", multiple=True, metavar="NAMES", help=_BACKENDS_HELP
-)
+_backends_option = backend_option(_BACKENDS_HELP, "backends", multiple=True)
 _json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
 )

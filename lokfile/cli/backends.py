@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from lokfile.cli import Session
+from lokfile.cli import Session, backend_option
 
 HTTP_TYPES = ("ollama", "openai", "anthropic")
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY"}
@@ -119,7 +119,7 @@ def _check(backend: Any, probe: bool) -> Any:
 @click.command()
 @click.option("--probe", is_flag=True, help="Also send each backend a one-line prompt.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("-b", "--backend", "names", metavar="A,B", help="Check only these backends.")
+@backend_option("Check only these backends, comma-separated.", "names")
 @click.pass_context
 def doctor(ctx: click.Context, probe: bool, as_json: bool, names: str | None) -> None:
     """Check every configured, enabled backend: found on PATH and its version
@@ -212,13 +212,7 @@ def _print_doctor(chosen: list[Any], checks: dict[str, Any], ready: list[str]) -
 
 @click.command()
 @click.argument("prompt")
-@click.option(
-    "-b",
-    "--backend",
-    "names",
-    metavar="A,B",
-    help="Ask only these backends, in this order (default: every enabled one).",
-)
+@backend_option("Ask only these backends, comma-separated, in this order.", "names")
 @click.option(
     "-d",
     "--dir",

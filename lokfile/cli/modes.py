@@ -18,20 +18,14 @@ from typing import Any
 
 import click
 
-from lokfile.cli import Session
+from lokfile.cli import Session, backend_option
 
 # ---------------------------------------------------------------------------
 # built-in workflow commands
 # ---------------------------------------------------------------------------
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
-_backend_option = click.option(
-    "-b",
-    "--backend",
-    "backend",
-    metavar="LIST",
-    help="Backends to ask, comma-separated (or all); default: auto.",
-)
+_backend_option = backend_option("Backends to ask, comma-separated (or all); default: auto.")
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 _force_option = click.option(
     "--force", is_flag=True, help="Ask again even when a cached answer is fresh."
