@@ -54,6 +54,34 @@ def split_args(workflow: Workflow, raw: tuple[str, ...]) -> tuple[tuple[str, ...
     return tuple(positional), named
 
 
+def check_positional(workflow: Workflow, positional: tuple[str, ...]) -> None:
+    """UsageError (exit 2) when a step that always renders reads `{{ arg.N }}` beyond
+    the arguments given: bad input, said before anything runs, not a step failure."""
+    from lokfile.errors import UsageError
+    from lokfile.model import StepKind
+    from lokfile.templates import positional_needed
+
+    for step in workflow.steps:
+        if step.when is not None or step.for_each is not None:
+            continue  # it may never render: the step's own failure says so if it does
+        text = step.shell if step.kind is StepKind.SHELL else step.prompt
+        needs = positional_needed(text or "", step.kind.value)
+        if needs > len(positional):
+            where = f"{workflow.path}:{step.line}: " if workflow.path and step.line else ""
+            given = "none was" if not positional else f"only {len(positional)} {_were(positional)}"
+            words = " ".join(f"ARG{n}" for n in range(1, needs + 1))
+            raise UsageError(
+                f"{where}step '{step.name}' reads {{{{ arg.{needs} }}}}: workflow "
+                f"'{workflow.name}' needs {needs} positional argument{'s' if needs > 1 else ''}, "
+                f"{given} given",
+                f"lok run {workflow.name} {words}",
+            )
+
+
+def _were(positional: tuple[str, ...]) -> str:
+    return "was" if len(positional) == 1 else "were"
+
+
 def run(
     ctx: Context,
     workflow: Workflow,
@@ -69,6 +97,7 @@ def run(
     from lokfile.rundb import RunDB
     from lokfile.store import Store
 
+    check_positional(workflow, options.args)
     project = ctx.project
     store = Store(project.runs_dir)
     if options.record and not options.dry_run:

@@ -574,3 +574,45 @@ def test_a_soft_step_skipped_by_a_failure_lets_its_dependents_run(project: Path)
     assert statuses(doc) == {"bad": "failed", "guard": "skipped", "last": "ran"}
     assert doc["steps"][-1]["output"] == "ran after false"
     assert doc["exit_code"] == 1  # bad failed hard
+
+
+def test_a_missing_positional_argument_is_bad_input_said_before_anything_runs(
+    project: Path,
+) -> None:
+    write(
+        project,
+        ".lok/workflows/greet.toml",
+        """
+        name = "greet"
+        [[steps]]
+        name = "first"
+        shell = "echo started > first.txt"
+        [[steps]]
+        name = "hello"
+        depends_on = ["first"]
+        shell = "echo hello {{ arg.1 }}"
+        [[steps]]
+        name = "maybe"
+        shell = "echo {{ arg.2 | default('nobody') }}"
+        """,
+    )
+    proc = lok(project, "run", "greet")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"Error: {project / '.lok/workflows/greet.toml'}:5: step 'hello' reads {{{{ arg.1 }}}}: "
+        "workflow 'greet' needs 1 positional argument, none was given",
+        "Hint: lok run greet ARG1",
+    ]
+    assert not (project / "first.txt").exists()
+    assert lok(project, "status", "greet").returncode == 2
+    ok = lok(project, "run", "greet", "world")
+    assert ok.returncode == 0, ok.stderr
+    assert "hello world" in ok.stdout and "nobody" in ok.stdout
+
+
+def test_forcing_an_unknown_step_names_the_real_option(project: Path) -> None:
+    write(project, ".lok/workflows/one.toml", 'name = "one"\n[[steps]]\nname = "a"\nshell = "true"\n')
+    proc = lok(project, "run", "--force", "b", "one")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == "Error: --force b: no step 'b' in workflow 'one'"
+    assert "--force-step" not in proc.stderr

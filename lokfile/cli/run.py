@@ -148,7 +148,7 @@ def run(
     unknown = [s for s in force_steps if s not in wf.step_names]
     if unknown:
         raise UsageError(
-            f"--force-step: no step '{unknown[0]}' in workflow '{wf.name}'",
+            f"--force {unknown[0]}: no step '{unknown[0]}' in workflow '{wf.name}'",
             f"steps: {', '.join(wf.step_names)}",
         )
     positional, named = api.split_args(wf, args)
