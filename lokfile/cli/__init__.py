@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,6 +18,8 @@ from lokfile import __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # name -> ("module:attr", one-line help shown by `lok --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -154,7 +157,9 @@ class AliasOption(click.Option):
             self.opts = shown
 
 
-def backend_option(help_text: str, dest: str = "backend", multiple: bool = False) -> Any:
+def backend_option(
+    help_text: str, dest: str = "backend", multiple: bool = False
+) -> Callable[[F], F]:
     """`-b/--backend NAMES`, spelt the same in every command (`--backends` still works)."""
     return click.option(
         "-b",
