@@ -78,6 +78,17 @@ def check_positional(workflow: Workflow, positional: tuple[str, ...]) -> None:
             )
 
 
+def _check_auto(config: Config, workflow: Workflow) -> None:
+    """A workflow that asks `auto` needs a backend that can answer: NoBackend (exit 2)
+    before anything runs, rather than a failed step per prompt."""
+    from lokfile.model import StepKind
+
+    if any("auto" in s.backends for s in workflow.steps if s.kind is StepKind.LLM):
+        from lokfile.backends.ready import pick_auto
+
+        pick_auto(config)
+
+
 def _were(positional: tuple[str, ...]) -> str:
     return "was" if len(positional) == 1 else "were"
 
@@ -98,6 +109,7 @@ def run(
     from lokfile.store import Store
 
     check_positional(workflow, options.args)
+    _check_auto(ctx.config, workflow)
     project = ctx.project
     store = Store(project.runs_dir)
     if options.record and not options.dry_run:

@@ -16,6 +16,7 @@ from lokfile.durations import EXPECTED_S, DurationError, parse_seconds
 from lokfile.errors import ConfigError, Problem
 from lokfile.model import (
     BACKEND_TYPES,
+    HTTP_TYPES,
     BackendConfig,
     CacheConfig,
     ConductorConfig,
@@ -126,7 +127,6 @@ TASK_KEYS: dict[str, Checker] = {
     "backends": tomlfile.want_str_list,
     "prompts": lambda v: v,  # checked item by item below
 }
-HTTP_TYPES = ("ollama", "openai", "anthropic")
 
 
 def _non_negative(number: float, raw: Any) -> float:
@@ -303,12 +303,12 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
         command = values.get("command")
         url = values.get("url")
         if (
-            url is None
-            and kind in HTTP_TYPES
+            kind in HTTP_TYPES
             and command
             and command.startswith(("http://", "https://"))
+            and (url is None or _only_built_in(b, (*path, "url"), (*path, "command")))
         ):
-            url = command
+            url = command  # the original's way to give the address, over the built-in url
         extra = {k: v for k, v in values.items() if k not in BACKEND_KEYS}
         out[name] = BackendConfig(
             name=name,
@@ -326,6 +326,12 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
             extra=extra,
         )
     return out
+
+
+def _only_built_in(b: _Builder, key: Key, other: Key) -> bool:
+    """`key` keeps its built-in value while a config file set `other`."""
+    origins = b.layers.origins
+    return origins.get(key) == "built-in" and origins.get(other) != "built-in"
 
 
 def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:

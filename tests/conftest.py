@@ -7,9 +7,22 @@ commit alone; locally it explores new examples on every run.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_readiness() -> Iterator[None]:
+    """Each test sees backends as they are now: the readiness cache lives per process,
+    and in-process (CliRunner) tests share one process."""
+    from lokfile.backends.ready import forget
+
+    forget()
+    yield
+    forget()

@@ -26,6 +26,17 @@ SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "lok"
 
 
+def _builtins_off() -> str:
+    from lokfile.config import BUILTIN
+
+    return "".join(f"[backends.{n}]\nenabled = false\n\n" for n in sorted(BUILTIN["backends"]))
+
+
+# lok.toml text that switches off every built-in backend (the CLIs, Ollama, the local model),
+# so a test's own backends are the only ones `auto` and `lok ask` can see
+BUILTINS_OFF = _builtins_off()
+
+
 def lok(
     cwd: Path,
     *args: str,

@@ -326,3 +326,30 @@ def test_the_example_runs_offline_and_reuses_everything_the_second_time(project:
     assert second.returncode == 0, second.stderr
     steps = {s["name"]: s["status"] for s in json.loads(second.stdout)["steps"]}
     assert steps["files"] == "reused" and steps["lines"] == "reused"
+
+
+def test_inits_lok_toml_has_a_commented_example_of_every_backend_type() -> None:
+    from lokfile.cli.init_files import LOK_TOML
+    from lokfile.config import parse_config_text
+    from lokfile.model import BACKEND_TYPES
+
+    for kind in BACKEND_TYPES:
+        assert f'type = "{kind}"' in LOK_TOML, kind
+    # the Ollama address is given as `url`, as the README does
+    assert '# url = "http://localhost:11434"' in LOK_TOML
+    assert 'command = "http' not in LOK_TOML
+    # every commented example table, uncommented, is a valid config of its type
+    blocks = re.findall(r"^# (\[backends\.\w+\]\n(?:# \w+ = .*\n)+)", LOK_TOML, re.M)
+    examples = {re.search(r'type = "(\w+)"', b).group(1): b for b in blocks}  # type: ignore[union-attr]
+    assert set(examples) == {"openai", "anthropic", "command", "test"}
+    for kind, block in examples.items():
+        text = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+        config = parse_config_text(text)
+        name = re.match(r"\[backends\.(\w+)\]", text).group(1)  # type: ignore[union-attr]
+        assert config.backends[name].type == kind
+    assert "[backends.local]" in LOK_TOML
+
+
+def test_the_readme_shows_a_local_backend_table() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert re.search(r'```toml\n(?:.*\n)*?\[backends\.\w+\]\ntype = "local"', readme)

@@ -114,7 +114,8 @@ def error_text(exc: ConfigError) -> str:
 
 def test_without_files_the_originals_defaults_apply(project: Project, user: Path) -> None:
     config = load_config(project, user_config_dir=user)
-    assert sorted(config.backends) == ["claude", "codex", "gemini", "ollama"]
+    assert sorted(config.backends) == ["claude", "codex", "gemini", "local", "ollama"]
+    assert config.backends["local"].type == "local"
     assert config.backends["codex"].args == ("exec", "--json", "-s", "read-only")
     gemini = config.backends["gemini"]
     assert (gemini.command, gemini.args, gemini.skip_lines, gemini.timeout_s) == (
@@ -141,10 +142,21 @@ def test_a_project_table_keeps_the_default_keys_it_does_not_set(
     config = load_config(project, user_config_dir=user)
     ollama = config.backends["ollama"]
     assert ollama.model == "qwen2.5-coder:7b"
-    assert ollama.command == "http://localhost:11434"
+    assert ollama.url == "http://localhost:11434"
     assert config.origins["backends.ollama.model"] == "lok.toml"
-    assert config.origins["backends.ollama.command"] == "built-in"
-    assert sorted(config.backends) == ["claude", "codex", "gemini", "ollama"]
+    assert config.origins["backends.ollama.url"] == "built-in"
+    assert sorted(config.backends) == ["claude", "codex", "gemini", "local", "ollama"]
+
+
+def test_the_originals_http_command_still_moves_the_ollama_address(
+    project: Project, user: Path
+) -> None:
+    write(project.config_path, """
+        [backends.ollama]
+        command = "http://gpu-box:11434"
+    """)
+    ollama = load_config(project, user_config_dir=user).backends["ollama"]
+    assert ollama.url == "http://gpu-box:11434"
 
 
 def test_layers_merge_key_by_key_user_then_project_then_explicit(

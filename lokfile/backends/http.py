@@ -29,6 +29,7 @@ import httpx
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Health
 
 # re-exported so each HTTP backend needs one helper module
+from lokfile.backends.ready import base_url as base_url
 from lokfile.backends.subproc import effective_timeout as effective_timeout
 from lokfile.backends.subproc import redact as redact
 from lokfile.model import BackendConfig
@@ -52,12 +53,6 @@ _OVERLOAD_MARKERS = ("overloaded", "server busy", "at capacity")
 # --------------------------------------------------------------------------
 
 
-def base_url(config: BackendConfig, default: str) -> str:
-    """The server address: `url`, else an http(s) `command` (as the original), else `default`."""
-    url = config.url
-    if not url and config.command and config.command.startswith(("http://", "https://")):
-        url = config.command
-    return (url or default).rstrip("/")
 
 
 def api_key(

@@ -106,10 +106,12 @@ class _Loop:
     def _load(self, initial: bool = False) -> tuple[Any, Any] | None:
         """(context, workflow), or None after printing why the workflow does not load."""
         from lokfile import api
+        from lokfile.backends.ready import forget
         from lokfile.errors import LokError, UsageError
         from lokfile.watch import watch_set
 
         self.cycle += 1
+        forget()  # a server may have started or stopped since the last cycle: ask again
         ctx = wf = None
         try:
             ctx = api.open_project(self.session.directory, self.session.config_file)
