@@ -79,7 +79,7 @@ def run_job(job: Job, emit: Emit, register: Callable[[int | None], None]) -> Job
             if job.work.answer is not None:
                 last = Attempt(True, job.work.answer)
             else:
-                last = _run_query(job.work, job.cwd, job.timeout_s)
+                last = _run_query(job.work, job.cwd, job.timeout_s, emit)
             if last.ok and job.work.edits is not None:
                 last = _after_answer(job, job.work, last, emit)
         if last.ok or not last.retryable or attempt == job.retries:
@@ -217,7 +217,9 @@ def _devnull() -> int:
 _BACKENDS: dict[str, Any] = {}
 
 
-def _run_query(work: QueryJob, cwd: str, timeout_s: float | None) -> Attempt:
+def _run_query(
+    work: QueryJob, cwd: str, timeout_s: float | None, emit: Emit | None = None
+) -> Attempt:
     from lokfile import backends
     from lokfile.backends.base import BackendError, ErrorKind, Request
     from lokfile.hashing import digest_json
@@ -236,6 +238,7 @@ def _run_query(work: QueryJob, cwd: str, timeout_s: float | None) -> Attempt:
             seed=work.seed,
             max_tokens=work.max_tokens,
             timeout_s=timeout_s,
+            notify=emit,  # a backend's own retries show on the live view
         )
         answer = backend.query(request)
     except BackendError as exc:
@@ -256,7 +259,7 @@ def _after_answer(job: Job, work: QueryJob, answer: Attempt, emit: Emit) -> Atte
     assert work.edits is not None
 
     def requery(prompt: str) -> str:
-        again = _run_query(replace(work, prompt=prompt, edits=None), job.cwd, job.timeout_s)
+        again = _run_query(replace(work, prompt=prompt, edits=None), job.cwd, job.timeout_s, emit)
         if not again.ok:
             raise edits.RequeryFailed(again.error or "re-query failed")
         return again.text

@@ -337,3 +337,14 @@ def test_outside_a_lok_project_answers_are_cached_in_the_user_cache(
     assert not (bare / ".lok").exists()
     assert (tmp_path / "cache" / "lok" / "ask" / ".lok" / "lok.db").is_file()
 
+
+def test_ask_b_waits_out_a_429_with_retry_after_and_answers(
+    server: LLMServer, project: Path
+) -> None:
+    write_config(project, http_backends(f"{server.url}/v1", "limited"))
+    result = lok("ask", "--no-cache", "-b", "limited", "<<fail:429x1>> hi")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "\n=== limited ===\n\necho: hi\n\n"
+    assert len(server.model_calls()) == 2
+    assert result.stderr.startswith("  ↻ limited: rate limited")
+    assert "retrying in 1.0s (retry 1 of 3)" in result.stderr

@@ -278,3 +278,36 @@ def test_auto_uses_the_default_backend(project: Path) -> None:
     """,
     )
     assert run_json(project, "auto")["steps"][0]["output"] == "beta says: hi"
+
+
+def test_a_step_waits_out_a_429_at_the_transport_and_shows_it_without_using_its_retries(
+    project: Path,
+) -> None:
+    from servers.llm import LLMServer
+
+    from tests.lokrun import db_rows
+
+    with LLMServer() as server:
+        write(project, "lok.toml", CONFIG + f'\n[backends.api]\ntype = "openai"\nurl = "{server.url}/v1"\n')
+        write(
+            project,
+            ".lok/workflows/limited.toml",
+            """
+            name = "limited"
+            [[steps]]
+            name = "ask"
+            backend = "api"
+            prompt = "<<fail:429x1>> hello"
+            """,
+        )
+        proc = lok(project, "run", "limited")
+        assert proc.returncode == 0, proc.stderr
+        assert "echo: hello" in proc.stdout
+        assert len(server.model_calls()) == 2
+    notes = [line for line in proc.stderr.splitlines() if "↻" in line]
+    assert len(notes) == 1, proc.stderr
+    assert notes[0].startswith("  ↻ ask: rate limited")
+    assert notes[0].endswith("retrying in 1.0s (retry 1 of 3)")
+    # one attempt of the step: the transport's retry is not one of the step's `retries`
+    assert db_rows(project, "SELECT attempts, status FROM results WHERE step = 'ask'") == [
+        (1, "ran")]

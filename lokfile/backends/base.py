@@ -17,6 +17,7 @@ Errors:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -86,6 +87,8 @@ class Request:
     seed: int | None = None
     max_tokens: int | None = None
     timeout_s: float | None = None  # lok's own deadline for this attempt; backends must honour it
+    # told each transport retry as one line of text (the live view shows it); never in a key
+    notify: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

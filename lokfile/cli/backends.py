@@ -286,7 +286,9 @@ def ask(
             )
     cache = None if no_cache or not config.cache.enabled else _open_cache(project, config)
     try:
-        results = asking.ask(prompt, chosen, config, str((workdir or cwd).absolute()), cache)
+        results = asking.ask(
+            prompt, chosen, config, str((workdir or cwd).absolute()), cache, notify=_retrying
+        )
     finally:
         if cache is not None:
             cache.close()
@@ -317,6 +319,11 @@ def ask(
             click.echo("Hint: `lok doctor` shows what each backend is missing", err=True)
     if not ok:
         sys.exit(EXIT_FAILED)
+
+
+def _retrying(backend: str, text: str) -> None:
+    """A backend waits out a transient failure (stderr, so --json keeps stdout clean)."""
+    click.echo(f"  ↻ {backend}: {text}", err=True)
 
 
 def _ready_only(config: Any, enabled: list[Any]) -> tuple[list[Any], dict[str, Any]]:
