@@ -113,8 +113,8 @@ def run(
     project = ctx.project
     store = Store(project.runs_dir)
     if options.record and not options.dry_run:
-        _ensure_gitignore(project)
-    needs_db = options.record or project.db_path.exists()
+        _ensure_lok_dir(project, report)
+    needs_db = (options.record and not options.dry_run) or project.db_path.exists()
     db = RunDB.open(project.db_path) if needs_db else None
     try:
         coordinator = Coordinator(
@@ -146,13 +146,33 @@ def _replayable(outcome: RunOutcome, options: RunOptions) -> bool:
     )
 
 
-def _ensure_gitignore(project: Project) -> None:
-    """A first run creates `.lok/.gitignore`, so history never lands in git by accident."""
+def _ensure_lok_dir(project: Project, report: Reporter) -> None:
+    """Where a run may keep its history: an existing `.lok/`, else one made here when
+    this folder is a lok project (lok.toml) or inside a git repository, said once on
+    stderr. Anywhere else (a home folder, /tmp) lok refuses rather than strew `.lok/`
+    folders: `lok init` makes the folder a project."""
+    from lokfile.cli.init_files import GITIGNORE
+    from lokfile.errors import UsageError
+    from lokfile.events import Notice
+    from lokfile.project import in_git_repository
+
+    if not project.lok_dir.is_dir():
+        if not (project.config_path.is_file() or in_git_repository(project.root)):
+            raise UsageError(
+                f"{project.root} is neither a lok project nor inside a git repository, "
+                "so lok keeps no run history here",
+                "run `lok init` to make this folder a project (lok.toml and .lok/), "
+                "or run lok inside a project or a git repository",
+            )
+        project.lok_dir.mkdir(parents=True, exist_ok=True)
+        report(
+            Notice(
+                f"lok: created {project.lok_dir} for run history and stored outputs "
+                "(.lok/.gitignore keeps them out of git)"
+            )
+        )
     path = project.lok_dir / ".gitignore"
     if not path.exists():
-        from lokfile.cli.init_files import GITIGNORE
-
-        project.lok_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(GITIGNORE)
 
 

@@ -40,6 +40,12 @@ class StepFinished(NamedTuple):
     units: int = 1
 
 
+class Notice(NamedTuple):
+    """Something a person should know once, not about a step (`.lok/` was created here)."""
+
+    text: str
+
+
 class RunFinished(NamedTuple):
     run_id: str
     status: str
@@ -49,4 +55,6 @@ class RunFinished(NamedTuple):
     extra: dict[str, Any] | None = None
 
 
-Event = RunStarted | ParallelStart | UnitStarted | StepNote | StepFinished | RunFinished
+Event = (
+    RunStarted | ParallelStart | UnitStarted | StepNote | StepFinished | Notice | RunFinished
+)

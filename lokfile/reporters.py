@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from lokfile.events import (
     Event,
+    Notice,
     ParallelStart,
     RunFinished,
     RunStarted,
@@ -87,6 +88,8 @@ class PlainReporter:
             return self._finished(ev)
         if isinstance(ev, RunFinished):
             return self._c(summary_line(ev), "1") + self._c(f"  [run {ev.run_id}]", "2")
+        if isinstance(ev, Notice):
+            return self._c(ev.text, "2")
         return None
 
     def _finished(self, ev: StepFinished) -> str:

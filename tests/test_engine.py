@@ -516,6 +516,9 @@ def test_results_expire_only_after_a_configured_ttl(project: Path) -> None:
 
 
 def test_a_first_run_keeps_history_out_of_git(tmp_path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     write(tmp_path, "wf.toml", 'name = "w"\n[[steps]]\nname = "a"\nshell = "echo hi"\n')
     proc = lok(tmp_path, "run", "wf.toml")
     assert proc.returncode == 0, proc.stderr

@@ -139,6 +139,14 @@ def cli(ctx: click.Context, directory: str | None, config_file: str | None, debu
 
     Exit codes: 0 ok, 1 a step or run failed, 2 bad input, 130 interrupted.
     """
+    if directory is not None:
+        import os
+
+        if not os.path.isdir(directory):
+            from lokfile.errors import UsageError
+
+            what = "is not a folder" if os.path.exists(directory) else "no such folder"
+            raise UsageError(f"-C {directory}: {what}", "give -C an existing folder")
     ctx.obj = Session(directory=directory, config_file=config_file, debug=debug)
 
 

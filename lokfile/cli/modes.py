@@ -309,7 +309,15 @@ def diff(
     as_json: bool,
 ) -> None:
     """Review a git diff: staged changes, --unstaged ones, or SPEC (e.g. main..HEAD)."""
+    from lokfile.errors import UsageError
+    from lokfile.project import in_git_repository
+
     ctx, wf = _prepare(session, directory, "diff", backend)
+    if not in_git_repository(ctx.project.root):
+        raise UsageError(
+            f"lok diff reviews git changes, and {ctx.project.root} is not inside a git repository",
+            "run it in a git repository (or give one with -d DIR)",
+        )
     what = f"git diff {spec}" if spec else ("unstaged changes" if unstaged else "staged changes")
     click.echo(f"Reviewing {what}", err=True)
     outcome = _run(
