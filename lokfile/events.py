@@ -11,10 +11,12 @@ class RunStarted(NamedTuple):
     description: str
     steps: int
     dry_run: bool = False
+    jobs: int = 0  # how many jobs may run at once (-j, the workflow's concurrency); 0: unknown
 
 
 class ParallelStart(NamedTuple):
     size: int  # how many steps started together
+    limit: int = 0  # how many of their jobs can really run at once (-j, backend concurrency)
 
 
 class UnitStarted(NamedTuple):
@@ -53,6 +55,7 @@ class RunFinished(NamedTuple):
     wall: float
     saved: float
     extra: dict[str, Any] | None = None
+    dry_run: bool = False  # counts then hold "stale" (would run) and "reused" (fresh)
 
 
 Event = (

@@ -160,6 +160,7 @@ class Coordinator:
                 self.wf.description,
                 len(self.wf.steps),
                 self.opts.dry_run,
+                self.slots,
             )
         )
         previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -183,7 +184,11 @@ class Coordinator:
         outcome = RunOutcome(
             self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run
         )
-        self.report(RunFinished(self.run_id, status.value, outcome.counts, wall, saved))
+        self.report(
+            RunFinished(
+                self.run_id, status.value, outcome.counts, wall, saved, dry_run=self.opts.dry_run
+            )
+        )
         return outcome
 
     def _loop(self, ready: deque[str]) -> None:
@@ -197,7 +202,7 @@ class Coordinator:
                 if self._prepare(self.wf.step(name), ready):
                     batch += 1
             if batch > 1:
-                self.report(ParallelStart(batch))
+                self.report(ParallelStart(batch, self._concurrency()))
             self._dispatch()
             if not self.inflight and not self.queue:
                 if ready and not self.stopping:
@@ -453,6 +458,20 @@ class Coordinator:
             self.report(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
             self.pool.submit(job)
         self.queue.extendleft(reversed(held))
+
+    def _concurrency(self) -> int:
+        """How many of the jobs in flight and queued can run at once: -j (and the
+        workflow's `concurrency`) over all of them, each backend's `concurrency` over its own."""
+        per: dict[str, int] = {}
+        for _unit, backend in self.inflight.values():
+            per[backend] = per.get(backend, 0) + 1
+        for _job, _unit, backend in self.queue:
+            per[backend] = per.get(backend, 0) + 1
+        possible = 0
+        for backend, count in per.items():
+            limit = self._backend_limit(backend)
+            possible += min(count, limit) if limit else count
+        return min(self.slots, possible)
 
     def _backend_modules(self) -> tuple[str, ...]:
         """Modules of the backend types this run may query, for workers to import early."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -223,7 +224,39 @@ def test_dry_run_calls_nothing(project: Path) -> None:
     proc = lok(project, "run", "--dry-run", "touch")
     assert proc.returncode == 0, proc.stderr
     assert not (project / "MARKER").exists()
-    assert "would run" in proc.stderr
+    assert "would run" in proc.stdout
+
+
+def test_a_dry_run_prints_the_plan_and_what_would_run_with_no_run_id(project: Path) -> None:
+    _pipeline(project)
+    run_json(project, "pipe")
+    (project / "src" / "b.txt").write_text("changed\n")
+    proc = lok(project, "run", "--dry-run", "pipe")
+    assert proc.returncode == 0, proc.stderr
+    assert "[STALE]" not in proc.stdout and "Results:" not in proc.stdout
+    plan = proc.stdout.strip().splitlines()
+    assert plan[0] == "Plan (dry run, nothing was run):"
+    rows = {m.group(2): (m.group(1), m.group(3)) for line in plan[2:]
+            if (m := re.match(r"^  (would run|fresh)\s+(\S+)\s*(.*)$", line))}
+    assert rows == {
+        "a": ("fresh", ""),
+        "b": ("would run", "source changed: src/b.txt"),
+        "upper": ("fresh", ""),
+        "join": ("would run", "upstream b will run"),
+    }
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert summary.startswith("Dry run: ") and summary.endswith(" — nothing was run")
+    assert "[run " not in proc.stderr and "ran," not in proc.stderr
+    doc = run_json(project, "--dry-run", "pipe")
+    assert doc["run_id"] is None
+    assert "a" in doc["plan"]["fresh"] and "b" in doc["plan"]["would_run"]
+    assert summary == (f"Dry run: {len(doc['plan']['would_run'])} would run, "
+                       f"{len(doc['plan']['fresh'])} fresh — nothing was run")
+    assert len(db_rows(project, "SELECT id FROM runs")) == 1  # only the real run
+    run_json(project, "pipe")
+    fresh = lok(project, "run", "--dry-run", "pipe")
+    assert fresh.stderr.strip().splitlines()[-1].startswith(
+        "Dry run: nothing would run, every step is fresh")
 
 
 def test_force_reruns_a_fresh_step(project: Path) -> None:

@@ -33,11 +33,10 @@ _force_option = click.option(
 
 
 def _reporter(as_json: bool) -> Any:
-    from lokfile.reporters import LiveReporter, PlainReporter
+    """Progress on stderr; `_finish` prints the summary line after the answers."""
+    from lokfile.reporters import for_terminal
 
-    if sys.stderr.isatty() and not as_json:
-        return LiveReporter(sys.stderr)
-    return PlainReporter(sys.stderr)
+    return for_terminal(sys.stderr, as_json, summary=False)
 
 
 def _prepare(
@@ -132,6 +131,7 @@ def _finish(
         if footer:
             click.echo(footer)
     sys.stdout.flush()
+    _reporter(as_json).summary_last(outcome)  # last, after the answers
     sys.exit(outcome.exit_code if code is None else code)
 
 
