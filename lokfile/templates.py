@@ -55,6 +55,7 @@ __all__ = [
     "extract_json_array",
     "extract_json_field",
     "extract_json_object",
+    "names_read",
     "parse_output",
     "references",
     "render_prompt",
@@ -136,6 +137,39 @@ def positional_needed(text: str, kind: str) -> int:
     if not _needs_work(text):
         return 0
     return _compile(text, kind).needs
+
+
+TOP_NAMES = ("arg", "args", "env", "steps", "workflow")  # every template may read these
+LOOP_NAMES = ("item", "index")  # and these in a for_each step
+
+
+def names_read(text: str, kind: str) -> set[str]:
+    """The top-level names `text` reads (a template, a condition or a loop source), the
+    ones it defines itself (`{% set %}`, loop variables) and Jinja's globals left out;
+    raises TemplateError if it does not compile."""
+    if kind in ("prompt", "shell"):
+        if not _needs_work(text):
+            return set()
+        compiled = _compile(text, kind)
+        if compiled.parts is not None:
+            return {str(p.path[0]) for p in compiled.parts if isinstance(p, _Marker)}
+        return set(compiled.free)
+    plain = _unwrap(text)
+    if not plain:
+        return set()
+    if kind == "condition":
+        from lokfile.conditions import parse_condition
+
+        if parse_condition(plain) is not None:
+            return set()  # the original's forms name steps only
+        return set(_expression(plain, condition=True).free)
+    if kind == "for_each":
+        from lokfile.conditions import step_source
+
+        if (plain.startswith("[") and not _wrapped(text)) or step_source(plain) is not None:
+            return set()
+        return set(_expression(plain, condition=False).free)
+    raise ValueError(f"unknown template kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def references(text: str, kind: str) -> set[str]:

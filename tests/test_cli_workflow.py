@@ -353,3 +353,31 @@ def test_inits_lok_toml_has_a_commented_example_of_every_backend_type() -> None:
 def test_the_readme_shows_a_local_backend_table() -> None:
     readme = (REPO / "README.md").read_text()
     assert re.search(r'```toml\n(?:.*\n)*?\[backends\.\w+\]\ntype = "local"', readme)
+
+
+def test_validate_reports_an_undefined_template_name_and_run_refuses_it_at_load(
+    project: Path,
+) -> None:
+    write(project / ".lok/workflows/typo.toml", """
+        name = "typo"
+        [[steps]]
+        name = "a"
+        shell = "touch ran-a"
+        [[steps]]
+        name = "b"
+        depends_on = ["a"]
+        shell = '''
+        echo first
+        echo {{ stesp.a.output }}
+        '''
+    """)
+    result = lok("workflow", "validate", "typo")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        "Error: .lok/workflows/typo.toml:10: step 'b': shell: undefined name 'stesp' "
+        "(did you mean 'steps'?)")
+    assert not (project / "ran-a").exists()
+    ran = lok("run", "typo")
+    assert ran.exit_code == 2
+    assert ran.stderr.splitlines()[0] == result.stderr.splitlines()[0]
+    assert not (project / "ran-a").exists()
