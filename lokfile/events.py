@@ -40,6 +40,8 @@ class StepFinished(NamedTuple):
     backend: str | None = None
     error: str | None = None
     units: int = 1
+    # a multi-backend step's own times, each backend's (and the synthesis's): (label, seconds)
+    parts: tuple[tuple[str, float], ...] = ()
 
 
 class Notice(NamedTuple):

@@ -113,6 +113,19 @@ class RunOutcome:
         return 0 if self.status is RunStatus.SUCCEEDED else 1
 
 
+def covered(spans: Any) -> float:
+    """Seconds covered by the (start, end) spans together, overlaps counted once: the
+    wall time of work done in parallel (two 10 s answers side by side took 10 s)."""
+    total = 0.0
+    reach = float("-inf")
+    for start, end in sorted(spans):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
 def new_run_id() -> str:
     """Sortable, unique: UTC time plus random hex."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()

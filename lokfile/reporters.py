@@ -153,7 +153,9 @@ class PlainReporter:
     def _finished(self, ev: StepFinished) -> str:
         glyph = GLYPH.get(ev.status, "?")
         if ev.status == "ran":
-            return self._c(f"  {glyph} {ev.step} ({_fmt(ev.duration)})", "32")
+            each = ", ".join(f"{name} {_fmt(t)}" for name, t in ev.parts)
+            times = f"{_fmt(ev.duration)}; {each}" if len(ev.parts) > 1 else _fmt(ev.duration)
+            return self._c(f"  {glyph} {ev.step} ({times})", "32")
         if ev.status == "reused":
             return self._c(f"  {glyph} {ev.step} reused", "2")
         if ev.status == "failed":
@@ -296,6 +298,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
             "reason": r.reason,
             "success": r.success,
             "duration_s": round(r.duration, 4),
+            "saved_s": round(r.saved, 4),
             "backend": r.backend,
             "digest": r.digest,
             "output": r.output,
@@ -310,6 +313,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
                     "status": getattr(u.status, "value", u.status),
                     "reason": u.reason,
                     "backend": u.backend,
+                    "duration_s": round(getattr(u, "duration", 0.0), 4),
                     "digest": u.digest,
                     "output": u.output,
                     "error": u.error,

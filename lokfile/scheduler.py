@@ -33,7 +33,7 @@ from lokfile.fingerprint import Fingerprinter
 from lokfile.freshness import Freshness
 from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
-from lokfile.outcome import RunOutcome, StepResult, new_run_id
+from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id
 from lokfile.recorder import Recorder, status_value
 from lokfile.rundb import RunDB
 from lokfile.store import Store, output_filename
@@ -83,6 +83,18 @@ class _InWorkflowOrder(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.views)
+
+
+def _backend_times(units: list[Any]) -> tuple[tuple[str, float], ...]:
+    """Each backend's time in a multi-backend step (the units that ran now), for the
+    progress line; () for other steps."""
+    if not any(u.name.startswith("backend:") for u in units):
+        return ()
+    return tuple(
+        (u.name.removeprefix("backend:"), u.duration)
+        for u in units
+        if u.status is Status.RAN or u.status is Status.FAILED
+    )
 
 
 class Coordinator:
@@ -173,7 +185,12 @@ class Coordinator:
                 self.pool.shutdown(kill=bool(self.interrupted))
         status = self._final_status()
         wall = time.time() - t0
-        saved = sum(r.saved for r in self.results.values())
+        saved = covered(
+            u.span
+            for r in self.results.values()
+            for u in r.units
+            if u.status is Status.REUSED and getattr(u, "span", None)
+        )
         if record:
             assert self.db is not None
             with self.db.transaction():
@@ -536,6 +553,7 @@ class Coordinator:
         unit.backend = unit.spec.backend.name if unit.spec.backend else None
         unit.model = result.model
         unit.started, unit.ended = result.started, result.ended
+        unit.span = (result.started, result.ended)
         self.fp.remember(result.output_stats)
         if result.snapshot and self.opts.record and not self.opts.dry_run:
             from lokfile.edits import snapshot_filename
@@ -574,8 +592,9 @@ class Coordinator:
             reason = next((u.reason for u in live.units if u.status is Status.RAN), plan.FRESH)
         if not success and not stale:
             self._failed(step)
-        duration = sum(u.duration for u in live.units)
-        saved = sum(u.saved for u in live.units)
+        # wall time, not the sum: a step's backends (or items) answer side by side
+        duration = covered(u.span for u in live.units if u.span and u.status is not Status.REUSED)
+        saved = covered(u.span for u in live.units if u.span and u.status is Status.REUSED)
         parsed = None
         if success and step.output_format != "text":
             from lokfile.templates import parse_output
@@ -655,6 +674,7 @@ class Coordinator:
                 result.backend,
                 result.error,
                 max(1, len(result.units)),
+                _backend_times(result.units),
             )
         )
         if ready is None:

@@ -60,6 +60,9 @@ class Unit:
     model: str | None = None
     started: float = 0.0
     ended: float = 0.0
+    # when the work behind this unit's output ran: now (it ran), or in the run that made the
+    # stored answer (it was reused); the wall time of a step or run is these spans covered
+    span: tuple[float, float] | None = None
 
     @property
     def success(self) -> bool:
