@@ -85,6 +85,24 @@ class _InWorkflowOrder(Mapping[str, Any]):
         return len(self.views)
 
 
+def _part_reason(units: list[Unit], runs: Callable[[Unit], bool]) -> str:
+    """Why a step runs, when only some of its items or backends do: `1 new item of 3`,
+    `2 of 3 items: loop item changed`, `1 new backend of 3`. Otherwise the first running
+    unit's own reason; '' when none runs."""
+    running = [u for u in units if runs(u)]
+    if not running:
+        return ""
+    parts = [u for u in units if u.name.partition(":")[0] in ("item", "backend")]
+    moving = [u for u in parts if runs(u)]
+    if not moving or len(moving) == len(parts):
+        return running[0].reason
+    noun = parts[0].name.partition(":")[0]
+    k = len(moving)
+    if all(u.reason == plan.NEVER_RUN for u in moving):
+        return f"{k} new {noun}{'s' if k > 1 else ''} of {len(parts)}"
+    return f"{k} of {len(parts)} {noun}s: {moving[0].reason}"
+
+
 def _backend_times(units: list[Any]) -> tuple[tuple[str, float], ...]:
     """Each backend's time in a multi-backend step (the units that ran now), for the
     progress line; () for other steps."""
@@ -583,13 +601,13 @@ class Coordinator:
         stale = any(u.status == "stale" for u in live.units)
         if stale:
             status: Status | str = "stale"
-            reason = next(u.reason for u in live.units if u.status == "stale")
+            reason = _part_reason(live.units, lambda u: u.status == "stale")
         elif not success:
             status = Status.FAILED
             reason = next((u.reason for u in live.units if u.status is Status.FAILED), "failed")
         else:
             status = Status.RAN if ran else Status.REUSED
-            reason = next((u.reason for u in live.units if u.status is Status.RAN), plan.FRESH)
+            reason = _part_reason(live.units, lambda u: u.status is Status.RAN) or plan.FRESH
         if not success and not stale:
             self._failed(step)
         # wall time, not the sum: a step's backends (or items) answer side by side

@@ -366,3 +366,31 @@ latency_ms = 500
     doc = json.loads(shown.stdout)
     poll = next(s for s in doc["steps"] if s["name"] == "poll")
     assert poll["wall_s"] == pytest.approx(wall, abs=1e-3)
+
+
+def test_status_after_a_loop_list_grew_says_how_many_items_are_new(project: Path) -> None:
+    wf = """
+        name = "grow"
+        [[steps]]
+        name = "each"
+        for_each = '["x", "y"]'
+        backend = "alpha"
+        prompt = "about {{ item }}"
+        [[steps]]
+        name = "poll"
+        backends = ["alpha", "beta"]
+        consensus = "first"
+        prompt = "which?"
+    """
+    write(project, ".lok/workflows/grow.toml", wf)
+    assert run_json(project, "grow")["exit_code"] == 0
+    grown = wf.replace('["x", "y"]', '["x", "y", "z"]').replace(
+        '["alpha", "beta"]', '["alpha", "beta", "gamma"]')
+    write(project, ".lok/workflows/grow.toml", grown)
+    status = lok(project, "status", "grow")
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[0]: line.split(None, 2)[2] for line in status.stdout.splitlines()}
+    assert rows == {"each": "1 new item of 3", "poll": "1 new backend of 3"}
+    doc = run_json(project, "grow")
+    assert {s["name"]: s["reason"] for s in doc["steps"]} == rows
+    assert [c["prompt"] for c in calls(project)].count("about z") == 1
