@@ -136,6 +136,34 @@ def run(
             db.close()
 
 
+def mark_failed(ctx: Context, run_id: str, error: str) -> None:
+    """A recorded run whose command still failed (exit 1): history and run.json say
+    `failed`, with `error`, so `lok runs list` agrees with the exit code."""
+    import json
+
+    from lokfile.rundb import RunDB
+    from lokfile.store import Store
+
+    project = ctx.project
+    if not project.db_path.exists():
+        return
+    db = RunDB.open(project.db_path)
+    try:
+        with db.transaction():
+            db.fail_run(run_id, error)
+    finally:
+        db.close()
+    store = Store(project.runs_dir)
+    path = store.run_dir(run_id) / "run.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if doc.get("status") == "succeeded":
+        doc.update(status="failed", error=error)
+        store.write_run_json(run_id, doc)
+
+
 def _replayable(outcome: RunOutcome, options: RunOptions) -> bool:
     """A run whose every step is now fresh: its no-op successor can be replayed."""
     return (

@@ -32,6 +32,15 @@ class ModeFailed(LokError):
     exit_code = EXIT_FAILED
 
 
+def mode_failed(ctx: Ctx, run_id: str, message: str, hint: str) -> ModeFailed:
+    """The ModeFailed to raise, with run `run_id` recorded as failed first, so the
+    history agrees with the exit code."""
+    from lokfile import api
+
+    api.mark_failed(ctx.api_ctx, run_id, message)
+    return ModeFailed(message, hint)
+
+
 @dataclass(frozen=True)
 class Ctx:
     """The project context plus what every mode run needs."""

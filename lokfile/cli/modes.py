@@ -186,8 +186,12 @@ def hunt(
     code = None
     if issues and outcome.exit_code == 0:
         extra["issues"] = _file_issues(outcome, root, yes, as_json)
-        if any(i["status"] == "failed" for i in extra["issues"]):
+        failed = [i["title"] for i in extra["issues"] if i["status"] == "failed"]
+        if failed:
             code = 1
+            from lokfile import api
+
+            api.mark_failed(ctx, outcome.run_id, f"could not file {len(failed)} issue(s)")
     shown = [] if issues and not as_json else _final_or_all(outcome, "synthesize", verbose)
     _finish(outcome, as_json, shown, extra, code=code)
 
