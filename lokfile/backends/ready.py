@@ -18,8 +18,8 @@ the model list).
 
 `auto` (`pick_auto`) takes `[defaults] backend` when it names one, else the
 first enabled backend that is ready, in this order: claude, codex, gemini,
-ollama, then any other by name, then the embedded `local` ones (the smallest
-model last). When none is ready, `NoBackend` (exit 2: the setup, not a step,
+ollama, then any other by name, then the embedded `local` ones (a small model is
+the last resort). When none is ready, `NoBackend` (exit 2: the setup, not a step,
 is what is missing) says what each lacks and how to configure one.
 """
 
