@@ -83,6 +83,45 @@ def check_required_args(workflow: Workflow, named: dict[str, str]) -> None:
     )
 
 
+def check_positional(workflow: Workflow, positional: tuple[str, ...]) -> None:
+    """UsageError (exit 2) when a step that always renders reads `{{ arg.N }}` beyond
+    the arguments given: bad input, said before anything runs, not a step failure."""
+    from lokfile.errors import UsageError
+    from lokfile.model import StepKind
+    from lokfile.templates import positional_needed
+
+    for step in workflow.steps:
+        if step.when is not None or step.for_each is not None:
+            continue  # it may never render: the step's own failure says so if it does
+        text = step.shell if step.kind is StepKind.SHELL else step.prompt
+        needs = positional_needed(text or "", step.kind.value)
+        if needs > len(positional):
+            where = f"{workflow.path}:{step.line}: " if workflow.path and step.line else ""
+            given = "none was" if not positional else f"only {len(positional)} {_were(positional)}"
+            words = " ".join(f"ARG{n}" for n in range(1, needs + 1))
+            raise UsageError(
+                f"{where}step '{step.name}' reads {{{{ arg.{needs} }}}}: workflow "
+                f"'{workflow.name}' needs {needs} positional argument{'s' if needs > 1 else ''}, "
+                f"{given} given",
+                f"lok run {workflow.name} {words}",
+            )
+
+
+def _check_auto(config: Config, workflow: Workflow) -> None:
+    """A workflow that asks `auto` needs a backend that can answer: NoBackend (exit 2)
+    before anything runs, rather than a failed step per prompt."""
+    from lokfile.model import StepKind
+
+    if any("auto" in s.backends for s in workflow.steps if s.kind is StepKind.LLM):
+        from lokfile.backends.ready import pick_auto
+
+        pick_auto(config)
+
+
+def _were(positional: tuple[str, ...]) -> str:
+    return "was" if len(positional) == 1 else "were"
+
+
 def run(
     ctx: Context,
     workflow: Workflow,
@@ -99,11 +138,13 @@ def run(
     from lokfile.store import Store
 
     check_required_args(workflow, options.named)
+    check_positional(workflow, options.args)
+    _check_auto(ctx.config, workflow)
     project = ctx.project
     store = Store(project.runs_dir)
     if options.record and not options.dry_run:
-        _ensure_gitignore(project)
-    needs_db = options.record or project.db_path.exists()
+        _ensure_lok_dir(project, report)
+    needs_db = (options.record and not options.dry_run) or project.db_path.exists()
     db = RunDB.open(project.db_path) if needs_db else None
     try:
         coordinator = Coordinator(
@@ -128,6 +169,34 @@ def run(
             db.close()
 
 
+def mark_failed(ctx: Context, run_id: str, error: str) -> None:
+    """A recorded run whose command still failed (exit 1): history and run.json say
+    `failed`, with `error`, so `lok runs list` agrees with the exit code."""
+    import json
+
+    from lokfile.rundb import RunDB
+    from lokfile.store import Store
+
+    project = ctx.project
+    if not project.db_path.exists():
+        return
+    db = RunDB.open(project.db_path)
+    try:
+        with db.transaction():
+            db.fail_run(run_id, error)
+    finally:
+        db.close()
+    store = Store(project.runs_dir)
+    path = store.run_dir(run_id) / "run.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if doc.get("status") == "succeeded":
+        doc.update(status="failed", error=error)
+        store.write_run_json(run_id, doc)
+
+
 def _replayable(outcome: RunOutcome, options: RunOptions) -> bool:
     """A run whose every step is now fresh: its no-op successor can be replayed."""
     return (
@@ -138,11 +207,33 @@ def _replayable(outcome: RunOutcome, options: RunOptions) -> bool:
     )
 
 
-def _ensure_gitignore(project: Project) -> None:
-    """A first run creates `.lok/.gitignore`, so history never lands in git by accident."""
+def _ensure_lok_dir(project: Project, report: Reporter) -> None:
+    """Where a run may keep its history: an existing `.lok/`, else one made here when
+    this folder is a lok project (lok.toml) or inside a git repository, said once on
+    stderr. Anywhere else (a home folder, /tmp) lok refuses rather than strew `.lok/`
+    folders: `lok init` makes the folder a project."""
+    from lokfile.cli.init_files import GITIGNORE
+    from lokfile.errors import UsageError
+    from lokfile.events import Notice
+    from lokfile.project import in_git_repository
+
+    if not project.lok_dir.is_dir():
+        if not (project.config_path.is_file() or in_git_repository(project.root)):
+            raise UsageError(
+                f"{project.root} is neither a lok project nor inside a git repository, "
+                "so lok keeps no run history here",
+                "run `lok init` to make this folder a project (lok.toml and .lok/), "
+                "or run lok inside a project or a git repository",
+            )
+        project.lok_dir.mkdir(parents=True, exist_ok=True)
+        report(
+            Notice(
+                f"lok: created {project.lok_dir} for run history and stored outputs "
+                "(.lok/.gitignore keeps them out of git)"
+            )
+        )
     path = project.lok_dir / ".gitignore"
     if not path.exists():
-        from lokfile.cli.init_files import GITIGNORE
         from lokfile.errors import disk_full
 
         try:

@@ -225,11 +225,13 @@ def ask(
     cwd: str,
     cache: AskCache | None = None,
     runner: Callable[[BackendConfig, Request], AskResult] = query_one,
+    notify: Callable[[str, str], None] | None = None,
 ) -> list[AskResult]:
     """Every backend's result, in the order given; the misses are asked in parallel.
 
     The cache is read and written in this thread only (one database
-    connection); the queries run in one thread each.
+    connection); the queries run in one thread each. `notify(backend, text)`
+    hears each backend's transport retries.
     """
     results: dict[str, AskResult] = {}
     misses: list[BackendConfig] = []
@@ -242,7 +244,15 @@ def ask(
     if misses:
         done = _in_parallel(
             [
-                (b, Request(prompt=prompt, cwd=cwd, timeout_s=timeout_for(b, config)))
+                (
+                    b,
+                    Request(
+                        prompt=prompt,
+                        cwd=cwd,
+                        timeout_s=timeout_for(b, config),
+                        notify=_told(notify, b.name),
+                    ),
+                )
                 for b in misses
             ],
             runner,
@@ -253,6 +263,14 @@ def ask(
             if result.ok and cache is not None:
                 cache.put(prompt, backend, result.text)
     return [results[b.name] for b in backends]
+
+
+def _told(
+    notify: Callable[[str, str], None] | None, name: str
+) -> Callable[[str], None] | None:
+    if notify is None:
+        return None
+    return lambda text: notify(name, text)
 
 
 def _in_parallel(

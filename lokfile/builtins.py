@@ -9,7 +9,6 @@ notes about the detected stack.
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,20 +40,15 @@ def parse_backends(raw: str | None, config: Config) -> tuple[str, ...]:
 
 
 def usable_backends(config: Config) -> tuple[str, ...]:
-    """Every enabled backend whose command is installed (HTTP backends count as usable)."""
-    from lokfile.units import AUTO_ORDER, CLI_TYPES
+    """Every enabled backend that can answer now, in `auto` order (NoBackend if none)."""
+    from lokfile.backends.ready import check_all, in_auto_order, no_backend
 
-    found = [
-        b
-        for b in config.backends.values()
-        if b.enabled and (b.type not in CLI_TYPES or shutil.which(b.command or b.type))
-    ]
-    found.sort(key=lambda b: (AUTO_ORDER.index(b.name) if b.name in AUTO_ORDER else 99, b.name))
+    ordered = in_auto_order(config)
+    verdicts = check_all(ordered)
+    found = tuple(b.name for b in ordered if verdicts[b.name].ready)
     if not found:
-        raise UsageError(
-            "no usable backend for `all`", "configure one in lok.toml ([backends.NAME])"
-        )
-    return tuple(b.name for b in found)
+        raise no_backend(config, verdicts, "`all`")
+    return found
 
 
 def task_backends(config: Config, task: str) -> tuple[str, ...]:

@@ -47,7 +47,8 @@ BUILTIN: dict[str, Any] = {
             "timeout": 600,
         },
         "claude": {"command": "claude"},
-        "ollama": {"command": "http://localhost:11434", "model": "llama3.2"},
+        "ollama": {"url": "http://localhost:11434", "model": "llama3.2"},
+        "local": {"type": "local"},
     },
     "tasks": {
         "hunt": {

@@ -16,6 +16,7 @@ from lokfile.durations import EXPECTED_S, DurationError, parse_seconds
 from lokfile.errors import ConfigError, Problem
 from lokfile.model import (
     BACKEND_TYPES,
+    HTTP_TYPES,
     BackendConfig,
     CacheConfig,
     ConductorConfig,
@@ -138,7 +139,6 @@ TASK_KEYS: dict[str, Checker] = {
     "backends": tomlfile.want_str_list,
     "prompts": lambda v: v,  # checked item by item below
 }
-HTTP_TYPES = ("ollama", "openai", "anthropic")
 
 
 def _non_negative(number: float, raw: Any) -> float:
@@ -315,12 +315,12 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
         command = values.get("command")
         url = values.get("url")
         if (
-            url is None
-            and kind in HTTP_TYPES
+            kind in HTTP_TYPES
             and command
             and command.startswith(("http://", "https://"))
+            and (url is None or _only_built_in(b, (*path, "url"), (*path, "command")))
         ):
-            url = command
+            url = command  # the original's way to give the address, over the built-in url
         extra = {k: v for k, v in values.items() if k not in BACKEND_KEYS}
         out[name] = BackendConfig(
             name=name,
@@ -340,6 +340,12 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
     return out
 
 
+def _only_built_in(b: _Builder, key: Key, other: Key) -> bool:
+    """`key` keeps its built-in value while a config file set `other`."""
+    origins = b.layers.origins
+    return origins.get(key) == "built-in" and origins.get(other) != "built-in"
+
+
 def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
     kind = raw.get("type")
     if kind is not None:
@@ -348,6 +354,16 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
                 ("backends", name, "type"),
                 f"[backends.{name}] type must be a type name, got {tomlfile.describe(kind)}",
                 f"types: {', '.join(BACKEND_TYPES)} (or an installed plugin's)",
+            )
+            return None
+        close = None if kind in BACKEND_TYPES else did_you_mean(kind, list(BACKEND_TYPES))
+        # A type close to a built-in one is a typo; any other may be a plugin's, looked up
+        # when the backend is used (a user config must not break where a plugin is absent).
+        if close is not None and kind not in _plugin_types():
+            b.bad(
+                ("backends", name, "type"),
+                f"[backends.{name}] unknown type '{kind}' (did you mean '{close}'?)",
+                f"types: {', '.join(BACKEND_TYPES)}, or an installed plugin's",
             )
             return None
         return kind
@@ -362,6 +378,13 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
         f'add type = "..." (one of {", ".join(BACKEND_TYPES)}, or an installed plugin\'s type)',
     )
     return None
+
+
+def _plugin_types() -> set[str]:
+    """Backend types installed packages register (read only for a type that is not built in)."""
+    from lokfile.backends import _plugin_types as registered
+
+    return set(registered())
 
 
 def _tasks(b: _Builder, backends: dict[str, BackendConfig]) -> dict[str, TaskConfig]:

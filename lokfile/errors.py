@@ -24,6 +24,8 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
+VALIDATE_HINT = "`lok workflow validate` checks a file without running it"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -83,13 +85,13 @@ class WorkflowError(LokError):
         self.problems = problems
         first = problems[0]
         if len(problems) == 1:
-            super().__init__(str(first), first.hint)
+            super().__init__(str(first), first.hint or VALIDATE_HINT)
         else:
             files = sorted({p.file for p in problems if p.file})
             label = files[0] if len(files) == 1 else "workflow"
             super().__init__(
                 f"{label}: {len(problems)} problems",
-                "fix them all; `lok workflow validate` checks a file without running it",
+                f"fix them all; {VALIDATE_HINT}",
             )
 
     def lines(self) -> list[str]:

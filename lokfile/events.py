@@ -11,10 +11,12 @@ class RunStarted(NamedTuple):
     description: str
     steps: int
     dry_run: bool = False
+    jobs: int = 0  # how many jobs may run at once (-j, the workflow's concurrency); 0: unknown
 
 
 class ParallelStart(NamedTuple):
     size: int  # how many steps started together
+    limit: int = 0  # how many of their jobs can really run at once (-j, backend concurrency)
 
 
 class UnitStarted(NamedTuple):
@@ -38,6 +40,14 @@ class StepFinished(NamedTuple):
     backend: str | None = None
     error: str | None = None
     units: int = 1
+    # a multi-backend step's own times, each backend's (and the synthesis's): (label, seconds)
+    parts: tuple[tuple[str, float], ...] = ()
+
+
+class Notice(NamedTuple):
+    """Something a person should know once, not about a step (`.lok/` was created here)."""
+
+    text: str
 
 
 class RunFinished(NamedTuple):
@@ -47,6 +57,9 @@ class RunFinished(NamedTuple):
     wall: float
     saved: float
     extra: dict[str, Any] | None = None
+    dry_run: bool = False  # counts then hold "stale" (would run) and "reused" (fresh)
 
 
-Event = RunStarted | ParallelStart | UnitStarted | StepNote | StepFinished | RunFinished
+Event = (
+    RunStarted | ParallelStart | UnitStarted | StepNote | StepFinished | Notice | RunFinished
+)

@@ -109,7 +109,7 @@ def _run_job(
             if job.work.answer is not None:
                 last = Attempt(True, job.work.answer)
             else:
-                last = _run_query(job.work, job.cwd, job.timeout_s)
+                last = _run_query(job.work, job.cwd, job.timeout_s, emit)
             if last.ok and job.work.edits is not None:
                 last = _after_answer(job, job.work, last, emit, cancel)
         if last.ok or not last.retryable or attempt == job.retries:
@@ -269,7 +269,9 @@ def _devnull() -> int:
 _BACKENDS: dict[str, Any] = {}
 
 
-def _run_query(work: QueryJob, cwd: str, timeout_s: float | None) -> Attempt:
+def _run_query(
+    work: QueryJob, cwd: str, timeout_s: float | None, emit: Emit | None = None
+) -> Attempt:
     from lokfile import backends
     from lokfile.backends.base import BackendError, ErrorKind, Request
     from lokfile.hashing import digest_json
@@ -288,6 +290,7 @@ def _run_query(work: QueryJob, cwd: str, timeout_s: float | None) -> Attempt:
             seed=work.seed,
             max_tokens=work.max_tokens,
             timeout_s=timeout_s,
+            notify=emit,  # a backend's own retries show on the live view
         )
         answer = backend.query(request)
     except BackendError as exc:
@@ -310,7 +313,7 @@ def _after_answer(
     assert work.edits is not None
 
     def requery(prompt: str) -> str:
-        again = _run_query(replace(work, prompt=prompt, edits=None), job.cwd, job.timeout_s)
+        again = _run_query(replace(work, prompt=prompt, edits=None), job.cwd, job.timeout_s, emit)
         if not again.ok:
             raise edits.RequeryFailed(again.error or "re-query failed")
         return again.text

@@ -127,6 +127,8 @@ class Freshness:
         unit.digest = entry.digest
         unit.output = text
         unit.saved = entry.duration
+        ended = float(entry.meta.get("ended") or entry.created)
+        unit.span = (ended - entry.duration, ended)
         unit.backend = spec.backend.name if spec.backend else None
         unit.model = entry.meta.get("model")
         return unit, None

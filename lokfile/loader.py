@@ -91,7 +91,8 @@ def find_workflow(
     close = tomlfile.did_you_mean(name, available)
     raise UsageError(
         f"workflow '{name}' not found" + (f" (did you mean '{close}'?)" if close else ""),
-        "looked in " + ", ".join(looked[1:]) + "; `lok workflow list` shows what exists",
+        "looked in " + ", ".join(looked[1:]) + "; `lok workflow list` shows what exists; "
+        "`lok init` creates .lok/workflows/ with an example",
     )
 
 

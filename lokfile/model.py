@@ -146,6 +146,8 @@ BACKEND_TYPES = (
     "local",
     "test",
 )
+CLI_TYPES = ("claude", "codex", "gemini", "command")  # a program run once per query
+HTTP_TYPES = ("ollama", "openai", "anthropic")  # a server lok talks to
 
 
 @dataclass(frozen=True)

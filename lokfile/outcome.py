@@ -89,6 +89,7 @@ class RunOutcome:
         wall: float,
         saved: float,
         dry_run: bool = False,
+        stopped_by: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -97,6 +98,7 @@ class RunOutcome:
         self.wall = wall
         self.saved = saved
         self.dry_run = dry_run
+        self.stopped_by = stopped_by  # the signal that interrupted the run, if one did
 
     @property
     def counts(self) -> dict[str, int]:
@@ -111,6 +113,19 @@ class RunOutcome:
         if self.status is RunStatus.INTERRUPTED:
             return 130
         return 0 if self.status is RunStatus.SUCCEEDED else 1
+
+
+def covered(spans: Any) -> float:
+    """Seconds covered by the (start, end) spans together, overlaps counted once: the
+    wall time of work done in parallel (two 10 s answers side by side took 10 s)."""
+    total = 0.0
+    reach = float("-inf")
+    for start, end in sorted(spans):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
 
 
 def new_run_id() -> str:

@@ -16,6 +16,12 @@ def find_root(start: Path) -> Path:
     return start
 
 
+def in_git_repository(folder: Path) -> bool:
+    """Whether `folder` is inside a git work tree (a `.git` folder or file above it)."""
+    folder = folder.resolve()
+    return any((d / ".git").exists() for d in (folder, *folder.parents))
+
+
 def user_dir() -> Path:
     """`~/.config/lok` (honouring XDG_CONFIG_HOME)."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")

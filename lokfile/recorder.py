@@ -53,7 +53,8 @@ class Recorder:
     def unit_done(self, unit: Unit, result: JobResult) -> None:
         """A job finished: its key (when it succeeded) and its attempt, to name later reasons."""
         if result.success and unit.digest:
-            meta = {"model": result.model} if result.model else {}
+            meta: dict[str, Any] = {"model": result.model} if result.model else {}
+            meta["ended"] = unit.ended  # with the duration: when this answer's work ran
             entry = KeyEntry(
                 unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
             )

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from lokfile.events import (
     Event,
+    Notice,
     ParallelStart,
     RunFinished,
     RunStarted,
@@ -38,8 +40,17 @@ def _first_line(text: str | None) -> str:
 
 
 def summary_line(ev: RunFinished) -> str:
-    """`3 ran, 1 reused, 0 failed, 1 skipped in 0.4s (saved 1.2s by reuse)`."""
+    """`3 ran, 1 reused, 0 failed, 1 skipped in 0.4s (saved 1.2s by reuse)`; for a dry
+    run, what would run and what is fresh (nothing ran, so no time and no run id)."""
     c = ev.counts
+    if ev.dry_run:
+        stale, fresh, skipped = c.get("stale", 0), c.get("reused", 0), c.get("skipped", 0)
+        if stale == 0:
+            return f"Dry run: nothing would run, every step is fresh ({fresh} fresh)"
+        text = f"Dry run: {stale} would run, {fresh} fresh"
+        if skipped:
+            text += f", {skipped} skipped"
+        return text + " — nothing was run"
     text = (
         f"{c.get('ran', 0)} ran, {c.get('reused', 0)} reused, {c.get('failed', 0)} failed, "
         f"{c.get('skipped', 0)} skipped in {_fmt(ev.wall)}"
@@ -57,12 +68,44 @@ def summary_line(ev: RunFinished) -> str:
     return text
 
 
-class PlainReporter:
-    """One line per event; for pipes, logs and agents."""
+def finished(outcome: Any) -> RunFinished:
+    """The RunFinished event of a finished run (to print its summary after the results)."""
+    return RunFinished(
+        outcome.run_id,
+        outcome.status.value,
+        outcome.counts,
+        outcome.wall,
+        outcome.saved,
+        {"signal": outcome.stopped_by} if outcome.stopped_by else None,
+        dry_run=outcome.dry_run,
+    )
 
-    def __init__(self, stream: TextIO | None = None, color: bool = False) -> None:
+
+def for_terminal(stream: TextIO, as_json: bool, summary: bool = True) -> PlainReporter:
+    """The live view on a terminal (unless --json), plain lines elsewhere. With
+    summary False the caller prints the summary itself, after the results."""
+    if stream.isatty() and not as_json:
+        return LiveReporter(stream, summary)
+    return PlainReporter(stream, summary=summary)
+
+
+class PlainReporter:
+    """One line per event; for pipes, logs and agents.
+
+    Each finished step carries `[done/total]`. A dry run prints no line per step
+    (its plan is the results block); `summary` False leaves the summary line to the
+    caller, which prints it last, after the results (`summary_last`).
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, color: bool = False, summary: bool = True
+    ) -> None:
         self.out = stream or sys.stderr
         self.color = color
+        self.summary = summary
+        self.total = 0
+        self.done = 0
+        self.dry_run = False
 
     def _c(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
@@ -73,16 +116,31 @@ class PlainReporter:
             self.out.write(line + "\n")
             self.out.flush()
 
+    def summary_last(self, outcome: Any) -> None:
+        """Print the run's summary line (the caller has printed the results)."""
+        self.out.write(self._summary(finished(outcome)) + "\n")
+        self.out.flush()
+
+    def _summary(self, ev: RunFinished) -> str:
+        if ev.dry_run:
+            return self._c(summary_line(ev), "1")
+        return self._c(summary_line(ev), "1") + self._c(f"  [run {ev.run_id}]", "2")
+
     def render(self, ev: Event) -> str | None:
         """The line for one event (None: nothing to print)."""
         if isinstance(ev, RunStarted):
+            self.total, self.done, self.dry_run = ev.steps, 0, ev.dry_run
             head = f"Running workflow: {ev.workflow}" + (" (dry run)" if ev.dry_run else "")
             if ev.description:
                 head += "\n" + self._c(ev.description, "2")
             return head
         if isinstance(ev, ParallelStart):
+            if ev.limit and ev.limit < ev.size:
+                return f"[parallel] {ev.size} steps ready, up to {ev.limit} at a time"
             return f"[parallel] Running {ev.size} steps in parallel"
         if isinstance(ev, UnitStarted):
+            if self.dry_run:
+                return None
             unit = f" {ev.unit}" if ev.unit else ""
             via = f" via {ev.backend}" if ev.backend else ""
             return f"[step] {ev.step}{unit}{via} ({ev.reason})"
@@ -90,15 +148,22 @@ class PlainReporter:
             unit = f" {ev.unit}" if ev.unit else ""
             return f"  ↻ {ev.step}{unit}: {ev.text}"
         if isinstance(ev, StepFinished):
-            return self._finished(ev)
+            self.done += 1
+            if self.dry_run:
+                return None
+            return self._finished(ev) + self._c(f"  [{self.done}/{self.total}]", "2")
         if isinstance(ev, RunFinished):
-            return self._c(summary_line(ev), "1") + self._c(f"  [run {ev.run_id}]", "2")
+            return self._summary(ev) if self.summary else None
+        if isinstance(ev, Notice):
+            return self._c(ev.text, "2")
         return None
 
     def _finished(self, ev: StepFinished) -> str:
         glyph = GLYPH.get(ev.status, "?")
         if ev.status == "ran":
-            return self._c(f"  {glyph} {ev.step} ({_fmt(ev.duration)})", "32")
+            each = ", ".join(f"{name} {_fmt(t)}" for name, t in ev.parts)
+            times = f"{_fmt(ev.duration)}; {each}" if len(ev.parts) > 1 else _fmt(ev.duration)
+            return self._c(f"  {glyph} {ev.step} ({times})", "32")
         if ev.status == "reused":
             return self._c(f"  {glyph} {ev.step} reused", "2")
         if ev.status == "failed":
@@ -111,16 +176,23 @@ class PlainReporter:
 
 
 class LiveReporter(PlainReporter):
-    """On a terminal: finished lines scroll; running steps stay at the bottom with elapsed time."""
+    """On a terminal: finished lines scroll; at the bottom, the running steps with their
+    elapsed time and one status line: `3/20 done · 4 running · up to 4 at a time`."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        super().__init__(stream, color=True)
+    def __init__(self, stream: TextIO | None = None, summary: bool = True) -> None:
+        super().__init__(stream, color=True, summary=summary)
         self.running: dict[tuple[str, str], float] = {}
+        self.jobs = self.slots = 0
         self.drawn = 0
         self.last_draw = 0.0
 
     def __call__(self, ev: Event) -> None:
         self._clear()
+        if isinstance(ev, RunStarted):
+            self.jobs = self.slots = ev.jobs
+        elif isinstance(ev, ParallelStart) and ev.limit:
+            # throttled below what is ready (a backend's concurrency): say the real figure
+            self.jobs = ev.limit if ev.limit < ev.size else self.slots
         if isinstance(ev, UnitStarted):
             self.running[(ev.step, ev.unit)] = time.monotonic()
         elif isinstance(ev, StepFinished):
@@ -130,7 +202,10 @@ class LiveReporter(PlainReporter):
             line = self.render(ev)
             if line is not None:
                 self.out.write(line + "\n")
-        self._draw()
+        if not isinstance(ev, RunFinished):
+            self._draw()
+        else:
+            self.out.flush()
 
     def tick(self) -> None:
         """Redraw elapsed times (called by the coordinator while it waits)."""
@@ -143,8 +218,20 @@ class LiveReporter(PlainReporter):
             self.out.write(f"\x1b[{self.drawn}F\x1b[J")
             self.drawn = 0
 
+    def status(self) -> str:
+        """The bottom line: how far the run is, what runs, how much may run at once."""
+        parts = [f"{self.done}/{self.total} done"]
+        if self.running:
+            parts.append(f"{len(self.running)} running")
+        if self.jobs:
+            parts.append(f"up to {self.jobs} at a time")
+        return "  " + " · ".join(parts)
+
     def _draw(self) -> None:
         now = time.monotonic()
+        if self.total == 0 or self.dry_run:
+            self.last_draw = now
+            return
         rows = sorted(self.running.items(), key=lambda kv: kv[1])
         shown = rows[:12]
         for (step, unit), since in shown:
@@ -152,19 +239,39 @@ class LiveReporter(PlainReporter):
             self.out.write(self._c(f"  ⋯ {label}  {_fmt(now - since)}", "36") + "\n")
         if len(rows) > len(shown):
             self.out.write(self._c(f"  ⋯ and {len(rows) - len(shown)} more", "36") + "\n")
-        self.drawn = len(shown) + (1 if len(rows) > len(shown) else 0)
+        self.out.write(self._c(self.status(), "2") + "\n")
+        self.drawn = len(shown) + (1 if len(rows) > len(shown) else 0) + 1
         self.out.flush()
         self.last_draw = now
 
 
-def results_block(outcome: Any) -> str:
-    """The step outputs, as the original printed them after a run."""
-    lines = ["", "Results:", ""]
+def _in_order(outcome: Any) -> Iterator[tuple[str, Any, str]]:
+    """(name, result, status text) of each step that has a result, in workflow order."""
     for name in outcome.workflow.step_names:
         r = outcome.results.get(name)
-        if r is None:
-            continue
-        status = r.status.value if hasattr(r.status, "value") else str(r.status)
+        if r is not None:
+            yield name, r, r.status.value if hasattr(r.status, "value") else str(r.status)
+
+
+def plan_block(outcome: Any) -> str:
+    """A dry run's plan: each step, whether it would run or is fresh, and why."""
+    rows = []
+    for name, r, status in _in_order(outcome):
+        label = {"stale": "would run", "reused": "fresh"}.get(status, status)
+        rows.append((label, name, "" if status == "reused" else r.reason))
+    width = max((len(n) for _, n, _ in rows), default=0)
+    lines = ["", "Plan (dry run, nothing was run):", ""]
+    for label, name, reason in rows:
+        lines.append(f"  {label:<9}  {name:<{width}}  {reason}".rstrip())
+    return "\n".join(lines) + "\n\n"
+
+
+def results_block(outcome: Any) -> str:
+    """The step outputs, as the original printed them after a run (a dry run: its plan)."""
+    if outcome.dry_run:
+        return plan_block(outcome)
+    lines = ["", "Results:", ""]
+    for name, r, status in _in_order(outcome):
         if status == "skipped" and r.reason == "condition not met":
             continue
         tag = {
@@ -188,17 +295,14 @@ def results_block(outcome: Any) -> str:
 def outcome_json(outcome: Any) -> dict[str, Any]:
     """The `--json` document of a run."""
     steps = []
-    for name in outcome.workflow.step_names:
-        r = outcome.results.get(name)
-        if r is None:
-            continue
-        status = r.status.value if hasattr(r.status, "value") else str(r.status)
+    for name, r, status in _in_order(outcome):
         item: dict[str, Any] = {
             "name": name,
             "status": status,
             "reason": r.reason,
             "success": r.success,
             "duration_s": round(r.duration, 4),
+            "saved_s": round(r.saved, 4),
             "backend": r.backend,
             "digest": r.digest,
             "output": r.output,
@@ -213,6 +317,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
                     "status": getattr(u.status, "value", u.status),
                     "reason": u.reason,
                     "backend": u.backend,
+                    "duration_s": round(getattr(u, "duration", 0.0), 4),
                     "digest": u.digest,
                     "output": u.output,
                     "error": u.error,
@@ -220,7 +325,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
                 for u in r.units
             ]
         steps.append(item)
-    return {
+    doc: dict[str, Any] = {
         "run_id": None if outcome.dry_run else outcome.run_id,
         "workflow": outcome.workflow.name,
         "status": outcome.status.value,
@@ -231,3 +336,10 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
         "saved_s": round(outcome.saved, 4),
         "steps": steps,
     }
+    if outcome.dry_run:
+        order = list(_in_order(outcome))
+        doc["plan"] = {
+            key: [name for name, _r, status in order if status == wanted]
+            for key, wanted in (("would_run", "stale"), ("fresh", "reused"), ("skipped", "skipped"))
+        }
+    return doc

@@ -372,6 +372,14 @@ class RunDB:
                 dead,
             )
 
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Record a finished run as failed after all: the command that ran it could not
+        use its result (a mode with no verdict), so history says what the exit code says."""
+        self.conn.execute(
+            "UPDATE runs SET status='failed', error=? WHERE id=? AND status='succeeded'",
+            (error, run_id),
+        )
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         cur = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,))
         row = cur.fetchone()

@@ -34,7 +34,7 @@ from lokfile.fingerprint import Fingerprinter
 from lokfile.freshness import Freshness
 from lokfile.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
-from lokfile.outcome import RunOutcome, StepResult, new_run_id
+from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id
 from lokfile.recorder import Recorder, status_value
 from lokfile.rundb import RunDB
 from lokfile.store import Store, output_filename
@@ -85,6 +85,36 @@ class _InWorkflowOrder(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.views)
+
+
+def _part_reason(units: list[Unit], runs: Callable[[Unit], bool]) -> str:
+    """Why a step runs, when only some of its items or backends do: `1 new item of 3`,
+    `2 of 3 items: loop item changed`, `1 new backend of 3`. Otherwise the first running
+    unit's own reason; '' when none runs."""
+    running = [u for u in units if runs(u)]
+    if not running:
+        return ""
+    parts = [u for u in units if u.name.partition(":")[0] in ("item", "backend")]
+    moving = [u for u in parts if runs(u)]
+    if not moving or len(moving) == len(parts):
+        return running[0].reason
+    noun = parts[0].name.partition(":")[0]
+    k = len(moving)
+    if all(u.reason == plan.NEVER_RUN for u in moving):
+        return f"{k} new {noun}{'s' if k > 1 else ''} of {len(parts)}"
+    return f"{k} of {len(parts)} {noun}s: {moving[0].reason}"
+
+
+def _backend_times(units: list[Any]) -> tuple[tuple[str, float], ...]:
+    """Each backend's time in a multi-backend step (the units that ran now), for the
+    progress line; () for other steps."""
+    if not any(u.name.startswith("backend:") for u in units):
+        return ()
+    return tuple(
+        (u.name.removeprefix("backend:"), u.duration)
+        for u in units
+        if u.status is Status.RAN or u.status is Status.FAILED
+    )
 
 
 class Coordinator:
@@ -164,6 +194,7 @@ class Coordinator:
                 self.wf.description,
                 len(self.wf.steps),
                 self.opts.dry_run,
+                self.slots,
             )
         )
         previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
@@ -183,7 +214,12 @@ class Coordinator:
                 self._recover_edits()
         status = self._final_status()
         wall = time.time() - t0
-        saved = sum(r.saved for r in self.results.values())
+        saved = covered(
+            u.span
+            for r in self.results.values()
+            for u in r.units
+            if u.status is Status.REUSED and getattr(u, "span", None)
+        )
         if record:
             assert self.db is not None
             error = self.disk_full.message if self.disk_full else None
@@ -198,10 +234,21 @@ class Coordinator:
         if self.disk_full is not None:
             raise self.disk_full
         outcome = RunOutcome(
-            self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run
+            self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run,
+            self.stopped_by,
         )
         extra = {"signal": self.stopped_by} if self.stopped_by else None
-        self.report(RunFinished(self.run_id, status.value, outcome.counts, wall, saved, extra))
+        self.report(
+            RunFinished(
+                self.run_id,
+                status.value,
+                outcome.counts,
+                wall,
+                saved,
+                extra,
+                dry_run=self.opts.dry_run,
+            )
+        )
         return outcome
 
     def _loop(self, ready: deque[str]) -> None:
@@ -215,7 +262,7 @@ class Coordinator:
                 if self._prepare(self.wf.step(name), ready):
                     batch += 1
             if batch > 1:
-                self.report(ParallelStart(batch))
+                self.report(ParallelStart(batch, self._concurrency()))
             self._dispatch()
             if not self.inflight and not self.queue:
                 if ready and not self.stopping:
@@ -480,6 +527,20 @@ class Coordinator:
             self.pool.submit(job)
         self.queue.extendleft(reversed(held))
 
+    def _concurrency(self) -> int:
+        """How many of the jobs in flight and queued can run at once: -j (and the
+        workflow's `concurrency`) over all of them, each backend's `concurrency` over its own."""
+        per: dict[str, int] = {}
+        for _unit, backend in self.inflight.values():
+            per[backend] = per.get(backend, 0) + 1
+        for _job, _unit, backend in self.queue:
+            per[backend] = per.get(backend, 0) + 1
+        possible = 0
+        for backend, count in per.items():
+            limit = self._backend_limit(backend)
+            possible += min(count, limit) if limit else count
+        return min(self.slots, possible)
+
     def _backend_modules(self) -> tuple[str, ...]:
         """Modules of the backend types this run may query, for workers to import early."""
         from lokfile.backends import BUILTIN_TYPES
@@ -548,6 +609,7 @@ class Coordinator:
         unit.backend = unit.spec.backend.name if unit.spec.backend else None
         unit.model = result.model
         unit.started, unit.ended = result.started, result.ended
+        unit.span = (result.started, result.ended)
         self.fp.remember(result.output_stats)
         if result.snapshot and self.opts.record and not self.opts.dry_run:
             from lokfile.edits import snapshot_filename
@@ -577,17 +639,18 @@ class Coordinator:
         stale = any(u.status == "stale" for u in live.units)
         if stale:
             status: Status | str = "stale"
-            reason = next(u.reason for u in live.units if u.status == "stale")
+            reason = _part_reason(live.units, lambda u: u.status == "stale")
         elif not success:
             status = Status.FAILED
             reason = next((u.reason for u in live.units if u.status is Status.FAILED), "failed")
         else:
             status = Status.RAN if ran else Status.REUSED
-            reason = next((u.reason for u in live.units if u.status is Status.RAN), plan.FRESH)
+            reason = _part_reason(live.units, lambda u: u.status is Status.RAN) or plan.FRESH
         if not success and not stale:
             self._failed(step)
-        duration = sum(u.duration for u in live.units)
-        saved = sum(u.saved for u in live.units)
+        # wall time, not the sum: a step's backends (or items) answer side by side
+        duration = covered(u.span for u in live.units if u.span and u.status is not Status.REUSED)
+        saved = covered(u.span for u in live.units if u.span and u.status is Status.REUSED)
         parsed = None
         if success and step.output_format != "text":
             from lokfile.templates import parse_output
@@ -668,6 +731,7 @@ class Coordinator:
                 result.backend,
                 result.error,
                 max(1, len(result.units)),
+                _backend_times(result.units),
             )
         )
         if ready is None:

@@ -142,7 +142,9 @@ def record(
                 "name": r.name,
                 "digest": r.digest,
                 "backend": r.backend,
-                "saved": r.duration + r.saved,
+                # when its work ran (now, or in the run that made a reused answer): what a
+                # replay saves is these spans covered, not their sum
+                "spans": [list(u.span) for u in r.units if getattr(u, "span", None)],
                 "parsed": r.parsed,
                 "filename": r.filename,
                 "units": [
@@ -150,7 +152,6 @@ def record(
                         "unit": u.name,
                         "digest": u.digest,
                         "backend": u.backend,
-                        "saved": u.duration + u.saved,
                     }
                     for u in r.units
                     if u.name
@@ -243,7 +244,14 @@ def replay(
 
 def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report: Any) -> Any:
     from lokfile.events import RunFinished, RunStarted, StepFinished
-    from lokfile.outcome import RunOutcome, StepResult, UnitSummary, WorkflowSummary, new_run_id
+    from lokfile.outcome import (
+        RunOutcome,
+        StepResult,
+        UnitSummary,
+        WorkflowSummary,
+        covered,
+        new_run_id,
+    )
     from lokfile.status import RunStatus, Status
 
     t0 = time.time()
@@ -254,7 +262,7 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     run_id = new_run_id()
     report(RunStarted(run_id, workflow.name, workflow.description, len(workflow.step_names)))
     results: dict[str, StepResult] = {}
-    saved = 0.0
+    spans: list[tuple[float, float]] = []
     for s in doc["steps"]:
         units = [
             UnitSummary(
@@ -275,12 +283,13 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
             None,
             s["backend"],
             0.0,
-            s["saved"],
+            covered(tuple(span) for span in s["spans"]),
             s["parsed"],
             units,
             s["filename"],
         )
-        saved += s["saved"]
+        spans += [(a, b) for a, b in s["spans"]]
+    saved = covered(spans)
     args = doc["args"]
     with db.transaction():
         db.mark_abandoned_runs()

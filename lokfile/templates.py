@@ -55,6 +55,7 @@ __all__ = [
     "extract_json_array",
     "extract_json_field",
     "extract_json_object",
+    "names_read",
     "parse_output",
     "references",
     "render_prompt",
@@ -87,7 +88,7 @@ class _Marker:
 class _Compiled:
     """A template (or expression), compiled once and cached by its text."""
 
-    __slots__ = ("free", "names", "parts", "places", "source", "steps", "template")
+    __slots__ = ("free", "names", "needs", "parts", "places", "source", "steps", "template")
 
     def __init__(self, parts: list[str | _Marker] | None, source: str = "") -> None:
         self.parts = parts  # the fast path, when every marker is a plain name
@@ -96,6 +97,7 @@ class _Compiled:
         self.names: Sequence[str] = ()  # each quoted marker's expression, for messages
         self.steps: frozenset[str] = frozenset()
         self.free: frozenset[str] = frozenset()  # top-level names the Jinja code reads
+        self.needs = 0  # the highest positional argument every rendering reads (0: none)
         self.template: Any = None
 
     def render(self, ctx: Context) -> str:
@@ -126,6 +128,49 @@ def render_shell(template: str, ctx: Context) -> str:
     if not _needs_work(template):
         return _plain(template)
     return _compile(template, "shell").render(ctx)
+
+
+def positional_needed(text: str, kind: str) -> int:
+    """The highest positional argument (`{{ arg.N }}`) that rendering `text` always reads,
+    whatever the context: one outside every `{% if %}`/`{% for %}` and without a filter
+    such as `| default`. 0 when there is none; raises TemplateError if `text` does not
+    compile. A run given fewer arguments cannot render the template."""
+    if not _needs_work(text):
+        return 0
+    return _compile(text, kind).needs
+
+
+TOP_NAMES = ("arg", "args", "env", "steps", "workflow")  # every template may read these
+LOOP_NAMES = ("item", "index")  # and these in a for_each step
+
+
+def names_read(text: str, kind: str) -> set[str]:
+    """The top-level names `text` reads (a template, a condition or a loop source), the
+    ones it defines itself (`{% set %}`, loop variables) and Jinja's globals left out;
+    raises TemplateError if it does not compile."""
+    if kind in ("prompt", "shell"):
+        if not _needs_work(text):
+            return set()
+        compiled = _compile(text, kind)
+        if compiled.parts is not None:
+            return {str(p.path[0]) for p in compiled.parts if isinstance(p, _Marker)}
+        return set(compiled.free)
+    plain = _unwrap(text)
+    if not plain:
+        return set()
+    if kind == "condition":
+        from lokfile.conditions import parse_condition
+
+        if parse_condition(plain) is not None:
+            return set()  # the original's forms name steps only
+        return set(_expression(plain, condition=True).free)
+    if kind == "for_each":
+        from lokfile.conditions import step_source
+
+        if (plain.startswith("[") and not _wrapped(text)) or step_source(plain) is not None:
+            return set()
+        return set(_expression(plain, condition=False).free)
+    raise ValueError(f"unknown template kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def references(text: str, kind: str) -> set[str]:
@@ -166,11 +211,14 @@ def _build(text: str, kind: str, fast: bool) -> _Compiled:
         parts: list[str | _Marker] = []
         steps: set[str] = set()
         free: set[str] = set()
+        needs = 0
         for i, (path, raw) in enumerate(markers):
             if pieces[i]:
                 parts.append(pieces[i])
             parts.append(_Marker(path, places[i] if shell and not raw else None))
             head = path[0]
+            if head in ("arg", "args") and len(path) == 2 and isinstance(path[1], int):
+                needs = max(needs, path[1])
             if head == "steps":
                 if len(path) > 1:
                     steps.add(str(path[1]))
@@ -182,6 +230,7 @@ def _build(text: str, kind: str, fast: bool) -> _Compiled:
         compiled.places = places
         compiled.free = frozenset(free)
         compiled.steps = frozenset(steps)
+        compiled.needs = needs
         return compiled
     segs = template_source.segments(text)
     places = []
@@ -465,6 +514,35 @@ def _analyse(compiled: _Compiled, ast: Any) -> None:
             steps.add(node.arg.value)
     compiled.free = frozenset(free)
     compiled.steps = frozenset(steps)
+    compiled.needs = _positional_at_top(ast)
+
+
+def _positional_at_top(ast: Any) -> int:
+    """The highest `arg[N]` printed as is at the top level of a template (see
+    positional_needed): only what renders whatever the context counts."""
+    from jinja2 import nodes
+
+    needs = 0
+    for output in ast.body if isinstance(ast, nodes.Template) else ():
+        if not isinstance(output, nodes.Output):
+            continue
+        for expr in output.nodes:
+            if (
+                isinstance(expr, nodes.Call)
+                and isinstance(expr.node, nodes.Name)
+                and expr.node.name == "_lok_q"
+                and expr.args
+            ):
+                expr = expr.args[0]  # a shell value, quoted for its place
+            if (
+                isinstance(expr, nodes.Getitem)
+                and isinstance(expr.node, nodes.Name)
+                and expr.node.name in ("arg", "args")
+                and isinstance(expr.arg, nodes.Const)
+                and type(expr.arg.value) is int
+            ):
+                needs = max(needs, expr.arg.value)
+    return needs
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,21 +11,16 @@ and each backend's answer is its own artifact.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lokfile import hashing
-from lokfile.errors import LokError
 from lokfile.model import BackendConfig, Config, Status, Step, StepKind
 
 if TYPE_CHECKING:
     from lokfile.scheduler import Coordinator
 
-# the order `auto` tries backends in, after [defaults] backend
-AUTO_ORDER = ("claude", "codex", "gemini", "ollama")
-CLI_TYPES = ("claude", "codex", "gemini", "command")
 DEFAULT_WEIGHTS = {"claude": 2.0, "codex": 1.5, "gemini": 1.5, "ollama": 1.0}
 
 
@@ -65,6 +60,9 @@ class Unit:
     model: str | None = None
     started: float = 0.0
     ended: float = 0.0
+    # when the work behind this unit's output ran: now (it ran), or in the run that made the
+    # stored answer (it was reused); the wall time of a step or run is these spans covered
+    span: tuple[float, float] | None = None
 
     @property
     def success(self) -> bool:
@@ -72,25 +70,12 @@ class Unit:
 
 
 def resolve_backend(name: str, config: Config) -> BackendConfig:
-    """The backend config called `name`; `auto` picks the default or the first usable one."""
+    """The backend config called `name`; `auto` is the default or the first ready one
+    (lokfile.backends.ready: NoBackend when none can answer)."""
     if name == "auto":
-        if config.defaults.backend and config.defaults.backend != "auto":
-            return resolve_backend(config.defaults.backend, config)
-        enabled = [b for b in config.backends.values() if b.enabled]
-        ordered = sorted(
-            enabled,
-            key=lambda b: (
-                AUTO_ORDER.index(b.name) if b.name in AUTO_ORDER else len(AUTO_ORDER),
-                b.name,
-            ),
-        )
-        for cfg in ordered:
-            if cfg.type not in CLI_TYPES or shutil.which(cfg.command or cfg.type):
-                return cfg
-        raise LokError(
-            "no backend available for `auto`",
-            "configure one in lok.toml ([backends.NAME]) or set [defaults] backend",
-        )
+        from lokfile.backends.ready import pick_auto
+
+        return pick_auto(config)
     return configured_backend(config, name)
 
 

@@ -41,7 +41,7 @@ class _Checker:
         self.config = config
         self.problems: list[Problem] = []
 
-    def at(self, source: Source, line: int | None, message: str, hint: str) -> None:
+    def at(self, source: Source, line: int | None, message: str, hint: str | None) -> None:
         """Record a problem at `source`:`line`."""
         self.problems.append(Problem(message, source.label, line, hint))
 
@@ -384,9 +384,13 @@ def _references(
 
     refs: list[tuple[str, str]] = []
     ok = True
+    allowed = set(templates.TOP_NAMES)
+    if "for_each" in ds.table:  # even a for_each of the wrong type (that has its own problem)
+        allowed |= set(templates.LOOP_NAMES)
     for key, kind, text in texts:
         try:
             names = templates.references(text, kind)
+            read = templates.names_read(text, kind)
         except TemplateError as exc:
             c.at(
                 ds.source,
@@ -396,8 +400,42 @@ def _references(
             )
             ok = False
             continue
+        for name in sorted(read - allowed):
+            ok = False
+            c.at(ds.source, _name_line(ds, key, text, name), *_undefined(label, key, name, allowed))
         refs += [(key, name) for name in sorted(names)]
     return refs if ok else None
+
+
+def _undefined(label: str, key: str, name: str, allowed: set[str]) -> tuple[str, str]:
+    """(message, hint) for a top-level template name that nothing defines."""
+    from lokfile.templates import LOOP_NAMES
+
+    if name in LOOP_NAMES:
+        return (
+            f"{label}: {key}: '{name}' is only defined in a for_each step",
+            "add for_each to this step, or remove it",
+        )
+    close = did_you_mean(name, sorted(allowed))
+    message = f"{label}: {key}: undefined name '{name}'"
+    if close:
+        message += f" (did you mean '{close}'?)"
+    return message, f"names a template can use: {', '.join(sorted(allowed))}"
+
+
+def _name_line(ds: DraftStep, key: str, text: str, name: str) -> int | None:
+    """The file line where `name` first appears in the value of `key` (else the key's)."""
+    import re
+
+    start = ds.key_line(key)
+    found = re.search(rf"(?<![\w.]){re.escape(name)}\b", text)
+    if start is None or found is None:
+        return start
+    lines = ds.source.text.splitlines()
+    opening = lines[start - 1].rstrip() if 0 < start <= len(lines) else ""
+    # TOML drops the newline right after an opening triple quote
+    offset = 1 if opening.endswith(('"""', "'''")) else 0
+    return start + offset + text.count("\n", 0, found.start())
 
 
 def _check_graph(c: _Checker, built: list[_Built]) -> None:

@@ -182,12 +182,15 @@ ARG_KEYS = ("default", "description", "required")
 TEMPLATED = (("prompt", "prompt"), ("shell", "shell"), ("verify", "shell"))
 
 
-def unknown_key(key: str, allowed: dict[str, Any] | tuple[str, ...], where: str) -> tuple[str, str]:
-    """(message, hint) for a key that is not allowed `where`."""
+def unknown_key(
+    key: str, allowed: dict[str, Any] | tuple[str, ...], where: str
+) -> tuple[str, str | None]:
+    """(message, hint) for a key that is not allowed `where`; with a close match the
+    message names it and there is no hint of its own (it would say the same again)."""
     close = did_you_mean(key, list(allowed))
-    message = f"unknown key '{key}' {where}" + (f" (did you mean '{close}'?)" if close else "")
-    hint = f"rename it to '{close}'" if close else "valid keys: " + ", ".join(sorted(allowed))
-    return message, hint
+    if close:
+        return f"unknown key '{key}' {where} (did you mean '{close}'?)", None
+    return f"unknown key '{key}' {where}", "valid keys: " + ", ".join(sorted(allowed))
 
 
 def type_hint(key: str, exc: BadValue) -> str:

@@ -26,3 +26,14 @@ def mark() -> Iterator[str]:
     m = new_mark()
     yield m
     kill_marked(m)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_readiness() -> Iterator[None]:
+    """Each test sees backends as they are now: the readiness cache lives per process,
+    and in-process (CliRunner) tests share one process."""
+    from lokfile.backends.ready import forget
+
+    forget()
+    yield
+    forget()

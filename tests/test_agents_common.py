@@ -18,13 +18,7 @@ from servers.llm import LLMServer
 
 from lokfile.agents.common import lit, split_names
 from lokfile.templates import Context, render_prompt
-from tests.lokrun import entry
-
-# The built-in config brings claude, codex, gemini and ollama; tests switch them off.
-BUILTINS_OFF = "".join(
-    f"[backends.{n}]\nenabled = false\n\n" for n in ("claude", "codex", "gemini", "ollama")
-)
-
+from tests.lokrun import BUILTINS_OFF, entry
 
 
 def lok(*args: str) -> Result:

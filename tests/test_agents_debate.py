@@ -208,3 +208,22 @@ def test_a_debate_is_a_run_listed_by_lok_runs(project: Path) -> None:
     assert listed.exit_code == 0, listed.stderr
     assert debate["run_id"] in listed.stdout
     assert '"debate"' in listed.stdout
+
+
+def test_a_debate_that_exits_1_is_listed_as_failed_with_its_reason(project: Path) -> None:
+    configure(
+        project,
+        test_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
+        + test_backend("beta", fail_when="debat"),
+    )
+    result = lok("debate", "--json", "-b", "alpha,beta", "Tabs?")
+    assert result.exit_code == 1
+    run_id = json_of(result)["run_id"]
+    listed = json.loads(lok("runs", "list", "--json").stdout)["runs"]
+    (row,) = [r for r in listed if r["id"] == run_id]
+    assert row["status"] == "failed"
+    shown = json.loads(lok("runs", "show", "--json", run_id).stdout)
+    assert shown["status"] == "failed"
+    assert shown["error"] == "only 1 of 2 backends gave a position; a debate needs two"
+    run_json = project / ".lok" / "runs" / run_id / "run.json"
+    assert json.loads(run_json.read_text())["status"] == "failed"

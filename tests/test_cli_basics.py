@@ -54,3 +54,22 @@ def test_an_unknown_command_is_a_usage_error_without_traceback() -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "No such command" in proc.stderr
+
+
+def test_every_command_that_picks_backends_spells_it_dash_b_backend() -> None:
+    for name in ("ask", "doctor", "hunt", "audit", "explain", "diff", "ci", "fix", "debate",
+                 "spawn", "conduct", "suggest"):
+        shown = _lok(name, "--help").stdout
+        assert "-b, --backend NAMES" in shown, f"lok {name} --help:\n{shown}"
+        assert "--backends" not in shown, f"lok {name} --help still shows --backends"
+
+
+def test_the_old_dash_dash_backends_spelling_still_works() -> None:
+    proc = _lok("suggest", "--backends", "nosuch", "find bugs")
+    assert proc.returncode == 2
+    assert "nosuch" in proc.stderr and "No such option" not in proc.stderr
+
+
+def test_runs_list_explains_dash_n() -> None:
+    shown = _lok("runs", "list", "--help").stdout
+    assert "-n, --limit N  Show the newest N runs." in shown

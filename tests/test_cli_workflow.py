@@ -17,10 +17,9 @@ from click.testing import CliRunner, Result
 from lokfile.config import load_config
 from lokfile.project import Project
 from lokfile.tomlfile import parse
-from tests.lokrun import entry
+from tests.lokrun import entry, original_fixtures
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lok"
 BUILTINS = sorted((REPO / "workflows").glob("*.toml"))
 
 
@@ -68,7 +67,7 @@ REVIEW = """
 
 
 def test_validate_accepts_the_originals_test_workflows(project: Path) -> None:
-    paths = sorted(str(p) for p in FIXTURES.glob("*.toml"))
+    paths = sorted(str(p) for p in original_fixtures().glob("*.toml"))
     assert len(paths) == 4
     result = lok("workflow", "validate", *paths)
     assert result.exit_code == 0, result.stderr
@@ -128,7 +127,36 @@ def test_validate_json_is_one_document_with_every_problem(project: Path) -> None
         (4, "unknown key 'depends-on' in step 'a' (did you mean 'depends_on'?)"),
         (7, "duplicate step name 'a' (first defined at line 2)"),
     ]
-    assert all(p["file"] == ".lok/workflows/two.toml" and p["hint"] for p in problems)
+    assert all(p["file"] == ".lok/workflows/two.toml" for p in problems)
+    # the close match is in the message; a hint saying it again would be noise
+    assert [p["hint"] is None for p in problems] == [True, False]
+
+
+def test_an_unknown_key_with_a_close_match_says_the_match_once(project: Path) -> None:
+    write(project / ".lok/workflows/typo.toml", """
+        name = "typo"
+        [[steps]]
+        name = "a"
+        shel = "true"
+        [[steps]]
+        name = "b"
+        shell = "true"
+        depends-on = ["a"]
+    """)
+    result = lok("workflow", "validate", "typo")
+    assert result.exit_code == 2
+    for key, close in (("shel", "shell"), ("depends-on", "depends_on")):
+        lines = [line for line in result.stdout.splitlines() + result.stderr.splitlines()
+                 if f"'{key}'" in line]
+        assert len(lines) == 1, lines
+        assert lines[0].count(close) == 1, lines[0]
+    write(project / ".lok/workflows/one.toml", 'name = "one"\n[[steps]]\nname = "a"\nshell = "true"\nsourcse = []\n')
+    one = lok("run", "one")
+    assert one.exit_code == 2
+    assert one.stderr.splitlines() == [
+        "Error: .lok/workflows/one.toml:5: unknown key 'sourcse' in step 'a' (did you mean 'sources'?)",
+        "Hint: `lok workflow validate` checks a file without running it",
+    ]
 
 
 def test_validate_of_an_unknown_name_suggests_the_close_one(project: Path) -> None:
@@ -298,3 +326,58 @@ def test_the_example_runs_offline_and_reuses_everything_the_second_time(project:
     assert second.returncode == 0, second.stderr
     steps = {s["name"]: s["status"] for s in json.loads(second.stdout)["steps"]}
     assert steps["files"] == "reused" and steps["lines"] == "reused"
+
+
+def test_inits_lok_toml_has_a_commented_example_of_every_backend_type() -> None:
+    from lokfile.cli.init_files import LOK_TOML
+    from lokfile.config import parse_config_text
+    from lokfile.model import BACKEND_TYPES
+
+    for kind in BACKEND_TYPES:
+        assert f'type = "{kind}"' in LOK_TOML, kind
+    # the Ollama address is given as `url`, as the README does
+    assert '# url = "http://localhost:11434"' in LOK_TOML
+    assert 'command = "http' not in LOK_TOML
+    # every commented example table, uncommented, is a valid config of its type
+    blocks = re.findall(r"^# (\[backends\.\w+\]\n(?:# \w+ = .*\n)+)", LOK_TOML, re.M)
+    examples = {re.search(r'type = "(\w+)"', b).group(1): b for b in blocks}  # type: ignore[union-attr]
+    assert set(examples) == {"openai", "anthropic", "command", "test"}
+    for kind, block in examples.items():
+        text = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+        config = parse_config_text(text)
+        name = re.match(r"\[backends\.(\w+)\]", text).group(1)  # type: ignore[union-attr]
+        assert config.backends[name].type == kind
+    assert "[backends.local]" in LOK_TOML
+
+
+def test_the_readme_shows_a_local_backend_table() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert re.search(r'```toml\n(?:.*\n)*?\[backends\.\w+\]\ntype = "local"', readme)
+
+
+def test_validate_reports_an_undefined_template_name_and_run_refuses_it_at_load(
+    project: Path,
+) -> None:
+    write(project / ".lok/workflows/typo.toml", """
+        name = "typo"
+        [[steps]]
+        name = "a"
+        shell = "touch ran-a"
+        [[steps]]
+        name = "b"
+        depends_on = ["a"]
+        shell = '''
+        echo first
+        echo {{ stesp.a.output }}
+        '''
+    """)
+    result = lok("workflow", "validate", "typo")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        "Error: .lok/workflows/typo.toml:10: step 'b': shell: undefined name 'stesp' "
+        "(did you mean 'steps'?)")
+    assert not (project / "ran-a").exists()
+    ran = lok("run", "typo")
+    assert ran.exit_code == 2
+    assert ran.stderr.splitlines()[0] == result.stderr.splitlines()[0]
+    assert not (project / "ran-a").exists()

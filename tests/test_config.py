@@ -114,7 +114,8 @@ def error_text(exc: ConfigError) -> str:
 
 def test_without_files_the_originals_defaults_apply(project: Project, user: Path) -> None:
     config = load_config(project, user_config_dir=user)
-    assert sorted(config.backends) == ["claude", "codex", "gemini", "ollama"]
+    assert sorted(config.backends) == ["claude", "codex", "gemini", "local", "ollama"]
+    assert config.backends["local"].type == "local"
     assert config.backends["codex"].args == ("exec", "--json", "-s", "read-only")
     gemini = config.backends["gemini"]
     assert (gemini.command, gemini.args, gemini.skip_lines, gemini.timeout_s) == (
@@ -141,10 +142,21 @@ def test_a_project_table_keeps_the_default_keys_it_does_not_set(
     config = load_config(project, user_config_dir=user)
     ollama = config.backends["ollama"]
     assert ollama.model == "qwen2.5-coder:7b"
-    assert ollama.command == "http://localhost:11434"
+    assert ollama.url == "http://localhost:11434"
     assert config.origins["backends.ollama.model"] == "lok.toml"
-    assert config.origins["backends.ollama.command"] == "built-in"
-    assert sorted(config.backends) == ["claude", "codex", "gemini", "ollama"]
+    assert config.origins["backends.ollama.url"] == "built-in"
+    assert sorted(config.backends) == ["claude", "codex", "gemini", "local", "ollama"]
+
+
+def test_the_originals_http_command_still_moves_the_ollama_address(
+    project: Project, user: Path
+) -> None:
+    write(project.config_path, """
+        [backends.ollama]
+        command = "http://gpu-box:11434"
+    """)
+    ollama = load_config(project, user_config_dir=user).backends["ollama"]
+    assert ollama.url == "http://gpu-box:11434"
 
 
 def test_layers_merge_key_by_key_user_then_project_then_explicit(
@@ -289,6 +301,17 @@ anything = [1, 2]
     assert config.backends["echo"].extra == {"prompt_via": "stdin"}
     assert config.backends["echo"].timeout_s == 120.0
     assert config.backends["plug"].extra == {"anything": [1, 2]}
+
+
+def test_a_misspelt_backend_type_is_an_unknown_type_with_the_close_one() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text('[backends.mine]\ntype = "lcoal"\n')
+    assert caught.value.message == (
+        "lok.toml:2: [backends.mine] unknown type 'lcoal' (did you mean 'local'?)")
+    assert "not installed" not in caught.value.message + (caught.value.hint or "")
+    # a type far from every built-in one may be a plugin's: checked when it is used
+    assert parse_config_text('[backends.p]\ntype = "someplugin"\n').backends["p"].type == (
+        "someplugin")
 
 
 def test_a_key_of_another_backend_type_is_unknown() -> None:

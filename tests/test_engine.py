@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.lokrun import FIXTURES, db_rows, lok, run_json, statuses, write
+from tests.lokrun import db_rows, lok, original_fixtures, run_json, statuses, write
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_interpolation_fixture_gives_the_originals_output(project: Path) -> None:
-    proc = lok(project, "run", str(FIXTURES / "test_interpolation.toml"))
+    proc = lok(project, "run", str(original_fixtures() / "test_interpolation.toml"))
     assert proc.returncode == 0, proc.stderr
     assert "hello from step1" in proc.stdout
     assert "step1 said: hello from step1" in proc.stdout
@@ -32,7 +33,7 @@ def test_interpolation_fixture_gives_the_originals_output(project: Path) -> None
 def test_conditionals_fixture_runs_the_right_branches_and_never_echoes_a_skipped_command(
     project: Path,
 ) -> None:
-    proc = lok(project, "run", str(FIXTURES / "test_conditionals.toml"))
+    proc = lok(project, "run", str(original_fixtures() / "test_conditionals.toml"))
     assert proc.returncode == 0, proc.stderr
     both = proc.stdout + proc.stderr
     assert "CONDITIONAL_RAN: issues branch" in both
@@ -42,7 +43,7 @@ def test_conditionals_fixture_runs_the_right_branches_and_never_echoes_a_skipped
 
 
 def test_parallel_fixture_overlaps_the_three_sleeps(project: Path) -> None:
-    proc = lok(project, "run", str(FIXTURES / "test_parallel.toml"))
+    proc = lok(project, "run", str(original_fixtures() / "test_parallel.toml"))
     assert proc.returncode == 0, proc.stderr
     both = proc.stdout + proc.stderr
     assert "[parallel]" in both and "Running 3 steps in parallel" in both
@@ -56,12 +57,72 @@ def test_parallel_fixture_overlaps_the_three_sleeps(project: Path) -> None:
 
 
 def test_retry_fixture_succeeds_on_the_third_attempt(project: Path) -> None:
+    fixtures = original_fixtures()
     Path("/tmp/lok_retry_test_counter").unlink(missing_ok=True)
-    proc = lok(project, "run", str(FIXTURES / "test_retry.toml"))
+    proc = lok(project, "run", str(fixtures / "test_retry.toml"))
     assert proc.returncode == 0, proc.stderr
     both = proc.stdout + proc.stderr
     assert "SUCCESS on attempt 3" in proc.stdout
     assert "Retry" in both or "will retry" in both
+
+
+# -- the same behaviours on lok's own workflows (no files from outside the repository) --
+
+
+def test_independent_steps_run_at_the_same_time(project: Path) -> None:
+    write(
+        project,
+        ".lok/workflows/fan.toml",
+        """
+        name = "fan"
+        [[steps]]
+        name = "left"
+        shell = "sleep 0.3; echo left"
+        [[steps]]
+        name = "middle"
+        shell = "sleep 0.3; echo middle"
+        [[steps]]
+        name = "right"
+        shell = "sleep 0.3; echo right"
+        [[steps]]
+        name = "join"
+        depends_on = ["left", "middle", "right"]
+        shell = "echo {{ steps.left.output }}+{{ steps.middle.output }}+{{ steps.right.output }}"
+        """,
+    )
+    doc = run_json(project, "fan")
+    assert doc["exit_code"] == 0
+    assert doc["steps"][-1]["output"] == "left+middle+right"
+    rows = db_rows(project, "SELECT started, ended FROM results WHERE step != 'join' AND unit = ''")
+    assert len(rows) == 3
+    assert max(r[0] for r in rows) < min(r[1] for r in rows), f"no overlap: {rows}"
+
+
+def test_a_flaky_shell_step_succeeds_on_its_third_attempt_and_says_it_retries(
+    project: Path,
+) -> None:
+    write(
+        project,
+        ".lok/workflows/flaky.toml",
+        """
+        name = "flaky"
+        [[steps]]
+        name = "flaky"
+        retries = 3
+        retry_delay = 50
+        shell = '''
+        n=$(cat tries 2>/dev/null || echo 0); n=$((n + 1)); echo $n > tries
+        [ $n -ge 3 ] || { echo "try $n fails" >&2; exit 1; }
+        echo "worked on try $n"
+        '''
+        """,
+    )
+    proc = lok(project, "run", "flaky")
+    assert proc.returncode == 0, proc.stderr
+    assert "worked on try 3" in proc.stdout
+    assert "attempt 1/4 failed: Shell command failed (exit 1)" in proc.stderr
+    assert "will retry" in proc.stderr
+    assert db_rows(project, "SELECT attempts FROM results WHERE step = 'flaky'") == [(3,)]
 
 
 # -- incremental behaviour --------------------------------------------------
@@ -163,7 +224,39 @@ def test_dry_run_calls_nothing(project: Path) -> None:
     proc = lok(project, "run", "--dry-run", "touch")
     assert proc.returncode == 0, proc.stderr
     assert not (project / "MARKER").exists()
-    assert "would run" in proc.stderr
+    assert "would run" in proc.stdout
+
+
+def test_a_dry_run_prints_the_plan_and_what_would_run_with_no_run_id(project: Path) -> None:
+    _pipeline(project)
+    run_json(project, "pipe")
+    (project / "src" / "b.txt").write_text("changed\n")
+    proc = lok(project, "run", "--dry-run", "pipe")
+    assert proc.returncode == 0, proc.stderr
+    assert "[STALE]" not in proc.stdout and "Results:" not in proc.stdout
+    plan = proc.stdout.strip().splitlines()
+    assert plan[0] == "Plan (dry run, nothing was run):"
+    rows = {m.group(2): (m.group(1), m.group(3)) for line in plan[2:]
+            if (m := re.match(r"^  (would run|fresh)\s+(\S+)\s*(.*)$", line))}
+    assert rows == {
+        "a": ("fresh", ""),
+        "b": ("would run", "source changed: src/b.txt"),
+        "upper": ("fresh", ""),
+        "join": ("would run", "upstream b will run"),
+    }
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert summary.startswith("Dry run: ") and summary.endswith(" — nothing was run")
+    assert "[run " not in proc.stderr and "ran," not in proc.stderr
+    doc = run_json(project, "--dry-run", "pipe")
+    assert doc["run_id"] is None
+    assert "a" in doc["plan"]["fresh"] and "b" in doc["plan"]["would_run"]
+    assert summary == (f"Dry run: {len(doc['plan']['would_run'])} would run, "
+                       f"{len(doc['plan']['fresh'])} fresh — nothing was run")
+    assert len(db_rows(project, "SELECT id FROM runs")) == 1  # only the real run
+    run_json(project, "pipe")
+    fresh = lok(project, "run", "--dry-run", "pipe")
+    assert fresh.stderr.strip().splitlines()[-1].startswith(
+        "Dry run: nothing would run, every step is fresh")
 
 
 def test_force_reruns_a_fresh_step(project: Path) -> None:
@@ -456,6 +549,9 @@ def test_results_expire_only_after_a_configured_ttl(project: Path) -> None:
 
 
 def test_a_first_run_keeps_history_out_of_git(tmp_path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     write(tmp_path, "wf.toml", 'name = "w"\n[[steps]]\nname = "a"\nshell = "echo hi"\n')
     proc = lok(tmp_path, "run", "wf.toml")
     assert proc.returncode == 0, proc.stderr
@@ -563,3 +659,45 @@ def test_a_built_in_command_checks_required_arguments_too(tmp_path: Path) -> Non
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Error: workflow 'explain' needs the argument 'branch'" in proc.stderr
     assert not (tmp_path / "RAN").exists()
+
+
+def test_a_missing_positional_argument_is_bad_input_said_before_anything_runs(
+    project: Path,
+) -> None:
+    write(
+        project,
+        ".lok/workflows/greet.toml",
+        """
+        name = "greet"
+        [[steps]]
+        name = "first"
+        shell = "echo started > first.txt"
+        [[steps]]
+        name = "hello"
+        depends_on = ["first"]
+        shell = "echo hello {{ arg.1 }}"
+        [[steps]]
+        name = "maybe"
+        shell = "echo {{ arg.2 | default('nobody') }}"
+        """,
+    )
+    proc = lok(project, "run", "greet")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"Error: {project / '.lok/workflows/greet.toml'}:5: step 'hello' reads {{{{ arg.1 }}}}: "
+        "workflow 'greet' needs 1 positional argument, none was given",
+        "Hint: lok run greet ARG1",
+    ]
+    assert not (project / "first.txt").exists()
+    assert lok(project, "status", "greet").returncode == 2
+    ok = lok(project, "run", "greet", "world")
+    assert ok.returncode == 0, ok.stderr
+    assert "hello world" in ok.stdout and "nobody" in ok.stdout
+
+
+def test_forcing_an_unknown_step_names_the_real_option(project: Path) -> None:
+    write(project, ".lok/workflows/one.toml", 'name = "one"\n[[steps]]\nname = "a"\nshell = "true"\n')
+    proc = lok(project, "run", "--force", "b", "one")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == "Error: --force b: no step 'b' in workflow 'one'"
+    assert "--force-step" not in proc.stderr

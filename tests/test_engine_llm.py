@@ -278,3 +278,119 @@ def test_auto_uses_the_default_backend(project: Path) -> None:
     """,
     )
     assert run_json(project, "auto")["steps"][0]["output"] == "beta says: hi"
+
+
+def test_a_step_waits_out_a_429_at_the_transport_and_shows_it_without_using_its_retries(
+    project: Path,
+) -> None:
+    from servers.llm import LLMServer
+
+    from tests.lokrun import db_rows
+
+    with LLMServer() as server:
+        write(project, "lok.toml", CONFIG + f'\n[backends.api]\ntype = "openai"\nurl = "{server.url}/v1"\n')
+        write(
+            project,
+            ".lok/workflows/limited.toml",
+            """
+            name = "limited"
+            [[steps]]
+            name = "ask"
+            backend = "api"
+            prompt = "<<fail:429x1>> hello"
+            """,
+        )
+        proc = lok(project, "run", "limited")
+        assert proc.returncode == 0, proc.stderr
+        assert "echo: hello" in proc.stdout
+        assert len(server.model_calls()) == 2
+    notes = [line for line in proc.stderr.splitlines() if "↻" in line]
+    assert len(notes) == 1, proc.stderr
+    assert notes[0].startswith("  ↻ ask: rate limited")
+    assert notes[0].endswith("retrying in 1.0s (retry 1 of 3)")
+    # one attempt of the step: the transport's retry is not one of the step's `retries`
+    assert db_rows(project, "SELECT attempts, status FROM results WHERE step = 'ask'") == [
+        (1, "ran")]
+
+
+def test_a_multi_backend_step_has_one_duration_its_wall_time_and_each_backend_its_own(
+    project: Path,
+) -> None:
+    from tests.lokrun import db_rows
+
+    write(project, "lok.toml", CONFIG + """
+[backends.left]
+type = "test"
+reply = "left"
+latency_ms = 500
+
+[backends.right]
+type = "test"
+reply = "right"
+latency_ms = 500
+""")
+    write(
+        project,
+        ".lok/workflows/both.toml",
+        """
+        name = "both"
+        [[steps]]
+        name = "poll"
+        backends = ["left", "right"]
+        consensus = "first"
+        prompt = "which?"
+        """,
+    )
+    proc = lok(project, "run", "--json", "both")
+    assert proc.returncode == 0, proc.stderr
+    step = json.loads(proc.stdout)["steps"][0]
+    each = {u["backend"]: u["duration_s"] for u in step["units"]}
+    assert set(each) == {"left", "right"}
+    wall = step["duration_s"]
+    # the two answers came side by side: the step took about one of them, not both
+    assert max(each.values()) <= wall < sum(each.values())
+    (row,) = db_rows(project, "SELECT duration, started, ended FROM results "
+                     "WHERE step = 'poll' AND unit = ''")
+    assert row[0] == pytest.approx(row[2] - row[1], abs=1e-3) == pytest.approx(wall, abs=1e-3)
+    run_dir = project / ".lok" / "runs" / "latest"
+    recorded = json.loads((run_dir / "run.json").read_text())["steps"][0]["duration"]
+    assert recorded == pytest.approx(wall, abs=1e-3)
+    line = next(ln for ln in proc.stderr.splitlines() if "✓ poll" in ln)
+    assert "; left " in line and ", right " in line
+    # reuse saves the wall time the step took, not the sum of its backends' times
+    again = run_json(project, "both")
+    assert again["saved_s"] == pytest.approx(wall, abs=1e-3)
+    assert again["steps"][0]["saved_s"] == pytest.approx(wall, abs=1e-3)
+    shown = lok(project, "runs", "show", "--json", "latest~1")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    poll = next(s for s in doc["steps"] if s["name"] == "poll")
+    assert poll["wall_s"] == pytest.approx(wall, abs=1e-3)
+
+
+def test_status_after_a_loop_list_grew_says_how_many_items_are_new(project: Path) -> None:
+    wf = """
+        name = "grow"
+        [[steps]]
+        name = "each"
+        for_each = '["x", "y"]'
+        backend = "alpha"
+        prompt = "about {{ item }}"
+        [[steps]]
+        name = "poll"
+        backends = ["alpha", "beta"]
+        consensus = "first"
+        prompt = "which?"
+    """
+    write(project, ".lok/workflows/grow.toml", wf)
+    assert run_json(project, "grow")["exit_code"] == 0
+    grown = wf.replace('["x", "y"]', '["x", "y", "z"]').replace(
+        '["alpha", "beta"]', '["alpha", "beta", "gamma"]')
+    write(project, ".lok/workflows/grow.toml", grown)
+    status = lok(project, "status", "grow")
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[0]: line.split(None, 2)[2] for line in status.stdout.splitlines()}
+    assert rows == {"each": "1 new item of 3", "poll": "1 new backend of 3"}
+    doc = run_json(project, "grow")
+    assert {s["name"]: s["reason"] for s in doc["steps"]} == rows
+    assert [c["prompt"] for c in calls(project)].count("about z") == 1

@@ -17,6 +17,12 @@ from tests.lokrun import lok, run_json, statuses, write
 DEEP = 600  # past Python's recursion limit for tomllib and json
 
 
+@pytest.fixture(autouse=True)
+def _a_project(tmp_path: Path) -> None:
+    """Each test's folder is a lok project, so `lok run` keeps its history there."""
+    (tmp_path / ".lok").mkdir()
+
+
 @pytest.mark.parametrize(
     "nest", ["x = " + "[" * DEEP + "]" * DEEP, "x = " + "{ y = " * DEEP + "1" + " }" * DEEP]
 )

@@ -13,9 +13,9 @@ from lokfile.errors import LokError, UsageError, WorkflowError
 from lokfile.loader import find_workflow, list_workflows, load_workflow, load_workflow_text
 from lokfile.model import Config, StepKind, Workflow
 from lokfile.project import Project, builtin_workflows_dir
+from tests.lokrun import original_fixtures
 
 CONFIG = parse_config_text("")
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lok"
 
 
 def write(path: Path, text: str) -> Path:
@@ -90,7 +90,7 @@ def test_a_missing_name_lists_where_it_looked_and_the_close_match(
 
 def test_the_original_test_workflows_load(project: Project, user: Path) -> None:
     loaded = {p.name: load_workflow(str(p), project, CONFIG, user) for p in
-              sorted(FIXTURES.glob("*.toml"))}
+              sorted(original_fixtures().glob("*.toml"))}
     assert len(loaded) == 4
     cond = loaded["test_conditionals.toml"]
     assert cond.name == "test-conditionals"

@@ -16,19 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from lokfile.errors import EXIT_FAILED, LokError, UsageError
 from lokfile.model import ArgSpec, BackendConfig, Config, Step, StepKind, Workflow
 
-CLI_TYPES = ("claude", "codex", "gemini", "command")
-HTTP_TYPES = ("ollama", "openai", "anthropic")
-# the order default backends are listed in (then by name), as `auto` orders them
-PREFERRED = ("claude", "codex", "gemini", "ollama")
 _STEP_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -36,6 +30,15 @@ class ModeFailed(LokError):
     """A mode could not produce its result (exit 1): the run itself is recorded."""
 
     exit_code = EXIT_FAILED
+
+
+def mode_failed(ctx: Ctx, run_id: str, message: str, hint: str) -> ModeFailed:
+    """The ModeFailed to raise, with run `run_id` recorded as failed first, so the
+    history agrees with the exit code."""
+    from lokfile import api
+
+    api.mark_failed(ctx.api_ctx, run_id, message)
+    return ModeFailed(message, hint)
 
 
 @dataclass(frozen=True)
@@ -70,32 +73,11 @@ def check_backend(config: Config, name: str, what: str = "-b") -> BackendConfig:
     return configured_backend(config, name, what)
 
 
-def _usable(cfg: BackendConfig) -> bool:
-    """Installed (CLI) or reachable (HTTP) right now; other types are taken on trust."""
-    if cfg.type in CLI_TYPES:
-        binary = cfg.command or cfg.type
-        return shutil.which(binary) is not None
-    if cfg.type in HTTP_TYPES:
-        from lokfile.backends import create
-
-        try:
-            return create(cfg).health(probe=False).ready
-        except Exception:  # a health check that breaks means "not usable", nothing more
-            return False
-    return True
-
-
 def usable_backends(config: Config) -> list[str]:
-    """The enabled backends that are installed or reachable, in the preferred order."""
-    enabled = [b for b in config.backends.values() if b.enabled]
-    enabled.sort(
-        key=lambda b: (PREFERRED.index(b.name) if b.name in PREFERRED else len(PREFERRED), b.name)
-    )
-    if not enabled:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, len(enabled))) as pool:
-        ready = list(pool.map(_usable, enabled))
-    return [b.name for b, ok in zip(enabled, ready, strict=True) if ok]
+    """The enabled backends that can answer now, in `auto` order (lokfile.backends.ready)."""
+    from lokfile.backends.ready import ready_backends
+
+    return [b.name for b in ready_backends(config)]
 
 
 def choose_backends(

@@ -21,7 +21,6 @@ from typing import Any
 from lokfile.agents import suggest
 from lokfile.agents.common import (
     Ctx,
-    ModeFailed,
     answer_object,
     calls_made,
     counts_of,
@@ -30,6 +29,7 @@ from lokfile.agents.common import (
     json_pair,
     lit,
     llm_step,
+    mode_failed,
     one_line,
     run,
     status_of,
@@ -255,12 +255,16 @@ def plan(ctx: Ctx, task: str, planner: str) -> tuple[list[Subtask], str, list[st
             found = loose_plan(r.output)
     if not found:
         if first is not None and status_of(first) == "failed":
-            raise ModeFailed(
+            raise mode_failed(
+                ctx,
+                outcome.run_id,
                 f"the planner ({planner}) failed: {one_line(first.error or first.reason)}",
                 "check it with `lok doctor`, pick another with --planner, or give -a NAME:TASK",
             )
         said = one_line((retry or first).output if (retry or first) else "", 300)
-        raise ModeFailed(
+        raise mode_failed(
+            ctx,
+            outcome.run_id,
             f"the planner ({planner}) gave no usable subtasks; it said: {said!r}",
             "try another planner with --planner, or give the subtasks with -a NAME:TASK",
         )

@@ -17,6 +17,7 @@ Errors:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -44,7 +45,7 @@ SUMMARIES = {
     ErrorKind.OVERLOAD: "no capacity available (try again later)",
     ErrorKind.QUOTA: "quota exhausted (check your plan or billing)",
     ErrorKind.AUTH: "authentication failed (check your API credentials)",
-    ErrorKind.NOT_INSTALLED: "not installed (install the backend CLI tool)",
+    ErrorKind.NOT_INSTALLED: "not installed",
     ErrorKind.NETWORK: "network error (is the server running and reachable?)",
     ErrorKind.TIMEOUT: "timed out",
     ErrorKind.BAD_RESPONSE: "bad response (the answer could not be read)",
@@ -86,6 +87,8 @@ class Request:
     seed: int | None = None
     max_tokens: int | None = None
     timeout_s: float | None = None  # lok's own deadline for this attempt; backends must honour it
+    # told each transport retry as one line of text (the live view shows it); never in a key
+    notify: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import httpx
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Health
 
 # re-exported so each HTTP backend needs one helper module
+from lokfile.backends.ready import base_url as base_url
 from lokfile.backends.subproc import effective_timeout as effective_timeout
 from lokfile.backends.subproc import redact as redact
 from lokfile.model import BackendConfig
@@ -52,12 +53,6 @@ _OVERLOAD_MARKERS = ("overloaded", "server busy", "at capacity")
 # --------------------------------------------------------------------------
 
 
-def base_url(config: BackendConfig, default: str) -> str:
-    """The server address: `url`, else an http(s) `command` (as the original), else `default`."""
-    url = config.url
-    if not url and config.command and config.command.startswith(("http://", "https://")):
-        url = config.command
-    return (url or default).rstrip("/")
 
 
 def api_key(
@@ -283,12 +278,34 @@ def post_stream(
     url: str,
     body: dict[str, Any],
     headers: Mapping[str, str],
-    reader: StreamReader,
+    new_reader: Callable[[], StreamReader],
     timeout_s: float | None,
     secrets: Iterable[str | None] = (),
+    retries: int = 0,
+    notify: Callable[[str], None] | None = None,
 ) -> Answer:
-    """POST `body` as JSON and feed the streamed reply to `reader`, within `timeout_s` overall."""
+    """POST `body` as JSON and feed the streamed reply to a fresh reader, within
+    `timeout_s` overall; a transient failure is tried again up to `retries` times
+    (lokfile.backends.retrying), each wait told to `notify`."""
+    from lokfile.backends import retrying
+
     secret_list = list(secrets)
+
+    def once(left: float | None) -> Answer:
+        return _post_once(url, body, headers, new_reader(), left, secret_list)
+
+    return retrying.call(once, timeout_s, retries, notify)
+
+
+def _post_once(
+    url: str,
+    body: dict[str, Any],
+    headers: Mapping[str, str],
+    reader: StreamReader,
+    timeout_s: float | None,
+    secret_list: list[str | None],
+) -> Answer:
+    """One POST and its streamed reply, within `timeout_s`."""
     cancelled = threading.Event()
 
     def exchange() -> Answer:

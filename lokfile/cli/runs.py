@@ -50,8 +50,16 @@ def runs() -> None:
 
 @runs.command("list")
 @click.argument("workflow", required=False)
-@click.option("-n", "--limit", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--all", "show_all", is_flag=True, help="Every run, not only the newest.")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="Show the newest N runs.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Every run, not only the newest N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.pass_obj
 def list_runs(

@@ -108,10 +108,12 @@ class _Loop:
     def _load(self, initial: bool = False) -> tuple[Any, Any] | None:
         """(context, workflow), or None after printing why the workflow does not load."""
         from lokfile import api
+        from lokfile.backends.ready import forget
         from lokfile.errors import LokError, UsageError
         from lokfile.watch import watch_set
 
         self.cycle += 1
+        forget()  # a server may have started or stopped since the last cycle: ask again
         ctx = wf = None
         try:
             ctx = api.open_project(self.session.directory, self.session.config_file)
@@ -191,8 +193,9 @@ class _Loop:
             if self.stopping:
                 _cancel(coordinator)
 
+        report = _reporter(self.as_json)
         try:
-            outcome = api.run(ctx, wf, options, _reporter(self.as_json), started)
+            outcome = api.run(ctx, wf, options, report, started)
         finally:
             self.active = None
         if self.as_json:
@@ -202,8 +205,11 @@ class _Loop:
             doc["restarted"] = bool(outcome.exit_code == 130 and self.restarted)
             sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
             sys.stdout.flush()
+            report.summary_last(outcome)
         elif not (outcome.exit_code == 130 and self.restarted and not self.stopping):
-            emit_outcome(outcome, False, None)
+            emit_outcome(outcome, False, None, report)
+        else:
+            report.summary_last(outcome)
         return outcome
 
     def _wait(self) -> list[str] | None:

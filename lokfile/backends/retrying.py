@@ -1,0 +1,88 @@
+"""Transport retries: a server's transient answer is asked again, a few times.
+
+    POST ── 429, Retry-After: 1 ──► wait 1 s ──► POST ── 200 ✓ (the step never saw the 429)
+
+A rate limit (429), an overload (503, 529, "overloaded") or a connection lost
+mid-exchange says "not now", not "no": every HTTP backend retries it by itself,
+honouring the server's Retry-After, at most `max_retries` times (default 3),
+waiting at most TOTAL_WAIT_S in all, and never past lok's deadline for the
+call. What cannot succeed by waiting — quota exhausted, authentication, a
+server that is not there at all, a bad request — is raised at once.
+
+This is below a step's own `retries` (which repeat the whole step, edits and
+verify included, and count against nothing here): a call that exhausts its
+transport retries fails with the last error, and the step's policy decides.
+Each wait is announced through `notify`, so the live view shows it.
+
+How long a server asks to wait is read by `http.parse_retry_after` (headers,
+then the body); a new hint (another header, another sentence) belongs there.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from lokfile.backends.base import BackendError, ErrorKind
+from lokfile.model import BackendConfig
+
+T = TypeVar("T")
+DEFAULT_RETRIES = 3
+TOTAL_WAIT_S = 60.0  # all the waits of one call together
+BASE_DELAY_S = 1.0  # without Retry-After: 1 s, 2 s, 4 s … (+0–20 % jitter)
+MAX_DELAY_S = 30.0  # one wait; a longer Retry-After is not waited for
+
+Notify = Callable[[str], None]
+
+
+def transient(error: BackendError) -> bool:
+    """Can asking again soon succeed? Rate limits, overloads and lost connections."""
+    if error.kind in (ErrorKind.RATE_LIMIT, ErrorKind.OVERLOAD):
+        return True
+    # "cannot connect": nobody listens there, waiting will not start the server
+    return error.kind is ErrorKind.NETWORK and not error.message.startswith("cannot connect")
+
+
+def max_retries(config: BackendConfig) -> int:
+    """The backend's `max_retries` (transport retries), else DEFAULT_RETRIES."""
+    value = config.extra.get("max_retries")
+    return DEFAULT_RETRIES if value is None else max(0, int(value))
+
+
+def backoff(base_s: float, retry: int, cap_s: float) -> float:
+    """Wait before retry number `retry` (1-based): base·2^(n-1), capped, +0–20 % jitter."""
+    delay: float = min(cap_s, base_s * (2 ** (retry - 1))) * (1 + random.random() * 0.2)
+    return delay
+
+
+def call(
+    attempt: Callable[[float | None], T],
+    timeout_s: float | None,
+    retries: int,
+    notify: Notify | None = None,
+) -> T:
+    """`attempt(time left)` until it succeeds, fails for good, or the retries, the
+    total wait or the deadline (`timeout_s` for everything) run out."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    waited = 0.0
+    retry = 0
+    while True:
+        left = None if deadline is None else max(0.001, deadline - time.monotonic())
+        try:
+            return attempt(left)
+        except BackendError as exc:
+            if not transient(exc) or retry >= retries:
+                raise
+            retry += 1
+            delay = exc.retry_after
+            if delay is None:
+                delay = backoff(BASE_DELAY_S, retry, MAX_DELAY_S)
+            too_long = delay > MAX_DELAY_S or waited + delay > TOTAL_WAIT_S
+            if too_long or (deadline is not None and time.monotonic() + delay >= deadline):
+                raise  # the wait would not fit: the caller's own policy decides
+            if notify is not None:
+                notify(f"{exc.summary()} — retrying in {delay:.1f}s (retry {retry} of {retries})")
+            time.sleep(delay)
+            waited += delay
