@@ -356,24 +356,32 @@ def _write(path: Path, data: bytes, mode: int | None, durable: bool = False) -> 
         raise
 
 
-def apply_plan(edit_plan: Plan, root: Path) -> None:
-    """Write the planned files (creating the planned folders)."""
+def apply_plan(
+    edit_plan: Plan, root: Path, stop: Callable[[], bool] = lambda: False
+) -> bool:
+    """Write the planned files (creating the planned folders); False when `stop()` said
+    to stop before every file was written (the caller puts the snapshot back)."""
     real_root = root.resolve()
     for d in edit_plan.dirs:
         (real_root / d).mkdir(exist_ok=True)
     for rel, p in edit_plan.files.items():
+        if stop():
+            return False
         _write(real_root / rel, p.after.encode(), p.mode)
+    return True
 
 
 def restore(manifest: dict[str, Any], root: Path, store: Blobs) -> list[str]:
     """Put every file of a snapshot back as it was before; remove created files and folders.
 
-    Each file is on disk (fsync'd) before this returns, so a journal may then go.
+    Everything is on disk before this returns (one filesystem sync after all the writes,
+    not one per file: a stopping worker finishes a restore quickly), so a journal may
+    then go.
     """
     real_root = root.resolve()
     restored = []
     modes = manifest.get("modes", {})
-    folders: set[Path] = set()
+    touched: list[Path] = []
     for rel, before in sorted(manifest["files"].items()):
         path = real_root / rel
         if before is None:
@@ -381,19 +389,15 @@ def restore(manifest: dict[str, Any], root: Path, store: Blobs) -> list[str]:
                 path.unlink()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, store.get(before), modes.get(rel), durable=True)
-        folders.add(path.parent)
+            _write(path, store.get(before), modes.get(rel))
+        touched.append(path)
         restored.append(rel)
     for d in reversed(manifest.get("dirs", [])):
         try:
             (real_root / d).rmdir()
         except OSError:
             pass  # not empty any more: something else lives there now
-    for folder in folders:
-        try:
-            journal.fsync_dir(folder)
-        except OSError:
-            pass  # a folder removed above
+    journal.sync_files(touched)
     return restored
 
 
@@ -566,7 +570,8 @@ def _write_and_check(
     or None when they stay."""
     count, edit_plan = planned
     try:
-        apply_plan(edit_plan, root)
+        if not apply_plan(edit_plan, root, lambda: _stopping(cancel)):
+            return INTERRUPTED  # lok stops: the files written so far are put back
     except OSError as exc:
         return f"edit failed: {exc}"
     emit(f"applied {count} edit(s) to {len(edit_plan.files)} file(s)")

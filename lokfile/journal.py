@@ -44,6 +44,48 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def sync_files(paths: list[Path]) -> None:
+    """Make `paths` (and their folders' entries) durable: one syncfs(2) of the filesystem
+    that holds them where Linux offers it (one flush, however many files), else an
+    fsync of each file and folder."""
+    if not paths:
+        return
+    if _syncfs(paths[0].parent):
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # removed again: nothing to make durable
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for folder in {p.parent for p in paths}:
+        try:
+            fsync_dir(folder)
+        except OSError:
+            pass  # a folder removed since
+
+
+def _syncfs(folder: Path) -> bool:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        return bool(syncfs(fd) == 0)
+    finally:
+        os.close(fd)
+
+
 def write(
     runs_dir: Path,
     manifest: dict[str, Any],

@@ -209,7 +209,10 @@ def test_stopping_edit_steps_at_random_moments_always_leaves_the_tree_as_it_was(
             journal = (root / JOURNAL).exists()
             _end(run, how)
             code = run.wait()
-            wait_gone(mark)
+            try:
+                wait_gone(mark)
+            except AssertionError as exc:
+                raise AssertionError(f"trial {trial}: {phase}, {how}: {exc}\n{run.err}") from None
             proc = lok(root, *(NEXT_COMMANDS[trial % 3]))
             json.loads(proc.stdout)
             figures.append(f"{trial:2d} {phase:7} {how:26} exit {code:4} journal={journal}")
