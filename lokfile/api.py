@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lokfile.engine.coordinator import Coordinator, Reporter, RunOptions, RunOutcome
 from lokfile.model import Config, Workflow
 from lokfile.project import Project, find_root
 from lokfile.reporters import outcome_json
-from lokfile.scheduler import Coordinator, Reporter, RunOptions, RunOutcome
 
 __all__ = ["Context", "RunOptions", "RunOutcome", "load", "open_project", "outcome_json", "run"]
 
@@ -31,11 +31,11 @@ def open_project(
 ) -> Context:
     """Find the project root from `directory` (or the cwd) and load its config.
 
-    First, the files of an edit step lok died in are put back (lokfile.journal);
+    First, the files of an edit step lok died in are put back (lokfile.worker.journal);
     `say` (default: a line on stderr) tells the user.
     """
-    from lokfile import journal
-    from lokfile.config import load_config
+    from lokfile.config.layers import load_config
+    from lokfile.worker import journal
 
     root = find_root(directory or Path.cwd())
     journal.recover(root, say)
@@ -45,7 +45,7 @@ def open_project(
 
 def load(ctx: Context, name_or_path: str) -> Workflow:
     """Resolve and load a workflow by name or path."""
-    from lokfile.loader import load_workflow
+    from lokfile.workflow.loader import load_workflow
 
     return load_workflow(name_or_path, ctx.project, ctx.config)
 
@@ -88,7 +88,7 @@ def check_positional(workflow: Workflow, positional: tuple[str, ...]) -> None:
     the arguments given: bad input, said before anything runs, not a step failure."""
     from lokfile.errors import UsageError
     from lokfile.model import StepKind
-    from lokfile.templates import positional_needed
+    from lokfile.templates.render import positional_needed
 
     for step in workflow.steps:
         if step.when is not None or step.for_each is not None:
@@ -134,8 +134,8 @@ def run(
 
     `started` sees the coordinator before it runs (watch mode keeps it to cancel a run).
     """
-    from lokfile.rundb import RunDB
-    from lokfile.store import Store
+    from lokfile.store.artifacts import Store
+    from lokfile.store.rundb import RunDB
 
     check_required_args(workflow, options.named)
     check_positional(workflow, options.args)
@@ -155,7 +155,7 @@ def run(
         t0 = time.time()
         outcome = coordinator.run()
         if snapshot_key is not None and db is not None and _replayable(outcome, options):
-            from lokfile import snapshot
+            from lokfile.engine import snapshot
 
             cwd, name, _args, config_file = snapshot_key
             watched = snapshot.candidates(project.root, cwd, name, config_file)
@@ -174,8 +174,8 @@ def mark_failed(ctx: Context, run_id: str, error: str) -> None:
     `failed`, with `error`, so `lok runs list` agrees with the exit code."""
     import json
 
-    from lokfile.rundb import RunDB
-    from lokfile.store import Store
+    from lokfile.store.artifacts import Store
+    from lokfile.store.rundb import RunDB
 
     project = ctx.project
     if not project.db_path.exists():
@@ -249,6 +249,6 @@ def _ensure_lok_dir(project: Project, report: Reporter) -> None:
 
 def _pool(slots: int, warm: tuple[str, ...] = ()) -> Any:
     """The worker pool, imported only when some step must execute."""
-    from lokfile.pool import WorkerPool
+    from lokfile.executors.local import WorkerPool
 
     return WorkerPool(slots, warm)

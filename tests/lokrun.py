@@ -27,7 +27,7 @@ FIXTURES = SHARED / "fixtures" / "lok"
 
 
 def _builtins_off() -> str:
-    from lokfile.config import BUILTIN
+    from lokfile.config.layers import BUILTIN
 
     return "".join(f"[backends.{n}]\nenabled = false\n\n" for n in sorted(BUILTIN["backends"]))
 

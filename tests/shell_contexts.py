@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lokfile.shellrun import launch
-from lokfile.templates import Context, StepView, render_shell
+from lokfile.process.launch import launch
+from lokfile.templates.render import Context, StepView, render_shell
 
 V = "{{ steps.s.output }}"
 V_JINJA = '{{ steps["s"].output }}'  # the same value, through the Jinja renderer

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from servers.llm import LLMServer
 
 from lokfile.agents.common import lit, split_names
-from lokfile.templates import Context, render_prompt
+from lokfile.templates.render import Context, render_prompt
 from tests.lokrun import BUILTINS_OFF, entry
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from lokfile.errors import TemplateError
-from lokfile.templates import Context, StepView, eval_condition, eval_for_each, references
+from lokfile.templates.render import Context, StepView, eval_condition, eval_for_each, references
 
 REVIEW = 'Verdict below.\n```json\n{"verdict": "approve", "approved": true, "padded": " x "}\n```'
 

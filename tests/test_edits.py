@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lokfile import edits, verify
-from lokfile.execute import EditSettings
 from lokfile.hashing import digest_bytes
-from lokfile.store import Store
+from lokfile.store.artifacts import Store
+from lokfile.worker import edits, verify
+from lokfile.worker.execute import EditSettings
 from tests.editworld import tree
 from tests.lokrun import lok, run_json, write
 

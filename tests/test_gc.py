@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from lokfile.cli import cli
-from lokfile.rundb import RunDB
-from lokfile.store import Store
+from lokfile.store.artifacts import Store
+from lokfile.store.rundb import RunDB
 from tests.lokrun import db_rows, lok, run_json, write
 
 CONFIG = """

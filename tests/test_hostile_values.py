@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lokfile import shellrun, verify
+from lokfile.process import launch as shellrun
+from lokfile.worker import verify
 from tests.lokrun import lok, run_json, statuses, write
 
 DEEP = 600  # past Python's recursion limit for tomllib and json

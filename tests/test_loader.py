@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lokfile.config import parse_config_text
+from lokfile.config.layers import parse_config_text
 from lokfile.errors import LokError, UsageError, WorkflowError
-from lokfile.loader import find_workflow, list_workflows, load_workflow, load_workflow_text
 from lokfile.model import Config, StepKind, Workflow
 from lokfile.project import Project, builtin_workflows_dir
+from lokfile.workflow.loader import find_workflow, list_workflows, load_workflow, load_workflow_text
 from tests.lokrun import original_fixtures
 
 CONFIG = parse_config_text("")

@@ -1,6 +1,6 @@
 """`lok runs revert RUN --step S`: the files a step's edits replaced come back.
 
-The edit snapshot is planted the way lokfile.edits records one (a manifest
+The edit snapshot is planted the way lokfile.worker.edits records one (a manifest
 artifact linked into the run folder as `<step>.snapshot.json`), so these tests
 exercise the command whether or not the engine links snapshots yet.
 """
@@ -16,10 +16,10 @@ from click.testing import CliRunner, Result
 
 from lokfile.cli import cli
 from lokfile.hashing import digest_text
-from lokfile.store import Store
+from lokfile.store.artifacts import Store
 from tests.lokrun import lok, run_json, write
 
-edits = pytest.importorskip("lokfile.edits")
+edits = pytest.importorskip("lokfile.worker.edits")
 
 WF = """
 name = "fixer"

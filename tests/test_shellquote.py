@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lokfile import shell_lexer, shellquote
 from lokfile.errors import TemplateError
-from lokfile.shellquote import BARE, COMMENT, DQ, HEREDOC, NUMBER, SQ, places
-from lokfile.templates import Context, StepView, render_shell
+from lokfile.templates import shell_lexer, shellquote
+from lokfile.templates.render import Context, StepView, render_shell
+from lokfile.templates.shellquote import BARE, COMMENT, DQ, HEREDOC, NUMBER, SQ, places
 from tests import shell_contexts as sc
 from tests.lokrun import lok, write
 

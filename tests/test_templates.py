@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lokfile import templates
 from lokfile.errors import TemplateError
-from lokfile.template_scope import TOP_NAMES
-from lokfile.templates import (
+from lokfile.templates import render as templates
+from lokfile.templates.render import (
     NO_ITEM,
     Context,
     StepView,
@@ -22,6 +21,7 @@ from lokfile.templates import (
     render_prompt,
     render_shell,
 )
+from lokfile.templates.scope import TOP_NAMES
 
 PICK = 'I pick this one:\n```json\n{"title": "Fix the parser", "count": 42, "ok": true, "labels": ["bug"]}\n```'
 
@@ -239,7 +239,7 @@ def run_python(code: str) -> str:
 def test_plain_templates_conditions_and_loops_render_without_importing_jinja2() -> None:
     code = """
 import sys
-from lokfile.templates import *
+from lokfile.templates.render import *
 assert "jinja2" not in sys.modules, "imported by import"
 c = Context(steps={"a": StepView('["x"]', True)}, args=("1",))
 assert render_shell("cksum src/a.txt", c) == "cksum src/a.txt"
@@ -256,7 +256,7 @@ print("jinja2" in sys.modules)
 def test_a_jinja_template_does_import_jinja2() -> None:
     code = """
 import sys
-from lokfile.templates import Context, render_prompt
+from lokfile.templates.render import Context, render_prompt
 render_prompt("{% if true %}x{% endif %}", Context(steps={}))
 print("jinja2" in sys.modules)
 """

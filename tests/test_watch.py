@@ -491,9 +491,9 @@ def test_a_new_folder_counts_only_when_it_holds_a_matching_file(tmp_path: Path) 
 
 
 def test_watch_set_takes_every_step_source_and_output_and_the_config(tmp_path: Path) -> None:
-    from lokfile.config import load_config
-    from lokfile.loader import load_workflow
+    from lokfile.config.layers import load_config
     from lokfile.project import Project
+    from lokfile.workflow.loader import load_workflow
 
     write(tmp_path, "lok.toml", "[defaults]\njobs = 2\n")
     wf_file = write(tmp_path, ".lok/workflows/w.toml", """

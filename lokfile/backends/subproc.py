@@ -23,7 +23,7 @@ from typing import Protocol
 
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
 from lokfile.model import BackendConfig
-from lokfile.proctree import child_guard
+from lokfile.process.tree import child_guard
 
 TERM_GRACE_S = 1.0
 # CLIs running right now, so that Ctrl-C can stop them from the main thread.

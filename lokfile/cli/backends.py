@@ -21,7 +21,7 @@ def _session(ctx: click.Context) -> Session:
 
 def _open(ctx: click.Context) -> tuple[Any, Any, Path]:
     """(project, config, working directory) for the global options."""
-    from lokfile.config import load_config
+    from lokfile.config.layers import load_config
     from lokfile.errors import UsageError
     from lokfile.project import Project, find_root
 
@@ -135,7 +135,7 @@ def doctor(ctx: click.Context, probe: bool, as_json: bool, names: str | None) ->
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from lokfile.ask import parse_names, select
+    from lokfile.agents.ask import parse_names, select
 
     _, config, _ = _open(ctx)
     wanted = parse_names(names)
@@ -271,7 +271,7 @@ def ask(
     `[cache] ttl_hours` passes. A failed answer is never cached. Exits 1 when
     every backend failed, 2 when none can answer.
     """
-    from lokfile import ask as asking
+    from lokfile.agents import ask as asking
     from lokfile.errors import EXIT_FAILED
 
     project, config, cwd = _open(ctx)
@@ -339,7 +339,7 @@ def _ready_only(config: Any, enabled: list[Any]) -> tuple[list[Any], dict[str, A
 
 def _open_cache(project: Any, config: Any) -> Any:
     """The ask cache: the project's .lok/, or the user's cache outside a lok project."""
-    from lokfile.ask import AskCache
+    from lokfile.agents.ask import AskCache
     from lokfile.project import Project
 
     if not (project.lok_dir.is_dir() or project.config_path.is_file()):

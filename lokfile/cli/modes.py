@@ -43,7 +43,8 @@ def _prepare(
     session: Session, directory: Path | None, name: str, backend: str | None, task: str = ""
 ) -> tuple[Any, Any]:
     """(context, workflow) for a built-in command run from `directory`."""
-    from lokfile import api, builtins
+    from lokfile import api
+    from lokfile.agents import builtin as builtins
 
     ctx = api.open_project(directory or session.directory, session.config_file)
     wf = api.load(ctx, name)
@@ -169,12 +170,12 @@ def hunt(
     as_json: bool,
 ) -> None:
     """Hunt for bugs, performance problems and dead code in DIR (default: the project)."""
-    from lokfile import builtins
+    from lokfile.agents import builtin as builtins
 
     ctx, wf = _prepare(session, directory, "hunt", backend, task="hunt")
     root = ctx.project.root
     if issues:
-        from lokfile.ghissues import require_gh
+        from lokfile.agents.gh import require_gh
 
         require_gh(root)
     named = {
@@ -197,7 +198,7 @@ def hunt(
 
 
 def _file_issues(outcome: Any, root: Path, yes: bool, as_json: bool) -> list[dict[str, str]]:
-    from lokfile import ghissues
+    from lokfile.agents import gh as ghissues
 
     final = _result(outcome, "synthesize")
     sources = [final] if _ok(final) else [
@@ -254,7 +255,7 @@ def audit(
     as_json: bool,
 ) -> None:
     """Security audit of DIR (default: the project): injection, auth, secrets."""
-    from lokfile import builtins
+    from lokfile.agents import builtin as builtins
 
     ctx, wf = _prepare(session, directory, "audit", backend, task="audit")
     root = ctx.project.root
@@ -282,7 +283,7 @@ def explain(
     as_json: bool,
 ) -> None:
     """Explain the codebase in DIR (default: the project): purpose, architecture, key files."""
-    from lokfile import builtins
+    from lokfile.agents import builtin as builtins
 
     ctx, wf = _prepare(session, directory, "explain", backend)
     root = ctx.project.root
@@ -386,7 +387,7 @@ def ci(
     as_json: bool,
 ) -> None:
     """Find the root cause of the failed CI checks of pull request PR (with gh)."""
-    from lokfile import builtins
+    from lokfile.agents import builtin as builtins
 
     ref = builtins.parse_ref(pr, "pr")
     _need_gh()
@@ -424,7 +425,7 @@ def fix(
     as_json: bool,
 ) -> None:
     """Propose a fix for GitHub issue ISSUE (with gh). Files are never changed."""
-    from lokfile import builtins
+    from lokfile.agents import builtin as builtins
 
     ref = builtins.parse_ref(issue, "issue")
     _need_gh()

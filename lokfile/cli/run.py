@@ -23,7 +23,7 @@ def _reporter(as_json: bool) -> Any:
 def _resume_args(ctx: Any, run_ref: str, workflow: str | None) -> tuple[str, str, tuple[str, ...]]:
     """(run id, workflow, raw args) of the run to resume."""
     from lokfile.errors import UsageError
-    from lokfile.rundb import RunDB
+    from lokfile.store.rundb import RunDB
 
     if not ctx.project.db_path.exists():
         raise UsageError("there is no run to resume", "run a workflow first: lok run NAME")
@@ -179,9 +179,10 @@ def _snapshot_key(
 
 
 def _replay(session: Session, workflow: str, args: tuple[str, ...], report: Any) -> Any:
-    """The no-op fast path (lokfile.snapshot); None when the normal path must run."""
-    from lokfile import journal, snapshot
+    """The no-op fast path (lokfile.engine.snapshot); None when the normal path must run."""
+    from lokfile.engine import snapshot
     from lokfile.project import find_root
+    from lokfile.worker import journal
 
     cwd, name, raw, config_file = _snapshot_key(session, workflow, args)
     root = find_root(session.directory or Path(cwd))

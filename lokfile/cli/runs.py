@@ -66,8 +66,8 @@ def list_runs(
     session: Session, workflow: str | None, limit: int, show_all: bool, as_json: bool
 ) -> None:
     """List runs, newest first (of WORKFLOW only, when given)."""
-    from lokfile.history import render_list, run_summary
-    from lokfile.rundb import RunDB
+    from lokfile.history.runs import render_list, run_summary
+    from lokfile.store.rundb import RunDB
 
     ctx = _open(session)
     rows: list[dict[str, Any]] = []
@@ -114,8 +114,8 @@ def show(
     a run id or a unique prefix (default: latest).
     """
     from lokfile.errors import UsageError
-    from lokfile.history import open_db, render_show, resolve, run_detail
-    from lokfile.store import Store
+    from lokfile.history.runs import open_db, render_show, resolve, run_detail
+    from lokfile.store.artifacts import Store
 
     if diff_ref is not None and html_file is None:
         raise UsageError("--diff goes with --html", "lok runs show RUN --html FILE --diff OTHER")
@@ -146,9 +146,9 @@ def _write_html(
     diff_ref: str | None,
     target: Path,
 ) -> None:
-    from lokfile.history import resolve
-    from lokfile.report_html import render_report, workflow_edges
-    from lokfile.rundiff import diff_runs
+    from lokfile.history.diff import diff_runs
+    from lokfile.history.report import render_report, workflow_edges
+    from lokfile.history.runs import resolve
 
     diff = None
     if diff_ref is not None:
@@ -187,9 +187,9 @@ def diff(
     in B; which inputs of its key differ; a unified diff of text outputs and a
     diff by path of JSON outputs.
     """
-    from lokfile.history import open_db
-    from lokfile.rundiff import diff_json, diff_runs, pick_runs, render
-    from lokfile.store import Store
+    from lokfile.history.diff import diff_json, diff_runs, pick_runs, render
+    from lokfile.history.runs import open_db
+    from lokfile.store.artifacts import Store
 
     ctx = _open(session)
     store = Store(ctx.project.runs_dir)
@@ -217,9 +217,9 @@ def diff(
 @click.pass_obj
 def verify(session: Session, repair: bool, as_json: bool) -> None:
     """Re-hash every stored artifact; report corrupt and missing ones (exit 1 if any)."""
-    from lokfile.gc import render_verify, repair_store, verify_json, verify_store
-    from lokfile.rundb import RunDB
-    from lokfile.store import Store
+    from lokfile.history.gc import render_verify, repair_store, verify_json, verify_store
+    from lokfile.store.artifacts import Store
+    from lokfile.store.rundb import RunDB
 
     ctx = _open(session)
     store = Store(ctx.project.runs_dir)
@@ -251,14 +251,14 @@ def revert(session: Session, run: str | None, step: str, force: bool, as_json: b
     A file changed again since the edit is left alone unless --force.
     """
     from lokfile.errors import UsageError
-    from lokfile.history import open_db, resolve
-    from lokfile.store import Store
+    from lokfile.history.runs import open_db, resolve
+    from lokfile.store.artifacts import Store
 
     try:
-        from lokfile import edits
+        from lokfile.worker import edits
     except ImportError:
         raise UsageError(
-            "reverting edits is not available in this build", "lokfile.edits is missing"
+            "reverting edits is not available in this build", "lokfile.worker.edits is missing"
         ) from None
     ctx = _open(session)
     store = Store(ctx.project.runs_dir)
@@ -308,16 +308,16 @@ def gc(
     The latest run of every workflow (and its latest successful run) is always
     kept, so rerunning it reuses everything.
     """
-    from lokfile.gc import apply_gc, gc_json, parse_size, plan_gc, render_gc
-    from lokfile.rundb import RunDB
-    from lokfile.store import Store
+    from lokfile.history.gc import apply_gc, gc_json, parse_size, plan_gc, render_gc
+    from lokfile.store.artifacts import Store
+    from lokfile.store.rundb import RunDB
 
     limit = parse_size(max_size) if max_size is not None else None
     ctx = _open(session)
     store = Store(ctx.project.runs_dir)
     if not ctx.project.db_path.exists() and not store.objects_dir.is_dir():
         if as_json:
-            from lokfile.gc import GcPlan
+            from lokfile.history.gc import GcPlan
 
             _emit_json(gc_json(GcPlan(max_size=limit), dry_run))
         else:

@@ -158,9 +158,9 @@ class _Loop:
         return extra
 
     def _fallback_set(self, ctx: Any) -> Any:
-        from lokfile.loader import find_workflow
         from lokfile.project import Project, find_root
         from lokfile.watch import watch_set
+        from lokfile.workflow.loader import find_workflow
 
         project = (
             ctx.project

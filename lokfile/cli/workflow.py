@@ -30,7 +30,7 @@ def _cwd(session: Session) -> Path:
 
 def _open(ctx: click.Context) -> tuple[Any, Any, Path]:
     """(project, config, cwd) for the global options."""
-    from lokfile.config import load_config
+    from lokfile.config.layers import load_config
     from lokfile.project import Project, find_root
 
     session = _session(ctx)
@@ -57,7 +57,7 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     Project workflows (.lok/workflows) hide user ones (~/.config/lok/workflows),
     which hide the built-ins. A file that does not load is listed with its error.
     """
-    from lokfile.loader import list_workflows
+    from lokfile.workflow.loader import list_workflows
 
     project, config, _ = _open(ctx)
     infos = list_workflows(project, config)
@@ -98,7 +98,7 @@ def workflow_json(wf: Any) -> dict[str, Any]:
 def show(ctx: click.Context, name: str, as_json: bool) -> None:
     """The resolved steps of workflow NAME (after `extends`)."""
     from lokfile.durations import format_ms
-    from lokfile.loader import load_workflow
+    from lokfile.workflow.loader import load_workflow
 
     project, config, cwd = _open(ctx)
     wf = load_workflow(name, project, config, cwd=cwd)
@@ -154,7 +154,7 @@ def validate(ctx: click.Context, targets: tuple[str, ...], as_json: bool) -> Non
     """Check workflows without running anything: keys, types, the step graph,
     backends and templates. Exit 0 when all are valid, 2 otherwise."""
     from lokfile.errors import LokError, WorkflowError
-    from lokfile.loader import load_workflow
+    from lokfile.workflow.loader import load_workflow
 
     project, config, cwd = _open(ctx)
     results: list[dict[str, Any]] = []

@@ -1,0 +1,148 @@
+"""Keys and the fresh-or-stale decision for one unit (SPEC §4).
+
+`Freshness.judge()` computes a unit's key components, its key, and either
+settles it from the store (fresh: the stored output, declared outputs restored
+when they vanished) or says why it must run. It reads the run history and the
+store; it writes only declared outputs it restores.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lokfile import hashing
+from lokfile.engine import reasons as plan
+from lokfile.engine.fingerprint import Fingerprinter
+from lokfile.engine.units import Unit, UnitSpec
+from lokfile.model import Config, Step
+from lokfile.status import Status
+from lokfile.store.artifacts import Store
+from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
+
+
+class Freshness:
+    """Decides, unit by unit, what can be reused."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: Config,
+        store: Store,
+        db: RunDB | None,
+        fp: Fingerprinter,
+        last: dict[tuple[str, str], LastAttempt],
+        forced: tuple[bool, frozenset[str]],
+        restore: bool,
+    ) -> None:
+        self.root = root
+        self.config = config
+        self.store = store
+        self.db = db
+        self.fp = fp
+        self.last = last
+        self.force_all, self.force_steps = forced
+        self.restore = restore  # False in a dry run: look, touch nothing
+        # The built-in 24 h TTL is for `lok ask`; step results expire only when a config says so.
+        from_file = config.origins.get("cache.ttl_hours", "built-in") != "built-in"
+        self.ttl = config.cache.ttl_hours if from_file else None
+
+    def components(
+        self, step: Step, spec: UnitSpec, upstream: dict[str, str | None]
+    ) -> dict[str, Any]:
+        """Everything that determines this unit's result (SPEC §4.1)."""
+        comp: dict[str, Any] = {
+            "schema": hashing.KEY_SCHEMA,
+            "kind": step.kind.value,
+            "unit": spec.unit,
+        }
+        if spec.command is not None:
+            comp["command"] = hashing.digest_text(spec.command)
+            comp["wrapper"] = self.config.defaults.command_wrapper
+            comp["outputs"] = list(step.outputs)
+        if spec.prompt is not None:
+            comp["prompt"] = hashing.digest_text(spec.prompt)
+            comp["system"] = spec.system
+        if spec.backend is not None:
+            comp["backend"] = spec.backend.identity()
+            comp["options"] = step.generation_options
+        # A loop item's key holds its item and its rendered text, not the whole upstream
+        # output: growing a list of 500 by one runs one item.
+        if spec.item is None:
+            comp["upstream"] = upstream
+        if spec.inputs:
+            comp["inputs"] = spec.inputs
+        if step.sources:
+            comp["sources"] = self.fp.digests(step.sources)
+        if step.env:
+            comp["env"] = {
+                v: hashing.digest_text(os.environ[v]) if v in os.environ else None for v in step.env
+            }
+        if spec.item is not None:
+            comp["item"] = spec.item
+            if "index" in (step.prompt or step.shell or ""):
+                comp["index"] = spec.index
+        comp["format"] = step.output_format
+        if step.apply_edits or step.verify:
+            comp["edits"] = {
+                "apply": step.apply_edits,
+                "verify": spec.verify,
+                "fix_retries": step.fix_retries,
+            }
+        if self.config.cache.salt:
+            comp["salt"] = self.config.cache.salt
+        return comp
+
+    def judge(
+        self, step: Step, spec: UnitSpec, upstream: dict[str, str | None]
+    ) -> tuple[Unit, str | None]:
+        """(the unit, None) when it is fresh and settled; (the unit, why) when it must run."""
+        comp = self.components(step, spec, upstream)
+        key, canonical = plan.make_key(comp)
+        unit = Unit(step=step.name, name=spec.unit, key=key, components=comp, spec=spec)
+        unit.canonical = canonical
+        if self.force_all or step.name in self.force_steps:
+            return unit, plan.FORCED
+        if step.cache is False:
+            return unit, plan.CACHE_OFF
+        if step.is_volatile and spec.command is not None:
+            return unit, plan.VOLATILE
+        entry = self.db.key_entry(key) if self.db else None
+        if entry is None:
+            prev = self.last.get((step.name, spec.unit))
+            return unit, plan.explain(
+                comp, prev.components if prev else None, prev.status if prev else None
+            )
+        if self.ttl and time.time() - entry.created > self.ttl * 3600:
+            return unit, plan.EXPIRED
+        if entry.outputs and not self._outputs_ok(entry):
+            return unit, plan.OUTPUT_MISSING
+        try:
+            text = self.store.get_text(entry.digest)
+        except FileNotFoundError:
+            return unit, "artifact missing from the store"
+        unit.status = Status.REUSED
+        unit.reason = plan.FRESH
+        unit.digest = entry.digest
+        unit.output = text
+        unit.saved = entry.duration
+        ended = float(entry.meta.get("ended") or entry.created)
+        unit.span = (ended - entry.duration, ended)
+        unit.backend = spec.backend.name if spec.backend else None
+        unit.model = entry.meta.get("model")
+        return unit, None
+
+    def _outputs_ok(self, entry: KeyEntry) -> bool:
+        """Declared outputs match, restoring any that changed or vanished from the store."""
+        for rel, digest in entry.outputs.items():
+            if self.fp.digest(rel) == digest:
+                continue
+            if not self.store.has(digest):
+                return False
+            if self.restore:
+                self.store.restore(digest, self.root / rel)
+                st = os.stat(self.root / rel)
+                self.fp.remember([(rel, st.st_size, st.st_mtime_ns, st.st_ino, digest)])
+        return True

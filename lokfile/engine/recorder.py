@@ -1,0 +1,148 @@
+"""What a run writes to its history, buffered and made durable a transaction at a time.
+
+The coordinator calls `unit_done` when a job finishes, `step_rows` when a step
+is settled, and `commit` after each finished job: a finished step's key is in
+the database before the next step starts, so a kill -9 never loses it. Rows of
+steps that were merely reused wait for the next commit (they can be derived
+again), which keeps a no-op run to a handful of transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from lokfile import hashing
+from lokfile.engine.fingerprint import Fingerprinter
+from lokfile.engine.units import Unit
+from lokfile.outcome import StepResult
+from lokfile.status import Status
+from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
+from lokfile.worker.jobs import JobResult
+
+
+def status_value(status: Status | str | None) -> str:
+    """The text of a status (a Status member, or "stale" in a dry run)."""
+    return status.value if isinstance(status, Status) else str(status)
+
+
+class Recorder:
+    """Buffers one run's history rows; `enabled` False (status, dry run) writes nothing."""
+
+    def __init__(
+        self,
+        db: RunDB | None,
+        fp: Fingerprinter,
+        workflow: str,
+        run_id: str,
+        last: dict[tuple[str, str], LastAttempt],
+        enabled: bool,
+    ) -> None:
+        self.db = db
+        self.fp = fp
+        self.workflow = workflow
+        self.run_id = run_id
+        self.last = last
+        self.enabled = enabled and db is not None
+        self.seq = 0
+        self.rows: list[dict[str, Any]] = []
+        self.keys: list[tuple[KeyEntry, str]] = []
+        self.attempts: list[tuple[str, str, str, dict[str, Any], str]] = []
+
+    def unit_done(self, unit: Unit, result: JobResult) -> None:
+        """A job finished: its key (when it succeeded) and its attempt, to name later reasons."""
+        if result.success and unit.digest:
+            meta: dict[str, Any] = {"model": result.model} if result.model else {}
+            meta["ended"] = unit.ended  # with the duration: when this answer's work ran
+            entry = KeyEntry(
+                unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
+            )
+            self.keys.append((entry, unit.step))
+        self.attempts.append(
+            (unit.step, unit.name, unit.key, unit.components, status_value(unit.status))
+        )
+
+    def step_rows(self, result: StepResult) -> None:
+        """The rows of a settled step: one for the step, one per named unit."""
+        if not self.enabled:
+            return
+        self._step_row(result)
+        for unit in result.units:
+            if unit.name:
+                self._unit_row(unit)
+
+    def commit(self) -> None:
+        """Make everything buffered durable, in one transaction."""
+        if not self.enabled:
+            return
+        assert self.db is not None
+        with self.db.transaction():
+            self.write()
+
+    def write(self) -> None:
+        """Write everything buffered (inside the caller's transaction)."""
+        assert self.db is not None
+        for entry, step in self.keys:
+            self.db.put_key(entry, step, self.workflow)
+        for step, unit, key, comp, status in self.attempts:
+            self.db.set_last_attempt(self.workflow, step, unit, key, comp, status)
+        self.db.record_results(self.rows)
+        self.fp.flush()
+        self.keys, self.attempts, self.rows = [], [], []
+
+    def _row(self, **fields: Any) -> None:
+        self.seq += 1
+        self.rows.append({"run_id": self.run_id, **fields, "seq": self.seq})
+
+    def _unit_row(self, unit: Unit) -> None:
+        self._row(
+            step=unit.step,
+            unit=unit.name,
+            key=unit.key,
+            components=unit.canonical,
+            status=status_value(unit.status),
+            reason=unit.reason,
+            attempts=unit.attempts,
+            started=unit.started,
+            ended=unit.ended,
+            duration=unit.duration,
+            backend=unit.backend,
+            model=unit.model,
+            digest=unit.digest,
+            error=unit.error,
+        )
+
+    def _step_row(self, result: StepResult) -> None:
+        units = result.units
+        single = units[0] if len(units) == 1 else None
+        if single is not None:
+            key, components = single.key, single.canonical
+        elif units:
+            key = hashing.digest_json(sorted(u.key for u in units))
+            components = json.dumps({"units": [u.name for u in units]})
+        else:
+            key, components = "", "{}"
+        self._row(
+            step=result.name,
+            unit="",
+            key=key,
+            components=components,
+            status=status_value(result.status),
+            reason=result.reason,
+            attempts=sum(u.attempts for u in units),
+            started=min((u.started for u in units if u.started), default=0.0),
+            ended=max((u.ended for u in units if u.ended), default=0.0),
+            duration=result.duration,
+            backend=result.backend,
+            model=single.model if single else None,
+            digest=result.digest,
+            error=result.error,
+        )
+        prev = self.last.get((result.name, ""))
+        if (
+            single is not None
+            and single.status is Status.REUSED
+            and (prev is None or prev.key != single.key)
+        ):
+            self.attempts.append((result.name, "", single.key, single.components, "reused"))

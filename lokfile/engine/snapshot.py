@@ -1,0 +1,353 @@
+"""The no-op fast path: when nothing a run read has changed, record it again wholesale.
+
+After a run in which every step succeeded, and every step is fully described
+by files lok can stat (no volatile shell step, no `cache = false`, no glob
+sources, no `{{ env.… }}`, no edits, no TTL), the coordinator writes a
+snapshot: the (size, mtime_ns, inode) of every file the run depended on —
+the workflow file and every file it extends, every place the workflow name
+or the config could resolve to, each declared source and output — plus the
+values of PATH and the declared env vars, and the run's result rows.
+
+`replay()` is tried before anything is loaded. If every stat, env value and
+artifact still matches, the result of a full no-op run is known without
+parsing TOML, rendering templates or computing keys: a new run is recorded
+with every step reused, exactly as the normal path would record it. Any
+doubt (a missing or unreadable snapshot, one changed stat) falls back to the
+normal path, which is always correct.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lokfile import __version__, hashing
+
+VERSION = 1
+# every wing whose code decides keys, freshness or what a run records: a change to any
+# of their files (or to the ground floor) invalidates every snapshot
+_ENGINE_WINGS = ("engine", "templates", "workflow", "config", "store", "worker")
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _engine_stamp() -> list[Any]:
+    from lokfile.codestamp import code_stamp
+
+    return [__version__, VERSION, code_stamp(*_ENGINE_WINGS)]
+
+
+def snapshot_file(
+    root: Path, cwd: str, name: str, args: tuple[str, ...], config: str | None
+) -> Path:
+    """Where the snapshot of `lok run NAME ARGS…` from `cwd` lives."""
+    ident = hashing.digest_json([cwd, name, list(args), config]).split(":", 1)[1][:24]
+    return root / ".lok" / "state" / f"run-{ident}.json"
+
+
+def candidates(root: Path, cwd: str, name: str, config_file: str | None) -> list[str]:
+    """Every path whose existence or content could change what `lok run NAME` loads."""
+    from lokfile.project import builtin_workflows_dir, user_dir
+
+    stem = name[:-5] if name.endswith(".toml") else name
+    users = user_dir()
+    out = [os.path.join(cwd, name), str(root / name)]
+    if "/" not in stem and stem:
+        out += [
+            str(root / ".lok" / "workflows" / f"{stem}.toml"),
+            str(users / "workflows" / f"{stem}.toml"),
+            str(builtin_workflows_dir() / f"{stem}.toml"),
+        ]
+    out += [str(users / "lok.toml"), str(root / "lok.toml")]
+    if config_file:
+        out.append(os.path.join(cwd, config_file))
+    return out
+
+
+def eligible(workflow: Any, config: Any) -> bool:
+    """Can a no-op of this workflow be decided from file stats alone?"""
+    if config.origins.get("cache.ttl_hours", "built-in") != "built-in" and config.cache.ttl_hours:
+        return False
+    for step in workflow.steps:
+        if step.is_volatile or step.cache is False or step.apply_edits or step.verify:
+            return False
+        if any(ch in pattern for pattern in step.sources for ch in "*?["):
+            return False
+        texts = (step.prompt, step.shell, step.when, step.for_each, step.system)
+        if any(t and "env" in t for t in texts):
+            return False
+    return True
+
+
+def write(path: Path, doc: dict[str, Any]) -> None:
+    """Write a snapshot atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(doc, separators=(",", ":")))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def record(
+    coordinator: Any,
+    session_key: tuple[Path, str, str, tuple[str, ...], str | None],
+    watched: list[str],
+    started: float,
+) -> None:
+    """After a successful run, remember what it depended on (when that is all stat-able)."""
+    root, cwd, name, args, config_file = session_key
+    c = coordinator
+    if not eligible(c.wf, c.config):
+        return
+    files: dict[str, list[int] | None] = {p: _stat(p) for p in watched}
+    for p in c.wf.files:
+        files[str(p)] = _stat(str(p))
+    for p in c.config.files:
+        files[str(p)] = _stat(str(p))
+    # sources and outputs: only when unchanged since the run hashed or wrote them
+    for step in c.wf.steps:
+        for rel in (*step.sources, *step.outputs):
+            full = os.path.join(root, rel)
+            now = _stat(full)
+            seen = c.fp.memo.get(os.path.normpath(rel))
+            if now is not None and (seen is None or list(seen[0]) != now):
+                return
+            files[full] = now
+    if any(
+        st is not None and st[1] >= int(started * 1e9) - 1
+        for p, st in files.items()
+        if p.endswith(".toml")
+    ):
+        return  # a config or workflow file touched during the run: do not trust its stat
+    # PATH decides `auto` and which CLIs run; HOME and XDG_CONFIG_HOME decide where the user
+    # config and workflows are, whose paths the snapshot watches.
+    env_names = sorted(
+        {"PATH", "HOME", "XDG_CONFIG_HOME", *c.wf.env, *(v for s in c.wf.steps for v in s.env)}
+    )
+    rows = c.db.results(c.run_id)
+    steps = []
+    for name_ in _no_op_order(c):
+        r = c.results[name_]
+        steps.append(
+            {
+                "name": r.name,
+                "digest": r.digest,
+                "backend": r.backend,
+                # when its work ran (now, or in the run that made a reused answer): what a
+                # replay saves is these spans covered, not their sum
+                "spans": [list(u.span) for u in r.units if getattr(u, "span", None)],
+                "parsed": r.parsed,
+                "filename": r.filename,
+                "units": [
+                    {
+                        "unit": u.name,
+                        "digest": u.digest,
+                        "backend": u.backend,
+                    }
+                    for u in r.units
+                    if u.name
+                ],
+            }
+        )
+    doc = {
+        "engine": _engine_stamp(),
+        "files": files,
+        "env": {v: hashing.digest_text(os.environ.get(v, "\0unset")) for v in env_names},
+        "workflow": {
+            "name": c.wf.name,
+            "path": c.wf.path,
+            "description": c.wf.description,
+            "order": list(c.wf.step_names),
+        },
+        "args": {"positional": list(c.opts.args), "named": c.opts.named},
+        "steps": steps,
+        "keys": sorted({u.key for r in c.results.values() for u in r.units if u.digest}),
+        "rows": [{k: v for k, v in row.items() if k not in ("run_id", "seq")} for row in rows],
+    }
+    write(snapshot_file(root, cwd, name, args, config_file), doc)
+
+
+def _no_op_order(c: Any) -> list[str]:
+    """The order in which a normal no-op run settles the steps (its ready queue)."""
+    from collections import deque
+
+    waiting = {s.name: len(set(s.depends_on)) for s in c.wf.steps}
+    ready = deque(n for n in c.wf.step_names if waiting[n] == 0)
+    order = []
+    while ready:
+        name = ready.popleft()
+        order.append(name)
+        for child in c.dependents[name]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    return order
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """The snapshot at `path` if it still describes the world exactly; else None."""
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if doc.get("engine") != _engine_stamp():
+        return None
+    for p, st in doc["files"].items():
+        if _stat(p) != st:
+            return None
+    for v, digest in doc["env"].items():
+        if hashing.digest_text(os.environ.get(v, "\0unset")) != digest:
+            return None
+    return doc
+
+
+def replay(
+    root: Path, cwd: str, name: str, args: tuple[str, ...], config_file: str | None, report: Any
+) -> Any:
+    """Record a no-op run from the snapshot, or return None when the normal path must run."""
+    path = snapshot_file(root, cwd, name, args, config_file)
+    if not path.is_file():
+        return None
+    doc = load(path)
+    if doc is None:
+        return None
+    from lokfile.store.artifacts import Store
+
+    store = Store(root / ".lok" / "runs")
+    digests = {
+        d for s in doc["steps"] for d in [s["digest"], *(u["digest"] for u in s["units"])] if d
+    }
+    objects = str(store.objects_dir)
+    for d in digests:
+        algo, _, hexpart = d.partition(":")
+        if not os.path.isfile(f"{objects}/{algo}/{hexpart[:2]}/{hexpart[2:]}"):
+            return None
+    from lokfile.store.rundb import RunDB
+
+    db = RunDB.open(root / ".lok" / "lok.db")
+    try:
+        if not db.has_keys(doc["keys"]):
+            return None
+        return _record_replay(root, doc, store, db, report)
+    finally:
+        db.close()
+
+
+def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report: Any) -> Any:
+    from lokfile.events import RunFinished, RunStarted, StepFinished
+    from lokfile.outcome import (
+        RunOutcome,
+        StepResult,
+        UnitSummary,
+        WorkflowSummary,
+        covered,
+        new_run_id,
+    )
+    from lokfile.status import RunStatus, Status
+
+    t0 = time.time()
+    wf_doc = doc["workflow"]
+    workflow = WorkflowSummary(
+        wf_doc["name"], tuple(wf_doc["order"]), wf_doc["description"], wf_doc["path"]
+    )
+    run_id = new_run_id()
+    report(RunStarted(run_id, workflow.name, workflow.description, len(workflow.step_names)))
+    results: dict[str, StepResult] = {}
+    spans: list[tuple[float, float]] = []
+    for s in doc["steps"]:
+        units = [
+            UnitSummary(
+                u["unit"],
+                u["digest"],
+                u["backend"],
+                store.get_text(u["digest"]) if u["digest"] else "",
+            )
+            for u in s["units"]
+        ]
+        output = store.get_text(s["digest"]) if s["digest"] else ""
+        results[s["name"]] = StepResult(
+            s["name"],
+            Status.REUSED,
+            "fresh",
+            output,
+            s["digest"],
+            None,
+            s["backend"],
+            0.0,
+            covered(tuple(span) for span in s["spans"]),
+            s["parsed"],
+            units,
+            s["filename"],
+        )
+        spans += [(a, b) for a, b in s["spans"]]
+    saved = covered(spans)
+    args = doc["args"]
+    with db.transaction():
+        db.mark_abandoned_runs()
+        db.start_run(run_id, workflow.name, workflow.path, args, None)
+        rows = []
+        for seq, row in enumerate(doc["rows"], 1):
+            reused = row["status"] in ("ran", "reused")
+            rows.append(
+                {
+                    **row,
+                    "run_id": run_id,
+                    "seq": seq,
+                    "status": "reused" if reused else row["status"],
+                    "reason": "fresh" if reused else row["reason"],
+                    "attempts": 0,
+                    "started": 0.0,
+                    "ended": 0.0,
+                    "duration": 0.0,
+                }
+            )
+        db.record_results(rows)
+        db.finish_run(run_id, RunStatus.SUCCEEDED.value, {"reused": len(results)}, saved)
+    for r in results.values():
+        if r.digest and r.filename:
+            store.link_output(run_id, r.filename, r.digest)
+    store.write_run_json(
+        run_id,
+        {
+            "id": run_id,
+            "workflow": workflow.name,
+            "path": workflow.path,
+            "args": args,
+            "status": RunStatus.SUCCEEDED.value,
+            "started": t0,
+            "ended": time.time(),
+            "resumed_from": None,
+            "steps": [
+                {
+                    "name": r.name,
+                    "status": "reused",
+                    "reason": "fresh",
+                    "digest": r.digest,
+                    "file": r.filename or None,
+                    "duration": 0.0,
+                    "backend": r.backend,
+                    "error": None,
+                }
+                for r in results.values()
+            ],
+        },
+    )
+    store.set_latest(run_id)
+    for r in results.values():
+        report(StepFinished(r.name, "reused", "fresh", 0.0, r.backend, None, max(1, len(r.units))))
+    wall = time.time() - t0
+    outcome = RunOutcome(run_id, workflow, RunStatus.SUCCEEDED, results, wall, saved)
+    report(RunFinished(run_id, RunStatus.SUCCEEDED.value, outcome.counts, wall, saved))
+    return outcome

@@ -1,0 +1,309 @@
+"""Units: the keyed pieces a step is split into, and how their results combine.
+
+    plain step          one unit ""
+    for_each            one unit per item: "item:0", "item:1", …
+    multi-backend step  one unit per backend: "backend:NAME", then maybe "synthesis"
+
+Each unit has its own key, so adding one item to a loop of 500 runs one job,
+and each backend's answer is its own artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from lokfile import hashing
+from lokfile.model import BackendConfig, Config, Status, Step, StepKind
+
+if TYPE_CHECKING:
+    from lokfile.engine.coordinator import Coordinator
+
+DEFAULT_WEIGHTS = {"claude": 2.0, "codex": 1.5, "gemini": 1.5, "ollama": 1.0}
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """What one unit will do, fully rendered."""
+
+    unit: str
+    command: str | None = None
+    prompt: str | None = None
+    system: str | None = None
+    backend: BackendConfig | None = None
+    item: Any = None
+    index: int | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    verify: str | None = None  # the step's verify command, rendered
+    answer: str | None = None  # for the "apply" unit: the chosen answer to apply edits from
+
+
+@dataclass
+class Unit:
+    step: str
+    name: str
+    key: str
+    components: dict[str, Any]
+    spec: UnitSpec
+    canonical: str = ""  # the components as canonical JSON (what the key hashes)
+    status: Status | str | None = None  # None until resolved; "stale" in a dry run
+    reason: str = ""
+    output: str = ""
+    digest: str | None = None
+    error: str | None = None
+    duration: float = 0.0
+    saved: float = 0.0
+    attempts: int = 0
+    backend: str | None = None
+    model: str | None = None
+    started: float = 0.0
+    ended: float = 0.0
+    # when the work behind this unit's output ran: now (it ran), or in the run that made the
+    # stored answer (it was reused); the wall time of a step or run is these spans covered
+    span: tuple[float, float] | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.status in (Status.RAN, Status.REUSED)
+
+
+def resolve_backend(name: str, config: Config) -> BackendConfig:
+    """The backend config called `name`; `auto` is the default or the first ready one
+    (lokfile.backends.ready: NoBackend when none can answer)."""
+    if name == "auto":
+        from lokfile.backends.ready import pick_auto
+
+        return pick_auto(config)
+    return configured_backend(config, name)
+
+
+def configured_backend(config: Config, name: str, what: str = "") -> BackendConfig:
+    """The enabled backend `name`, or a UsageError naming the configured ones (`what`: a prefix)."""
+    from lokfile.errors import UsageError
+
+    prefix = f"{what}: " if what else ""
+    found = config.backends.get(name)
+    if found is None:
+        known = ", ".join(sorted(config.backends)) or "none"
+        raise UsageError(
+            f"{prefix}backend '{name}' is not configured (configured: {known})",
+            f"add [backends.{name}] to lok.toml, or pick one of the configured backends",
+        )
+    if not found.enabled:
+        raise UsageError(
+            f"{prefix}backend '{name}' is disabled", f"set enabled = true in [backends.{name}]"
+        )
+    return found
+
+
+def _literal(text: str | None) -> bool:
+    return text is not None and "{{" not in text and "{%" not in text
+
+
+def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> list[UnitSpec]:
+    """Render a ready step and split it into unit specs (`context` builds the template context)."""
+    if step.for_each is None and step.kind is StepKind.SHELL and _literal(step.shell):
+        return [UnitSpec("", command=step.shell)]  # nothing to render: no template engine needed
+    from lokfile.templates.render import eval_for_each, render_prompt, render_shell
+
+    ctx = context()
+    if step.for_each is not None:
+        items = eval_for_each(step.for_each, ctx)
+        specs = []
+        for i, item in enumerate(items):
+            c = replace(ctx, item=item, index=i)
+            if step.kind is StepKind.SHELL:
+                assert step.shell is not None
+                specs.append(
+                    UnitSpec(f"item:{i}", command=render_shell(step.shell, c), item=item, index=i)
+                )
+            else:
+                backend = coord.backend_config(step.backends[0])
+                specs.append(
+                    UnitSpec(
+                        f"item:{i}",
+                        prompt=render_prompt(step.prompt or "", c),
+                        system=_system(step, backend),
+                        backend=backend,
+                        item=item,
+                        index=i,
+                        verify=render_shell(step.verify, c) if step.verify else None,
+                    )
+                )
+        return specs
+    if step.kind is StepKind.SHELL:
+        assert step.shell is not None
+        return [UnitSpec("", command=render_shell(step.shell, ctx))]
+    prompt = render_prompt(step.prompt or "", ctx)
+    verify = render_shell(step.verify, ctx) if step.verify else None
+    names = list(dict.fromkeys(step.backends))
+    if len(names) == 1:
+        backend = coord.backend_config(names[0])
+        return [
+            UnitSpec(
+                "", prompt=prompt, system=_system(step, backend), backend=backend, verify=verify
+            )
+        ]
+    out = []
+    for name in names:
+        backend = coord.backend_config(name)
+        out.append(
+            UnitSpec(
+                f"backend:{backend.name}",
+                prompt=prompt,
+                system=_system(step, backend),
+                backend=backend,
+                verify=verify,
+            )
+        )
+    return out
+
+
+def _system(step: Step, backend: BackendConfig) -> str | None:
+    system = step.system or backend.options.get("system")
+    return str(system) if system is not None else None
+
+
+def combine(step: Step, units: list[Unit], coord: Coordinator) -> UnitSpec | None:
+    """A unit to add once the others are done: a synthesis, then an edit application.
+
+    A multi-backend step that edits files applies ONE answer — the combined one —
+    in an "apply" unit, so the tree is edited once.
+    """
+    if step.for_each is not None or len(units) < 2:
+        return None
+    names = {u.name for u in units}
+    wants_synthesis = step.consensus == "synthesis" and "synthesis" not in names
+    answers = [u for u in units if u.success and u.name.startswith("backend:")]
+    if not wants_synthesis or len(answers) < 2:
+        if (step.apply_edits or step.verify) and "apply" not in names and answers:
+            text, _digest, ok, winner, _error = aggregate(step, units, coord)
+            if ok:
+                first = units[0].spec
+                chosen = coord.backend_config(winner) if winner else first.backend
+                return UnitSpec(
+                    "apply",
+                    prompt=first.prompt,
+                    system=first.system,
+                    backend=chosen,
+                    verify=first.verify,
+                    answer=text,
+                    inputs={"answer": hashing.digest_text(text)},
+                )
+        return None
+    config = coord.config
+    lead = units[0].spec.backend
+    synthesizer = coord.backend_config(
+        config.consensus.synthesizer or (lead.name if lead else "auto")
+    )
+    original = units[0].spec.prompt or ""
+    return UnitSpec(
+        "synthesis",
+        prompt=synthesis_prompt(original, [(u.backend or u.name, u.output) for u in answers]),
+        backend=synthesizer,
+        inputs={u.name: u.digest for u in answers},
+    )
+
+
+def synthesis_prompt(request: str, answers: list[tuple[str, str]]) -> str:
+    """The prompt that merges several backends' answers into one."""
+    parts = [
+        "Several assistants answered the same request. Merge their answers into one.",
+        "",
+        "## The request",
+        "",
+        request.strip(),
+        "",
+    ]
+    for name, text in answers:
+        parts += [f"## Answer from {name}", "", text.strip(), ""]
+    parts += [
+        "Keep every correct and useful point, settle contradictions in favour of what is "
+        "best supported, leave out what is wrong, and reply with the merged answer only."
+    ]
+    return "\n".join(parts)
+
+
+def normalise(text: str) -> str:
+    """How answers are compared in a vote: case and whitespace do not count."""
+    return " ".join(text.split()).lower()
+
+
+def vote(answers: list[tuple[str, str]], weights: dict[str, float] | None) -> tuple[str, float]:
+    """The winning answer and its score; ties go to the earliest answer."""
+    scores: dict[str, float] = {}
+    first: dict[str, str] = {}
+    for name, text in answers:
+        k = normalise(text)
+        w = (weights or {}).get(name, 1.0) if weights is not None else 1.0
+        scores[k] = scores.get(k, 0.0) + w
+        first.setdefault(k, text.strip())
+    best = max(scores.values())
+    for _name, text in answers:  # earliest answer among the best
+        k = normalise(text)
+        if abs(scores[k] - best) < 1e-9:
+            return first[k], best
+    raise AssertionError("unreachable")
+
+
+def aggregate(
+    step: Step, units: list[Unit], coord: Coordinator
+) -> tuple[str, str | None, bool, str | None, str | None]:
+    """(output, digest, success, backend, error) of a step from its units."""
+    store = coord.store
+    dry = coord.opts.dry_run
+    if step.for_each is not None:
+        rows = [
+            {"index": u.spec.index, "item": u.spec.item, "output": u.output, "success": u.success}
+            for u in units
+        ]
+        text = json.dumps(rows, indent=2, sort_keys=True, ensure_ascii=False)
+        ok = all(u.success for u in units)
+        failed = [u for u in units if u.status is Status.FAILED]
+        error = f"{len(failed)} of {len(units)} items failed" if failed else None
+        backend = units[0].backend if units else None
+        return text, None if dry else store.put_text(text), ok, backend, error
+    if len(units) == 1:
+        u = units[0]
+        return u.output, u.digest, u.success, u.backend, u.error
+    applied = next((u for u in units if u.name == "apply"), None)
+    if applied is not None:
+        return applied.output, applied.digest, applied.success, applied.backend, applied.error
+    answers = [u for u in units if u.name.startswith("backend:") and u.success]
+    if not answers:
+        errors = "; ".join(
+            f"{u.name.removeprefix('backend:')}: {u.error}"
+            for u in units
+            if u.name.startswith("backend:")
+        )
+        text = f"All backends failed: {errors}"
+        return text, None if dry else store.put_text(text), False, None, text
+    pairs = [(u.backend or u.name, u.output) for u in answers]
+    if step.consensus == "synthesis":
+        synth = next((u for u in units if u.name == "synthesis"), None)
+        if synth is not None and synth.success:
+            return synth.output, synth.digest, True, synth.backend, None
+        return answers[0].output, answers[0].digest, True, answers[0].backend, None
+    if step.consensus == "first":
+        return answers[0].output, answers[0].digest, True, answers[0].backend, None
+    weights = None
+    if step.consensus == "weighted_vote":
+        weights = {**DEFAULT_WEIGHTS, **coord.config.consensus.weights}
+    text, _score = vote(pairs, weights)
+    return text, None if dry else store.put_text(text), True, None, None
+
+
+def wrap_command(wrapper: str, command: str) -> str:
+    """Put `command` inside `[defaults] command_wrapper`, quoted for wherever each {cmd} lands
+    (bare, '…', "…", a here-document…), with the same rules as template values."""
+    from lokfile.templates.shellquote import BARE, places, quote
+
+    pieces = wrapper.split("{cmd}")
+    out = [pieces[0]]
+    for place, piece in zip(places(pieces), pieces[1:], strict=True):
+        # A bare {cmd} stands where a program goes (`direnv exec . {cmd}`): hand it to sh whole.
+        prefix = "sh -c " if place.kind == BARE else ""
+        out += [prefix + quote(command, place), piece]
+    return "".join(out)

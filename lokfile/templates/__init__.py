@@ -1,0 +1,1 @@
+"""templates: (to be described)."""

@@ -1,0 +1,720 @@
+"""`apply_edits`, `verify` and `fix_retries` of an LLM step (SPEC §9), and `lok runs revert`.
+
+An answer carries `{"edits": [{"file" | "path", "old", "new"}, …], "summary"?}`,
+fenced or raw. Every edit is checked before any file is written: the path
+stays inside the project root once symlinks are resolved (no `..`, no
+absolute paths, nothing under .lok/ or .git/), the file exists or `old` is
+empty to create it, and `old` occurs exactly once. The files about to change
+are snapshotted into the store first, with a manifest artifact
+
+    {"version": 1,
+     "files": {path: digest of the original | null for a new file},
+     "after": {path: digest of what the step wrote},   (no artifact: a check only)
+     "modes": {path: permission bits | null},
+     "dirs":  [folders created for new files, outermost first]}
+
+so a failed edit or verify restores the tree byte for byte (new files and
+the folders made for them removed), and `revert` can undo a successful step
+later. The engine links a successful step's manifest into its run folder as
+`runs/<run>/<step>.snapshot.json` (see `snapshot_filename`); gc keeps what
+it names, and `revert` finds it there. With `fix_retries`, the backend is asked again with the error, against
+the restored tree, and everything starts over.
+
+Edit steps take a lock (`.lok/runs/edits.lock`) while they write and verify,
+so two edit steps never interleave on the same tree; it is released while
+the backend is asked again. Before the first file is written, the originals
+are also made durable in a journal (lokfile/worker/journal.py), so that if lok dies
+anywhere between the first write and the end of verify, the next lok command
+puts the files back.
+
+A path an answer names is only ever data: one with a NUL byte, a name or a
+path too long for the file system, or a symlink loop is an edit failure that
+names it, like any other bad edit, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lokfile.errors import LokError, StoreError, UsageError
+from lokfile.hashing import digest_bytes
+from lokfile.store.artifacts import Store
+from lokfile.worker import journal, verify
+
+if TYPE_CHECKING:
+    from lokfile.project import Project
+    from lokfile.store.rundb import RunDB
+    from lokfile.worker.cancel import Cancel
+    from lokfile.worker.execute import EditSettings
+
+MANIFEST_VERSION = 1
+PROTECTED = (".lok", ".git")
+FIX_MARKER = "## Your previous answer failed"
+
+
+class Blobs(Protocol):
+    """Where a restore reads originals from: the store, or a journal."""
+
+    def get(self, digest: str) -> bytes: ...
+
+
+class RequeryFailed(Exception):
+    """The backend could not be asked again for a corrected answer."""
+
+
+class EditError(Exception):
+    """An answer's edits cannot be applied; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    file: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    """What came of an answer: ok, the final answer text, the error, the snapshot manifest."""
+
+    ok: bool
+    text: str
+    error: str | None = None
+    snapshot: str | None = None  # digest of the manifest artifact, when files changed
+    files: tuple[str, ...] = ()  # paths changed, relative to the root
+    attempts: int = 1
+
+
+@dataclass
+class _Planned:
+    """One file's change: its bytes before (None: new file) and after, and its mode."""
+
+    before: bytes | None
+    after: str
+    mode: int | None
+    crlf: bool = False
+
+
+@dataclass
+class Plan:
+    files: dict[str, _Planned] = field(default_factory=dict)
+    dirs: list[str] = field(default_factory=list)  # folders to create, outermost first
+
+
+# -- reading the answer --------------------------------------------------------
+
+
+def parse_edits(text: str) -> tuple[list[Edit], str | None]:
+    """The edits and summary in an answer; EditError when there is no usable edits JSON."""
+    doc = _edits_object(text)
+    if doc is None:
+        raise EditError('no JSON object with an "edits" list in the answer')
+    raw = doc["edits"]
+    if not isinstance(raw, list):
+        raise EditError(f'"edits" must be a list, got {type(raw).__name__}')
+    out = []
+    for n, item in enumerate(raw, 1):
+        if not isinstance(item, dict):
+            raise EditError(f"edit {n} is not an object")
+        path = item.get("file", item.get("path"))
+        old, new = item.get("old", ""), item.get("new")
+        if not isinstance(path, str) or not path.strip():
+            raise EditError(f'edit {n} has no "file"')
+        if not isinstance(old, str) or not isinstance(new, str):
+            raise EditError(f'edit {n} ({path}): "old" and "new" must be strings')
+        out.append(Edit(path.strip(), old, new))
+    summary = doc.get("summary")
+    return out, summary if isinstance(summary, str) else None
+
+
+def _edits_object(text: str) -> dict[str, Any] | None:
+    from lokfile.outputs import MISSING, json_value
+
+    value = json_value(text, "{")
+    if isinstance(value, dict) and "edits" in value:
+        return value
+    # the first object was something else: try the object around each "edits" key
+    at = text.find('"edits"')
+    while at >= 0:
+        start = text.rfind("{", 0, at)
+        if start >= 0:
+            value = json_value(text[start:], "{")
+            if value is not MISSING and isinstance(value, dict) and "edits" in value:
+                return value
+        at = text.find('"edits"', at + 1)
+    return None
+
+
+# -- checking ------------------------------------------------------------------
+
+
+def _shown(name: str) -> str:
+    """A path as an error message shows it: control characters escaped, long ones cut."""
+    text = name.encode("unicode_escape").decode("ascii") if not name.isprintable() else name
+    return text if len(text) <= 200 else text[:120] + f"… ({len(name)} characters)"
+
+
+def _target(root: Path, name: str) -> tuple[str, Path]:
+    """(path relative to the real root, absolute real path) of an edit's file."""
+    if "\x00" in name:
+        raise EditError(f"{_shown(name)}: a path cannot contain a NUL byte")
+    try:
+        return _resolve_target(root, name)
+    except RuntimeError:  # Python before 3.13 reports a symlink loop this way
+        raise EditError(f"{_shown(name)}: goes through a symlink loop") from None
+    except OSError as exc:
+        raise EditError(f"{_shown(name)}: {exc.strerror or exc}") from None
+
+
+def _resolve_target(root: Path, name: str) -> tuple[str, Path]:
+    if name.startswith(("/", "~")) or os.path.isabs(name):
+        raise EditError(f"{name}: absolute paths are refused (give a path inside the project)")
+    parts = Path(name).parts
+    if ".." in parts:
+        raise EditError(f"{name}: '..' is refused (give a path inside the project)")
+    real_root = root.resolve()
+    real = (real_root / name).resolve()
+    if not real.is_relative_to(real_root):
+        raise EditError(f"{name}: resolves outside the project root (through a symlink)")
+    rel = real.relative_to(real_root)
+    if rel.parts and rel.parts[0] in PROTECTED:
+        raise EditError(f"{name}: lok does not edit files under {rel.parts[0]}/")
+    if not rel.parts:
+        raise EditError(f"{name}: is the project root, not a file")
+    return rel.as_posix(), real
+
+
+def plan(edits: list[Edit], root: Path) -> Plan:
+    """Check every edit against the tree (nothing is written); EditError lists every problem."""
+    result = Plan()
+    problems: list[str] = []
+    for edit in edits:
+        try:
+            _plan_one(edit, root, result)
+        except EditError as exc:
+            problems.append(str(exc))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise EditError("; ".join(problems) if len(problems) <= 3 else problems[0] + more)
+    return result
+
+
+def _plan_one(edit: Edit, root: Path, result: Plan) -> None:
+    rel, real = _target(root, edit.file)
+    try:
+        _plan_file(edit, rel, real, root, result)
+    except OSError as exc:  # a name too long, a loop below the root, no permission …
+        raise EditError(f"{_shown(edit.file)}: {exc.strerror or exc}") from None
+
+
+def _plan_file(edit: Edit, rel: str, real: Path, root: Path, result: Plan) -> None:
+    planned = result.files.get(rel)
+    if planned is None:
+        if real.is_dir():
+            raise EditError(f"{edit.file}: is a folder")
+        if real.exists():
+            data = real.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise EditError(f"{edit.file}: is not UTF-8 text") from None
+            planned = _Planned(data, text, real.stat().st_mode & 0o7777, "\r\n" in text)
+        else:
+            if edit.old:
+                raise EditError(f'{edit.file}: file not found (an empty "old" creates a file)')
+            planned = _Planned(None, "", None)
+            _plan_dirs(root.resolve(), real.parent, result)
+        result.files[rel] = planned
+    if not edit.old:
+        if planned.after:
+            raise EditError(f'{edit.file}: "old" is empty but the file already has content')
+        planned.after = edit.new
+        return
+    old, new = edit.old, edit.new
+    count = planned.after.count(old)
+    if count == 0 and planned.crlf and "\r\n" not in old:
+        old, new = old.replace("\n", "\r\n"), new.replace("\n", "\r\n")
+        count = planned.after.count(old)
+    if count == 0:
+        snippet = edit.old[:50].replace("\n", "\\n")
+        raise EditError(f"{edit.file}: old text not found: {snippet!r}")
+    if count > 1:
+        raise EditError(
+            f"{edit.file}: ambiguous edit, old text appears {count} times (make it more specific)"
+        )
+    planned.after = planned.after.replace(old, new, 1)
+
+
+def _plan_dirs(real_root: Path, folder: Path, result: Plan) -> None:
+    missing: list[str] = []
+    while not folder.exists() and folder != real_root:
+        missing.append(folder.relative_to(real_root).as_posix())
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise EditError(f"{folder.relative_to(real_root)}: is a file, not a folder")
+    for d in reversed(missing):
+        if d not in result.dirs:
+            result.dirs.append(d)
+
+
+# -- snapshot, write, restore ----------------------------------------------------
+
+
+def snapshot(edit_plan: Plan, store: Store) -> tuple[dict[str, Any], str]:
+    """Store every file's before and after bytes and the manifest; (manifest, its digest)."""
+    files: dict[str, str | None] = {}
+    after: dict[str, str] = {}
+    modes: dict[str, int | None] = {}
+    for rel, p in sorted(edit_plan.files.items()):
+        files[rel] = store.put(p.before) if p.before is not None else None
+        after[rel] = digest_bytes(p.after.encode())
+        modes[rel] = p.mode
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "files": files,
+        "after": after,
+        "modes": modes,
+        "dirs": list(edit_plan.dirs),
+    }
+    return manifest, store.put(_manifest_bytes(manifest))
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=1, sort_keys=True).encode()
+
+
+def load_manifest(store: Store, digest: str) -> dict[str, Any]:
+    """The snapshot manifest stored under `digest`."""
+    doc: dict[str, Any] = json.loads(store.get(digest))
+    if doc.get("version") != MANIFEST_VERSION:
+        raise LokError(f"edit snapshot {digest} has an unknown format", "upgrade lok")
+    return doc
+
+
+def manifest_digests(store: Store, digest: str) -> set[str]:
+    """Every artifact a snapshot needs (the manifest and the originals), for gc."""
+    out = {digest}
+    try:
+        files = load_manifest(store, digest)["files"]
+    except (OSError, ValueError, LokError):
+        return out
+    out.update(d for d in files.values() if d)
+    return out
+
+
+def snapshot_filename(step: str, unit: str = "") -> str:
+    """The run-folder name of a unit's snapshot link: `<step>.snapshot.json` (see
+    store.output_filename for names that are not plain)."""
+    from lokfile.store.artifacts import output_filename
+
+    return output_filename(step, ".snapshot.json", unit)
+
+
+def restored_filename(step: str, unit: str = "") -> str:
+    """The run-folder note left when a killed step's files were put back from its journal."""
+    from lokfile.store.artifacts import output_filename
+
+    return output_filename(step, ".restored.json", unit)
+
+
+def note_restored(runs_dir: Path, run_id: str, step: str, unit: str, files: list[str]) -> None:
+    """Record in the run folder that `files` of an interrupted step were put back (for revert)."""
+    folder = runs_dir / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {"step": step, "unit": unit, "files": sorted(files)}
+    (folder / restored_filename(step, unit)).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+TEMP_PREFIX = ".lok-edit-"
+
+
+def _write(path: Path, data: bytes, mode: int | None, durable: bool = False) -> None:
+    """Replace `path` atomically with `data`, keeping (or setting) its permission bits."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def apply_plan(
+    edit_plan: Plan, root: Path, stop: Callable[[], bool] = lambda: False
+) -> bool:
+    """Write the planned files (creating the planned folders); False when `stop()` said
+    to stop before every file was written (the caller puts the snapshot back)."""
+    real_root = root.resolve()
+    for d in edit_plan.dirs:
+        (real_root / d).mkdir(exist_ok=True)
+    for rel, p in edit_plan.files.items():
+        if stop():
+            return False
+        _write(real_root / rel, p.after.encode(), p.mode)
+    return True
+
+
+def restore(manifest: dict[str, Any], root: Path, store: Blobs) -> list[str]:
+    """Put every file of a snapshot back as it was before; remove created files and folders.
+
+    Everything is on disk before this returns (one filesystem sync after all the writes,
+    not one per file: a stopping worker finishes a restore quickly), so a journal may
+    then go.
+    """
+    real_root = root.resolve()
+    restored = []
+    modes = manifest.get("modes", {})
+    touched: list[Path] = []
+    for rel, before in sorted(manifest["files"].items()):
+        path = real_root / rel
+        if before is None:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write(path, store.get(before), modes.get(rel))
+        touched.append(path)
+        restored.append(rel)
+    for d in reversed(manifest.get("dirs", [])):
+        try:
+            (real_root / d).rmdir()
+        except OSError:
+            pass  # not empty any more: something else lives there now
+    journal.sync_files(touched)
+    return restored
+
+
+def remove_temporaries(manifest: dict[str, Any], root: Path) -> None:
+    """Delete the half-written temporary files a killed edit may have left beside its files."""
+    real_root = root.resolve()
+    folders = {(real_root / rel).parent for rel in manifest["files"]}
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(TEMP_PREFIX):
+                try:
+                    os.unlink(folder / name)
+                except OSError:
+                    pass
+
+
+def _current(path: Path) -> str | None:
+    try:
+        return digest_bytes(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+# -- the loop run by the worker ----------------------------------------------------
+
+
+@contextmanager
+def _edit_lock(store: Store) -> Iterator[None]:
+    import fcntl
+
+    store.runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(store.runs_dir / "edits.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def fix_prompt(prompt: str, error: str) -> str:
+    """The prompt that asks again: the original, the failure, and what to send back."""
+    return (
+        f"{prompt.rstrip()}\n\n{FIX_MARKER}\n\n"
+        f"```\n{error.strip()}\n```\n\n"
+        "Every file was put back as it was before your edits. Reply again, in the same "
+        "format, with edits that fix this."
+    )
+
+
+def apply_and_verify(
+    answer_text: str,
+    prompt: str,
+    settings: EditSettings,
+    root: Path,
+    store: Store,
+    timeout_s: float | None,
+    requery: Callable[[str], str],
+    emit: Callable[[str], None],
+    cancel: Cancel | None = None,
+    who: tuple[str, str, str] = ("", "", ""),
+) -> EditOutcome:
+    """Apply an answer's edits and verify them, asking again up to `fix_retries` times.
+
+    `cancel` set (the worker is stopping) ends the loop: no verify starts, nobody
+    is asked again, and files already written are put back. `who` (run, step,
+    unit) names the edit in its journal.
+    """
+    check = verify.resolve(settings.verify, root) if settings.verify else None
+    if check is not None and settings.verify and check.verify is None:
+        emit(f"verify: nothing to run ({check.source})")
+    text = answer_text
+    tries = settings.fix_retries + 1
+    for attempt in range(1, tries + 1):
+        if attempt > 1:
+            emit(f"fix attempt {attempt - 1}/{settings.fix_retries}")
+        with _edit_lock(store):
+            error, snap, files = _attempt(
+                text, settings, check, root, store, timeout_s, emit, cancel, who
+            )
+        if error is None:
+            return EditOutcome(True, text, None, snap, files, attempt)
+        emit(error.splitlines()[0])
+        if attempt == tries or _stopping(cancel):
+            return EditOutcome(False, text, error, None, (), attempt)
+        emit(f"asking again with the error ({attempt}/{settings.fix_retries})")
+        try:
+            text = requery(fix_prompt(prompt, error))
+        except RequeryFailed as exc:
+            return EditOutcome(False, text, f"{error}\nre-query failed: {exc}", None, (), attempt)
+    raise AssertionError("unreachable")
+
+
+INTERRUPTED = "interrupted: lok was stopped; the files were put back as they were"
+
+
+def _stopping(cancel: Cancel | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
+def _attempt(
+    text: str,
+    settings: EditSettings,
+    check: verify.Check | None,
+    root: Path,
+    store: Store,
+    timeout_s: float | None,
+    emit: Callable[[str], None],
+    cancel: Cancel | None = None,
+    who: tuple[str, str, str] = ("", "", ""),
+) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """One try: (error or None, manifest digest, changed files). A failure leaves no trace."""
+    edit_plan = Plan()
+    edits: list[Edit] = []
+    if settings.apply_edits:
+        try:
+            edits, _summary = parse_edits(text)
+            edit_plan = plan(edits, root) if edits else Plan()
+        except EditError as exc:
+            return f"edit failed: {exc}", None, ()
+        if not edits:
+            emit("no edits in the answer")
+    if not edit_plan.files:  # verify only: nothing to put back
+        if check is None or not check.verify:
+            return None, None, ()
+        if _stopping(cancel):
+            return INTERRUPTED, None, ()
+        failure = _verify(check, (), root, timeout_s, settings.command_wrapper, emit)
+        return (INTERRUPTED if failure and _stopping(cancel) else failure), None, ()
+    manifest, snap = snapshot(edit_plan, store)
+    originals = {
+        manifest["files"][rel]: p.before
+        for rel, p in edit_plan.files.items()
+        if p.before is not None
+    }
+    with cancel.editing() if cancel is not None else nullcontext():
+        if _stopping(cancel):
+            return INTERRUPTED, None, ()
+        journal.write(store.runs_dir, manifest, originals, who)  # durable before the first write
+        try:
+            error = _write_and_check(
+                (len(edits), edit_plan), check, settings, root, timeout_s, emit, cancel
+            )
+        except BaseException:
+            _put_back(manifest, root, store)
+            raise
+        if error is not None:
+            _put_back(manifest, root, store)
+            emit("restored the files as they were")
+            return error, None, ()
+        if check is not None and check.format_files:
+            snap = _refresh_after(manifest, root, store) or snap
+        journal.clear(store.runs_dir)
+    return None, snap, tuple(sorted(manifest["files"]))
+
+
+def _write_and_check(
+    planned: tuple[int, Plan],
+    check: verify.Check | None,
+    settings: EditSettings,
+    root: Path,
+    timeout_s: float | None,
+    emit: Callable[[str], None],
+    cancel: Cancel | None,
+) -> str | None:
+    """Write the edits (`planned`: how many, and the plan), then verify them; the error,
+    or None when they stay."""
+    count, edit_plan = planned
+    try:
+        if not apply_plan(edit_plan, root, lambda: _stopping(cancel)):
+            return INTERRUPTED  # lok stops: the files written so far are put back
+    except OSError as exc:
+        return f"edit failed: {exc}"
+    emit(f"applied {count} edit(s) to {len(edit_plan.files)} file(s)")
+    if check is None or not check.verify:
+        return None
+    if _stopping(cancel):
+        return INTERRUPTED
+    files = tuple(sorted(edit_plan.files))
+    failure = _verify(check, files, root, timeout_s, settings.command_wrapper, emit)
+    if failure is not None and _stopping(cancel):
+        return INTERRUPTED  # verify was ended because lok stops, not because it failed
+    return failure
+
+
+def _put_back(manifest: dict[str, Any], root: Path, store: Store) -> None:
+    """Restore the snapshot, then drop the journal (it stays if the restore fails)."""
+    restore(manifest, root, store)
+    journal.clear(store.runs_dir)
+
+
+def _verify(
+    check: verify.Check,
+    files: tuple[str, ...],
+    root: Path,
+    timeout_s: float | None,
+    wrapper: str | None,
+    emit: Callable[[str], None],
+) -> str | None:
+    existing = [f for f in files if (root / f).is_file()]
+    fmt = verify.format_command(check, existing)
+    if fmt:
+        emit(f"format: {fmt}")
+        done = verify.run(fmt, root, timeout_s, wrapper)
+        if not done.ok:
+            emit(f"format failed (ignored): {(done.error or '').splitlines()[0]}")
+    assert check.verify is not None
+    emit(f"verify: {check.verify}")
+    result = verify.run(check.verify, root, timeout_s, wrapper)
+    if result.ok:
+        emit("verification passed")
+        return None
+    return f"verification failed: {result.error}"
+
+
+def _refresh_after(manifest: dict[str, Any], root: Path, store: Store) -> str | None:
+    """A manifest whose `after` digests match the files once a formatter has run."""
+    changed = False
+    real_root = root.resolve()
+    for rel in manifest["files"]:
+        now = _current(real_root / rel)
+        if now is not None and now != manifest["after"].get(rel):
+            manifest["after"][rel], changed = now, True
+    return store.put(_manifest_bytes(manifest)) if changed else None
+
+
+# -- lok runs revert --------------------------------------------------------------
+
+
+def revert(
+    project: Project, store: Store, db: RunDB, run_id: str, step: str, force: bool = False
+) -> list[str]:
+    """Restore the files a step's edits replaced in run `run_id`; the paths restored.
+
+    The step's snapshots are read from the run folder (`snapshot_filename`); none
+    means the step changed no files (an empty list). A file changed again since the
+    edit is refused unless `force`; a file already back to its original is left alone.
+    """
+    every = db.results(run_id)
+    rows = [r for r in every if r["step"] == step]
+    if not rows and restored_by_journal(store, run_id, step):
+        return []  # stopped mid-edit: its files were put back when lok next started
+    if not rows:
+        raise UsageError(
+            f"run {run_id} has no step '{step}'", f"`lok runs show {run_id}` lists its steps"
+        )
+    folder = store.run_dir(run_id)
+    units = dict.fromkeys(str(r.get("unit") or "") for r in reversed(rows))
+    links = [_snapshot_link(folder, every, step, u) for u in units]
+    try:
+        manifests = [load_manifest(store, _link_digest(store, p)) for p in links if p.is_symlink()]
+        for manifest in manifests:  # every original must still be stored before anything changes
+            for before in manifest["files"].values():
+                if isinstance(before, str) and not store.has(before):
+                    raise FileNotFoundError(before)
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"run {run_id}, step '{step}': a snapshot of the edited files is missing from the store",
+            "`lok runs verify` lists missing artifacts; they may have been collected by `lok gc`",
+        ) from exc
+    real_root = project.root.resolve()
+    todo: list[dict[str, Any]] = []
+    for manifest in manifests:
+        files = {}
+        for rel, before in manifest["files"].items():
+            now = _current(real_root / rel)
+            if now == before:
+                continue
+            if now != manifest["after"].get(rel) and not force:
+                raise LokError(
+                    f"{rel} changed after step '{step}' edited it in run {run_id}",
+                    "reverting would lose those changes; pass --force to restore it anyway",
+                )
+            files[rel] = before
+        todo.append({**manifest, "files": files})
+    restored: list[str] = []
+    for manifest in todo:
+        restored += restore(manifest, project.root, store)
+    return sorted(set(restored))
+
+
+def _snapshot_link(folder: Path, rows: list[dict[str, Any]], step: str, unit: str) -> Path:
+    """The unit's snapshot link; in a run recorded before names were made distinct, the
+    old name, unless another unit of that run shared it, even by case alone (then the
+    link may be the other's)."""
+    from lokfile.store.artifacts import legacy_output_filename
+
+    link = folder / snapshot_filename(step, unit)
+    if link.is_symlink():
+        return link
+
+    def old(pair: tuple[str, str]) -> str:
+        return legacy_output_filename(pair[0], ".snapshot.json", pair[1])
+
+    pairs = {(str(r["step"]), str(r.get("unit") or "")) for r in rows}
+    mine = old((step, unit))
+    sharing = [p for p in pairs if old(p).casefold() == mine.casefold()]
+    return folder / mine if sharing == [(step, unit)] else link
+
+
+def restored_by_journal(store: Store, run_id: str, step: str) -> list[str]:
+    """The files of `step` in run `run_id` that journal recovery put back (lok was killed)."""
+    out: set[str] = set()
+    for path in store.run_dir(run_id).glob("*.restored.json"):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("step") == step:
+            out.update(str(f) for f in doc.get("files", []))
+    return sorted(out)
+
+
+def _link_digest(store: Store, link: Path) -> str:
+    """The digest a run-folder link points at (its target is objects/<algo>/ab/cdef…)."""
+    target = Path(os.readlink(link))
+    return f"{target.parent.parent.name}:{target.parent.name}{target.name}"

@@ -1,0 +1,350 @@
+"""Run ONE job in a worker: picklable description in, digests and events out.
+
+A job is a shell command or one backend query for one unit of one step. The
+worker runs it with retries (exponential backoff with jitter and a cap,
+honouring Retry-After, never retrying what cannot succeed), enforces the
+per-attempt timeout by ending the command's whole process tree, writes the
+output (and declared output files) to the store, and returns a JobResult.
+Nothing here touches the run history: the coordinator alone writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lokfile.errors import DiskFullError, disk_full
+from lokfile.process.tree import kill_tree
+from lokfile.store.artifacts import Store
+from lokfile.worker.cancel import Cancel
+from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
+
+__all__ = ["EditSettings", "Job", "JobResult", "QueryJob", "ShellJob", "backoff_delay", "run_job"]
+
+BACKOFF_CAP_S = 60.0
+KILL_GRACE_S = 2.0
+NOT_FOUND_EXIT = 127
+# A command gets its own process group so a timeout can end all of it. On 3.11+
+# `process_group=0` keeps subprocess's fast vfork path; a new session forces fork.
+OWN_GROUP: dict[str, Any] = (
+    {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+)
+
+Emit = Callable[[str], None]
+
+
+class Attempt:
+    """The outcome of one try."""
+
+    def __init__(
+        self,
+        ok: bool,
+        text: str,
+        error: str | None = None,
+        kind: str | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        model: str | None = None,
+        snapshot: str | None = None,
+    ):
+        self.ok, self.text, self.error, self.kind = ok, text, error, kind
+        self.retryable, self.retry_after, self.model = retryable, retry_after, model
+        self.snapshot = snapshot  # manifest of the files an edit replaced (for revert)
+
+
+def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None) -> float:
+    """Delay before retry number `attempt` (1-based): base·2^(n-1), capped, +0–20 % jitter."""
+    delay: float = min(BACKOFF_CAP_S, base_s * (2 ** (attempt - 1))) * (1 + random.random() * 0.2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, BACKOFF_CAP_S * 5))
+    return delay
+
+
+def run_job(
+    job: Job, emit: Emit, register: Callable[[int | None], None], cancel: Cancel | None = None
+) -> JobResult:
+    """Run `job` to completion (all its attempts). `register` records the live child pid;
+    `cancel`, once set, ends the job at the next attempt (an edit puts its files back).
+
+    A full disk fails the job with kind "disk_full" and no artifact (none could be written).
+    """
+    started = time.time()
+    try:
+        return _run_job(job, emit, register, cancel, started)
+    except (DiskFullError, OSError) as exc:
+        full = exc if isinstance(exc, DiskFullError) else disk_full(exc, "a file", job.runs_dir)
+        if full is None:
+            raise
+        message = f"step '{job.step}': {full.message}"
+        return JobResult(
+            job.id, False, f"Error: {message}", None, message, "disk_full", 1, started, time.time()
+        )
+
+
+def _run_job(
+    job: Job,
+    emit: Emit,
+    register: Callable[[int | None], None],
+    cancel: Cancel | None,
+    started: float,
+) -> JobResult:
+    attempts = 0
+    last: Attempt | None = None
+    for attempt in range(job.retries + 1):
+        if cancel is not None and cancel.is_set():
+            last = last or Attempt(False, "", "interrupted", "interrupted", retryable=False)
+            break
+        attempts += 1
+        if isinstance(job.work, ShellJob):
+            last = _run_shell(job.work, job, register)
+        else:
+            if job.work.answer is not None:
+                last = Attempt(True, job.work.answer)
+            else:
+                last = _run_query(job.work, job.cwd, job.timeout_s, emit)
+            if last.ok and job.work.edits is not None:
+                last = _after_answer(job, job.work, last, emit, cancel)
+        if last.ok or not last.retryable or attempt == job.retries:
+            break
+        delay = backoff_delay(job.retry_delay_s, attempt + 1, last.retry_after)
+        emit(
+            f"attempt {attempt + 1}/{job.retries + 1} failed: {_first_line(last.error)}"
+            f" — will retry in {delay:.1f}s (Retry {attempt + 1}/{job.retries})"
+        )
+        if cancel is not None:
+            cancel.sleep(delay)
+        else:
+            time.sleep(delay)
+    assert last is not None
+    store = Store(Path(job.runs_dir))
+    if not last.ok:
+        text = f"Error: {last.error}"
+        return JobResult(
+            job.id,
+            False,
+            text,
+            store.put_text(text),
+            last.error,
+            last.kind,
+            attempts,
+            started,
+            time.time(),
+            model=last.model,
+        )
+    outputs: dict[str, str] = {}
+    stats: list[tuple[str, int, int, int, str]] = []
+    if isinstance(job.work, ShellJob):
+        for rel in job.work.outputs:
+            path = Path(job.cwd) / rel
+            if not path.is_file():
+                err = f"declared output '{rel}' was not written by the command"
+                text = f"Error: {err}"
+                return JobResult(
+                    job.id,
+                    False,
+                    text,
+                    store.put_text(text),
+                    err,
+                    "output_missing",
+                    attempts,
+                    started,
+                    time.time(),
+                )
+            st = path.stat()
+            digest = store.put_file(path)
+            outputs[rel] = digest
+            stats.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+    return JobResult(
+        job.id,
+        True,
+        last.text,
+        store.put_text(last.text),
+        None,
+        None,
+        attempts,
+        started,
+        time.time(),
+        outputs,
+        stats,
+        last.model,
+        last.snapshot,
+    )
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0][:160] if lines else "failed"
+
+
+def _run_shell(work: ShellJob, job: Job, register: Callable[[int | None], None]) -> Attempt:
+    from lokfile.process.launch import launch, shown
+
+    command, timeout_s = work.command, job.timeout_s
+    try:
+        started = launch(command, work.wrapper, Path(job.runs_dir).parent / "tmp")
+    except ValueError as exc:
+        return Attempt(False, "", str(exc), "failed", retryable=False)
+    try:
+        return _run_launched(started.argv, command, job.cwd, timeout_s, register, shown)
+    finally:
+        started.done()
+
+
+def _run_launched(
+    argv: list[str],
+    command: str,
+    cwd: str,
+    timeout_s: float | None,
+    register: Callable[[int | None], None],
+    shown: Callable[[str], str],
+) -> Attempt:
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=_devnull(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **OWN_GROUP,
+        )
+    except OSError as exc:
+        return Attempt(False, "", f"cannot start sh: {exc}", "not_installed", retryable=False)
+    register(proc.pid)
+    # The deadline is a timer that ends the process tree; communicate() then returns at EOF.
+    # (communicate(timeout=…) would poll the exit with sleeps, costing every step latency.)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        kill_tree(proc.pid, KILL_GRACE_S)
+
+    timer = threading.Timer(timeout_s, expire) if timeout_s else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        out, err = proc.communicate()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        register(None)
+    if expired.is_set():
+        return Attempt(False, "", f"Step timed out after {_fmt_s(timeout_s)}", "timeout")
+    stdout = out.decode("utf-8", errors="replace")
+    if proc.returncode != 0:
+        stderr = err.decode("utf-8", errors="replace").strip()
+        code = proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+        detail = f"Shell command failed ({how}): {shown(command)}"
+        if stderr:
+            detail += "\n" + stderr[-4000:]
+        return Attempt(
+            False,
+            stdout,
+            detail,
+            "not_installed" if code == NOT_FOUND_EXIT else "failed",
+            retryable=code != NOT_FOUND_EXIT,
+        )
+    return Attempt(True, stdout.strip())
+
+
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor per process, for every command's stdin."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
+_BACKENDS: dict[str, Any] = {}
+
+
+def _run_query(
+    work: QueryJob, cwd: str, timeout_s: float | None, emit: Emit | None = None
+) -> Attempt:
+    from lokfile import backends
+    from lokfile.backends.base import BackendError, ErrorKind, Request
+    from lokfile.hashing import digest_json
+
+    cache_key = digest_json([work.backend.name, work.backend.identity()])
+    try:
+        backend = _BACKENDS.get(cache_key)
+        if backend is None:
+            backend = _BACKENDS[cache_key] = backends.create(work.backend)
+        request = Request(
+            prompt=work.prompt,
+            cwd=cwd,
+            system=work.system,
+            model=work.model,
+            temperature=work.temperature,
+            seed=work.seed,
+            max_tokens=work.max_tokens,
+            timeout_s=timeout_s,
+            notify=emit,  # a backend's own retries show on the live view
+        )
+        answer = backend.query(request)
+    except BackendError as exc:
+        message = f"{work.backend.name}: {exc.summary()}"
+        return Attempt(False, "", message, exc.kind.value, exc.kind.retryable, exc.retry_after)
+    except Exception as exc:  # a backend's own bug must not kill the worker
+        kind = ErrorKind.FAILED.value
+        return Attempt(False, "", f"{work.backend.name}: {type(exc).__name__}: {exc}", kind)
+    return Attempt(True, answer.text, model=answer.model)
+
+
+def _after_answer(
+    job: Job, work: QueryJob, answer: Attempt, emit: Emit, cancel: Cancel | None = None
+) -> Attempt:
+    """Apply edits and verify (with fix retries that ask the same backend again)."""
+    from dataclasses import replace
+
+    from lokfile.worker import edits
+
+    assert work.edits is not None
+
+    def requery(prompt: str) -> str:
+        again = _run_query(replace(work, prompt=prompt, edits=None), job.cwd, job.timeout_s, emit)
+        if not again.ok:
+            raise edits.RequeryFailed(again.error or "re-query failed")
+        return again.text
+
+    outcome = edits.apply_and_verify(
+        answer.text,
+        work.prompt,
+        work.edits,
+        Path(job.cwd),
+        Store(Path(job.runs_dir)),
+        job.timeout_s,
+        requery,
+        emit,
+        cancel,
+        (job.run_id, job.step, job.unit),
+    )
+    if outcome.ok:
+        return Attempt(True, outcome.text, model=answer.model, snapshot=outcome.snapshot)
+    return Attempt(False, outcome.text, outcome.error, "failed", retryable=False)
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:g}s"
+
+
+def ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the coordinator."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def environment_value(name: str) -> str | None:
+    return os.environ.get(name)

@@ -1,0 +1,74 @@
+"""Job descriptions: plain, picklable data sent from the coordinator to workers.
+
+Kept apart from `execute` so the coordinator can describe work without
+importing what runs it (subprocess and friends stay out of a no-op run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lokfile.model import BackendConfig
+
+
+@dataclass(frozen=True)
+class ShellJob:
+    command: str  # the command as rendered (see shellrun for how it starts)
+    outputs: tuple[str, ...] = ()  # declared output files, relative to cwd
+    wrapper: str | None = None  # [defaults] command_wrapper, applied when it starts
+
+
+@dataclass(frozen=True)
+class QueryJob:
+    backend: BackendConfig
+    prompt: str
+    system: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    edits: EditSettings | None = None  # apply_edits / verify / fix_retries on this step
+    answer: str | None = None  # an answer already chosen (multi-backend edits): apply, don't ask
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """What to do with an answer after it arrives (SPEC §9); see lokfile.worker.edits."""
+
+    apply_edits: bool = False
+    verify: str | None = None
+    fix_retries: int = 0
+    command_wrapper: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs; plain data, so it pickles and could run on another host."""
+
+    id: int
+    step: str
+    unit: str
+    work: ShellJob | QueryJob
+    cwd: str
+    runs_dir: str
+    timeout_s: float | None
+    retries: int = 0
+    retry_delay_s: float = 1.0
+    run_id: str = ""  # the run it belongs to (an edit's journal names it)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    id: int
+    success: bool
+    output: str  # the answer / stdout on success; the error text on failure
+    digest: str | None  # artifact holding `output`
+    error: str | None = None
+    error_kind: str | None = None
+    attempts: int = 1
+    started: float = 0.0
+    ended: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)  # declared output -> digest
+    output_stats: list[tuple[str, int, int, int, str]] = field(default_factory=list)
+    model: str | None = None
+    snapshot: str | None = None  # edit snapshot manifest digest, when the step edited files
