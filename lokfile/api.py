@@ -34,7 +34,7 @@ def open_project(
     First, the files of an edit step lok died in are put back (lokfile.worker.journal);
     `say` (default: a line on stderr) tells the user.
     """
-    from lokfile.config.layers import load_config
+    from lokfile.config import load_config
     from lokfile.worker import journal
 
     root = find_root(directory or Path.cwd())
@@ -212,10 +212,9 @@ def _ensure_lok_dir(project: Project, report: Reporter) -> None:
     this folder is a lok project (lok.toml) or inside a git repository, said once on
     stderr. Anywhere else (a home folder, /tmp) lok refuses rather than strew `.lok/`
     folders: `lok init` makes the folder a project."""
-    from lokfile.cli.init_files import GITIGNORE
     from lokfile.errors import UsageError
     from lokfile.events import Notice
-    from lokfile.project import in_git_repository
+    from lokfile.project import GITIGNORE, in_git_repository
 
     if not project.lok_dir.is_dir():
         if not (project.config_path.is_file() or in_git_repository(project.root)):

@@ -60,3 +60,12 @@ class Project:
     @property
     def config_path(self) -> Path:
         return self.root / "lok.toml"
+
+
+GITIGNORE = """\
+# lok's run history and stored outputs (workflows/ stays in git)
+runs/
+state/
+lok.db
+lok.db-*
+"""

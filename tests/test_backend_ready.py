@@ -21,7 +21,7 @@ import pytest
 from servers.llm import LLMServer
 
 from lokfile.backends.ready import pick_auto, readiness
-from lokfile.config.layers import parse_config_text
+from lokfile.config import parse_config_text
 from tests.lokrun import BUILTINS_OFF, lok, skip_unless_required, write
 
 VENDOR_CLIS = ("claude", "codex", "gemini", "npx")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from lokfile.config.layers import load_config
+from lokfile.config import load_config
 from lokfile.project import Project
 from lokfile.tomlfile import parse
 from tests.lokrun import entry, original_fixtures
@@ -330,7 +330,7 @@ def test_the_example_runs_offline_and_reuses_everything_the_second_time(project:
 
 def test_inits_lok_toml_has_a_commented_example_of_every_backend_type() -> None:
     from lokfile.cli.init_files import LOK_TOML
-    from lokfile.config.layers import parse_config_text
+    from lokfile.config import parse_config_text
     from lokfile.model import BACKEND_TYPES
 
     for kind in BACKEND_TYPES:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lokfile.config.layers import load_config, parse_config_text
+from lokfile.config import load_config, parse_config_text
 from lokfile.errors import ConfigError
 from lokfile.project import Project
 

@@ -13,7 +13,7 @@ import pytest
 
 from lokfile.hashing import digest_bytes
 from lokfile.store.artifacts import Store
-from lokfile.worker import edits, verify
+from lokfile.worker import edits, snapshots, verify
 from lokfile.worker.execute import EditSettings
 from tests.editworld import tree
 from tests.lokrun import lok, run_json, write
@@ -78,7 +78,7 @@ def test_single_edit_rewrites_the_file_and_records_a_snapshot(project: Path) -> 
     assert (project / "src/app.py").read_text() == "def add(a, b):\n    return a + b\n"
     assert outcome.files == ("src/app.py",)
     assert outcome.snapshot is not None
-    manifest = edits.load_manifest(store_of(project), outcome.snapshot)
+    manifest = snapshots.load_manifest(store_of(project), outcome.snapshot)
     before = manifest["files"]["src/app.py"]
     assert store_of(project).get(before) == b"def add(a, b):\n    return a - b\n"
     assert manifest["after"]["src/app.py"] == digest_bytes((project / "src/app.py").read_bytes())
@@ -382,8 +382,8 @@ def test_restore_puts_back_a_successful_edit(project: Path) -> None:
     outcome, _ = apply(project, text)
     assert outcome.ok and outcome.snapshot
     assert tree(project) != before
-    manifest = edits.load_manifest(store_of(project), outcome.snapshot)
-    restored = edits.restore(manifest, project, store_of(project))
+    manifest = snapshots.load_manifest(store_of(project), outcome.snapshot)
+    restored = snapshots.restore(manifest, project, store_of(project))
     assert restored == ["docs/notes.md", "src/app.py"]
     assert tree(project) == before
 
@@ -391,7 +391,7 @@ def test_restore_puts_back_a_successful_edit(project: Path) -> None:
 def test_snapshot_artifacts_are_all_named_for_gc(project: Path) -> None:
     outcome, _ = apply(project, answer({"file": "src/app.py", "old": "a - b", "new": "a + b"}))
     assert outcome.snapshot
-    needed = edits.manifest_digests(store_of(project), outcome.snapshot)
+    needed = snapshots.manifest_digests(store_of(project), outcome.snapshot)
     assert len(needed) == 2  # the manifest and the original
     assert all(store_of(project).verify(d) for d in needed)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lokfile.config.layers import parse_config_text
+from lokfile.config import parse_config_text
 from lokfile.errors import LokError, UsageError, WorkflowError
 from lokfile.model import Config, StepKind, Workflow
 from lokfile.project import Project, builtin_workflows_dir

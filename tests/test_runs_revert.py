@@ -1,6 +1,6 @@
 """`lok runs revert RUN --step S`: the files a step's edits replaced come back.
 
-The edit snapshot is planted the way lokfile.worker.edits records one (a manifest
+The edit snapshot is planted the way lokfile.worker.snapshots records one (a manifest
 artifact linked into the run folder as `<step>.snapshot.json`), so these tests
 exercise the command whether or not the engine links snapshots yet.
 """
@@ -17,9 +17,8 @@ from click.testing import CliRunner, Result
 from lokfile.cli import cli
 from lokfile.hashing import digest_text
 from lokfile.store.artifacts import Store
+from lokfile.worker import snapshots
 from tests.lokrun import lok, run_json, write
-
-edits = pytest.importorskip("lokfile.worker.edits")
 
 WF = """
 name = "fixer"
@@ -50,7 +49,7 @@ def plant_edit(root: Path, rel: str, before: str, after: str) -> None:
     }
     digest = store.put(json.dumps(manifest, indent=1, sort_keys=True).encode())
     run_id = os.readlink(root / ".lok/runs/latest")
-    store.link_output(run_id, edits.snapshot_filename("fix"), digest)
+    store.link_output(run_id, snapshots.snapshot_filename("fix"), digest)
     write(root, rel, after)
 
 
@@ -184,7 +183,7 @@ def test_a_run_recorded_under_the_old_names_is_still_reverted_when_its_name_was_
     run_id = run_json(tmp_path, "./wf.toml")["run_id"]
     folder = tmp_path / ".lok" / "runs" / run_id
     for step in ("Fix/A", "fix b"):  # as lok named them before
-        new = folder / edits.snapshot_filename(step)
+        new = folder / snapshots.snapshot_filename(step)
         new.rename(folder / step.replace("/", "_").replace(" ", "_").__add__(".snapshot.json"))
     assert revert(tmp_path, run_id, "--step", "Fix/A").stdout == "restored a.txt\n"
     assert revert(tmp_path, run_id, "--step", "fix b").stdout == "restored b.txt\n"
@@ -201,8 +200,8 @@ def test_an_old_name_two_steps_shared_is_not_trusted(tmp_path: Path) -> None:
     write(tmp_path, "wf.toml", 'name = "wf"\n' + "\n".join(steps))
     run_id = run_json(tmp_path, "./wf.toml")["run_id"]
     folder = tmp_path / ".lok" / "runs" / run_id
-    (folder / edits.snapshot_filename("fix/one")).unlink()  # the old run kept one of the two
-    (folder / edits.snapshot_filename("fix one")).rename(folder / "fix_one.snapshot.json")
+    (folder / snapshots.snapshot_filename("fix/one")).unlink()  # the old run kept one of the two
+    (folder / snapshots.snapshot_filename("fix one")).rename(folder / "fix_one.snapshot.json")
     result = revert(tmp_path, run_id, "--step", "fix/one")
     assert result.exit_code == 0, result.output
     assert "nothing to restore" in result.stdout

@@ -491,7 +491,7 @@ def test_a_new_folder_counts_only_when_it_holds_a_matching_file(tmp_path: Path) 
 
 
 def test_watch_set_takes_every_step_source_and_output_and_the_config(tmp_path: Path) -> None:
-    from lokfile.config.layers import load_config
+    from lokfile.config import load_config
     from lokfile.project import Project
     from lokfile.workflow.loader import load_workflow
 

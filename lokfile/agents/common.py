@@ -68,7 +68,7 @@ def split_names(values: tuple[str, ...]) -> list[str]:
 
 def check_backend(config: Config, name: str, what: str = "-b") -> BackendConfig:
     """The enabled backend `name`, or a UsageError that lists the configured ones."""
-    from lokfile.engine.units import configured_backend
+    from lokfile.backends.ready import configured_backend
 
     return configured_backend(config, name, what)
 

@@ -331,3 +331,28 @@ def no_backend(config: Config, verdicts: dict[str, Readiness], what: str) -> NoB
     if not verdicts:
         return NoBackend(f"no backend can answer {what}: none is configured and enabled", {})
     return NoBackend(f"no backend can answer {what}", verdicts)
+
+
+def resolve_backend(name: str, config: Config) -> BackendConfig:
+    """The backend config called `name`; `auto` is the default or the first ready one
+    (NoBackend when none can answer)."""
+    if name == "auto":
+        return pick_auto(config)
+    return configured_backend(config, name)
+
+
+def configured_backend(config: Config, name: str, what: str = "") -> BackendConfig:
+    """The enabled backend `name`, or a UsageError naming the configured ones (`what`: a prefix)."""
+    prefix = f"{what}: " if what else ""
+    found = config.backends.get(name)
+    if found is None:
+        known = ", ".join(sorted(config.backends)) or "none"
+        raise UsageError(
+            f"{prefix}backend '{name}' is not configured (configured: {known})",
+            f"add [backends.{name}] to lok.toml, or pick one of the configured backends",
+        )
+    if not found.enabled:
+        raise UsageError(
+            f"{prefix}backend '{name}' is disabled", f"set enabled = true in [backends.{name}]"
+        )
+    return found

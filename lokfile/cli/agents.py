@@ -7,7 +7,6 @@ stderr; stdout gets the result (Markdown, or one JSON document with --json).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import click
 
 from lokfile.cli import Session, backend_option
+from lokfile.cli.common import emit_json
 
 _BACKENDS_HELP = "Backends to use, comma-separated or repeated (default: every usable one)."
 
@@ -37,10 +37,10 @@ def _note(text: str) -> None:
 
 def _emit(doc_or_text: Any, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(doc_or_text, indent=2, ensure_ascii=False) + "\n")
+        emit_json(doc_or_text)
     else:
         sys.stdout.write(doc_or_text)
-    sys.stdout.flush()
+        sys.stdout.flush()
 
 
 def _fail(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import click
 
 from lokfile.cli import Session, backend_option
+from lokfile.cli.common import emit_json
 from lokfile.model import HTTP_TYPES
 
 
@@ -21,7 +21,7 @@ def _session(ctx: click.Context) -> Session:
 
 def _open(ctx: click.Context) -> tuple[Any, Any, Path]:
     """(project, config, working directory) for the global options."""
-    from lokfile.config.layers import load_config
+    from lokfile.config import load_config
     from lokfile.errors import UsageError
     from lokfile.project import Project, find_root
 
@@ -38,7 +38,7 @@ def _open(ctx: click.Context) -> tuple[Any, Any, Path]:
 
 
 def _emit(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    emit_json(document)
 
 
 def where(backend: Any) -> str:

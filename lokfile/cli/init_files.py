@@ -144,13 +144,6 @@ shell = "printf 'files:\\\\n%s\\\\ntotal: %s\\\\n' {{ steps.files.output }} {{ s
 # \"\"\"
 """
 
-GITIGNORE = """\
-# lok's run history and stored outputs (workflows/ stays in git)
-runs/
-state/
-lok.db
-lok.db-*
-"""
 
 # written as they are (and refused if present without --force); .lok/.gitignore is merged
 FILES: tuple[tuple[str, str], ...] = (

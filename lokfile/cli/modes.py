@@ -10,7 +10,6 @@ with `--json`. The agent modes (debate, spawn, conduct, suggest) live in
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import click
 
 from lokfile.cli import Session, backend_option
+from lokfile.cli.common import emit_json, reporter
 
 # ---------------------------------------------------------------------------
 # built-in workflow commands
@@ -30,13 +30,6 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print one J
 _force_option = click.option(
     "--force", is_flag=True, help="Ask again even when a cached answer is fresh."
 )
-
-
-def _reporter(as_json: bool) -> Any:
-    """Progress on stderr; `_finish` prints the summary line after the answers."""
-    from lokfile.reporters import for_terminal
-
-    return for_terminal(sys.stderr, as_json, summary=False)
 
 
 def _prepare(
@@ -73,7 +66,7 @@ def _run(
         dry_run=dry_run,
         jobs=ctx.config.defaults.jobs,
     )
-    return api.run(ctx, wf, options, _reporter(as_json))
+    return api.run(ctx, wf, options, reporter(as_json))
 
 
 def _result(outcome: Any, step: str) -> Any:
@@ -110,7 +103,7 @@ def _finish(
     if as_json:
         doc = api.outcome_json(outcome)
         doc.update(extra or {})
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        emit_json(doc)
     else:
         if outcome.dry_run:
             for name in outcome.workflow.step_names:
@@ -132,7 +125,7 @@ def _finish(
         if footer:
             click.echo(footer)
     sys.stdout.flush()
-    _reporter(as_json).summary_last(outcome)  # last, after the answers
+    reporter(as_json).summary_last(outcome)  # last, after the answers
     sys.exit(outcome.exit_code if code is None else code)
 
 

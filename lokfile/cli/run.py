@@ -11,13 +11,7 @@ from typing import Any
 import click
 
 from lokfile.cli import Session
-
-
-def _reporter(as_json: bool) -> Any:
-    """Progress on stderr; the summary line waits for `emit_outcome`, so it comes last."""
-    from lokfile.reporters import for_terminal
-
-    return for_terminal(sys.stderr, as_json, summary=False)
+from lokfile.cli.common import emit_json, emit_outcome, reporter
 
 
 def _resume_args(ctx: Any, run_ref: str, workflow: str | None) -> tuple[str, str, tuple[str, ...]]:
@@ -120,7 +114,7 @@ def run(
         workflow = force_steps.pop()  # `lok run --force WF`: the value was the workflow
     force_all = "*" in force or (bool(force) and not force_steps)
     plain = workflow and not (force or dry_run or resume is not None or watch)
-    report = _reporter(as_json)
+    report = reporter(as_json)
     if plain:
         assert workflow is not None
         outcome = _replay(session, workflow, args, report)
@@ -190,27 +184,6 @@ def _replay(session: Session, workflow: str, args: tuple[str, ...], report: Any)
     return snapshot.replay(root, cwd, name, raw, config_file, report)
 
 
-def emit_outcome(
-    outcome: Any, as_json: bool, output_file: Path | None, report: Any = None
-) -> None:
-    """Print the results block (or the JSON document) where the user asked, then the
-    summary line (`report`'s, held back until now so it is the last thing shown)."""
-    from lokfile.reporters import outcome_json, results_block
-
-    if as_json:
-        text = json.dumps(outcome_json(outcome), indent=2, ensure_ascii=False) + "\n"
-    else:
-        text = results_block(outcome)
-    if output_file is not None:
-        output_file.write_text(text, encoding="utf-8")
-        click.echo(f"✓ Results written to {output_file}", err=True)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    if report is not None:
-        report.summary_last(outcome)
-
-
 @click.command()
 @click.argument("workflow")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -239,7 +212,7 @@ def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool
                 if (r := outcome.results.get(n)) is not None
             ],
         }
-        click.echo(json.dumps(doc, indent=2))
+        emit_json(doc)
         return
     width = max((len(n) for n in wf.step_names), default=4)
     for name in wf.step_names:

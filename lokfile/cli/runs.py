@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import click
 
 from lokfile.cli import Session
+from lokfile.cli.common import emit_json
 
 REF_HELP = "RUN is latest, latest~N, a run id or a unique prefix (default: latest)."
 
@@ -31,7 +31,7 @@ def _order(ctx: Any, row: dict[str, Any]) -> list[str] | None:
 
 
 def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    emit_json(doc)
 
 
 def _color() -> bool:
@@ -146,6 +146,7 @@ def _write_html(
     diff_ref: str | None,
     target: Path,
 ) -> None:
+    from lokfile import api
     from lokfile.history.diff import diff_runs
     from lokfile.history.report import render_report, workflow_edges
     from lokfile.history.runs import resolve
@@ -154,7 +155,7 @@ def _write_html(
     if diff_ref is not None:
         other = resolve(db, diff_ref, row["workflow"])
         diff = diff_runs(db, store, other, row, order=[s["name"] for s in doc["steps"]])
-    edges = workflow_edges(ctx, doc)
+    edges = workflow_edges(doc, lambda path: api.load(ctx, path))
     html = render_report(doc, edges, diff)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(html, encoding="utf-8")
@@ -250,26 +251,21 @@ def revert(session: Session, run: str | None, step: str, force: bool, as_json: b
 
     A file changed again since the edit is left alone unless --force.
     """
-    from lokfile.errors import UsageError
+    from lokfile.history.revert import revert as revert_step
     from lokfile.history.runs import open_db, resolve
     from lokfile.store.artifacts import Store
+    from lokfile.worker.snapshots import restored_by_journal
 
-    try:
-        from lokfile.worker import edits
-    except ImportError:
-        raise UsageError(
-            "reverting edits is not available in this build", "lokfile.worker.edits is missing"
-        ) from None
     ctx = _open(session)
     store = Store(ctx.project.runs_dir)
     db = open_db(ctx.project)
     try:
         row = resolve(db, run)
-        restored: list[str] = edits.revert(ctx.project, store, db, row["id"], step, force=force)
+        restored: list[str] = revert_step(ctx.project, store, db, row["id"], step, force=force)
     finally:
         db.close()
     # a step lok was killed in: its journal put its files back when lok next started
-    already = [] if restored else edits.restored_by_journal(store, row["id"], step)
+    already = [] if restored else restored_by_journal(store, row["id"], step)
     if as_json:
         doc = {"run": row["id"], "step": step, "restored": restored}
         _emit_json({**doc, "already_restored": already} if already else doc)

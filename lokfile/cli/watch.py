@@ -177,7 +177,7 @@ class _Loop:
     def _run(self, ctx: Any, wf: Any) -> Any:
         """One cycle: run the workflow, print its results; the RunOutcome."""
         from lokfile import api
-        from lokfile.cli.run import _reporter, emit_outcome
+        from lokfile.cli.common import emit_outcome, reporter
 
         positional, named = api.split_args(wf, self.args)
         options = api.RunOptions(
@@ -193,7 +193,7 @@ class _Loop:
             if self.stopping:
                 _cancel(coordinator)
 
-        report = _reporter(self.as_json)
+        report = reporter(self.as_json)
         try:
             outcome = api.run(ctx, wf, options, report, started)
         finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import click
 
 from lokfile.cli import Session
+from lokfile.cli.common import emit_json
 
 
 def _session(ctx: click.Context) -> Session:
@@ -30,7 +30,7 @@ def _cwd(session: Session) -> Path:
 
 def _open(ctx: click.Context) -> tuple[Any, Any, Path]:
     """(project, config, cwd) for the global options."""
-    from lokfile.config.layers import load_config
+    from lokfile.config import load_config
     from lokfile.project import Project, find_root
 
     session = _session(ctx)
@@ -40,7 +40,7 @@ def _open(ctx: click.Context) -> tuple[Any, Any, Path]:
 
 
 def _emit(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    emit_json(document)
 
 
 @click.group()
@@ -210,8 +210,9 @@ def validate(ctx: click.Context, targets: tuple[str, ...], as_json: bool) -> Non
 def init(ctx: click.Context, force: bool) -> None:
     """Create lok.toml (every setting explained), an example workflow that works
     offline, and .lok/.gitignore, in the current directory (or -C DIR)."""
-    from lokfile.cli.init_files import FILES, GITIGNORE
+    from lokfile.cli.init_files import FILES
     from lokfile.errors import UsageError
+    from lokfile.project import GITIGNORE
 
     root = _cwd(_session(ctx))
     targets = [(root / rel, text) for rel, text in FILES]

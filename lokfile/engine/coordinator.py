@@ -23,7 +23,7 @@ from lokfile.engine import reasons as plan
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.freshness import Freshness
 from lokfile.engine.recorder import Recorder, status_value
-from lokfile.engine.units import Unit, UnitSpec, build_units, combine
+from lokfile.engine.units import Unit, UnitEnv, UnitSpec, build_units, combine
 from lokfile.errors import DiskFullError
 from lokfile.events import (
     Event,
@@ -137,6 +137,7 @@ class Coordinator:
         self.store = store
         self.db = db
         self.opts = options
+        self.unit_env = UnitEnv(config, store, options.dry_run)
         self.report = report
         self.pool_factory = pool_factory
         self.pool: Any = None
@@ -382,7 +383,7 @@ class Coordinator:
                 if not eval_condition(step.when, self._context()):
                     self._finish_step_now(step, Status.SKIPPED, "condition not met", ready)
                     return False
-            specs = build_units(step, self._context, self)
+            specs = build_units(step, self._context, self.unit_env)
         except LokError as exc:
             why = "template error" if isinstance(exc, TemplateError) else "cannot start"
             self._finish_step_now(step, Status.FAILED, why, ready, error=exc.message)
@@ -612,7 +613,7 @@ class Coordinator:
         unit.span = (result.started, result.ended)
         self.fp.remember(result.output_stats)
         if result.snapshot and self.opts.record and not self.opts.dry_run:
-            from lokfile.worker.edits import snapshot_filename
+            from lokfile.worker.snapshots import snapshot_filename
 
             name = snapshot_filename(unit.step, unit.name)
             self.store.link_output(self.run_id, name, result.snapshot)
@@ -625,7 +626,7 @@ class Coordinator:
 
     def _complete_step(self, live: _Live, ready: deque[str]) -> None:
         """All units resolved: combine them (maybe adding a synthesis unit), then finish."""
-        extra = combine(live.step, live.units, self)
+        extra = combine(live.step, live.units, self.unit_env)
         if extra is not None:
             unit = self._resolve(live.step, extra)
             live.units.append(unit)
@@ -676,7 +677,7 @@ class Coordinator:
     ) -> tuple[str, str | None, bool, str | None, str | None]:
         from lokfile.engine.units import aggregate
 
-        return aggregate(step, units, self)
+        return aggregate(step, units, self.unit_env)
 
     def _failed(self, step: Step) -> None:
         """A failure is hard unless soft (continue_on_error) or left to a quorum downstream."""
@@ -770,9 +771,7 @@ class Coordinator:
 
     def backend_config(self, name: str) -> BackendConfig:
         """The configured backend `name` (`auto` resolved); TemplateError-free lookup."""
-        from lokfile.engine.units import resolve_backend
-
-        return resolve_backend(name, self.config)
+        return self.unit_env.backend_config(name)
 
     def is_llm(self, step: Step) -> bool:
         return step.kind is StepKind.LLM

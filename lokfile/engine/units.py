@@ -19,7 +19,23 @@ from lokfile import hashing
 from lokfile.model import BackendConfig, Config, Status, Step, StepKind
 
 if TYPE_CHECKING:
-    from lokfile.engine.coordinator import Coordinator
+    from lokfile.store.artifacts import Store
+
+@dataclass(frozen=True)
+class UnitEnv:
+    """What splitting a step into units and combining their answers needs: the
+    settings, the store (to read answers back), whether this is a dry run."""
+
+    config: Config
+    store: Store
+    dry_run: bool = False
+
+    def backend_config(self, name: str) -> BackendConfig:
+        """The configured backend `name`, `auto` resolved to one that can answer now."""
+        from lokfile.backends.ready import resolve_backend
+
+        return resolve_backend(name, self.config)
+
 
 DEFAULT_WEIGHTS = {"claude": 2.0, "codex": 1.5, "gemini": 1.5, "ollama": 1.0}
 
@@ -69,40 +85,11 @@ class Unit:
         return self.status in (Status.RAN, Status.REUSED)
 
 
-def resolve_backend(name: str, config: Config) -> BackendConfig:
-    """The backend config called `name`; `auto` is the default or the first ready one
-    (lokfile.backends.ready: NoBackend when none can answer)."""
-    if name == "auto":
-        from lokfile.backends.ready import pick_auto
-
-        return pick_auto(config)
-    return configured_backend(config, name)
-
-
-def configured_backend(config: Config, name: str, what: str = "") -> BackendConfig:
-    """The enabled backend `name`, or a UsageError naming the configured ones (`what`: a prefix)."""
-    from lokfile.errors import UsageError
-
-    prefix = f"{what}: " if what else ""
-    found = config.backends.get(name)
-    if found is None:
-        known = ", ".join(sorted(config.backends)) or "none"
-        raise UsageError(
-            f"{prefix}backend '{name}' is not configured (configured: {known})",
-            f"add [backends.{name}] to lok.toml, or pick one of the configured backends",
-        )
-    if not found.enabled:
-        raise UsageError(
-            f"{prefix}backend '{name}' is disabled", f"set enabled = true in [backends.{name}]"
-        )
-    return found
-
-
 def _literal(text: str | None) -> bool:
     return text is not None and "{{" not in text and "{%" not in text
 
 
-def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> list[UnitSpec]:
+def build_units(step: Step, context: Callable[[], Any], env: UnitEnv) -> list[UnitSpec]:
     """Render a ready step and split it into unit specs (`context` builds the template context)."""
     if step.for_each is None and step.kind is StepKind.SHELL and _literal(step.shell):
         return [UnitSpec("", command=step.shell)]  # nothing to render: no template engine needed
@@ -120,7 +107,7 @@ def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> l
                     UnitSpec(f"item:{i}", command=render_shell(step.shell, c), item=item, index=i)
                 )
             else:
-                backend = coord.backend_config(step.backends[0])
+                backend = env.backend_config(step.backends[0])
                 specs.append(
                     UnitSpec(
                         f"item:{i}",
@@ -140,7 +127,7 @@ def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> l
     verify = render_shell(step.verify, ctx) if step.verify else None
     names = list(dict.fromkeys(step.backends))
     if len(names) == 1:
-        backend = coord.backend_config(names[0])
+        backend = env.backend_config(names[0])
         return [
             UnitSpec(
                 "", prompt=prompt, system=_system(step, backend), backend=backend, verify=verify
@@ -148,7 +135,7 @@ def build_units(step: Step, context: Callable[[], Any], coord: Coordinator) -> l
         ]
     out = []
     for name in names:
-        backend = coord.backend_config(name)
+        backend = env.backend_config(name)
         out.append(
             UnitSpec(
                 f"backend:{backend.name}",
@@ -166,7 +153,7 @@ def _system(step: Step, backend: BackendConfig) -> str | None:
     return str(system) if system is not None else None
 
 
-def combine(step: Step, units: list[Unit], coord: Coordinator) -> UnitSpec | None:
+def combine(step: Step, units: list[Unit], env: UnitEnv) -> UnitSpec | None:
     """A unit to add once the others are done: a synthesis, then an edit application.
 
     A multi-backend step that edits files applies ONE answer — the combined one —
@@ -179,10 +166,10 @@ def combine(step: Step, units: list[Unit], coord: Coordinator) -> UnitSpec | Non
     answers = [u for u in units if u.success and u.name.startswith("backend:")]
     if not wants_synthesis or len(answers) < 2:
         if (step.apply_edits or step.verify) and "apply" not in names and answers:
-            text, _digest, ok, winner, _error = aggregate(step, units, coord)
+            text, _digest, ok, winner, _error = aggregate(step, units, env)
             if ok:
                 first = units[0].spec
-                chosen = coord.backend_config(winner) if winner else first.backend
+                chosen = env.backend_config(winner) if winner else first.backend
                 return UnitSpec(
                     "apply",
                     prompt=first.prompt,
@@ -193,9 +180,9 @@ def combine(step: Step, units: list[Unit], coord: Coordinator) -> UnitSpec | Non
                     inputs={"answer": hashing.digest_text(text)},
                 )
         return None
-    config = coord.config
+    config = env.config
     lead = units[0].spec.backend
-    synthesizer = coord.backend_config(
+    synthesizer = env.backend_config(
         config.consensus.synthesizer or (lead.name if lead else "auto")
     )
     original = units[0].spec.prompt or ""
@@ -249,11 +236,11 @@ def vote(answers: list[tuple[str, str]], weights: dict[str, float] | None) -> tu
 
 
 def aggregate(
-    step: Step, units: list[Unit], coord: Coordinator
+    step: Step, units: list[Unit], env: UnitEnv
 ) -> tuple[str, str | None, bool, str | None, str | None]:
     """(output, digest, success, backend, error) of a step from its units."""
-    store = coord.store
-    dry = coord.opts.dry_run
+    store = env.store
+    dry = env.dry_run
     if step.for_each is not None:
         rows = [
             {"index": u.spec.index, "item": u.spec.item, "output": u.output, "success": u.success}
@@ -290,20 +277,6 @@ def aggregate(
         return answers[0].output, answers[0].digest, True, answers[0].backend, None
     weights = None
     if step.consensus == "weighted_vote":
-        weights = {**DEFAULT_WEIGHTS, **coord.config.consensus.weights}
+        weights = {**DEFAULT_WEIGHTS, **env.config.consensus.weights}
     text, _score = vote(pairs, weights)
     return text, None if dry else store.put_text(text), True, None, None
-
-
-def wrap_command(wrapper: str, command: str) -> str:
-    """Put `command` inside `[defaults] command_wrapper`, quoted for wherever each {cmd} lands
-    (bare, '…', "…", a here-document…), with the same rules as template values."""
-    from lokfile.templates.shellquote import BARE, places, quote
-
-    pieces = wrapper.split("{cmd}")
-    out = [pieces[0]]
-    for place, piece in zip(places(pieces), pieces[1:], strict=True):
-        # A bare {cmd} stands where a program goes (`direnv exec . {cmd}`): hand it to sh whole.
-        prefix = "sh -c " if place.kind == BARE else ""
-        out += [prefix + quote(command, place), piece]
-    return "".join(out)

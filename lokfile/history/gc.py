@@ -220,7 +220,7 @@ def linked_digests(store: Store, run_ids: set[str]) -> set[str]:
 
 def _snapshot_needs(store: Store, digest: str) -> set[str]:
     """The originals an edit snapshot manifest names (so `lok runs revert` keeps working)."""
-    from lokfile.worker.edits import manifest_digests
+    from lokfile.worker.snapshots import manifest_digests
 
     return manifest_digests(store, digest)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from typing import Any
 
 from lokfile.history.diff import CHANGED, SAME, RunDiff
 from lokfile.history.runs import human, took
+from lokfile.model import Workflow
 
 MAX_OUTPUT_CHARS = 200_000
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 170, 46, 60, 18, 12
@@ -27,15 +29,16 @@ COLORS = {
 }
 
 
-def workflow_edges(ctx: Any, doc: dict[str, Any]) -> dict[str, list[str]]:
-    """step -> the steps it depends on: from the recorded keys, else from the workflow file."""
+def workflow_edges(
+    doc: dict[str, Any], load: Callable[[str], Workflow]
+) -> dict[str, list[str]]:
+    """step -> the steps it depends on: from the recorded keys, else from the workflow
+    file (`load` reads it from its recorded path)."""
     edges = {s["name"]: list(s.get("upstream") or []) for s in doc["steps"]}
     if all(edges.values()) or not doc.get("path"):
         return edges
     try:  # steps that never rendered (skipped) recorded no upstream: ask the workflow file
-        from lokfile import api
-
-        wf = api.load(ctx, doc["path"])
+        wf = load(doc["path"])
     except Exception:  # the file may have changed or gone since; the report still renders
         return edges
     for step in wf.steps:

@@ -50,7 +50,7 @@ def launch(command: str, wrapper: str | None, scratch: Path) -> Launch:
             f"the command holds a NUL byte (at offset {command.index(chr(0))}), "
             "which no shell command can carry"
         )
-    from lokfile.engine.units import wrap_command
+    from lokfile.templates.shellquote import wrap_command
 
     final = wrap_command(wrapper, command) if wrapper else command
     if len(final) * 4 <= ARG_LIMIT or len(final.encode()) <= ARG_LIMIT:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from lokfile.errors import TemplateError
 from lokfile.templates.shell_words import Words
-from lokfile.templates.shellquote import BARE, COMMENT, DQ, HEREDOC, SQ, Place
+from lokfile.templates.shellplace import BARE, COMMENT, DQ, HEREDOC, SQ, Place
 
 _CMD, _BT, _SQ, _DQ, _ANSI, _COMMENT, _BRACE, _ARITH, _HD = (
     "cmd", "bt", "sq", "dq", "ansi", "comment", "brace", "arith", "heredoc"

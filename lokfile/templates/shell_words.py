@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-from lokfile.templates.shellquote import NAME, NUMBER
+from lokfile.templates.shellplace import NAME, NUMBER
 
 # words after which the next word still starts a command
 _KEEP_COMMAND = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!", "{", "time"})

@@ -57,64 +57,23 @@ import re
 from collections.abc import Sequence
 
 from lokfile.errors import TemplateError
+from lokfile.templates.shellplace import (
+    BARE,
+    COMMENT,
+    DQ,
+    HEREDOC,
+    NAME,
+    NUMBER,
+    SQ,
+    Place,
+)
 
-BARE, SQ, DQ, COMMENT, HEREDOC = "bare", "sq", "dq", "comment", "heredoc"
-NUMBER, NAME = "number", "name"  # the checks of shell_words
+__all__ = ["BARE", "COMMENT", "DQ", "HEREDOC", "NAME", "NUMBER", "SQ", "Place", "places", "quote"]
 
 
 class ValueRefused(TemplateError):
     """A value that cannot go where the template puts it (a NUL byte, a non-number
     where bash evaluates arithmetic); templates name the value and re-raise."""
-
-
-class Place:
-    """The quoting context of one marker (immutable by convention)."""
-
-    __slots__ = (
-        "backtick",
-        "check",
-        "delimiter",
-        "expand",
-        "kind",
-        "prefix",
-        "strip_tabs",
-        "suffix",
-    )
-
-    def __init__(
-        self,
-        kind: str,
-        backtick: bool = False,  # inside `…`: the shell strips one layer of backslashes first
-        delimiter: str = "",  # here-document only, from here on
-        expand: bool = False,  # unquoted <<EOF: $ ` \\ are special in the body
-        strip_tabs: bool = False,  # <<-EOF
-        prefix: str | None = "",  # literal text before the marker on its line; None: unknown
-        suffix: str | None = "",  # literal text after it on its line; None: unknown
-        check: str = "",  # NUMBER / NAME: bash evaluates the word (see shell_words)
-    ) -> None:
-        self.kind = kind
-        self.check = check
-        self.backtick = backtick
-        self.delimiter = delimiter
-        self.expand = expand
-        self.strip_tabs = strip_tabs
-        self.prefix = prefix
-        self.suffix = suffix
-
-    def _key(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Place) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"Place({self.kind!r}, backtick={self.backtick}, delimiter={self.delimiter!r}, "
-            f"check={self.check!r})"
-        )
 
 
 BARE_PLACE = Place(BARE)
@@ -250,3 +209,15 @@ def _quotes_only(pieces: Sequence[str]) -> list[Place]:
                 state = BARE
         out.append(_PLAIN_PLACES[state])
     return out
+
+
+def wrap_command(wrapper: str, command: str) -> str:
+    """Put `command` inside `[defaults] command_wrapper`, quoted for wherever each {cmd} lands
+    (bare, '…', "…", a here-document…), with the same rules as template values."""
+    pieces = wrapper.split("{cmd}")
+    out = [pieces[0]]
+    for place, piece in zip(places(pieces), pieces[1:], strict=True):
+        # A bare {cmd} stands where a program goes (`direnv exec . {cmd}`): hand it to sh whole.
+        prefix = "sh -c " if place.kind == BARE else ""
+        out += [prefix + quote(command, place), piece]
+    return "".join(out)

@@ -34,35 +34,23 @@ names it, like any other bad edit, and nothing is written.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from lokfile.errors import LokError, StoreError, UsageError
-from lokfile.hashing import digest_bytes
 from lokfile.store.artifacts import Store
 from lokfile.worker import journal, verify
+from lokfile.worker.snapshots import Change, Plan, apply_plan, refresh_after, restore, snapshot
 
 if TYPE_CHECKING:
-    from lokfile.project import Project
-    from lokfile.store.rundb import RunDB
     from lokfile.worker.cancel import Cancel
-    from lokfile.worker.execute import EditSettings
+    from lokfile.worker.jobs import EditSettings
 
-MANIFEST_VERSION = 1
 PROTECTED = (".lok", ".git")
 FIX_MARKER = "## Your previous answer failed"
-
-
-class Blobs(Protocol):
-    """Where a restore reads originals from: the store, or a journal."""
-
-    def get(self, digest: str) -> bytes: ...
 
 
 class RequeryFailed(Exception):
@@ -90,22 +78,6 @@ class EditOutcome:
     snapshot: str | None = None  # digest of the manifest artifact, when files changed
     files: tuple[str, ...] = ()  # paths changed, relative to the root
     attempts: int = 1
-
-
-@dataclass
-class _Planned:
-    """One file's change: its bytes before (None: new file) and after, and its mode."""
-
-    before: bytes | None
-    after: str
-    mode: int | None
-    crlf: bool = False
-
-
-@dataclass
-class Plan:
-    files: dict[str, _Planned] = field(default_factory=dict)
-    dirs: list[str] = field(default_factory=list)  # folders to create, outermost first
 
 
 # -- reading the answer --------------------------------------------------------
@@ -225,11 +197,11 @@ def _plan_file(edit: Edit, rel: str, real: Path, root: Path, result: Plan) -> No
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise EditError(f"{edit.file}: is not UTF-8 text") from None
-            planned = _Planned(data, text, real.stat().st_mode & 0o7777, "\r\n" in text)
+            planned = Change(data, text, real.stat().st_mode & 0o7777, "\r\n" in text)
         else:
             if edit.old:
                 raise EditError(f'{edit.file}: file not found (an empty "old" creates a file)')
-            planned = _Planned(None, "", None)
+            planned = Change(None, "", None)
             _plan_dirs(root.resolve(), real.parent, result)
         result.files[rel] = planned
     if not edit.old:
@@ -265,164 +237,6 @@ def _plan_dirs(real_root: Path, folder: Path, result: Plan) -> None:
 
 
 # -- snapshot, write, restore ----------------------------------------------------
-
-
-def snapshot(edit_plan: Plan, store: Store) -> tuple[dict[str, Any], str]:
-    """Store every file's before and after bytes and the manifest; (manifest, its digest)."""
-    files: dict[str, str | None] = {}
-    after: dict[str, str] = {}
-    modes: dict[str, int | None] = {}
-    for rel, p in sorted(edit_plan.files.items()):
-        files[rel] = store.put(p.before) if p.before is not None else None
-        after[rel] = digest_bytes(p.after.encode())
-        modes[rel] = p.mode
-    manifest = {
-        "version": MANIFEST_VERSION,
-        "files": files,
-        "after": after,
-        "modes": modes,
-        "dirs": list(edit_plan.dirs),
-    }
-    return manifest, store.put(_manifest_bytes(manifest))
-
-
-def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
-    return json.dumps(manifest, indent=1, sort_keys=True).encode()
-
-
-def load_manifest(store: Store, digest: str) -> dict[str, Any]:
-    """The snapshot manifest stored under `digest`."""
-    doc: dict[str, Any] = json.loads(store.get(digest))
-    if doc.get("version") != MANIFEST_VERSION:
-        raise LokError(f"edit snapshot {digest} has an unknown format", "upgrade lok")
-    return doc
-
-
-def manifest_digests(store: Store, digest: str) -> set[str]:
-    """Every artifact a snapshot needs (the manifest and the originals), for gc."""
-    out = {digest}
-    try:
-        files = load_manifest(store, digest)["files"]
-    except (OSError, ValueError, LokError):
-        return out
-    out.update(d for d in files.values() if d)
-    return out
-
-
-def snapshot_filename(step: str, unit: str = "") -> str:
-    """The run-folder name of a unit's snapshot link: `<step>.snapshot.json` (see
-    store.output_filename for names that are not plain)."""
-    from lokfile.store.artifacts import output_filename
-
-    return output_filename(step, ".snapshot.json", unit)
-
-
-def restored_filename(step: str, unit: str = "") -> str:
-    """The run-folder note left when a killed step's files were put back from its journal."""
-    from lokfile.store.artifacts import output_filename
-
-    return output_filename(step, ".restored.json", unit)
-
-
-def note_restored(runs_dir: Path, run_id: str, step: str, unit: str, files: list[str]) -> None:
-    """Record in the run folder that `files` of an interrupted step were put back (for revert)."""
-    folder = runs_dir / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    doc = {"step": step, "unit": unit, "files": sorted(files)}
-    (folder / restored_filename(step, unit)).write_text(json.dumps(doc, indent=1) + "\n")
-
-
-TEMP_PREFIX = ".lok-edit-"
-
-
-def _write(path: Path, data: bytes, mode: int | None, durable: bool = False) -> None:
-    """Replace `path` atomically with `data`, keeping (or setting) its permission bits."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        if mode is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def apply_plan(
-    edit_plan: Plan, root: Path, stop: Callable[[], bool] = lambda: False
-) -> bool:
-    """Write the planned files (creating the planned folders); False when `stop()` said
-    to stop before every file was written (the caller puts the snapshot back)."""
-    real_root = root.resolve()
-    for d in edit_plan.dirs:
-        (real_root / d).mkdir(exist_ok=True)
-    for rel, p in edit_plan.files.items():
-        if stop():
-            return False
-        _write(real_root / rel, p.after.encode(), p.mode)
-    return True
-
-
-def restore(manifest: dict[str, Any], root: Path, store: Blobs) -> list[str]:
-    """Put every file of a snapshot back as it was before; remove created files and folders.
-
-    Everything is on disk before this returns (one filesystem sync after all the writes,
-    not one per file: a stopping worker finishes a restore quickly), so a journal may
-    then go.
-    """
-    real_root = root.resolve()
-    restored = []
-    modes = manifest.get("modes", {})
-    touched: list[Path] = []
-    for rel, before in sorted(manifest["files"].items()):
-        path = real_root / rel
-        if before is None:
-            if path.is_file() or path.is_symlink():
-                path.unlink()
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, store.get(before), modes.get(rel))
-        touched.append(path)
-        restored.append(rel)
-    for d in reversed(manifest.get("dirs", [])):
-        try:
-            (real_root / d).rmdir()
-        except OSError:
-            pass  # not empty any more: something else lives there now
-    journal.sync_files(touched)
-    return restored
-
-
-def remove_temporaries(manifest: dict[str, Any], root: Path) -> None:
-    """Delete the half-written temporary files a killed edit may have left beside its files."""
-    real_root = root.resolve()
-    folders = {(real_root / rel).parent for rel in manifest["files"]}
-    for folder in folders:
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            if name.startswith(TEMP_PREFIX):
-                try:
-                    os.unlink(folder / name)
-                except OSError:
-                    pass
-
-
-def _current(path: Path) -> str | None:
-    try:
-        return digest_bytes(path.read_bytes())
-    except FileNotFoundError:
-        return None
 
 
 # -- the loop run by the worker ----------------------------------------------------
@@ -552,7 +366,7 @@ def _attempt(
             emit("restored the files as they were")
             return error, None, ()
         if check is not None and check.format_files:
-            snap = _refresh_after(manifest, root, store) or snap
+            snap = refresh_after(manifest, root, store) or snap
         journal.clear(store.runs_dir)
     return None, snap, tuple(sorted(manifest["files"]))
 
@@ -616,105 +430,3 @@ def _verify(
     return f"verification failed: {result.error}"
 
 
-def _refresh_after(manifest: dict[str, Any], root: Path, store: Store) -> str | None:
-    """A manifest whose `after` digests match the files once a formatter has run."""
-    changed = False
-    real_root = root.resolve()
-    for rel in manifest["files"]:
-        now = _current(real_root / rel)
-        if now is not None and now != manifest["after"].get(rel):
-            manifest["after"][rel], changed = now, True
-    return store.put(_manifest_bytes(manifest)) if changed else None
-
-
-# -- lok runs revert --------------------------------------------------------------
-
-
-def revert(
-    project: Project, store: Store, db: RunDB, run_id: str, step: str, force: bool = False
-) -> list[str]:
-    """Restore the files a step's edits replaced in run `run_id`; the paths restored.
-
-    The step's snapshots are read from the run folder (`snapshot_filename`); none
-    means the step changed no files (an empty list). A file changed again since the
-    edit is refused unless `force`; a file already back to its original is left alone.
-    """
-    every = db.results(run_id)
-    rows = [r for r in every if r["step"] == step]
-    if not rows and restored_by_journal(store, run_id, step):
-        return []  # stopped mid-edit: its files were put back when lok next started
-    if not rows:
-        raise UsageError(
-            f"run {run_id} has no step '{step}'", f"`lok runs show {run_id}` lists its steps"
-        )
-    folder = store.run_dir(run_id)
-    units = dict.fromkeys(str(r.get("unit") or "") for r in reversed(rows))
-    links = [_snapshot_link(folder, every, step, u) for u in units]
-    try:
-        manifests = [load_manifest(store, _link_digest(store, p)) for p in links if p.is_symlink()]
-        for manifest in manifests:  # every original must still be stored before anything changes
-            for before in manifest["files"].values():
-                if isinstance(before, str) and not store.has(before):
-                    raise FileNotFoundError(before)
-    except FileNotFoundError as exc:
-        raise StoreError(
-            f"run {run_id}, step '{step}': a snapshot of the edited files is missing from the store",
-            "`lok runs verify` lists missing artifacts; they may have been collected by `lok gc`",
-        ) from exc
-    real_root = project.root.resolve()
-    todo: list[dict[str, Any]] = []
-    for manifest in manifests:
-        files = {}
-        for rel, before in manifest["files"].items():
-            now = _current(real_root / rel)
-            if now == before:
-                continue
-            if now != manifest["after"].get(rel) and not force:
-                raise LokError(
-                    f"{rel} changed after step '{step}' edited it in run {run_id}",
-                    "reverting would lose those changes; pass --force to restore it anyway",
-                )
-            files[rel] = before
-        todo.append({**manifest, "files": files})
-    restored: list[str] = []
-    for manifest in todo:
-        restored += restore(manifest, project.root, store)
-    return sorted(set(restored))
-
-
-def _snapshot_link(folder: Path, rows: list[dict[str, Any]], step: str, unit: str) -> Path:
-    """The unit's snapshot link; in a run recorded before names were made distinct, the
-    old name, unless another unit of that run shared it, even by case alone (then the
-    link may be the other's)."""
-    from lokfile.store.artifacts import legacy_output_filename
-
-    link = folder / snapshot_filename(step, unit)
-    if link.is_symlink():
-        return link
-
-    def old(pair: tuple[str, str]) -> str:
-        return legacy_output_filename(pair[0], ".snapshot.json", pair[1])
-
-    pairs = {(str(r["step"]), str(r.get("unit") or "")) for r in rows}
-    mine = old((step, unit))
-    sharing = [p for p in pairs if old(p).casefold() == mine.casefold()]
-    return folder / mine if sharing == [(step, unit)] else link
-
-
-def restored_by_journal(store: Store, run_id: str, step: str) -> list[str]:
-    """The files of `step` in run `run_id` that journal recovery put back (lok was killed)."""
-    out: set[str] = set()
-    for path in store.run_dir(run_id).glob("*.restored.json"):
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and doc.get("step") == step:
-            out.update(str(f) for f in doc.get("files", []))
-    return sorted(out)
-
-
-def _link_digest(store: Store, link: Path) -> str:
-    """The digest a run-folder link points at (its target is objects/<algo>/ab/cdef…)."""
-    target = Path(os.readlink(link))
-    return f"{target.parent.parent.name}:{target.parent.name}{target.name}"

@@ -26,6 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lokfile.worker import snapshots
+from lokfile.worker.snapshots import fsync_dir
+
 VERSION = 1
 NAME = "edits.journal"
 LOCK = "edits.lock"
@@ -34,56 +37,6 @@ MAX_NAMES = 4  # files named in the one line `recover` prints
 
 def path_in(runs_dir: Path) -> Path:
     return runs_dir / NAME
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_files(paths: list[Path]) -> None:
-    """Make `paths` (and their folders' entries) durable: one syncfs(2) of the filesystem
-    that holds them where Linux offers it (one flush, however many files), else an
-    fsync of each file and folder."""
-    if not paths:
-        return
-    if _syncfs(paths[0].parent):
-        return
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # removed again: nothing to make durable
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    for folder in {p.parent for p in paths}:
-        try:
-            fsync_dir(folder)
-        except OSError:
-            pass  # a folder removed since
-
-
-def _syncfs(folder: Path) -> bool:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = libc.syncfs
-    except (OSError, AttributeError):
-        return False
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
-        return bool(syncfs(fd) == 0)
-    finally:
-        os.close(fd)
 
 
 def write(
@@ -215,15 +168,15 @@ def _recover(root: Path, runs_dir: Path, say: Callable[[str], None]) -> list[str
 
 
 def _put_back(root: Path, runs_dir: Path, doc: dict[str, Any]) -> list[str]:
-    from lokfile.worker import edits
+
 
     if doc.get("version") != VERSION:
         raise ValueError(f"journal version {doc.get('version')!r} is unknown to this lok")
     manifest = doc["manifest"]
-    edits.remove_temporaries(manifest, root)  # first: a created folder must be empty to go
-    restored = edits.restore(manifest, root, _Blobs(doc["blobs"]))
+    snapshots.remove_temporaries(manifest, root)  # first: a created folder must be empty to go
+    restored = snapshots.restore(manifest, root, _Blobs(doc["blobs"]))
     if doc.get("run") and doc.get("step"):
-        edits.note_restored(Path(runs_dir), doc["run"], doc["step"], doc.get("unit", ""), restored)
+        snapshots.note_restored(Path(runs_dir), doc["run"], doc["step"], doc.get("unit", ""), restored)
     return restored
 
 
