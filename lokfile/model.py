@@ -11,8 +11,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from lokfile.status import RunStatus as RunStatus  # outcomes live in lokfile.status
-from lokfile.status import Status as Status
+from lokfile.outcome import RunStatus as RunStatus  # statuses live with the outcomes
+from lokfile.outcome import Status as Status
 
 # --------------------------------------------------------------------------
 # Workflows

@@ -1,16 +1,38 @@
-"""What a run produced: step results and the run's outcome.
+"""What a run produced: statuses, step results and the run's outcome.
 
 Plain classes (not dataclasses) on purpose: the no-op fast path builds these
-without importing the engine, and defining a dataclass costs start-up time.
+without importing the engine or the model, and defining a dataclass costs
+start-up time. Nothing here imports another lokfile module.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from typing import Any
 
-from lokfile.status import RunStatus, Status
+
+class Status(str, enum.Enum):
+    """What happened to a step in a run."""
+
+    RAN = "ran"  # executed and succeeded
+    REUSED = "reused"  # fresh: the stored result was used
+    FAILED = "failed"  # executed and failed (soft when continue_on_error)
+    SKIPPED = "skipped"  # condition false, a dependency failed, or the run stopped first
+    INTERRUPTED = "interrupted"
+
+    def __bool__(self) -> bool:
+        return self in (Status.RAN, Status.REUSED)
+
+
+class RunStatus(str, enum.Enum):
+    """What happened to a run as a whole."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
 
 
 class StepResult:

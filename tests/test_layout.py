@@ -126,3 +126,10 @@ def test_every_wing_says_what_it_is() -> None:
     for init in PACKAGE.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert len(doc.splitlines()) >= 2 and "to be described" not in doc, init
+
+
+def test_statuses_live_with_the_outcomes_which_import_no_other_lokfile_module() -> None:
+    # the no-op fast path builds outcomes without loading the model or the engine
+    modules = _modules()
+    assert "lokfile.status" not in modules
+    assert _imports(modules["lokfile.outcome"], modules) == set()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,24 @@ def test_a_replayed_no_op_is_recorded_exactly_like_a_normal_one(project: Path) -
     fast_json = json.loads((project / ".lok/runs" / fast["run_id"] / "run.json").read_text())
     assert fast_json["status"] == "succeeded"
     assert len((project / "calls.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_replayed_no_op_imports_neither_the_engine_nor_the_model_nor_jinja2(
+    project: Path,
+) -> None:
+    lok(project, "run", "snap", check=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lokfile", "run", "snap"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "lokfile.engine.snapshot" in imported  # it was the fast path
+    heavy = {"lokfile.engine.coordinator", "lokfile.model", "jinja2", "sqlite_utils", "httpx"}
+    assert imported & heavy == set()
 
 
 def test_text_output_and_progress_match_the_normal_path(project: Path) -> None:

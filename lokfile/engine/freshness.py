@@ -18,7 +18,7 @@ from lokfile.engine import reasons as plan
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.units import Unit, UnitSpec
 from lokfile.model import Config, Step
-from lokfile.status import Status
+from lokfile.outcome import Status
 from lokfile.store.artifacts import Store
 from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
 

@@ -16,8 +16,7 @@ from typing import Any
 from lokfile import hashing
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.units import Unit
-from lokfile.outcome import StepResult
-from lokfile.status import Status
+from lokfile.outcome import Status, StepResult
 from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
 from lokfile.worker.jobs import JobResult
 

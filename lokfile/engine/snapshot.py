@@ -249,13 +249,14 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     from lokfile.events import RunFinished, RunStarted, StepFinished
     from lokfile.outcome import (
         RunOutcome,
+        RunStatus,
+        Status,
         StepResult,
         UnitSummary,
         WorkflowSummary,
         covered,
         new_run_id,
     )
-    from lokfile.status import RunStatus, Status
 
     t0 = time.time()
     wf_doc = doc["workflow"]
