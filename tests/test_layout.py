@@ -9,6 +9,7 @@ imports made inside functions and under `if TYPE_CHECKING:`.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lokfile"
@@ -120,6 +121,15 @@ def test_no_module_is_longer_than_six_hundred_lines() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_no_module_is_named_like_a_standard_library_module() -> None:
+    # `backends/http.py` beside `import http` reads as the standard library's, and a
+    # script run from inside the folder would shadow it
+    clash = sorted(
+        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.stem in sys.stdlib_module_names
+    )
+    assert clash == []
 
 
 def test_every_wing_says_what_it_is() -> None:

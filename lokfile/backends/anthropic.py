@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lokfile.backends import http
+from lokfile.backends import httpwire
 from lokfile.backends.base import BackendError, ErrorKind, Health, Request
 from lokfile.backends.httpbase import HTTPBackend, SSEStream, configured_headers
 from lokfile.backends.ready import DEFAULT_KEY_ENV as DEFAULT_KEYS
@@ -37,7 +37,7 @@ def _error_kind(error_type: str) -> ErrorKind:
 
 class _MessageStream(SSEStream):
     def _event(self, event: str, data: str) -> None:
-        doc = http.parse_json_line(data, "anthropic stream") if data.strip() else {}
+        doc = httpwire.parse_json_line(data, "anthropic stream") if data.strip() else {}
         if not isinstance(doc, dict):
             raise BackendError(
                 ErrorKind.BAD_RESPONSE, f"anthropic stream: unexpected event {data[:120]!r}"
@@ -71,11 +71,11 @@ class AnthropicBackend(HTTPBackend):
     listing_path = "/v1/models"
 
     def __init__(self, config: BackendConfig) -> None:
-        super().__init__(config, http.base_url(config, DEFAULT_URL))
+        super().__init__(config, httpwire.base_url(config, DEFAULT_URL))
 
     def _headers(self) -> tuple[dict[str, str], str | None]:
         headers = configured_headers(self.config)
-        key = http.api_key(self.config, DEFAULT_KEY_ENV, required=True)
+        key = httpwire.api_key(self.config, DEFAULT_KEY_ENV, required=True)
         headers["x-api-key"] = key or ""
         headers["anthropic-version"] = str(
             self.config.extra.get("anthropic_version") or API_VERSION
@@ -88,21 +88,21 @@ class AnthropicBackend(HTTPBackend):
         body: dict[str, Any] = {
             "model": request.model or cfg.model or DEFAULT_MODEL,
             "max_tokens": int(
-                http.option("max_tokens", request.max_tokens, cfg) or DEFAULT_MAX_TOKENS
+                httpwire.option("max_tokens", request.max_tokens, cfg) or DEFAULT_MAX_TOKENS
             ),
             "messages": [{"role": "user", "content": request.prompt}],
             "stream": True,
         }
-        system = http.option("system", request.system, cfg)
+        system = httpwire.option("system", request.system, cfg)
         if system:
             body["system"] = str(system)
-        temperature = http.option("temperature", request.temperature, cfg)
+        temperature = httpwire.option("temperature", request.temperature, cfg)
         if temperature is not None:
             body["temperature"] = temperature
         return body
 
     def _key_set(self) -> bool | None:
-        return http.key_status(self.config, DEFAULT_KEY_ENV)
+        return httpwire.key_status(self.config, DEFAULT_KEY_ENV)
 
     def _listed(self, doc: Any, key_set: bool | None) -> Health:
         """Key set and accepted (GET /v1/models lists the models)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from lokfile.backends import http, subproc
+from lokfile.backends import httpwire, subproc
 from lokfile.backends.base import Answer, BackendError, Health, Request
 from lokfile.model import BackendConfig
 
@@ -42,7 +42,7 @@ class SSEStream(StreamAnswer):
 
     def __init__(self, model: str) -> None:
         super().__init__(model)
-        self._sse = http.SSEParser(self._event)
+        self._sse = httpwire.SSEParser(self._event)
 
     def line(self, text: str) -> None:
         """One line of the body, passed to the SSE parser."""
@@ -60,7 +60,7 @@ def configured_headers(config: BackendConfig) -> dict[str, str]:
 def chat_messages(request: Request, config: BackendConfig) -> list[dict[str, str]]:
     """Chat turns: the system text (the step's, else the backend's) if any, then the prompt."""
     messages: list[dict[str, str]] = []
-    system = http.option("system", request.system, config)
+    system = httpwire.option("system", request.system, config)
     if system:
         messages.append({"role": "system", "content": str(system)})
     messages.append({"role": "user", "content": request.prompt})
@@ -81,7 +81,7 @@ class HTTPBackend:
 
     def _headers(self) -> tuple[dict[str, str], str | None]:
         headers = configured_headers(self.config)
-        key = http.api_key(self.config)  # only when api_key_env names one (local servers need none)
+        key = httpwire.api_key(self.config)  # only when api_key_env names one (local servers need none)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers, key
@@ -97,8 +97,8 @@ class HTTPBackend:
         headers, key = self._headers()
         body = self.body(request)
         model = str(body["model"])
-        timeout = http.effective_timeout(request.timeout_s, self.config)
-        return http.post_stream(
+        timeout = httpwire.effective_timeout(request.timeout_s, self.config)
+        return httpwire.post_stream(
             f"{self.url}{self.query_path}",
             body,
             headers,
@@ -110,7 +110,7 @@ class HTTPBackend:
         )
 
     def _key_set(self) -> bool | None:
-        return http.key_status(self.config)
+        return httpwire.key_status(self.config)
 
     def _listed(self, doc: Any, key_set: bool | None) -> Health:
         """Health once the listing answered: `doc` is its JSON."""
@@ -123,7 +123,7 @@ class HTTPBackend:
             headers, key = self._headers()
         except BackendError as exc:
             return Health(ready=False, detail=exc.message, key_set=False)
-        failed, doc = http.reachability(f"{self.url}{self.listing_path}", headers, [key])
+        failed, doc = httpwire.reachability(f"{self.url}{self.listing_path}", headers, [key])
         if failed is not None:
             return replace(failed, key_set=key_set)
         health = self._listed(doc, key_set)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lokfile.backends import http
+from lokfile.backends import httpwire
 from lokfile.backends.base import BackendError, ErrorKind, Health, Request
 from lokfile.backends.httpbase import HTTPBackend, StreamAnswer, chat_messages
 from lokfile.backends.ready import DEFAULT_URLS
@@ -34,7 +34,7 @@ class _ChatStream(StreamAnswer):
         """One NDJSON line of the reply."""
         if not text.strip():
             return
-        doc = http.parse_json_line(text, "ollama stream")
+        doc = httpwire.parse_json_line(text, "ollama stream")
         if not isinstance(doc, dict):
             raise BackendError(
                 ErrorKind.BAD_RESPONSE, f"ollama stream: unexpected line {text[:120]!r}"
@@ -69,7 +69,7 @@ class OllamaBackend(HTTPBackend):
     listing_path = "/api/tags"
 
     def __init__(self, config: BackendConfig) -> None:
-        super().__init__(config, http.base_url(config, DEFAULT_URL))
+        super().__init__(config, httpwire.base_url(config, DEFAULT_URL))
 
     def body(self, request: Request) -> dict[str, Any]:
         """The /api/chat request for `request` (per-step options over the backend's)."""

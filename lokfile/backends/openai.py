@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lokfile.backends import http
+from lokfile.backends import httpwire
 from lokfile.backends.base import BackendError, ErrorKind, Health, Request
 from lokfile.backends.httpbase import HTTPBackend, SSEStream, chat_messages
 from lokfile.backends.ready import DEFAULT_URLS
@@ -23,7 +23,7 @@ DEFAULT_MODEL = "gpt-4o-mini"
 
 def api_root(config: BackendConfig) -> str:
     """The `/v1` root of the server, whether or not the configured url names it."""
-    url = http.base_url(config, DEFAULT_URL)
+    url = httpwire.base_url(config, DEFAULT_URL)
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
@@ -32,13 +32,13 @@ class _ChatStream(SSEStream):
         if data.strip() == "[DONE]":
             self.complete = True
             return
-        doc = http.parse_json_line(data, "openai stream")
+        doc = httpwire.parse_json_line(data, "openai stream")
         if not isinstance(doc, dict):
             raise BackendError(
                 ErrorKind.BAD_RESPONSE, f"openai stream: unexpected event {data[:120]!r}"
             )
         if doc.get("error") or event == "error":
-            detail = http.error_message(data)
+            detail = httpwire.error_message(data)
             kind = ErrorKind.OVERLOAD if "overload" in detail.lower() else ErrorKind.FAILED
             raise BackendError(kind, f"error in stream: {detail}")
         if doc.get("model"):
@@ -81,7 +81,7 @@ class OpenAIBackend(HTTPBackend):
             ("seed", request.seed),
             ("max_tokens", request.max_tokens),
         ):
-            chosen = http.option(name, value, cfg)
+            chosen = httpwire.option(name, value, cfg)
             if chosen is not None:
                 body[name] = chosen
         return body

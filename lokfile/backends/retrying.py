@@ -14,7 +14,7 @@ verify included, and count against nothing here): a call that exhausts its
 transport retries fails with the last error, and the step's policy decides.
 Each wait is announced through `notify`, so the live view shows it.
 
-How long a server asks to wait is read by `http.parse_retry_after` (headers,
+How long a server asks to wait is read by `httpwire.parse_retry_after` (headers,
 then the body); a new hint (another header, another sentence) belongs there.
 """
 

@@ -218,7 +218,7 @@ def diff(
 @click.pass_obj
 def verify(session: Session, repair: bool, as_json: bool) -> None:
     """Re-hash every stored artifact; report corrupt and missing ones (exit 1 if any)."""
-    from lokfile.history.gc import render_verify, repair_store, verify_json, verify_store
+    from lokfile.history.sweep import render_verify, repair_store, verify_json, verify_store
     from lokfile.store.artifacts import Store
     from lokfile.store.rundb import RunDB
 
@@ -304,7 +304,7 @@ def gc(
     The latest run of every workflow (and its latest successful run) is always
     kept, so rerunning it reuses everything.
     """
-    from lokfile.history.gc import apply_gc, gc_json, parse_size, plan_gc, render_gc
+    from lokfile.history.sweep import apply_gc, gc_json, parse_size, plan_gc, render_gc
     from lokfile.store.artifacts import Store
     from lokfile.store.rundb import RunDB
 
@@ -313,7 +313,7 @@ def gc(
     store = Store(ctx.project.runs_dir)
     if not ctx.project.db_path.exists() and not store.objects_dir.is_dir():
         if as_json:
-            from lokfile.history.gc import GcPlan
+            from lokfile.history.sweep import GcPlan
 
             _emit_json(gc_json(GcPlan(max_size=limit), dry_run))
         else:

@@ -544,7 +544,7 @@ class RunDB:
                 out.add(d)
         return out
 
-    # -- for `lok gc` and `lok runs verify` (lokfile/history/gc.py) ---------------------
+    # -- for `lok gc` and `lok runs verify` (lokfile/history/sweep.py) ---------------------
 
     def forget_runs(self, run_ids: Iterable[str]) -> None:
         """Delete runs and their result rows (the caller holds a transaction)."""

@@ -1,4 +1,4 @@
-"""Garbage collection of the store, and verification of what is in it.
+"""Sweeping the store (`lok gc`): garbage collection, and verification of what is in it.
 
 What a kept run reaches stays: the artifacts its results name, the keys it
 recorded (their artifacts and declared outputs), and its edit snapshots; so do
