@@ -1,22 +1,23 @@
-"""Templates: prompts, shell commands, conditions and loop sources. The only jinja2 user.
+"""Templates: prompts, shell commands, conditions and loop sources, rendered.
 
 Jinja2 with undefined names as errors, plus the original's forms (see
-`template_scope` for the names, `template_source` for the rewriting,
-`conditions` for `when` and `for_each`). Shell commands quote every value for
-the place it lands (see `shellquote`); `{{ x | raw }}` opts out.
+`scope` for the names, `source` for the rewriting, `conditions` for `when`
+and `for_each`, `jinja` for the environment). Shell commands quote every
+value for the place it lands (see `shellquote`); `{{ x | raw }}` opts out.
 
 Three renderers give the same text (a hypothesis test holds them to it):
 a template without `{{`/`{%` is returned as is; one made only of plain dotted
 names (`{{ steps.a.output }}`, `{{ arg.1 }}`) is rendered by a small loop here;
-everything else goes through Jinja, which is imported on first use only.
-Compiled templates are cached by text. Only this module, `template_scope` and
-`outputs` load with `import lokfile.templates.render`; the rest loads when needed.
+everything else goes through Jinja (`templates.jinja`, the only jinja2 user),
+which is imported on first use only. Compiled templates are cached by text.
+Only this module, `scope` and `outputs` load with `import
+lokfile.templates.render`; the rest loads when needed.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lokfile.errors import TemplateError
@@ -32,17 +33,14 @@ from lokfile.templates.scope import (
     Context,
     Missing,
     StepView,
-    contains,
-    equals,
     lookup,
-    one_line,
     scope,
-    to_json,
     to_text,
     unknown_name,
 )
 
 if TYPE_CHECKING:
+    from lokfile.templates.jinja import Code
     from lokfile.templates.shellquote import Place
     from lokfile.templates.source import Path, Segment
 
@@ -99,6 +97,13 @@ class _Compiled:
         self.free: frozenset[str] = frozenset()  # top-level names the Jinja code reads
         self.needs = 0  # the highest positional argument every rendering reads (0: none)
         self.template: Any = None
+
+    def take(self, code: Code) -> None:
+        """Jinja's compiled object and what it reads."""
+        self.template = code.template
+        self.free = code.free
+        self.steps = code.steps
+        self.needs = code.needs
 
     def render(self, ctx: Context) -> str:
         if self.parts is not None:
@@ -246,7 +251,9 @@ def _build(text: str, kind: str, fast: bool) -> _Compiled:
     compiled = _Compiled(None, _jinja_source(segs, shell))
     compiled.places = places
     compiled.names = [t.strip() for k, t in segs if k == template_source.EXPR]
-    _jinja_compile(compiled)
+    from lokfile.templates.jinja import compile_template
+
+    compiled.take(compile_template(compiled.source))
     return compiled
 
 
@@ -287,11 +294,6 @@ def _quote(text: str, place: Place) -> str:
 
     _quote = quote
     return quote(text, place)
-
-
-def _refused(name: str, exc: TemplateError) -> TemplateError:
-    """A value shellquote refused, named as the template wrote it."""
-    return TemplateError(f"the value of {{{{ {name} }}}} {exc.message}", exc.hint)
 
 
 def _dotted(path: Path) -> str:
@@ -337,7 +339,9 @@ def _render_fast(parts: Sequence[str | _Marker], ctx: Context) -> str:
         try:
             out.append(quote(text, part.place))
         except TemplateError as exc:
-            raise _refused(_dotted(part.path), exc) from None
+            from lokfile.templates.shellquote import named_refusal
+
+            raise named_refusal(_dotted(part.path), exc) from None
     return "".join(out)
 
 
@@ -348,29 +352,14 @@ def _check_free(free: frozenset[str], names: dict[str, Any]) -> None:
 
 
 def _render_jinja(compiled: _Compiled, ctx: Context) -> str:
+    from lokfile.templates.jinja import guard
+
     names = scope(ctx)
     _check_free(compiled.free, names)
     names["_lok_places"] = compiled.places
     names["_lok_names"] = compiled.names
-    text: str = _guard(lambda: str(compiled.template.render(names)))
+    text: str = guard(lambda: str(compiled.template.render(names)))
     return text
-
-
-def _guard(call: Callable[[], Any]) -> Any:
-    """Run a Jinja render or evaluation; its errors become TemplateErrors."""
-    import jinja2
-
-    try:
-        return call()
-    except TemplateError:
-        raise
-    except jinja2.TemplateError as exc:
-        raise TemplateError(f"template error: {one_line(exc.message or str(exc))}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        raise TemplateError(
-            f"template error: {one_line(str(exc))}",
-            "check the types in the expression: | int, | string and | json convert values",
-        ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -391,7 +380,9 @@ def eval_condition(expr: str, ctx: Context) -> bool:
         return node.evaluate(names["steps"])
     compiled = _expression(text, condition=True)
     _check_free(compiled.free, names)
-    return bool(_guard(lambda: compiled.template(**names)))
+    from lokfile.templates.jinja import guard
+
+    return bool(guard(lambda: compiled.template(**names)))
 
 
 def eval_for_each(expr: str, ctx: Context) -> list[Any]:
@@ -413,7 +404,9 @@ def eval_for_each(expr: str, ctx: Context) -> list[Any]:
         return items_from_step(names["steps"], *source)
     compiled = _expression(text, condition=False)
     _check_free(compiled.free, names)
-    return items_from_value(_guard(lambda: compiled.template(**names)))
+    from lokfile.templates.jinja import guard
+
+    return items_from_value(guard(lambda: compiled.template(**names)))
 
 
 def _wrapped(expr: str) -> bool:
@@ -454,177 +447,10 @@ def _for_each_refs(expr: str) -> set[str]:
 
 @functools.lru_cache(maxsize=1024)
 def _expression(text: str, condition: bool) -> _Compiled:
-    import jinja2
-
+    from lokfile.templates.jinja import compile_expression
     from lokfile.templates.source import rewrite
 
-    env = _environment()
     source = rewrite(text, condition=condition)
-    what = "condition" if condition else "for_each"
-    try:
-        ast = env.parse("{{ " + source + " }}")
-        template = env.compile_expression(source, undefined_to_none=False)
-    except jinja2.TemplateSyntaxError as exc:
-        if condition:
-            hint = (
-                "write contains(STEP.output, 'text'), equals(STEP.FIELD, 'x'), not(…), "
-                "steps.STEP.success, or a Jinja expression like "
-                "steps.a.success and 'x' in steps.b.output"
-            )
-        else:
-            hint = (
-                "use 'steps.X.output', 'steps.X.FIELD', an inline JSON array, or a Jinja expression"
-            )
-        message = f"invalid format '{one_line(text)}': {one_line(exc.message or '')}"
-        raise TemplateError(f"{what}: {message}", hint) from None
     compiled = _Compiled(None, source)
-    compiled.template = template
-    _analyse(compiled, ast)
+    compiled.take(compile_expression(source, text, condition))
     return compiled
-
-
-# ---------------------------------------------------------------------------
-# Jinja
-# ---------------------------------------------------------------------------
-
-
-def _jinja_compile(compiled: _Compiled) -> None:
-    import jinja2
-
-    env = _environment()
-    try:
-        ast = env.parse(compiled.source)
-        compiled.template = env.from_string(ast)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(
-            f"template does not compile: {one_line(exc.message or '')} (line {exc.lineno})",
-            "check the {{ … }} and {% … %} syntax; {% raw %}…{% endraw %} keeps text literal",
-        ) from None
-    _analyse(compiled, ast)
-
-
-def _analyse(compiled: _Compiled, ast: Any) -> None:
-    """Record the free top-level names and the steps a Jinja AST reads."""
-    from jinja2 import meta, nodes
-
-    env = _environment()
-    free = meta.find_undeclared_variables(ast) - set(env.globals) - {"_lok_places", "_lok_names"}
-    steps: set[str] = set()
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if not (isinstance(target, nodes.Name) and target.name == "steps"):
-            continue
-        if isinstance(node, nodes.Getattr):
-            steps.add(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            steps.add(node.arg.value)
-    compiled.free = frozenset(free)
-    compiled.steps = frozenset(steps)
-    compiled.needs = _positional_at_top(ast)
-
-
-def _positional_at_top(ast: Any) -> int:
-    """The highest `arg[N]` printed as is at the top level of a template (see
-    positional_needed): only what renders whatever the context counts."""
-    from jinja2 import nodes
-
-    needs = 0
-    for output in ast.body if isinstance(ast, nodes.Template) else ():
-        if not isinstance(output, nodes.Output):
-            continue
-        for expr in output.nodes:
-            if (
-                isinstance(expr, nodes.Call)
-                and isinstance(expr.node, nodes.Name)
-                and expr.node.name == "_lok_q"
-                and expr.args
-            ):
-                expr = expr.args[0]  # a shell value, quoted for its place
-            if (
-                isinstance(expr, nodes.Getitem)
-                and isinstance(expr.node, nodes.Name)
-                and expr.node.name in ("arg", "args")
-                and isinstance(expr.arg, nodes.Const)
-                and type(expr.arg.value) is int
-            ):
-                needs = max(needs, expr.arg.value)
-    return needs
-
-
-@functools.lru_cache(maxsize=1)
-def _environment() -> Any:
-    import jinja2
-
-    from lokfile.templates.shellquote import BARE_PLACE, quote
-
-    def undefined_error(message: str) -> TemplateError:
-        return TemplateError(f"undefined: {message}")
-
-    class LokUndefined(jinja2.StrictUndefined):
-        """Undefined whose error is lok's TemplateError (with its hint, when lok made it)."""
-
-        __slots__ = ()
-
-        def __init__(
-            self,
-            hint: str | None = None,
-            obj: Any = jinja2.utils.missing,
-            name: str | None = None,
-            exc: Any = undefined_error,
-        ) -> None:
-            super().__init__(hint, obj, name, exc)
-
-    def _wrap(value: Any, obj: Any, key: Any) -> Any:
-        if isinstance(value, Missing):
-            error = functools.partial(TemplateError, hint=value.hint)
-            return LokUndefined(hint=value.message, obj=obj, name=key, exc=error)
-        return value
-
-    class LokEnvironment(jinja2.Environment):
-        def getattr(self, obj: Any, attribute: str) -> Any:
-            if isinstance(obj, jinja2.Undefined):
-                return super().getattr(obj, attribute)
-            return _wrap(lookup(obj, attribute), obj, attribute)
-
-        def getitem(self, obj: Any, argument: Any) -> Any:
-            if isinstance(obj, jinja2.Undefined) or not isinstance(argument, (str, int)):
-                return super().getitem(obj, argument)
-            if isinstance(argument, bool):
-                return super().getitem(obj, argument)
-            return _wrap(lookup(obj, argument), obj, argument)
-
-    env = LokEnvironment(
-        undefined=LokUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        finalize=to_text,
-        auto_reload=False,
-        cache_size=0,
-    )
-    env.filters.update(
-        raw=lambda value: value,
-        json=to_json,
-        fromjson=_fromjson,
-        lines=lambda value: to_text(value).splitlines(),
-        shquote=lambda value: quote(to_text(value), BARE_PLACE),
-    )
-
-    @jinja2.pass_context
-    def quote_marker(context: Any, value: Any, place: Place, marker: int) -> str:
-        text = to_text(value)
-        try:
-            return quote(text, place)
-        except TemplateError as exc:
-            raise _refused(context["_lok_names"][marker], exc) from None
-
-    env.globals.update(contains=contains, equals=equals, _lok_q=quote_marker)
-    return env
-
-
-def _fromjson(value: Any) -> Any:
-    from lokfile.outputs import MISSING, json_anywhere
-
-    parsed = json_anywhere(to_text(value))
-    if parsed is MISSING:
-        raise TemplateError("fromjson: the text holds no JSON", "check the step's output")
-    return parsed

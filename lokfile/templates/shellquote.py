@@ -76,6 +76,11 @@ class ValueRefused(TemplateError):
     where bash evaluates arithmetic); templates name the value and re-raise."""
 
 
+def named_refusal(name: str, exc: TemplateError) -> TemplateError:
+    """A value `quote` refused, named as the template wrote it (`name`)."""
+    return TemplateError(f"the value of {{{{ {name} }}}} {exc.message}", exc.hint)
+
+
 BARE_PLACE = Place(BARE)
 _PLAIN_PLACES = {BARE: BARE_PLACE, SQ: Place(SQ), DQ: Place(DQ)}
 
