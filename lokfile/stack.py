@@ -1,4 +1,4 @@
-"""What a project is built with, read from its top-level files (lok-reference §9.7).
+"""What a project is built with, read from its top-level files.
 
 Used to pick the `verify = "true"` command of an edit step and to add short
 context notes to the hunt and audit prompts. Only the project folder itself is

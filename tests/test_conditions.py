@@ -1,5 +1,5 @@
 """`when` / `if` conditions and `for_each` loop sources: the original's forms and
-results (lok-reference §3.5, §4.6, §13.6), its bugs fixed, and Jinja expressions."""
+results (as its own unit tests pinned them), its bugs fixed, and Jinja expressions."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from lokfile.config import load_config, parse_config_text
 from lokfile.errors import ConfigError
 from lokfile.project import Project
 
-# The original's own lok.toml (lok-reference §5.2): its defaults, with a different ollama model.
+# The original's own lok.toml: its defaults, with a different ollama model.
 ORIGINAL_LOK_TOML = '''\
 [defaults]
 parallel = true

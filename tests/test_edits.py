@@ -1,4 +1,4 @@
-"""apply_edits / verify / fix_retries (SPEC §9) on real files in a temporary project."""
+"""apply_edits / verify / fix_retries of an LLM step, on real files in a temporary project."""
 
 from __future__ import annotations
 

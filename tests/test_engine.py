@@ -19,7 +19,7 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-# -- the original's test workflows (lok-reference §13.1) ---------------------
+# -- the original's test workflows (its tests/*.toml) ------------------------
 
 
 def test_interpolation_fixture_gives_the_originals_output(project: Path) -> None:

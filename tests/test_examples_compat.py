@@ -1,4 +1,4 @@
-"""The original's example workflows (lok-reference §13.3), reconstructed in tests/examples/,
+"""The original lok's example workflows, reconstructed in tests/examples/,
 run against a stub gh, a real git repository with a remote, and test backends named
 claude, codex and gemini: apply_edits, `{{ steps.X.field }}` inside shell commands,
 quoted heredocs, `{{ workflow.backends }}`."""
@@ -179,8 +179,8 @@ def test_full_heal_example_files_fixes_pushes_and_opens_a_pr(world: World) -> No
     assert pr[pr.index("--title") + 1] == "Guard ratio() when b is 0"
     assert pr[pr.index("--body") + 1] == "Fixes: Don't divide by zero in ratio()"
     # the original kept the backslashes of this TOML-literal condition
-    # ('contains(review.output, "\"approved\": true")') and never merged
-    # (lok-reference §3.5); lok reads \" as a quote, so the approved PR is merged
+    # ('contains(review.output, "\"approved\": true")') in its search text, so it never
+    # matched and never merged; lok reads \" as a quote, so the approved PR is merged
     assert steps["review"]["status"] == "ran"
     assert steps["merge"]["status"] == "ran"
     assert ["pr", "merge", "--squash", "--delete-branch"] in world.gh_calls()

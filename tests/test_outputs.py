@@ -1,4 +1,4 @@
-"""Reading JSON and lines out of step outputs (lok-reference §4.11 and §13.6)."""
+"""Reading JSON and lines out of step outputs, as the original lok's helpers did."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Rendering prompts and commands: the original's forms and results (lok-reference §3,
-§13.6), its bugs fixed, full Jinja, and the fast path that must agree with Jinja."""
+"""Rendering prompts and commands: the original's forms and results
+(as its own unit tests pinned them), its bugs fixed, full Jinja, and the fast path that must agree with Jinja."""
 
 from __future__ import annotations
 

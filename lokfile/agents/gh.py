@@ -3,7 +3,7 @@
 A finding starts at a line that begins with a number ("1. …", "2) …") and has
 more than 10 characters after it; its title is that text without Markdown
 emphasis (cut to 80 characters), its body the non-empty lines up to the next
-finding (lok-reference §9.9). An open or closed issue whose title contains
+finding, as the original lok split a hunt's answers. An open or closed issue whose title contains
 the finding's title (or the other way round, ignoring case) counts as a
 duplicate and is skipped.
 """

@@ -1,7 +1,6 @@
 """Routing a task to backends: keyword categories and per-type profiles (no I/O).
 
-The original's classifier (lok-reference §9.5) with its categories and
-scoring, plus profiles for every built-in backend type, so an Ollama server,
+The original lok's task classifier, with its categories and scoring, plus profiles for every built-in backend type, so an Ollama server,
 an OpenAI-compatible endpoint or a plain command can be ranked too. Only the
 backends actually configured are ranked, each through its type's profile.
 """

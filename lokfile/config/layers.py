@@ -24,7 +24,7 @@ def _ask(what: str) -> str:
     return f"List at most 5 {what}, each with file:line and one concise sentence."
 
 
-# The original's defaults (lok-reference §5.2): the bottom layer of every config. A
+# The original lok's defaults: the bottom layer of every config. A
 # literal rather than TOML text, so a project without lok.toml never imports tomllib.
 BUILTIN: dict[str, Any] = {
     "defaults": {"parallel": True, "timeout": 300, "jobs": 8},

@@ -20,7 +20,7 @@ never silently true.
 
 `for_each` sources in the original's forms (`steps.X.output`, `steps.X.FIELD`,
 an inline JSON array) are resolved here too, with the original's rules and
-error wording (lok-reference §4.6).
+error wording.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Raw workflow tables → a validated `Workflow`, collecting every problem at once.
 
 `loader` reads files and merges `extends`; this module turns the merged draft
-into model values and checks it (SPEC §3.2): unknown keys, types, the step
+into model values and checks it, every problem at once: unknown keys, types, the step
 graph, backends, templates. Each problem names the file and line of the key
 at fault, and a hint.
 """

@@ -1,10 +1,11 @@
 """Workflow files: where `NAME` comes from, reading, `extends`, listing.
 
-Resolution (SPEC §3.3): a path; else `.lok/workflows/NAME.toml` under the
+Resolution: a path; else `.lok/workflows/NAME.toml` under the
 project root; else the user folder; else the built-in workflows. `extends`
-merges a parent first (lok-reference §2.3); a file that extends its own name
-gets the next layer down, so a project can extend the built-in it overrides.
-Checking the merged result is `wfbuild`'s job.
+merges a parent first (its steps in order, a child step of the same name in
+its place, the child's own steps after); a file that extends its own name gets
+the next layer down, so a project can extend the built-in it overrides.
+Checking the merged result is `build`'s job.
 """
 
 from __future__ import annotations
