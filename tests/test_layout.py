@@ -126,9 +126,8 @@ def test_no_module_is_longer_than_six_hundred_lines() -> None:
 def test_no_module_is_named_like_a_standard_library_module() -> None:
     # `backends/http.py` beside `import http` reads as the standard library's, and a
     # script run from inside the folder would shadow it
-    clash = sorted(
-        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.stem in sys.stdlib_module_names
-    )
+    names = sys.stdlib_module_names
+    clash = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.stem in names)
     assert clash == []
 
 
@@ -143,3 +142,19 @@ def test_statuses_live_with_the_outcomes_which_import_no_other_lokfile_module() 
     modules = _modules()
     assert "lokfile.status" not in modules
     assert _imports(modules["lokfile.outcome"], modules) == set()
+
+
+def test_no_comment_cites_a_document_the_repository_does_not_have() -> None:
+    # the specification and the notes on the original tool live outside the repository:
+    # a comment states the fact instead of pointing there
+    cited = ("SPEC" + " §", "lok-" + "reference")
+    repo = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), *(repo / "tests").rglob("*.py")]
+    files += (repo / "tests" / "examples").glob("*.toml")
+    found = [
+        f"{p.relative_to(repo)}:{n}"
+        for p in files
+        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+        if any(c in line for c in cited)
+    ]
+    assert found == []

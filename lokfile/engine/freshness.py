@@ -1,4 +1,4 @@
-"""Keys and the fresh-or-stale decision for one unit (SPEC §4).
+"""Keys and the fresh-or-stale decision for one unit.
 
 `Freshness.judge()` computes a unit's key components, its key, and either
 settles it from the store (fresh: the stored output, declared outputs restored
@@ -52,7 +52,7 @@ class Freshness:
     def components(
         self, step: Step, spec: UnitSpec, upstream: dict[str, str | None]
     ) -> dict[str, Any]:
-        """Everything that determines this unit's result (SPEC §4.1)."""
+        """Everything that determines this unit's result: its key components."""
         comp: dict[str, Any] = {
             "schema": hashing.KEY_SCHEMA,
             "kind": step.kind.value,

@@ -1,6 +1,6 @@
 """Fresh or stale, and why — pure functions over key components.
 
-A unit's key components (SPEC §4.1) are a JSON object; its key is their
+A unit's key components (everything that determines its result) are a JSON object; its key is their
 digest. To explain a stale unit we compare its components with those of the
 unit's last attempt; the first difference found names the reason.
 """

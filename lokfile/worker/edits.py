@@ -1,4 +1,4 @@
-"""`apply_edits`, `verify` and `fix_retries` of an LLM step (SPEC §9), and `lok runs revert`.
+"""`apply_edits`, `verify` and `fix_retries` of an LLM step, and `lok runs revert`.
 
 An answer carries `{"edits": [{"file" | "path", "old", "new"}, …], "summary"?}`,
 fenced or raw. Every edit is checked before any file is written: the path

@@ -33,7 +33,7 @@ class QueryJob:
 
 @dataclass(frozen=True)
 class EditSettings:
-    """What to do with an answer after it arrives (SPEC §9); see lokfile.worker.edits."""
+    """What to do with an answer after it arrives; see lokfile.worker.edits."""
 
     apply_edits: bool = False
     verify: str | None = None

@@ -1,6 +1,6 @@
 """`verify` after an edit step: keywords, project auto-detection, running the check.
 
-Keywords (lok-reference §7.3, lower-cased and trimmed): `true` detects the
+Keywords (the original's, lower-cased and trimmed): `true` detects the
 project; `false` or empty means none; `rust`, `go`/`golang`, `python`/`py`,
 `node`/`nodejs`/`javascript`/`typescript`, `ruby` name a toolchain; anything
 else is a shell command, run exactly once (the original also ran it a second
@@ -73,7 +73,7 @@ def resolve(value: str | None, root: Path) -> Check:
 
 
 def auto(stack: Stack) -> Check:
-    """The check for a detected stack; none when nothing fits (lok-reference §7.3)."""
+    """The check for a detected stack, as the original picked it; none when nothing fits."""
     lang = stack.language or ""
     if lang == "rust":
         return Check(*_KEYWORDS["rust"], source="detected rust")
