@@ -204,7 +204,7 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class Defaults:
-    parallel: bool = True
+    parallel: bool = True  # `lok ask` and the built-in commands: several calls at once
     timeout_s: float = 300.0  # for `ask` and the modes; 0 = none
     command_wrapper: str | None = None
     backend: str | None = None  # default backend for LLM steps that name none

@@ -239,6 +239,18 @@ def test_hunt_with_two_backends_asks_both_and_merges_once(proj: Project) -> None
     assert len(proj.calls()) == len(calls)
 
 
+def test_hunt_runs_its_three_hunts_together_unless_parallel_is_false(proj: Project) -> None:
+    together = proj.lok("hunt")
+    assert together.exit_code == 0, together.stderr
+    assert "[parallel] Running 3 steps in parallel" in together.stderr
+    config = (proj.root / "lok.toml").read_text()
+    config = config.replace("[defaults]\n", "[defaults]\nparallel = false\n")
+    (proj.root / "lok.toml").write_text(config)
+    one_by_one = proj.lok("hunt", "--force")
+    assert one_by_one.exit_code == 0, one_by_one.stderr
+    assert "[parallel] 3 steps ready, up to 1 at a time" in one_by_one.stderr
+
+
 def test_hunt_with_an_unknown_backend_is_bad_input(proj: Project) -> None:
     done = proj.lok("hunt", "-b", "t,nope")
     assert done.exit_code == 2

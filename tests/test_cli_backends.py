@@ -87,6 +87,35 @@ def test_results_follow_the_order_of_the_b_list_with_names_trimmed(
     assert "=== beta ===" not in result.stdout
 
 
+def _waiting_pair(root: Path, patience_s: int) -> str:
+    """Backends `first` and `second`: `first` answers "together" once `second` has started
+    (polling for its marker file for up to `patience_s`), else "alone"."""
+    marker = root / "second.started"
+    wait = (
+        f"for i in $(seq {patience_s * 10}); do [ -e '{marker}' ] && {{ echo together; exit 0; }}; "
+        "sleep 0.1; done; echo alone"
+    )
+    return (
+        f'[backends.first]\ntype = "command"\ncommand = "sh"\nargs = ["-c", "{wait}"]\n'
+        f'[backends.second]\ntype = "command"\ncommand = "sh"\n'
+        f'args = ["-c", "touch \'{marker}\'; echo second"]\n'
+    )
+
+
+def test_ask_queries_the_backends_together_by_default(project: Path) -> None:
+    write_config(project, _waiting_pair(project, patience_s=30))
+    result = lok("ask", "--json", "-b", "first,second", "hi")
+    assert result.exit_code == 0, result.stderr
+    assert [r["text"] for r in json.loads(result.stdout)["results"]] == ["together", "second"]
+
+
+def test_parallel_false_asks_the_backends_one_after_another_in_order(project: Path) -> None:
+    write_config(project, "[defaults]\nparallel = false\n" + _waiting_pair(project, patience_s=2))
+    result = lok("ask", "--json", "-b", "first,second", "hi")
+    assert result.exit_code == 0, result.stderr
+    assert [r["text"] for r in json.loads(result.stdout)["results"]] == ["alone", "second"]
+
+
 def test_an_unknown_backend_name_is_bad_input_with_the_configured_names(
     server: LLMServer, project: Path
 ) -> None:

@@ -115,11 +115,3 @@ def enabled_backends(config: Config, names: list[str] | None = None) -> list[Bac
     if names is not None:
         return [config.backends[n] for n in names if n in config.backends]
     return [b for b in config.backends.values() if b.enabled]
-
-
-def best_for(task: str, backends: list[BackendConfig]) -> str | None:
-    """The best-ranked backend for `task` among `backends`; None if there are none."""
-    _categories, ranked = rank(task, backends)
-    if ranked:
-        return ranked[0].name
-    return backends[0].name if backends else None

@@ -185,7 +185,7 @@ def backend_option(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lok` script."""
-    from lokfile.errors import LokError
+    from lokfile.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LokError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     _sigterm_is_ctrl_c()
@@ -200,22 +200,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:
         click.echo(_interrupted(exc.__cause__), err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        sys.exit(EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code)
     except KeyboardInterrupt as exc:
         click.echo(_interrupted(exc), err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # the edge: nothing unexpected escapes as a traceback
         if debug:
             raise
         click.echo(f"Error: internal error: {type(exc).__name__}: {exc}", err=True)
         click.echo("Hint: rerun with --debug for the traceback, and please report it", err=True)
-        sys.exit(1)
-    sys.exit(0)
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_OK)
 
 
 class Terminated(KeyboardInterrupt):

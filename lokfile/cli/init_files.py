@@ -19,7 +19,7 @@ LOK_TOML = """\
 # bare number is milliseconds.
 
 [defaults]
-# parallel = true             # ask several backends at once (lok ask, hunt, audit)
+# parallel = true             # lok ask and hunt, audit, …: several backends at once
 # timeout = 300               # seconds per backend call in lok ask and the modes; 0 = none
 # jobs = 8                    # steps `lok run` runs at once (-j overrides)
 # e.g. backend = "auto"       # backend for LLM steps that name none ("auto": any available)

@@ -64,7 +64,8 @@ def _run(
         named=named or {},
         force_all=force,
         dry_run=dry_run,
-        jobs=ctx.config.defaults.jobs,
+        # `[defaults] parallel = false`: one backend call (one step) at a time
+        jobs=ctx.config.defaults.jobs if ctx.config.defaults.parallel else 1,
     )
     return api.run(ctx, wf, options, reporter(as_json))
 

@@ -11,8 +11,6 @@ import click
 from lokfile.cli import Session
 from lokfile.cli.common import emit_json
 
-REF_HELP = "RUN is latest, latest~N, a run id or a unique prefix (default: latest)."
-
 
 def _open(session: Session) -> Any:
     from lokfile import api

@@ -46,13 +46,6 @@ _SIMPLE_MARKER = re.compile(
 Segment = tuple[str, str]
 
 
-def normalize_newlines(text: str) -> str:
-    """CRLF and CR become LF, as Jinja does to template text."""
-    if "\r" in text:
-        return text.replace("\r\n", "\n").replace("\r", "\n")
-    return text
-
-
 def _line(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
