@@ -158,3 +158,66 @@ def test_no_comment_cites_a_document_the_repository_does_not_have() -> None:
         if any(c in line for c in cited)
     ]
     assert found == []
+
+
+def _exports(face: Path) -> list[str] | None:
+    """The names a wing's `__all__` lists (None without one)."""
+    for node in ast.parse(face.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            return [ast.literal_eval(e) for e in ast.walk(node.value) if isinstance(e, ast.Constant)]
+    return None
+
+
+def _defined(face: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(face.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.ImportFrom):
+            names |= {a.asname or a.name for a in node.names}
+    return names
+
+
+def test_every_wing_exports_names_it_has() -> None:
+    for face in PACKAGE.glob("*/__init__.py"):
+        exports = _exports(face)
+        assert exports is not None, f"{face.relative_to(PACKAGE)} has no __all__"
+        wing = face.parent
+        missing = [
+            n
+            for n in exports
+            if n not in _defined(face) and not (wing / f"{n}.py").exists()
+        ]
+        assert missing == [], f"{face.relative_to(PACKAGE)} exports what it does not have"
+
+
+def test_other_wings_import_only_what_a_wing_exports() -> None:
+    exports = {f.parent.name: set(_exports(f) or ()) for f in PACKAGE.glob("*/__init__.py")}
+    unlisted: list[str] = []
+    for path in PACKAGE.rglob("*.py"):
+        here = path.relative_to(PACKAGE).parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                dotted = [a.name.split(".") for a in node.names]
+                wanted = [(d[1], d[2]) for d in dotted if len(d) > 2 and d[0] == "lokfile"]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                d = node.module.split(".")
+                if d[0] != "lokfile" or len(d) < 2:
+                    continue
+                names = [d[2]] if len(d) > 2 else [a.name for a in node.names]
+                wanted = [(d[1], n) for n in names]
+            else:
+                continue
+            unlisted += [
+                f"{path.relative_to(PACKAGE)} imports {name} from lokfile.{wing}"
+                for wing, name in wanted
+                if wing in exports and wing != here and name not in exports[wing]
+            ]
+    # a name used from outside its wing belongs in that wing's __all__ (its __init__.py)
+    assert unlisted == []

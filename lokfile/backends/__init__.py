@@ -1,6 +1,26 @@
-"""Backend registry: built-in types by name, plugins by entry point.
+"""backends: everything lok can ask a prompt, one module per type, and their registry.
 
-`create(config)` is the only way the engine makes a backend.
+    base       the contract: `query(Request) -> Answer`, BackendError and its kinds
+    claude     the Claude Code CLI (print mode)
+    codex      the Codex CLI (`exec`)
+    gemini     the Gemini CLI
+    agentcli   what those three agent CLIs share: prompt on stdin, answer parsing
+    command    any command-line tool
+    subproc    running a backend's program under lok's deadline
+    ollama     an Ollama server
+    openai     any OpenAI-compatible server
+    anthropic  the Anthropic Messages API
+    httpbase   what those three HTTP backends share: the query and health skeleton
+    httpwire   one streaming POST under a deadline (the only httpx user)
+    retrying   transport retries of a transient failure
+    local      a small GGUF model, in-process
+    fake       `type = "test"`: deterministic answers for tests and demos
+    ready      can a backend answer now: `auto`'s order, doctor's checks
+    keys       the config keys each type accepts
+
+This face is the registry (built-in types by name, plugins by entry point):
+`create(config)` is the only way lok makes a backend, and a type's module
+loads on first use. Import the rest by module: `from lokfile.backends.ready import …`.
 """
 
 from __future__ import annotations
@@ -25,6 +45,17 @@ BUILTIN_TYPES: dict[str, str] = {
 }
 
 ENTRY_POINT_GROUP = "lokfile.backends"
+
+__all__ = [
+    "BUILTIN_TYPES",
+    "backend_class",
+    "base",
+    "create",
+    "keys",
+    "known_types",
+    "ready",
+    "subproc",
+]
 
 
 def _plugin_types() -> dict[str, Any]:

@@ -1,8 +1,16 @@
-"""The `lok` command: a click group whose subcommands load on first use.
+"""cli: the `lok` command, a click group whose subcommands load on first use.
+
+    run, watch           `lok run`, `lok status`, `lok watch`
+    runs                 `lok runs …` and `lok gc`: the history, read back
+    workflow             `lok workflow …` and `lok init` (init_files: what it writes)
+    backends             `lok ask`, `lok doctor`, `lok backends`
+    modes, agents        the built-in commands and the multi-LLM modes
+    common               what every command shares: reporter, JSON on stdout, results
 
 `lok --help` and `lok --version` import only click: each subcommand lives in
 its own module, listed in COMMANDS with its one-line help, and is imported
-only when it runs. Errors are turned into `Error: …` / `Hint: …` here, once.
+only when it runs. Commands are thin, over `lokfile.api` and the agents.
+Errors are turned into `Error: …` / `Hint: …` here, once (`main`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from lokfile import __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+__all__ = ["COMMANDS", "cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,8 +1,13 @@
 """config: lok.toml, layered (built-in < user < project < --config) and checked.
 
-    layers.py   the merged raw document and where each key came from
-    check.py    every key checked and converted into `model.Config`
-    load.py     reading the files: `load_config`, `parse_config_text`
+    layers   the merged raw document and where each key came from
+    check    every key checked and converted into `model.Config`
+    load     reading the files: `load_config`, `parse_config_text`
+
+The seam is `load_config(project)`: a `Config` whose `origins` say where each
+value came from, or a ConfigError listing every problem. This face imports
+`load`, and through it the checks and the model; neither start-up nor the
+no-op fast path imports config.
 """
 
 from __future__ import annotations

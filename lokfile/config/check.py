@@ -381,10 +381,11 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
 
 
 def _plugin_types() -> set[str]:
-    """Backend types installed packages register (read only for a type that is not built in)."""
-    from lokfile.backends import _plugin_types as registered
+    """Backend types installed packages register (read only for a type that is not built in:
+    for such a type, being known means being a plugin's)."""
+    from lokfile.backends import known_types
 
-    return set(registered())
+    return set(known_types())
 
 
 def _tasks(b: _Builder, backends: dict[str, BackendConfig]) -> dict[str, TaskConfig]:

@@ -1,1 +1,17 @@
-"""engine: (to be described)."""
+"""engine: the coordinator side of a run, the only code that writes history.
+
+    coordinator  the ready queue over the DAG, units, limits, and the run's outcome
+    units        the keyed pieces a step is split into, and how their results combine
+    freshness    a unit's key and the fresh-or-stale decision
+    reasons      why a unit is stale, from its key components (pure)
+    fingerprint  content digests of declared sources, through the stat cache
+    recorder     what a run writes to its history, a transaction at a time
+    snapshot     the no-op fast path: a run replayed from file stats alone
+
+The seams are `coordinator.Coordinator` (run a workflow over an executor,
+report events) and `snapshot.replay` (tried before anything is loaded). This
+face imports nothing, so the fast path loads only snapshot.py:
+`from lokfile.engine import snapshot`, `from lokfile.engine.coordinator import …`.
+"""
+
+__all__ = ["coordinator", "snapshot"]
