@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from servers.llm import LLMServer
 
 from lokfile.agents.common import lit, split_names
 from lokfile.templates.render import Context, render_prompt
 from tests.lokrun import BUILTINS_OFF, entry
+from tests.servers.llm import LLMServer
 
 
 def lok(*args: str) -> Result:
@@ -72,15 +72,12 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def test_backend(name: str, **keys: Any) -> str:
+def fake_backend(name: str, **keys: Any) -> str:
     """A `[backends.NAME]` table of type test that logs to calls.jsonl."""
     lines = [f"[backends.{name}]", 'type = "test"', 'log_file = "calls.jsonl"']
     for key, value in keys.items():
         lines.append(f"{key} = {toml_value(value)}")
     return "\n".join(lines) + "\n\n"
-
-
-test_backend.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 # --------------------------------------------------------------------------
@@ -100,8 +97,8 @@ def test_backend_names_split_on_commas_and_repeats_without_duplicates() -> None:
 def test_without_b_only_usable_backends_take_part(project: Path) -> None:
     configure(
         project,
-        test_backend("alpha", reply="alpha here")
-        + test_backend("beta", reply="beta here")
+        fake_backend("alpha", reply="alpha here")
+        + fake_backend("beta", reply="beta here")
         + '[backends.ghost]\ntype = "codex"\ncommand = "no-such-binary-lok-test"\n\n'
         + '[backends.off]\ntype = "test"\nenabled = false\n',
     )

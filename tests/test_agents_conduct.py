@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from servers.llm import LLMServer
-from test_agents_common import calls, configure, json_of, lok, project, server, test_backend
+from tests.servers.llm import LLMServer
+from tests.test_agents_common import calls, configure, fake_backend, json_of, lok, project, server
 
 __all__ = ["project", "server"]  # fixtures used here
 
@@ -26,7 +26,7 @@ def answer(text: str) -> str:
 def test_the_conductor_asks_a_backend_reads_the_answer_then_answers(project: Path) -> None:
     configure(
         project,
-        test_backend(
+        fake_backend(
             "boss",
             rules=[
                 {"contains": "## helper answered", "reply": answer("There are 42 files.")},
@@ -36,7 +36,7 @@ def test_the_conductor_asks_a_backend_reads_the_answer_then_answers(project: Pat
                 },
             ],
         )
-        + test_backend("helper", reply="helper counted 42"),
+        + fake_backend("helper", reply="helper counted 42"),
     )
     result = lok("conduct", "-b", "boss,helper", "-o", "turns.md", "How many files?")
     assert result.exit_code == 0, result.stderr
@@ -56,7 +56,7 @@ def test_an_http_server_can_conduct_too(project: Path, server: LLMServer) -> Non
     configure(
         project,
         f'[backends.remote]\ntype = "openai"\nurl = "{server.url}/v1"\nmodel = "m"\n\n'
-        + test_backend("helper"),
+        + fake_backend("helper"),
     )
     task = "Say done. <<reply:" + answer("done over HTTP") + ">>"
     result = lok("conduct", "--json", "-b", "remote,helper", task)
@@ -70,12 +70,12 @@ def test_an_http_server_can_conduct_too(project: Path, server: LLMServer) -> Non
 def test_a_reply_that_is_not_json_is_corrected_once(project: Path) -> None:
     configure(
         project,
-        test_backend(
+        fake_backend(
             "boss",
             rules=[{"contains": "could not be used", "reply": answer("fixed answer")}],
             reply="I think the answer is 7.",
         )
-        + test_backend("helper"),
+        + fake_backend("helper"),
     )
     result = lok("conduct", "-b", "boss,helper", "What is 3+4?")
     assert result.exit_code == 0, result.stderr
@@ -88,14 +88,14 @@ def test_a_reply_that_is_not_json_is_corrected_once(project: Path) -> None:
 def test_asking_a_backend_that_is_not_on_the_team_is_corrected_once(project: Path) -> None:
     configure(
         project,
-        test_backend(
+        fake_backend(
             "boss",
             rules=[
                 {"contains": "could not be used", "reply": answer("asked nobody")},
                 {"contains": "turn 1 of", "reply": ask("nobody", "hello")},
             ],
         )
-        + test_backend("helper"),
+        + fake_backend("helper"),
     )
     result = lok("conduct", "--json", "-b", "boss,helper", "Task")
     assert result.exit_code == 0, result.stderr
@@ -104,7 +104,7 @@ def test_asking_a_backend_that_is_not_on_the_team_is_corrected_once(project: Pat
 
 
 def test_two_unusable_replies_fail_with_exit_1_and_show_the_reply(project: Path) -> None:
-    configure(project, test_backend("boss", reply="no idea") + test_backend("helper"))
+    configure(project, fake_backend("boss", reply="no idea") + fake_backend("helper"))
     result = lok("conduct", "-b", "boss,helper", "Task")
     assert result.exit_code == 1
     assert result.stdout == ""
@@ -119,8 +119,8 @@ def test_max_rounds_from_the_config_stops_a_conductor_that_never_answers(project
     configure(
         project,
         '[conductor]\nmax_rounds = 2\nbackend = "boss"\n\n'
-        + test_backend("boss", reply=ask("helper", "more please"))
-        + test_backend("helper", reply="more"),
+        + fake_backend("boss", reply=ask("helper", "more please"))
+        + fake_backend("helper", reply="more"),
     )
     result = lok("conduct", "--json", "Never done")
     assert result.exit_code == 1
@@ -135,14 +135,14 @@ def test_max_rounds_from_the_config_stops_a_conductor_that_never_answers(project
 def test_a_rerun_of_the_same_task_replays_from_the_cache(project: Path) -> None:
     configure(
         project,
-        test_backend(
+        fake_backend(
             "boss",
             rules=[
                 {"contains": "## helper answered", "reply": answer("final")},
                 {"contains": "turn 1 of", "reply": ask("helper", "look")},
             ],
         )
-        + test_backend("helper", reply="seen"),
+        + fake_backend("helper", reply="seen"),
     )
     assert lok("conduct", "-b", "boss,helper", "Look around").exit_code == 0
     made = len(calls(project))
@@ -155,14 +155,14 @@ def test_a_rerun_of_the_same_task_replays_from_the_cache(project: Path) -> None:
 def test_a_failing_backend_is_reported_to_the_conductor(project: Path) -> None:
     configure(
         project,
-        test_backend(
+        fake_backend(
             "boss",
             rules=[
                 {"contains": "## helper failed", "reply": answer("helper is down")},
                 {"contains": "turn 1 of", "reply": ask("helper", "try")},
             ],
         )
-        + test_backend("helper", fail_when="try", fail_kind="auth"),
+        + fake_backend("helper", fail_when="try", fail_kind="auth"),
     )
     result = lok("conduct", "--json", "-b", "boss,helper", "Task")
     assert result.exit_code == 0, result.stderr
@@ -175,7 +175,7 @@ def test_a_failing_backend_is_reported_to_the_conductor(project: Path) -> None:
 def test_ctrl_c_ends_the_whole_mode_with_exit_130(project: Path) -> None:
     configure(
         project,
-        test_backend("boss", reply=ask("helper", "go"), latency_ms=5000) + test_backend("helper"),
+        fake_backend("boss", reply=ask("helper", "go"), latency_ms=5000) + fake_backend("helper"),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "lokfile", "conduct", "-b", "boss,helper", "Task"],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from servers.llm import LLMServer
-from test_agents_common import calls, configure, json_of, lok, project, server, test_backend
+from tests.servers.llm import LLMServer
+from tests.test_agents_common import calls, configure, fake_backend, json_of, lok, project, server
 
 __all__ = ["project", "server"]  # fixtures used here
 
@@ -38,7 +38,7 @@ def test_each_rounds_questions_reach_the_server_together_and_the_transcript_is_w
             f'[backends.{n}]\ntype = "ollama"\nurl = "{server.url}"\nmodel = "llama3.2"\n\n'
             for n in ("alpha", "beta", "gamma")
         )
-        + test_backend("judge", rules=[JUDGE_RULE]),
+        + fake_backend("judge", rules=[JUDGE_RULE]),
     )
     result = lok(
         "debate", "-b", "alpha,beta,gamma", "--judge", "judge", "--rounds", "2",
@@ -69,8 +69,8 @@ def test_each_rounds_questions_reach_the_server_together_and_the_transcript_is_w
 def test_a_rerun_of_the_same_debate_calls_no_backend(project: Path) -> None:
     configure(
         project,
-        test_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
-        + test_backend("beta", reply="spaces"),
+        fake_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
+        + fake_backend("beta", reply="spaces"),
     )
     first = lok("debate", "--json", "-b", "alpha,beta", "Tabs or spaces?")
     assert first.exit_code == 0, first.stderr
@@ -91,12 +91,12 @@ def test_the_verdict_is_the_judges_reading_not_a_count_of_agreeing_words(project
     verdict = {"consensus": False, "summary": "Polite words, opposite conclusions."}
     configure(
         project,
-        test_backend(
+        fake_backend(
             "alpha",
             reply=agreeable,
             rules=[{"contains": "judge of a debate", "reply": json.dumps(verdict)}],
         )
-        + test_backend("beta", reply=agreeable),
+        + fake_backend("beta", reply=agreeable),
     )
     doc = json_of(lok("debate", "--json", "--rounds", "1", "-b", "alpha,beta", "Is X safe?"))
     assert doc["consensus"] is False
@@ -108,7 +108,7 @@ def test_a_verdict_in_prose_is_asked_for_again_as_json(project: Path) -> None:
     fixed = {"consensus": True, "summary": "Both say spaces.", "agreements": ["spaces"]}
     configure(
         project,
-        test_backend(
+        fake_backend(
             "alpha",
             reply="spaces",
             rules=[
@@ -119,7 +119,7 @@ def test_a_verdict_in_prose_is_asked_for_again_as_json(project: Path) -> None:
                 {"contains": "judge of a debate", "reply": "They mostly agree on spaces."},
             ],
         )
-        + test_backend("beta", reply="spaces"),
+        + fake_backend("beta", reply="spaces"),
     )
     result = lok("debate", "--json", "--rounds", "1", "-b", "alpha,beta", "Tabs or spaces?")
     assert result.exit_code == 0, result.stderr
@@ -134,7 +134,7 @@ def test_a_verdict_in_prose_is_asked_for_again_as_json(project: Path) -> None:
 def test_no_readable_verdict_after_the_second_ask_fails_with_exit_1(project: Path) -> None:
     configure(
         project,
-        test_backend("alpha", reply="tabs") + test_backend("beta", reply="spaces"),
+        fake_backend("alpha", reply="tabs") + fake_backend("beta", reply="spaces"),
     )
     result = lok("debate", "--rounds", "1", "-b", "alpha,beta", "Tabs or spaces?")
     assert result.exit_code == 1
@@ -147,9 +147,9 @@ def test_no_readable_verdict_after_the_second_ask_fails_with_exit_1(project: Pat
 def test_a_failing_participant_drops_out_and_the_rest_debate_on(project: Path) -> None:
     configure(
         project,
-        test_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
-        + test_backend("beta", reply="spaces")
-        + test_backend("gamma", fail_when="debat"),
+        fake_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
+        + fake_backend("beta", reply="spaces")
+        + fake_backend("gamma", fail_when="debat"),
     )
     result = lok("debate", "--json", "--rounds", "2", "-b", "alpha,beta,gamma", "Tabs?")
     assert result.exit_code == 0, result.stderr
@@ -167,8 +167,8 @@ def test_a_failing_participant_drops_out_and_the_rest_debate_on(project: Path) -
 def test_one_position_is_no_debate_and_never_a_consensus(project: Path) -> None:
     configure(
         project,
-        test_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
-        + test_backend("beta", fail_when="debat"),
+        fake_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
+        + fake_backend("beta", fail_when="debat"),
     )
     result = lok("debate", "--json", "-b", "alpha,beta", "Tabs?")
     assert result.exit_code == 1
@@ -181,7 +181,7 @@ def test_one_position_is_no_debate_and_never_a_consensus(project: Path) -> None:
 
 
 def test_a_debate_needs_two_backends(project: Path) -> None:
-    configure(project, test_backend("alpha") + test_backend("beta"))
+    configure(project, fake_backend("alpha") + fake_backend("beta"))
     result = lok("debate", "-b", "alpha", "Tabs?")
     assert result.exit_code == 2
     assert result.stdout == ""
@@ -193,7 +193,7 @@ def test_the_topic_reaches_the_backends_verbatim_even_with_template_syntax(
     project: Path,
 ) -> None:
     topic = "Is {{ steps.x.output }} or {% if a %} safe in a prompt?"
-    configure(project, test_backend("alpha", rules=[JUDGE_RULE]) + test_backend("beta"))
+    configure(project, fake_backend("alpha", rules=[JUDGE_RULE]) + fake_backend("beta"))
     result = lok("debate", "--rounds", "1", "-b", "alpha,beta", topic)
     assert result.exit_code == 0, result.stderr
     openings = [c for c in calls(project) if "debating a question" in c["prompt"][:100]]
@@ -202,7 +202,7 @@ def test_the_topic_reaches_the_backends_verbatim_even_with_template_syntax(
 
 
 def test_a_debate_is_a_run_listed_by_lok_runs(project: Path) -> None:
-    configure(project, test_backend("alpha", rules=[JUDGE_RULE]) + test_backend("beta"))
+    configure(project, fake_backend("alpha", rules=[JUDGE_RULE]) + fake_backend("beta"))
     debate = json_of(lok("debate", "--json", "--rounds", "1", "-b", "alpha,beta", "Tabs?"))
     listed = lok("runs", "list", "--json")
     assert listed.exit_code == 0, listed.stderr
@@ -213,8 +213,8 @@ def test_a_debate_is_a_run_listed_by_lok_runs(project: Path) -> None:
 def test_a_debate_that_exits_1_is_listed_as_failed_with_its_reason(project: Path) -> None:
     configure(
         project,
-        test_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
-        + test_backend("beta", fail_when="debat"),
+        fake_backend("alpha", reply="tabs", rules=[JUDGE_RULE])
+        + fake_backend("beta", fail_when="debat"),
     )
     result = lok("debate", "--json", "-b", "alpha,beta", "Tabs?")
     assert result.exit_code == 1

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from servers.llm import LLMServer
-from test_agents_common import calls, configure, json_of, lok, project, server, test_backend
-
 from lokfile.agents.spawn import loose_plan
+from tests.servers.llm import LLMServer
+from tests.test_agents_common import calls, configure, fake_backend, json_of, lok, project, server
 
 __all__ = ["project", "server"]  # fixtures used here
 
@@ -28,9 +27,9 @@ PLANNER_RULES = [
 def test_spawn_plans_runs_the_subtasks_at_once_and_summarises(project: Path) -> None:
     configure(
         project,
-        test_backend("boss", rules=PLANNER_RULES)
-        + test_backend("w1", reply="w1 did it", latency_ms=600)
-        + test_backend("w2", reply="w2 did it", latency_ms=600),
+        fake_backend("boss", rules=PLANNER_RULES)
+        + fake_backend("w1", reply="w1 did it", latency_ms=600)
+        + fake_backend("w2", reply="w2 did it", latency_ms=600),
     )
     result = lok("spawn", "--json", "-b", "w1,w2", "--planner", "boss", "Tidy the repo")
     assert result.exit_code == 0, result.stderr
@@ -53,8 +52,8 @@ def test_subtasks_go_to_the_backend_suggest_ranks_best_for_them(
     configure(
         project,
         f'[backends.home]\ntype = "ollama"\nurl = "{server.url}"\nmodel = "llama3.2"\n\n'
-        + test_backend("boss", rules=PLANNER_RULES)
-        + test_backend("generic", reply="generic answer"),
+        + fake_backend("boss", rules=PLANNER_RULES)
+        + fake_backend("generic", reply="generic answer"),
     )
     result = lok(
         "spawn", "--json", "-b", "home,generic", "--planner", "boss",
@@ -74,7 +73,7 @@ def test_subtasks_go_to_the_backend_suggest_ranks_best_for_them(
 
 
 def test_an_agent_without_a_name_is_bad_input(project: Path) -> None:
-    configure(project, test_backend("boss"))
+    configure(project, fake_backend("boss"))
     result = lok("spawn", "-b", "boss", "-a", "just a task", "Do it")
     assert result.exit_code == 2
     assert "Error: -a 'just a task': expected NAME:TASK" in result.stderr
@@ -83,7 +82,7 @@ def test_an_agent_without_a_name_is_bad_input(project: Path) -> None:
 
 def test_a_plan_in_agent_lines_is_read_after_one_request_for_json(project: Path) -> None:
     lines = "AGENT: scan | scan the code\n  - **fix** | fix what the scan found"
-    configure(project, test_backend("boss", reply=lines))
+    configure(project, fake_backend("boss", reply=lines))
     result = lok("spawn", "--json", "-b", "boss", "Repair the build")
     assert result.exit_code == 0, result.stderr
     doc = json_of(result)
@@ -95,7 +94,7 @@ def test_a_plan_in_agent_lines_is_read_after_one_request_for_json(project: Path)
 
 
 def test_a_planner_with_nothing_usable_fails_and_shows_what_it_said(project: Path) -> None:
-    configure(project, test_backend("boss", reply="I would rather not."))
+    configure(project, fake_backend("boss", reply="I would rather not."))
     result = lok("spawn", "-b", "boss", "Repair the build")
     assert result.exit_code == 1
     assert result.stdout == ""
@@ -113,7 +112,7 @@ def test_a_failed_subtask_fails_the_spawn_but_the_rest_and_the_summary_are_shown
 ) -> None:
     configure(
         project,
-        test_backend("boss", rules=PLANNER_RULES, reply="boss did it", fail_when="untested"),
+        fake_backend("boss", rules=PLANNER_RULES, reply="boss did it", fail_when="untested"),
     )
     result = lok("spawn", "-b", "boss", "-o", "report.md", "Tidy the repo")
     assert result.exit_code == 1
@@ -126,7 +125,7 @@ def test_a_failed_subtask_fails_the_spawn_but_the_rest_and_the_summary_are_shown
 
 
 def test_a_rerun_of_the_same_spawn_calls_no_backend(project: Path) -> None:
-    configure(project, test_backend("boss", rules=PLANNER_RULES, reply="done"))
+    configure(project, fake_backend("boss", rules=PLANNER_RULES, reply="done"))
     first = lok("spawn", "-b", "boss", "Tidy the repo")
     assert first.exit_code == 0, first.stderr
     made = len(calls(project))

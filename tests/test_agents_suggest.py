@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_agents_common import configure, json_of, lok, project
-
 from lokfile.agents.suggest import classify, rank
 from lokfile.model import BackendConfig
+from tests.test_agents_common import configure, json_of, lok, project
 
 __all__ = ["project"]  # fixtures used here
 

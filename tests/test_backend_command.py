@@ -106,9 +106,11 @@ def test_the_deadline_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert len(written) == 2, written
     # SIGKILL is sent before query returns; the kernel reaps the processes a moment later
     for pid in written:
-        assert wait_until(lambda p=int(pid): not _alive(p), timeout=5), (
-            f"process {pid} survived the deadline"
-        )
+
+        def gone(p: int = int(pid)) -> bool:
+            return not _alive(p)
+
+        assert wait_until(gone, timeout=5), f"process {pid} survived the deadline"
 
 
 def test_env_table_reaches_the_command_and_nesting_markers_do_not(

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers.llm import LLMServer
 
 from lokfile.backends import create
 from lokfile.backends.base import BackendError, ErrorKind, Request
 from lokfile.model import BackendConfig
+from tests.servers.llm import LLMServer
 
 ANTHROPIC_KEY = "sk-ant-loopback"
 

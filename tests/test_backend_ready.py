@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers.llm import LLMServer
 
 from lokfile.backends.ready import pick_auto, readiness
 from lokfile.config import parse_config_text
 from tests.lokrun import BUILTINS_OFF, lok, skip_unless_required, write
+from tests.servers.llm import LLMServer
 
 VENDOR_CLIS = ("claude", "codex", "gemini", "npx")
 

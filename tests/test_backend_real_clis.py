@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers.llm import LLMServer
 
 from lokfile.backends import create
 from lokfile.backends.base import BackendError, ErrorKind, Request
 from lokfile.model import BackendConfig
+from tests.servers.llm import LLMServer
 
 pytestmark = pytest.mark.real_cli
 

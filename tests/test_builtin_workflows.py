@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from servers.llm import LLMServer
 
 from tests.lokrun import BUILTINS_OFF, StubWorld, entry, lok, write
+from tests.servers.llm import LLMServer
 
 SYNTH_MARK = "Merge them into one list of findings"
 FINDINGS = """1. Division by zero in ratio() (src/calc.py:5)

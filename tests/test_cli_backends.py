@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from servers.llm import LLMServer
 
 from tests.lokrun import BUILTINS_OFF, entry
+from tests.servers.llm import LLMServer
 
 PLANTED = "sk-planted-secret-7f3a9c"
 GHOST = '[backends.ghost]\ntype = "command"\ncommand = "lok-missing-tool-xyz"\n'  # not installed

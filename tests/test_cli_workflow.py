@@ -28,6 +28,13 @@ def lok(*args: str) -> Result:
     return CliRunner().invoke(entry, list(args))
 
 
+def _group(pattern: str, text: str) -> str:
+    """The first group of `pattern`'s first match in `text` (which must match)."""
+    found = re.search(pattern, text)
+    assert found is not None, f"{pattern!r} not in {text!r}"
+    return found.group(1)
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
@@ -340,12 +347,12 @@ def test_inits_lok_toml_has_a_commented_example_of_every_backend_type() -> None:
     assert 'command = "http' not in LOK_TOML
     # every commented example table, uncommented, is a valid config of its type
     blocks = re.findall(r"^# (\[backends\.\w+\]\n(?:# \w+ = .*\n)+)", LOK_TOML, re.M)
-    examples = {re.search(r'type = "(\w+)"', b).group(1): b for b in blocks}  # type: ignore[union-attr]
+    examples = {_group(r'type = "(\w+)"', b): b for b in blocks}
     assert set(examples) == {"openai", "anthropic", "command", "test"}
     for kind, block in examples.items():
         text = "\n".join(line.removeprefix("# ") for line in block.splitlines())
         config = parse_config_text(text)
-        name = re.match(r"\[backends\.(\w+)\]", text).group(1)  # type: ignore[union-attr]
+        name = _group(r"^\[backends\.(\w+)\]", text)
         assert config.backends[name].type == kind
     assert "[backends.local]" in LOK_TOML
 

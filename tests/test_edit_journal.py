@@ -187,11 +187,11 @@ def test_stopping_edit_steps_at_random_moments_always_leaves_the_tree_as_it_was(
         try:
             run = Lok(root, mark, "run", "fixit")
             if phase == "edits":  # the journal is on disk: the files are being written
-                wait_for(
-                    lambda r=run: (root / JOURNAL).exists() or r.proc.poll() is not None,
-                    30,
-                    "the journal",
-                )
+
+                def journal_written(r: Lok = run) -> bool:
+                    return (root / JOURNAL).exists() or r.proc.poll() is not None
+
+                wait_for(journal_written, 30, "the journal")
                 time.sleep(rng.uniform(0.0, 0.01))
             elif phase == "verify":
                 run.wait_line("verify: ")
@@ -199,13 +199,11 @@ def test_stopping_edit_steps_at_random_moments_always_leaves_the_tree_as_it_was(
             else:
                 run.wait_line("verify: ")
                 inode = os.stat(root / "src/f00.py").st_ino
-                wait_for(
-                    lambda ino=inode, r=run: (
-                        _first_restored(root, ino) or r.proc.poll() is not None
-                    ),
-                    30,
-                    "the restore to begin",
-                )
+
+                def restore_begun(ino: int = inode, r: Lok = run) -> bool:
+                    return _first_restored(root, ino) or r.proc.poll() is not None
+
+                wait_for(restore_begun, 30, "the restore to begin")
             journal = (root / JOURNAL).exists()
             _end(run, how)
             code = run.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def calls(root: Path) -> list[dict[str, object]]:
+def calls(root: Path) -> list[dict[str, Any]]:
     path = root / "calls.jsonl"
     if not path.exists():
         return []
@@ -226,8 +227,8 @@ def test_per_backend_concurrency_is_never_exceeded(project: Path) -> None:
     )
     doc = run_json(project, "-j", "8", "many")
     assert doc["status"] == "succeeded"
-    times = sorted(c["time"] for c in calls(project))  # type: ignore[type-var]
-    gaps = [b - a for a, b in itertools.pairwise(times)]  # type: ignore[operator]
+    times = sorted(c["time"] for c in calls(project))
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(g >= 0.25 for g in gaps), f"calls overlapped: {gaps}"
     rows = json.loads(doc["steps"][0]["output"])
     assert [r["output"] for r in rows] == [f"slow item {x}" for x in "abcd"]
@@ -283,9 +284,8 @@ def test_auto_uses_the_default_backend(project: Path) -> None:
 def test_a_step_waits_out_a_429_at_the_transport_and_shows_it_without_using_its_retries(
     project: Path,
 ) -> None:
-    from servers.llm import LLMServer
-
     from tests.lokrun import db_rows
+    from tests.servers.llm import LLMServer
 
     with LLMServer() as server:
         write(project, "lok.toml", CONFIG + f'\n[backends.api]\ntype = "openai"\nurl = "{server.url}/v1"\n')
