@@ -166,7 +166,7 @@ def _exports(face: Path) -> list[str] | None:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
         ):
-            return [ast.literal_eval(e) for e in ast.walk(node.value) if isinstance(e, ast.Constant)]
+            return [str(e.value) for e in ast.walk(node.value) if isinstance(e, ast.Constant)]
     return None
 
 

@@ -8,9 +8,10 @@
     journal    what an edit is about to change, durable before the first write
     cancel     a worker's stop flag, shared by the threads running its jobs
 
-The seam is `jobs` (what goes in) and `execute.run_job` (what comes out); no
-module here imports the engine or writes history. This face imports nothing
-(the fast path reads `journal`): `from lokfile.worker import journal`.
+The seam is `jobs` (what goes in) and `execute.run_job` (a `JobResult` out);
+no module here imports the engine or writes the run database, only artifacts.
+This face imports nothing (the fast path reads `journal`):
+`from lokfile.worker import journal`.
 """
 
 __all__ = ["cancel", "execute", "jobs", "journal", "snapshots"]
