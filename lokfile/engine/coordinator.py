@@ -34,7 +34,7 @@ from lokfile.events import (
     StepNote,
     UnitStarted,
 )
-from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
+from lokfile.model import Config, RunStatus, Status, Step, StepKind, Workflow
 from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id
 from lokfile.store.artifacts import Store, output_filename
 from lokfile.store.rundb import RunDB
@@ -767,11 +767,3 @@ class Coordinator:
             ],
         }
 
-    # -- helpers for units.py -----------------------------------------------
-
-    def backend_config(self, name: str) -> BackendConfig:
-        """The configured backend `name` (`auto` resolved); TemplateError-free lookup."""
-        return self.unit_env.backend_config(name)
-
-    def is_llm(self, step: Step) -> bool:
-        return step.kind is StepKind.LLM

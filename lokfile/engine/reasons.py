@@ -7,7 +7,6 @@ unit's last attempt; the first difference found names the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from lokfile import hashing
@@ -21,12 +20,6 @@ EXPIRED = "expired"
 LAST_FAILED = "last attempt failed"
 OUTPUT_MISSING = "output missing"
 FRESH = "fresh"
-
-
-@dataclass(frozen=True)
-class Decision:
-    fresh: bool
-    reason: str
 
 
 def make_key(components: dict[str, Any]) -> tuple[str, str]:
@@ -77,9 +70,3 @@ def explain(
             return f"{field} changed"
     return NEVER_RUN
 
-
-def changed_components(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
-    """Names of the top-level key components that differ (for `lok runs diff`)."""
-    if a is None or b is None:
-        return []
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))

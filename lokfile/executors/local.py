@@ -73,10 +73,6 @@ class WorkerPool:
         self.workers: list[_Worker] = []
         self.where: dict[int, _Worker] = {}
 
-    @property
-    def busy(self) -> int:
-        return len(self.where)
-
     def _start(self) -> None:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         ctx: Any = multiprocessing.get_context(method)
