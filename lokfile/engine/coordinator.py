@@ -34,6 +34,7 @@ from lokfile.events import (
     StepNote,
     UnitStarted,
 )
+from lokfile.executors import Executor, ExecutorFactory, JobCrashed, JobEvent, Message
 from lokfile.model import Config, RunStatus, Status, Step, StepKind, Workflow
 from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id
 from lokfile.store.artifacts import Store, output_filename
@@ -129,7 +130,7 @@ class Coordinator:
         db: RunDB | None,
         options: RunOptions,
         report: Reporter,
-        pool_factory: Callable[[int, tuple[str, ...]], Any],
+        executor: ExecutorFactory,
     ) -> None:
         self.wf = workflow
         self.config = config
@@ -139,8 +140,8 @@ class Coordinator:
         self.opts = options
         self.unit_env = UnitEnv(config, store, options.dry_run)
         self.report = report
-        self.pool_factory = pool_factory
-        self.pool: Any = None
+        self.make_executor = executor
+        self.executor: Executor | None = None  # made on the first job
         self.run_id = new_run_id()
         self.results: dict[str, StepResult] = {}
         self.live: dict[str, _Live] = {}
@@ -210,8 +211,8 @@ class Coordinator:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if self.pool is not None:
-                self.pool.shutdown(kill=bool(self.interrupted) or not finished)
+            if self.executor is not None:
+                self.executor.close(kill=bool(self.interrupted) or not finished)
                 self._recover_edits()
         status = self._final_status()
         wall = time.time() - t0
@@ -269,7 +270,7 @@ class Coordinator:
                 if ready and not self.stopping:
                     continue
                 break
-            for msg in self.pool.poll(0.1) if self.pool is not None else ():
+            for msg in self.executor.results(0.1) if self.executor is not None else ():
                 self._on_message(msg, ready)
             tick = getattr(self.report, "tick", None)
             if tick is not None:
@@ -296,8 +297,8 @@ class Coordinator:
         if self.stopped_by is None:
             self.stopped_by = signal.Signals(signum).name
         if self.interrupted >= 2:
-            if self.pool is not None:
-                self.pool.shutdown(kill=True)
+            if self.executor is not None:
+                self.executor.close(kill=True)
             os._exit(130)
 
     def _recover_edits(self) -> None:
@@ -310,8 +311,8 @@ class Coordinator:
         journal.recover(self.root, say)
 
     def _interrupt(self, reason: str = "interrupted") -> None:
-        if self.pool is not None:
-            self.pool.cancel_all()
+        if self.executor is not None:
+            self.executor.cancel_all()
         for unit, _backend in list(self.inflight.values()):
             unit.status = Status.INTERRUPTED
             unit.reason = reason
@@ -513,8 +514,8 @@ class Coordinator:
     def _dispatch(self) -> None:
         if not self.queue:
             return
-        if self.pool is None:
-            self.pool = self.pool_factory(self.slots, self._backend_modules())
+        if self.executor is None:
+            self.executor = self.make_executor(self.slots, self._backend_modules())
         held: deque[tuple[Job, Unit, str]] = deque()
         while self.queue and len(self.inflight) < self.slots:
             job, unit, backend = self.queue.popleft()
@@ -525,7 +526,7 @@ class Coordinator:
             self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
             self.inflight[job.id] = (unit, backend)
             self.report(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
-            self.pool.submit(job)
+            self.executor.submit(job)
         self.queue.extendleft(reversed(held))
 
     def _concurrency(self) -> int:
@@ -560,26 +561,25 @@ class Coordinator:
         cfg = self.config.backends.get(name)
         return cfg.concurrency if cfg else None
 
-    def _on_message(self, msg: tuple[Any, ...], ready: deque[str]) -> None:
-        kind = msg[0]
-        if kind == "event":
-            entry = self.inflight.get(msg[1])
+    def _on_message(self, msg: Message, ready: deque[str]) -> None:
+        if isinstance(msg, JobEvent):
+            entry = self.inflight.get(msg.job)
             if entry:
-                self.report(StepNote(entry[0].step, entry[0].name, msg[2]))
+                self.report(StepNote(entry[0].step, entry[0].name, msg.text))
             return
-        if kind == "crash":
-            entry = self.inflight.pop(msg[1], None)
+        if isinstance(msg, JobCrashed):
+            entry = self.inflight.pop(msg.job, None)
             if entry is None:
                 return
             unit, backend = entry
             self.per_backend[backend] -= 1
             now = time.time()
             crashed = JobResult(
-                msg[1],
+                msg.job,
                 False,
-                f"Error: internal error: {msg[2]}",
+                f"Error: internal error: {msg.error}",
                 None,
-                f"internal error: {msg[2]}",
+                f"internal error: {msg.error}",
                 "failed",
                 1,
                 now,
@@ -587,7 +587,7 @@ class Coordinator:
             )
             self._unit_done(unit, crashed, ready)
             return
-        result: JobResult = msg[1]
+        result = msg
         entry = self.inflight.pop(result.id, None)
         if entry is None:
             return

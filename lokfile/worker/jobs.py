@@ -72,3 +72,4 @@ class JobResult:
     output_stats: list[tuple[str, int, int, int, str]] = field(default_factory=list)
     model: str | None = None
     snapshot: str | None = None  # edit snapshot manifest digest, when the step edited files
+    worker: str = "local"  # where it ran: "local" (a worker process of this host), "inline", …
