@@ -7,9 +7,13 @@ unit's last attempt; the first difference found names the reason.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lokfile import hashing
+
+if TYPE_CHECKING:
+    from lokfile.engine.units import Unit
 
 # reasons, as shown to users
 NEVER_RUN = "never run"
@@ -70,3 +74,21 @@ def explain(
             return f"{field} changed"
     return NEVER_RUN
 
+
+
+def part_reason(units: Sequence[Unit], runs: Callable[[Unit], bool]) -> str:
+    """Why a step runs, when only some of its items or backends do: `1 new item of 3`,
+    `2 of 3 items: loop item changed`, `1 new backend of 3`. Otherwise the first running
+    unit's own reason; '' when none runs."""
+    running = [u for u in units if runs(u)]
+    if not running:
+        return ""
+    parts = [u for u in units if u.name.partition(":")[0] in ("item", "backend")]
+    moving = [u for u in parts if runs(u)]
+    if not moving or len(moving) == len(parts):
+        return running[0].reason
+    noun = parts[0].name.partition(":")[0]
+    k = len(moving)
+    if all(u.reason == NEVER_RUN for u in moving):
+        return f"{k} new {noun}{'s' if k > 1 else ''} of {len(parts)}"
+    return f"{k} of {len(parts)} {noun}s: {moving[0].reason}"

@@ -136,9 +136,11 @@ def record(
     env_names = sorted(
         {"PATH", "HOME", "XDG_CONFIG_HOME", *c.wf.env, *(v for s in c.wf.steps for v in s.env)}
     )
+    from lokfile.engine.ready import settle_order
+
     rows = c.db.results(c.run_id)
     steps = []
-    for name_ in _no_op_order(c):
+    for name_ in settle_order(c.wf):
         r = c.results[name_]
         steps.append(
             {
@@ -177,23 +179,6 @@ def record(
         "rows": [{k: v for k, v in row.items() if k not in ("run_id", "seq")} for row in rows],
     }
     write(snapshot_file(root, cwd, name, args, config_file), doc)
-
-
-def _no_op_order(c: Any) -> list[str]:
-    """The order in which a normal no-op run settles the steps (its ready queue)."""
-    from collections import deque
-
-    waiting = {s.name: len(set(s.depends_on)) for s in c.wf.steps}
-    ready = deque(n for n in c.wf.step_names if waiting[n] == 0)
-    order = []
-    while ready:
-        name = ready.popleft()
-        order.append(name)
-        for child in c.dependents[name]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-    return order
 
 
 def load(path: Path) -> dict[str, Any] | None:
@@ -246,6 +231,7 @@ def replay(
 
 
 def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report: Any) -> Any:
+    from lokfile.engine.rundoc import run_document
     from lokfile.events import RunFinished, RunStarted, StepFinished
     from lokfile.outcome import (
         RunOutcome,
@@ -318,32 +304,18 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     for r in results.values():
         if r.digest and r.filename:
             store.link_output(run_id, r.filename, r.digest)
-    store.write_run_json(
-        run_id,
-        {
-            "id": run_id,
-            "workflow": workflow.name,
-            "path": workflow.path,
-            "args": args,
-            "status": RunStatus.SUCCEEDED.value,
-            "started": t0,
-            "ended": time.time(),
-            "resumed_from": None,
-            "steps": [
-                {
-                    "name": r.name,
-                    "status": "reused",
-                    "reason": "fresh",
-                    "digest": r.digest,
-                    "file": r.filename or None,
-                    "duration": 0.0,
-                    "backend": r.backend,
-                    "error": None,
-                }
-                for r in results.values()
-            ],
-        },
+    document = run_document(
+        run_id=run_id,
+        workflow=workflow.name,
+        path=workflow.path,
+        args=args,
+        status=RunStatus.SUCCEEDED,
+        started=t0,
+        ended=time.time(),
+        resumed_from=None,
+        steps=results.values(),
     )
+    store.write_run_json(run_id, document)
     store.set_latest(run_id)
     for r in results.values():
         report(StepFinished(r.name, "reused", "fresh", 0.0, r.backend, None, max(1, len(r.units))))

@@ -1,0 +1,230 @@
+"""Dispatch: a stale unit becomes a job, waits for a slot, runs on the executor.
+
+    stale unit ──describe──> Job ──> queue ──start()──> executor.submit
+                                      │  held while -j slots are full, or the
+                                      │  unit's backend is at its `concurrency`
+    finished(timeout) <── JobEvent (a StepNote) · JobResult · JobCrashed
+
+The queue keeps its order: a job held for its backend keeps its place, and
+the jobs behind it that can run, run. The executor is made on the first job
+(a run where every step is fresh makes none) from the factory api handed in;
+this module never knows which kind it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from lokfile.engine.units import Unit, UnitSpec
+from lokfile.events import StepNote, UnitStarted
+from lokfile.executors import Executor, ExecutorFactory, JobCrashed, JobEvent
+from lokfile.model import Config, Status, Step, StepKind, Workflow
+from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
+
+Say = Callable[[StepNote | UnitStarted], None]
+
+
+def describe(
+    step: Step, spec: UnitSpec, *, job_id: int, config: Config, root: Path, runs_dir: Path, run_id: str
+) -> Job:
+    """The job that runs one unit: plain data, so any executor can take it."""
+    timeout = step.timeout_ms / 1000 if step.timeout_ms else None
+    work: ShellJob | QueryJob
+    if spec.command is not None:
+        wrapper = config.defaults.command_wrapper
+        work = ShellJob(spec.command, step.outputs, wrapper)
+    else:
+        assert spec.backend is not None and spec.prompt is not None
+        work = QueryJob(
+            spec.backend,
+            spec.prompt,
+            spec.system,
+            step.model,
+            step.temperature,
+            step.seed,
+            step.max_tokens,
+            _edit_settings(step, spec, config),
+            spec.answer,
+        )
+    return Job(
+        job_id,
+        step.name,
+        spec.unit,
+        work,
+        str(root),
+        str(runs_dir),
+        timeout,
+        step.retries,
+        step.retry_delay_ms / 1000,
+        run_id=run_id,
+    )
+
+
+def _edit_settings(step: Step, spec: UnitSpec, config: Config) -> EditSettings | None:
+    """Edits/verify ride on one unit: the step's own, or the "apply" unit of a multi-backend step."""
+    if not (step.apply_edits or step.verify):
+        return None
+    if spec.unit.startswith("backend:") or spec.unit == "synthesis":
+        return None
+    wrapper = config.defaults.command_wrapper
+    return EditSettings(step.apply_edits, spec.verify, step.fix_retries, wrapper)
+
+
+class Dispatch:
+    """The jobs of one run between the coordinator and the executor."""
+
+    def __init__(
+        self,
+        *,
+        make_executor: ExecutorFactory,
+        slots: int,
+        workflow: Workflow,
+        config: Config,
+        root: Path,
+        runs_dir: Path,
+        run_id: str,
+        say: Say,
+    ) -> None:
+        self.make_executor = make_executor
+        self.slots = slots
+        self.wf = workflow
+        self.config = config
+        self.root = root
+        self.runs_dir = runs_dir
+        self.run_id = run_id
+        self.say = say
+        self.executor: Executor | None = None
+        self.queue: deque[tuple[Job, Unit, str]] = deque()
+        self.inflight: dict[int, tuple[Unit, str]] = {}
+        self.per_backend: dict[str, int] = {}
+        self.next_id = 1
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing running."""
+        return not self.inflight and not self.queue
+
+    def add(self, step: Step, unit: Unit) -> None:
+        """Queue the job of a stale `unit` of `step` (submitted by the next `start`)."""
+        job = describe(
+            step,
+            unit.spec,
+            job_id=self.next_id,
+            config=self.config,
+            root=self.root,
+            runs_dir=self.runs_dir,
+            run_id=self.run_id,
+        )
+        self.next_id += 1
+        self.queue.append((job, unit, unit.spec.backend.name if unit.spec.backend else ""))
+
+    def start(self) -> None:
+        """Submit queued jobs while slots are free and their backends below their limit."""
+        if not self.queue:
+            return
+        if self.executor is None:
+            self.executor = self.make_executor(self.slots, self._backend_modules())
+        held: deque[tuple[Job, Unit, str]] = deque()
+        while self.queue and len(self.inflight) < self.slots:
+            job, unit, backend = self.queue.popleft()
+            limit = self._backend_limit(backend)
+            if limit and self.per_backend.get(backend, 0) >= limit:
+                held.append((job, unit, backend))
+                continue
+            self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
+            self.inflight[job.id] = (unit, backend)
+            self.say(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
+            self.executor.submit(job)
+        self.queue.extendleft(reversed(held))
+
+    def start_if_full(self) -> None:
+        """Start jobs once the queue alone fills the free slots (a long loop starts working
+        before all its items are keyed)."""
+        if len(self.queue) >= self.slots - len(self.inflight) > 0:
+            self.start()
+
+    def finished(self, timeout: float) -> Iterator[tuple[Unit, JobResult]]:
+        """Units whose jobs ended within `timeout` seconds, with their results (a crash
+        becomes a failed result); progress lines go out as StepNotes meanwhile."""
+        if self.executor is None:
+            return
+        for msg in self.executor.results(timeout):
+            if isinstance(msg, JobEvent):
+                entry = self.inflight.get(msg.job)
+                if entry:
+                    self.say(StepNote(entry[0].step, entry[0].name, msg.text))
+                continue
+            job_id = msg.job if isinstance(msg, JobCrashed) else msg.id
+            entry = self.inflight.pop(job_id, None)
+            if entry is None:
+                continue
+            unit, backend = entry
+            self.per_backend[backend] -= 1
+            yield unit, msg if isinstance(msg, JobResult) else _crashed(msg)
+
+    def concurrency(self) -> int:
+        """How many of the jobs in flight and queued can run at once: -j (and the
+        workflow's `concurrency`) over all of them, each backend's `concurrency` over its own."""
+        per: dict[str, int] = {}
+        for _unit, backend in self.inflight.values():
+            per[backend] = per.get(backend, 0) + 1
+        for _job, _unit, backend in self.queue:
+            per[backend] = per.get(backend, 0) + 1
+        possible = 0
+        for backend, count in per.items():
+            limit = self._backend_limit(backend)
+            possible += min(count, limit) if limit else count
+        return min(self.slots, possible)
+
+    def interrupt(self, reason: str) -> None:
+        """End every running job; the units in flight are interrupted, the queue dropped."""
+        if self.executor is not None:
+            self.executor.cancel_all()
+        for unit, _backend in list(self.inflight.values()):
+            unit.status = Status.INTERRUPTED
+            unit.reason = reason
+        self.inflight.clear()
+        self.queue.clear()
+
+    def close(self, kill: bool) -> bool:
+        """Close the executor; False when no job ever ran (there was none)."""
+        if self.executor is None:
+            return False
+        self.executor.close(kill=kill)
+        return True
+
+    def _backend_modules(self) -> tuple[str, ...]:
+        """Modules of the backend types this run may query, for workers to import early."""
+        from lokfile.backends import BUILTIN_TYPES
+
+        types = {b.type for b in self.config.backends.values() if b.enabled}
+        used = {n for s in self.wf.steps if s.kind is StepKind.LLM for n in s.backends}
+        if "auto" not in used:
+            types = {self.config.backends[n].type for n in used if n in self.config.backends}
+        return tuple(
+            sorted({BUILTIN_TYPES[t].partition(":")[0] for t in types if t in BUILTIN_TYPES})
+        )
+
+    def _backend_limit(self, name: str) -> int | None:
+        if not name:
+            return None
+        cfg = self.config.backends.get(name)
+        return cfg.concurrency if cfg else None
+
+
+def _crashed(msg: JobCrashed) -> JobResult:
+    now = time.time()
+    return JobResult(
+        id=msg.job,
+        success=False,
+        output=f"Error: internal error: {msg.error}",
+        digest=None,
+        error=f"internal error: {msg.error}",
+        error_kind="failed",
+        attempts=1,
+        started=now,
+        ended=now,
+    )
