@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from lokfile.status import RunStatus, Status
+
 
 class RunStarted(NamedTuple):
     run_id: str
@@ -34,7 +36,7 @@ class StepNote(NamedTuple):
 
 class StepFinished(NamedTuple):
     step: str
-    status: str  # model.Status value, or "stale" in a dry run
+    status: Status  # STALE in a dry run
     reason: str
     duration: float
     backend: str | None = None
@@ -52,12 +54,12 @@ class Notice(NamedTuple):
 
 class RunFinished(NamedTuple):
     run_id: str
-    status: str
+    status: RunStatus
     counts: dict[str, int]
     wall: float
     saved: float
     extra: dict[str, Any] | None = None
-    dry_run: bool = False  # counts then hold "stale" (would run) and "reused" (fresh)
+    dry_run: bool = False  # counts then hold Status.STALE (would run) and REUSED (fresh)
 
 
 Event = (

@@ -19,7 +19,7 @@ class StepResult:
     def __init__(
         self,
         name: str,
-        status: Status | str,
+        status: Status,
         reason: str,
         output: str = "",
         digest: str | None = None,
@@ -102,10 +102,9 @@ class RunOutcome:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {"ran": 0, "reused": 0, "failed": 0, "skipped": 0}
+        out = {s.value: 0 for s in (Status.RAN, Status.REUSED, Status.FAILED, Status.SKIPPED)}
         for r in self.results.values():
-            key = r.status.value if isinstance(r.status, Status) else str(r.status)
-            out[key] = out.get(key, 0) + 1
+            out[r.status.value] = out.get(r.status.value, 0) + 1
         return out
 
     @property

@@ -13,6 +13,7 @@ class Status(str, enum.Enum):
     FAILED = "failed"  # executed and failed (soft when continue_on_error)
     SKIPPED = "skipped"  # condition false, a dependency failed, or the run stopped first
     INTERRUPTED = "interrupted"
+    STALE = "stale"  # a dry run or a plan: it would run (nothing ran)
 
     def __bool__(self) -> bool:
         return self in (Status.RAN, Status.REUSED)

@@ -419,3 +419,36 @@ def test_a_backends_concurrency_is_held_while_other_work_runs(chdir: Path) -> No
     for before, after in itertools.pairwise(units):
         assert after.started >= before.ended, "two jobs of a concurrency-1 backend overlapped"
     assert "shell" in report.started()
+
+
+# -- statuses -----------------------------------------------------------------
+
+
+def test_a_dry_run_marks_what_would_run_stale_in_results_units_and_events(chdir: Path) -> None:
+    from lokfile.reporters import outcome_json
+
+    project = Project(
+        chdir,
+        """
+        name = "w"
+        [[steps]]
+        name = "a"
+        shell = "echo a"
+        [[steps]]
+        name = "b"
+        depends_on = ["a"]
+        shell = "echo {{ steps.a.output }}"
+        """,
+    )
+    outcome, report = project.run(dry_run=True)
+    assert statuses(outcome) == {"a": Status.STALE, "b": Status.STALE}
+    assert [u.status for u in outcome.results["a"].units] == [Status.STALE]
+    assert outcome.results["b"].reason == "upstream a will run"
+    finished = [e for e in report.events if isinstance(e, StepFinished)]
+    assert [e.status for e in finished] == [Status.STALE, Status.STALE]
+    assert all(isinstance(e.status, Status) for e in finished)
+    doc = outcome_json(outcome)  # the JSON still says "stale"
+    assert [s["status"] for s in doc["steps"]] == ["stale", "stale"]
+    assert doc["plan"] == {"would_run": ["a", "b"], "fresh": [], "skipped": []}
+    assert doc["counts"] == {"ran": 0, "reused": 0, "failed": 0, "skipped": 0, "stale": 2}
+    assert report.started() == []

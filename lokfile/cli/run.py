@@ -192,6 +192,7 @@ def _replay(session: Session, workflow: str, args: tuple[str, ...], report: Any)
 def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool) -> None:
     """Show each step of WORKFLOW as fresh or stale, with the reason. Runs nothing."""
     from lokfile import api
+    from lokfile.status import Status
 
     ctx = api.open_project(session.directory, session.config_file)
     wf = api.load(ctx, workflow)
@@ -204,7 +205,7 @@ def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool
             "steps": [
                 {
                     "name": n,
-                    "fresh": r.status in ("reused",) or getattr(r.status, "value", "") == "reused",
+                    "fresh": r.status is Status.REUSED,
                     "state": _state(r),
                     "reason": r.reason,
                 }
@@ -222,5 +223,8 @@ def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool
 
 
 def _state(result: Any) -> str:
-    value = getattr(result.status, "value", result.status)
-    return {"reused": "fresh", "stale": "stale", "skipped": "skip"}.get(value, str(value))
+    from lokfile.status import Status
+
+    status: Status = result.status
+    state = {Status.REUSED: "fresh", Status.STALE: "stale", Status.SKIPPED: "skip"}
+    return state.get(status, status.value)

@@ -24,7 +24,7 @@ from lokfile.engine.dispatch import Dispatch
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.freshness import Freshness
 from lokfile.engine.ready import ReadyQueue
-from lokfile.engine.recorder import Recorder, status_value
+from lokfile.engine.recorder import Recorder
 from lokfile.engine.rundoc import run_document
 from lokfile.engine.units import Unit, UnitEnv, UnitSpec, aggregate, build_units, combine
 from lokfile.errors import DiskFullError
@@ -205,7 +205,7 @@ class Coordinator:
         self.report(
             RunFinished(
                 self.run_id,
-                status.value,
+                status,
                 outcome.counts,
                 wall,
                 saved,
@@ -297,8 +297,7 @@ class Coordinator:
     def _counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.results.values():
-            key = r.status.value if isinstance(r.status, Status) else str(r.status)
-            out[key] = out.get(key, 0) + 1
+            out[r.status.value] = out.get(r.status.value, 0) + 1
         return out
 
     def _document(self, status: RunStatus, started: float) -> dict[str, Any]:
@@ -321,9 +320,10 @@ class Coordinator:
         from lokfile.errors import LokError, TemplateError
 
         deps = [self.results[d] for d in dict.fromkeys(step.depends_on)]
-        waiting_on = [d.name for d in deps if d.status == "stale"]
+        waiting_on = [d.name for d in deps if d.status is Status.STALE]
         if waiting_on:  # dry run: nothing to render against yet
-            self._record_step(StepResult(step.name, "stale", f"upstream {waiting_on[0]} will run"))
+            why = f"upstream {waiting_on[0]} will run"
+            self._record_step(StepResult(step.name, Status.STALE, why))
             return False
         hard = [d.name for d in deps if self._blocks(d)]
         if step.min_deps_success is not None:
@@ -382,7 +382,7 @@ class Coordinator:
             return unit
         unit.reason = why
         if self.opts.dry_run:
-            unit.status = "stale"
+            unit.status = Status.STALE
         else:
             self.dispatch.add(step, unit)
         return unit
@@ -431,10 +431,10 @@ class Coordinator:
         step = live.step
         output, digest, success, backend, error = aggregate(step, live.units, self.unit_env)
         ran = any(u.status is Status.RAN or u.status is Status.FAILED for u in live.units)
-        stale = any(u.status == "stale" for u in live.units)
+        stale = any(u.status is Status.STALE for u in live.units)
         if stale:
-            status: Status | str = "stale"
-            reason = plan.part_reason(live.units, lambda u: u.status == "stale")
+            status = Status.STALE
+            reason = plan.part_reason(live.units, lambda u: u.status is Status.STALE)
         elif not success:
             status = Status.FAILED
             reason = next((u.reason for u in live.units if u.status is Status.FAILED), "failed")
@@ -516,7 +516,7 @@ class Coordinator:
         self.report(
             StepFinished(
                 result.name,
-                status_value(result.status),
+                result.status,
                 result.reason,
                 result.duration,
                 result.backend,

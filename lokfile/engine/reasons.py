@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lokfile import hashing
+from lokfile.status import Status
 
 if TYPE_CHECKING:
     from lokfile.engine.units import Unit
@@ -44,7 +45,8 @@ def explain(
     if previous is None:
         return NEVER_RUN
     if previous == components:
-        return LAST_FAILED if previous_status not in (None, "ran", "reused") else NEVER_RUN
+        failed = previous_status is not None and not Status(previous_status)
+        return LAST_FAILED if failed else NEVER_RUN
     for label, old, new in (
         ("upstream {} changed", previous.get("upstream"), components.get("upstream")),
         ("source changed: {}", previous.get("sources"), components.get("sources")),

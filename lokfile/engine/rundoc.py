@@ -40,7 +40,7 @@ def run_document(
         "steps": [
             {
                 "name": r.name,
-                "status": r.status.value if hasattr(r.status, "value") else str(r.status),
+                "status": r.status.value,
                 "reason": r.reason,
                 "digest": r.digest,
                 "file": r.filename or None,

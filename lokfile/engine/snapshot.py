@@ -285,13 +285,13 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         db.start_run(run_id, workflow.name, workflow.path, args, None)
         rows = []
         for seq, row in enumerate(doc["rows"], 1):
-            reused = row["status"] in ("ran", "reused")
+            reused = bool(Status(row["status"]))
             rows.append(
                 {
                     **row,
                     "run_id": run_id,
                     "seq": seq,
-                    "status": "reused" if reused else row["status"],
+                    "status": Status.REUSED.value if reused else row["status"],
                     "reason": "fresh" if reused else row["reason"],
                     "attempts": 0,
                     "started": 0.0,
@@ -300,7 +300,7 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
                 }
             )
         db.record_results(rows)
-        db.finish_run(run_id, RunStatus.SUCCEEDED.value, {"reused": len(results)}, saved)
+        db.finish_run(run_id, RunStatus.SUCCEEDED.value, {Status.REUSED.value: len(results)}, saved)
     for r in results.values():
         if r.digest and r.filename:
             store.link_output(run_id, r.filename, r.digest)
@@ -318,8 +318,9 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     store.write_run_json(run_id, document)
     store.set_latest(run_id)
     for r in results.values():
-        report(StepFinished(r.name, "reused", "fresh", 0.0, r.backend, None, max(1, len(r.units))))
+        parts = max(1, len(r.units))
+        report(StepFinished(r.name, Status.REUSED, "fresh", 0.0, r.backend, None, parts))
     wall = time.time() - t0
     outcome = RunOutcome(run_id, workflow, RunStatus.SUCCEEDED, results, wall, saved)
-    report(RunFinished(run_id, RunStatus.SUCCEEDED.value, outcome.counts, wall, saved))
+    report(RunFinished(run_id, RunStatus.SUCCEEDED, outcome.counts, wall, saved))
     return outcome

@@ -64,7 +64,7 @@ class Unit:
     components: dict[str, Any]
     spec: UnitSpec
     canonical: str = ""  # the components as canonical JSON (what the key hashes)
-    status: Status | str | None = None  # None until resolved; "stale" in a dry run
+    status: Status | None = None  # None until resolved; STALE in a dry run
     reason: str = ""
     output: str = ""
     digest: str | None = None

@@ -17,6 +17,7 @@ from typing import Any
 
 from lokfile.errors import UsageError
 from lokfile.history.runs import read_output, resolve
+from lokfile.status import Status
 from lokfile.store.artifacts import Store
 from lokfile.store.rundb import RunDB
 
@@ -167,7 +168,7 @@ def _diff_step(
 
 def _outcome(status: str | None) -> str | None:
     """Ran and reused are the same outcome: a reused result is the result."""
-    return "ok" if status in ("ran", "reused") else status
+    return "ok" if status in (Status.RAN, Status.REUSED) else status
 
 
 # -- why: the key components ----------------------------------------------------

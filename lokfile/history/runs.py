@@ -13,11 +13,13 @@ from typing import Any
 
 from lokfile.errors import UsageError
 from lokfile.project import Project
+from lokfile.reporters import GLYPH
+from lokfile.status import RunStatus, Status
 from lokfile.store.artifacts import Store
 from lokfile.store.rundb import RunDB
 
 _REF = re.compile(r"^(?P<base>[^~]*)(?:~(?P<back>\d*))?$")
-GLYPH = {"ran": "✓", "reused": "=", "failed": "✗", "skipped": "-", "interrupted": "!"}
+_TIMED = (Status.RAN, Status.FAILED)  # statuses whose time was spent in this run
 PREVIEW_LINES = 6
 MAX_ITEM_LINES = 8
 
@@ -159,7 +161,8 @@ def render_list(summaries: list[dict[str, Any]]) -> str:
 def _took(summary: dict[str, Any]) -> str:
     if summary["duration_s"] is not None:
         return human(summary["duration_s"])
-    return "running" if summary["status"] == "running" else "-"
+    running = summary["status"] == RunStatus.RUNNING
+    return RunStatus.RUNNING.value if running else "-"
 
 
 # -- one run in detail --------------------------------------------------------
@@ -249,7 +252,9 @@ def read_output(store: Store, digest: str | None) -> tuple[str | None, bool]:
 
 def render_show(doc: dict[str, Any], full: bool = False) -> str:
     """The text of `lok runs show`: a header, one line per step, backend answers, outputs."""
-    dur = {"running": "still running", "-": "an unknown time"}.get(_took(doc), _took(doc))
+    dur = {RunStatus.RUNNING.value: "still running", "-": "an unknown time"}.get(
+        _took(doc), _took(doc)
+    )
     lines = [
         f"Run {doc['id']}  {doc['workflow']}  {doc['status']}",
         f"  started {doc['started_local']}, took {dur}"
@@ -300,14 +305,14 @@ def took(s: dict[str, Any]) -> float:
 
 def _step_cells(s: dict[str, Any], indent: str) -> tuple[str, ...]:
     """(name, status, timing, backend, reason) of one step or unit line."""
-    timing = human(took(s)) if s["status"] in ("ran", "failed") else ""
+    timing = human(took(s)) if s["status"] in _TIMED else ""
     if s.get("offset_s") is not None and timing:
         timing = f"+{human(s['offset_s'])} {timing}"
     via = s.get("backend") or ""
     if s.get("model"):
         via += f" ({s['model']})"
     reason = s.get("reason") or ""
-    if s["status"] == "failed" and s.get("error"):
+    if s["status"] == Status.FAILED and s.get("error"):
         reason = _first_line(s["error"])
     name = f"{indent}{GLYPH.get(s['status'], '?')} {s['name']}"
     return name, s["status"], timing, via, reason
@@ -324,7 +329,7 @@ def _outputs(s: dict[str, Any], full: bool) -> list[str]:
         out += _block(s.get("output"), s.get("output_missing"), full=True)
     for u in answers:
         label = u["unit"].removeprefix("backend:")
-        timing = f", {human(took(u))}" if u["status"] in ("ran", "failed") else ""
+        timing = f", {human(took(u))}" if u["status"] in _TIMED else ""
         out += ["", f"  [{label}] {u['status']}{timing}"]
         out += _block(u.get("output"), u.get("output_missing"), full=full)
     return out
