@@ -18,6 +18,7 @@ class StepResult:
 
     def __init__(
         self,
+        *,
         name: str,
         status: Status,
         reason: str,
@@ -55,7 +56,9 @@ class StepResult:
 class UnitSummary:
     """A unit as a replayed run reports it (the fields `--json` shows)."""
 
-    def __init__(self, name: str, digest: str | None, backend: str | None, output: str) -> None:
+    def __init__(
+        self, *, name: str, digest: str | None, backend: str | None, output: str
+    ) -> None:
         self.name = name
         self.status = Status.REUSED
         self.reason = "fresh"
@@ -69,7 +72,12 @@ class WorkflowSummary:
     """What reporting needs of a workflow: its name and step order."""
 
     def __init__(
-        self, name: str, step_names: tuple[str, ...], description: str = "", path: str | None = None
+        self,
+        *,
+        name: str,
+        step_names: tuple[str, ...],
+        description: str = "",
+        path: str | None = None,
     ) -> None:
         self.name = name
         self.step_names = step_names
@@ -82,6 +90,7 @@ class RunOutcome:
 
     def __init__(
         self,
+        *,
         run_id: str,
         workflow: Any,  # model.Workflow or WorkflowSummary
         status: RunStatus,

@@ -8,6 +8,7 @@ cancellation and the limits the dispatcher holds.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 import time
@@ -452,3 +453,38 @@ def test_a_dry_run_marks_what_would_run_stale_in_results_units_and_events(chdir:
     assert doc["plan"] == {"would_run": ["a", "b"], "fresh": [], "skipped": []}
     assert doc["counts"] == {"ran": 0, "reused": 0, "failed": 0, "skipped": 0, "stale": 2}
     assert report.started() == []
+
+
+# -- records --------------------------------------------------------------------
+
+
+def _records() -> list[type]:
+    from lokfile.engine.units import Unit, UnitEnv, UnitSpec
+    from lokfile.outcome import StepResult, UnitSummary, WorkflowSummary
+    from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
+
+    return [
+        Job,
+        JobResult,
+        ShellJob,
+        QueryJob,
+        EditSettings,
+        Unit,
+        UnitSpec,
+        UnitEnv,
+        RunOptions,
+        StepResult,
+        RunOutcome,
+        UnitSummary,
+        WorkflowSummary,
+    ]
+
+
+@pytest.mark.parametrize("record", _records(), ids=lambda r: r.__name__)
+def test_the_engines_wide_records_are_built_with_keywords_only(record: type) -> None:
+    positional = [
+        name
+        for name, p in inspect.signature(record).parameters.items()
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY
+    ]
+    assert positional == []

@@ -49,7 +49,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 __all__ = ["Coordinator", "Reporter", "RunOptions", "RunOutcome", "StepResult", "new_run_id"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     args: tuple[str, ...] = ()
     named: dict[str, str] = field(default_factory=dict)
@@ -62,7 +62,7 @@ class RunOptions:
     record: bool = True  # False for `lok status`
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Live:
     """A step whose units are being resolved or executed."""
 
@@ -104,7 +104,7 @@ class Coordinator:
         self.store = store
         self.db = db
         self.opts = options
-        self.unit_env = UnitEnv(config, store, options.dry_run)
+        self.unit_env = UnitEnv(config=config, store=store, dry_run=options.dry_run)
         self.report = report
         self.run_id = new_run_id()
         self.results: dict[str, StepResult] = {}
@@ -198,8 +198,14 @@ class Coordinator:
         if self.disk_full is not None:
             raise self.disk_full
         outcome = RunOutcome(
-            self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run,
-            self.stopped_by,
+            run_id=self.run_id,
+            workflow=self.wf,
+            status=status,
+            results=self.results,
+            wall=wall,
+            saved=saved,
+            dry_run=self.opts.dry_run,
+            stopped_by=self.stopped_by,
         )
         extra = {"signal": self.stopped_by} if self.stopped_by else None
         self.report(
@@ -323,7 +329,7 @@ class Coordinator:
         waiting_on = [d.name for d in deps if d.status is Status.STALE]
         if waiting_on:  # dry run: nothing to render against yet
             why = f"upstream {waiting_on[0]} will run"
-            self._record_step(StepResult(step.name, Status.STALE, why))
+            self._record_step(StepResult(name=step.name, status=Status.STALE, reason=why))
             return False
         hard = [d.name for d in deps if self._blocks(d)]
         if step.min_deps_success is not None:
@@ -352,7 +358,7 @@ class Coordinator:
         for spec in specs:
             units.append(self._resolve(step, spec))
             self.dispatch.start_if_full()
-        live = _Live(step, units, 0, time.time())
+        live = _Live(step=step, units=units, pending=0, started=time.time())
         self.live[step.name] = live
         for unit in units:
             if unit.status is None:
@@ -452,17 +458,17 @@ class Coordinator:
 
             parsed = parse_output(output, step.output_format)
         result = StepResult(
-            step.name,
-            status,
-            reason,
-            output,
-            digest,
-            error,
-            backend,
-            duration,
-            saved,
-            parsed,
-            live.units,
+            name=step.name,
+            status=status,
+            reason=reason,
+            output=output,
+            digest=digest,
+            error=error,
+            backend=backend,
+            duration=duration,
+            saved=saved,
+            parsed=parsed,
+            units=live.units,
         )
         self._record_step(result)
 
@@ -495,7 +501,10 @@ class Coordinator:
         digest = self.store.put_text(output) if write else None
         if status is Status.FAILED:
             self._failed(step)
-        self._record_step(StepResult(step.name, status, reason, output, digest, error), release)
+        result = StepResult(
+            name=step.name, status=status, reason=reason, output=output, digest=digest, error=error
+        )
+        self._record_step(result, release)
 
     def _record_step(self, result: StepResult, release: bool = True) -> None:
         """A step is settled: stored, recorded, reported, and (with `release`) the steps

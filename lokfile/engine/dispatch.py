@@ -35,30 +35,30 @@ def describe(
     work: ShellJob | QueryJob
     if spec.command is not None:
         wrapper = config.defaults.command_wrapper
-        work = ShellJob(spec.command, step.outputs, wrapper)
+        work = ShellJob(command=spec.command, outputs=step.outputs, wrapper=wrapper)
     else:
         assert spec.backend is not None and spec.prompt is not None
         work = QueryJob(
-            spec.backend,
-            spec.prompt,
-            spec.system,
-            step.model,
-            step.temperature,
-            step.seed,
-            step.max_tokens,
-            _edit_settings(step, spec, config),
-            spec.answer,
+            backend=spec.backend,
+            prompt=spec.prompt,
+            system=spec.system,
+            model=step.model,
+            temperature=step.temperature,
+            seed=step.seed,
+            max_tokens=step.max_tokens,
+            edits=_edit_settings(step, spec, config),
+            answer=spec.answer,
         )
     return Job(
-        job_id,
-        step.name,
-        spec.unit,
-        work,
-        str(root),
-        str(runs_dir),
-        timeout,
-        step.retries,
-        step.retry_delay_ms / 1000,
+        id=job_id,
+        step=step.name,
+        unit=spec.unit,
+        work=work,
+        cwd=str(root),
+        runs_dir=str(runs_dir),
+        timeout_s=timeout,
+        retries=step.retries,
+        retry_delay_s=step.retry_delay_ms / 1000,
         run_id=run_id,
     )
 
@@ -70,7 +70,12 @@ def _edit_settings(step: Step, spec: UnitSpec, config: Config) -> EditSettings |
     if spec.unit.startswith("backend:") or spec.unit == "synthesis":
         return None
     wrapper = config.defaults.command_wrapper
-    return EditSettings(step.apply_edits, spec.verify, step.fix_retries, wrapper)
+    return EditSettings(
+        apply_edits=step.apply_edits,
+        verify=spec.verify,
+        fix_retries=step.fix_retries,
+        command_wrapper=wrapper,
+    )
 
 
 class Dispatch:

@@ -246,7 +246,10 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     t0 = time.time()
     wf_doc = doc["workflow"]
     workflow = WorkflowSummary(
-        wf_doc["name"], tuple(wf_doc["order"]), wf_doc["description"], wf_doc["path"]
+        name=wf_doc["name"],
+        step_names=tuple(wf_doc["order"]),
+        description=wf_doc["description"],
+        path=wf_doc["path"],
     )
     run_id = new_run_id()
     report(RunStarted(run_id, workflow.name, workflow.description, len(workflow.step_names)))
@@ -255,27 +258,25 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     for s in doc["steps"]:
         units = [
             UnitSummary(
-                u["unit"],
-                u["digest"],
-                u["backend"],
-                store.get_text(u["digest"]) if u["digest"] else "",
+                name=u["unit"],
+                digest=u["digest"],
+                backend=u["backend"],
+                output=store.get_text(u["digest"]) if u["digest"] else "",
             )
             for u in s["units"]
         ]
         output = store.get_text(s["digest"]) if s["digest"] else ""
         results[s["name"]] = StepResult(
-            s["name"],
-            Status.REUSED,
-            "fresh",
-            output,
-            s["digest"],
-            None,
-            s["backend"],
-            0.0,
-            covered(tuple(span) for span in s["spans"]),
-            s["parsed"],
-            units,
-            s["filename"],
+            name=s["name"],
+            status=Status.REUSED,
+            reason="fresh",
+            output=output,
+            digest=s["digest"],
+            backend=s["backend"],
+            saved=covered(tuple(span) for span in s["spans"]),
+            parsed=s["parsed"],
+            units=units,
+            filename=s["filename"],
         )
         spans += [(a, b) for a, b in s["spans"]]
     saved = covered(spans)
@@ -321,6 +322,13 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         parts = max(1, len(r.units))
         report(StepFinished(r.name, Status.REUSED, "fresh", 0.0, r.backend, None, parts))
     wall = time.time() - t0
-    outcome = RunOutcome(run_id, workflow, RunStatus.SUCCEEDED, results, wall, saved)
+    outcome = RunOutcome(
+        run_id=run_id,
+        workflow=workflow,
+        status=RunStatus.SUCCEEDED,
+        results=results,
+        wall=wall,
+        saved=saved,
+    )
     report(RunFinished(run_id, RunStatus.SUCCEEDED, outcome.counts, wall, saved))
     return outcome
