@@ -1,8 +1,13 @@
-"""What happens during a run, as data (immutable tuples). Reporters turn these into text."""
+"""What happens during a run, as data (immutable tuples). Reporters turn these into text.
+
+The engine tells a `Reporter` two things: each event as it happens, and a
+`tick` while it waits for jobs (at most every 0.1 s), so a live view can
+redraw elapsed times without an event to hang it on.
+"""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from lokfile.status import RunStatus, Status
 
@@ -65,3 +70,15 @@ class RunFinished(NamedTuple):
 Event = (
     RunStarted | ParallelStart | UnitStarted | StepNote | StepFinished | Notice | RunFinished
 )
+
+
+class Reporter(Protocol):
+    """What the engine calls while a run goes on (lokfile/reporters.py has the real ones)."""
+
+    def __call__(self, event: Event, /) -> None:
+        """Something happened."""
+        ...
+
+    def tick(self) -> None:
+        """Nothing happened yet: the coordinator is waiting for jobs."""
+        ...

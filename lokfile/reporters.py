@@ -89,6 +89,16 @@ def finished(outcome: Any) -> RunFinished:
     )
 
 
+class Silent:
+    """A reporter that shows nothing (`lok status` prints its own table)."""
+
+    def __call__(self, ev: Event) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+
 def for_terminal(stream: TextIO, as_json: bool, summary: bool = True) -> PlainReporter:
     """The live view on a terminal (unless --json), plain lines elsewhere. With
     summary False the caller prints the summary itself, after the results."""
@@ -123,6 +133,9 @@ class PlainReporter:
         if line is not None:
             self.out.write(line + "\n")
             self.out.flush()
+
+    def tick(self) -> None:
+        """Nothing to redraw: a plain line is written when its event comes."""
 
     def summary_last(self, outcome: Any) -> None:
         """Print the run's summary line (the caller has printed the results)."""

@@ -384,6 +384,34 @@ def test_cancel_mid_run_interrupts_the_running_step_and_starts_nothing_new(
     assert coordinator.cancel() is False  # already stopping
 
 
+# -- the reporter ---------------------------------------------------------------
+
+
+def test_the_coordinator_ticks_its_reporter_while_it_waits_for_jobs(chdir: Path) -> None:
+    from lokfile.events import Reporter
+
+    class TouchOnTick(Collect):
+        def tick(self) -> None:
+            super().tick()
+            (chdir / "ticked").touch()
+
+    project = Project(
+        chdir,
+        f"""
+        name = "w"
+        [[steps]]
+        name = "wait"
+        shell = "{waits_for("ticked")}"
+        timeout = 10000
+        """,
+    )
+    report: Reporter = TouchOnTick()  # the protocol the engine calls: events and ticks
+    assert isinstance(report, TouchOnTick)
+    outcome, _ = project.run(report)
+    assert outcome.results["wait"].status is Status.RAN
+    assert report.ticks >= 1
+
+
 # -- limits -------------------------------------------------------------------
 
 

@@ -198,7 +198,9 @@ def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool
     wf = api.load(ctx, workflow)
     positional, named = api.split_args(wf, args)
     options = api.RunOptions(args=positional, named=named, dry_run=True, record=False)
-    outcome = api.run(ctx, wf, options, lambda ev: None)
+    from lokfile.reporters import Silent
+
+    outcome = api.run(ctx, wf, options, Silent())
     if as_json:
         doc = {
             "workflow": wf.name,

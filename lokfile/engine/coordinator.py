@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from lokfile.engine.rundoc import run_document
 from lokfile.engine.units import Unit, UnitEnv, UnitSpec, aggregate, build_units, combine
 from lokfile.errors import DiskFullError
 from lokfile.events import (
-    Event,
     ParallelStart,
+    Reporter,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -43,7 +42,6 @@ from lokfile.store.artifacts import Store, output_filename
 from lokfile.store.rundb import RunDB
 from lokfile.worker.jobs import JobResult
 
-Reporter = Callable[[Event], None]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 __all__ = ["Coordinator", "Reporter", "RunOptions", "RunOutcome", "StepResult", "new_run_id"]
@@ -240,9 +238,7 @@ class Coordinator:
                 break
             for unit, result in dispatch.finished(0.1):
                 self._unit_done(unit, result)
-            tick = getattr(self.report, "tick", None)
-            if tick is not None:
-                tick()
+            self.report.tick()
         for s in self.wf.steps:
             if s.name not in self.results:
                 why = (
