@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lokfile.errors import UsageError
-from lokfile.history.runs import read_output, resolve
+from lokfile.history.runs import read_output
 from lokfile.status import Status
 from lokfile.store.artifacts import Store
+from lokfile.store.refs import resolve
 from lokfile.store.rundb import RunDB
 
 SAME, CHANGED, ONLY_A, ONLY_B = "same", "changed", "only_a", "only_b"

@@ -1,13 +1,12 @@
-"""Run history as people ask for it: references, the list of runs, one run in detail.
+"""Run history as people ask for it: the list of runs, one run in detail.
 
-A run reference is `latest`, `latest~N` (N runs before the latest of the same
-workflow, as git counts parents), a run id, a unique prefix of one, or any of
-those followed by `~N`. Everything here reads; nothing writes the history.
+Runs are named by references (`latest`, `latest~N`, an id or its prefix,
+`REF~N`), resolved by lokfile.store.refs. Everything here reads; nothing
+writes the history.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -18,7 +17,6 @@ from lokfile.status import RunStatus, Status
 from lokfile.store.artifacts import Store
 from lokfile.store.rundb import RunDB
 
-_REF = re.compile(r"^(?P<base>[^~]*)(?:~(?P<back>\d*))?$")
 _TIMED = (Status.RAN, Status.FAILED)  # statuses whose time was spent in this run
 PREVIEW_LINES = 6
 MAX_ITEM_LINES = 8
@@ -31,57 +29,6 @@ def open_db(project: Project) -> RunDB:
             f"no runs recorded in {project.root}", "run a workflow first: lok run NAME"
         )
     return RunDB.open(project.db_path)
-
-
-def resolve(db: RunDB, ref: str | None, workflow: str | None = None) -> dict[str, Any]:
-    """The run row that `ref` names (`latest` when None), within `workflow` when given."""
-    text = (ref or "latest").strip()
-    m = _REF.match(text)
-    if m is None:
-        raise UsageError(f"'{text}' is not a run reference", _REF_HINT)
-    base = m.group("base") or "latest"
-    back = 0 if m.group("back") is None else int(m.group("back") or 1)
-    if base == "latest":
-        rows = db.runs(workflow, limit=1)
-        if not rows:
-            where = f" of workflow '{workflow}'" if workflow else ""
-            raise UsageError(f"there is no run{where} yet", "run it first: lok run NAME")
-        row = rows[0]
-    else:
-        row = _by_prefix(db, base, workflow)
-    if back:
-        older = [r for r in db.runs(row["workflow"]) if _older(r, row)]
-        if back > len(older):
-            raise UsageError(
-                f"'{text}': workflow '{row['workflow']}' has only {len(older)} run(s) before "
-                f"{row['id']}",
-                "`lok runs list` shows the runs",
-            )
-        row = older[back - 1]
-    return row
-
-
-_REF_HINT = "use latest, latest~N, a run id or a unique prefix of one (`lok runs list`)"
-
-
-def _older(candidate: dict[str, Any], than: dict[str, Any]) -> bool:
-    return bool((candidate["started"], candidate["id"]) < (than["started"], than["id"]))
-
-
-def _by_prefix(db: RunDB, prefix: str, workflow: str | None) -> dict[str, Any]:
-    exact = db.run(prefix)
-    if exact is not None:
-        return exact
-    matches = [r for r in db.runs(workflow) if r["id"].startswith(prefix)]
-    if not matches:
-        raise UsageError(f"no run '{prefix}'", _REF_HINT)
-    if len(matches) > 1:
-        shown = ", ".join(r["id"] for r in matches[:4])
-        raise UsageError(
-            f"run '{prefix}' is ambiguous: {len(matches)} runs match ({shown}…)",
-            "give more characters of the run id",
-        )
-    return matches[0]
 
 
 # -- formatting -------------------------------------------------------------
