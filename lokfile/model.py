@@ -204,7 +204,7 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class Defaults:
-    parallel: bool = True
+    parallel: bool = True  # a prompt's backends asked at once; False: one after another
     timeout_s: float = 300.0  # for `ask` and the modes; 0 = none
     command_wrapper: str | None = None
     backend: str | None = None  # default backend for LLM steps that name none

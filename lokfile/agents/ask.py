@@ -227,7 +227,8 @@ def ask(
     runner: Callable[[BackendConfig, Request], AskResult] = query_one,
     notify: Callable[[str, str], None] | None = None,
 ) -> list[AskResult]:
-    """Every backend's result, in the order given; the misses are asked in parallel.
+    """Every backend's result, in the order given; the misses are asked in parallel
+    (one after another, in that order, with `[defaults] parallel = false`).
 
     The cache is read and written in this thread only (one database
     connection); the queries run in one thread each. `notify(backend, text)`
@@ -242,22 +243,27 @@ def ask(
         else:
             misses.append(backend)
     if misses:
-        done = _in_parallel(
-            [
-                (
-                    b,
-                    Request(
-                        prompt=prompt,
-                        cwd=cwd,
-                        timeout_s=timeout_for(b, config),
-                        notify=_told(notify, b.name),
-                    ),
-                )
-                for b in misses
-            ],
-            runner,
-            meanwhile=cache.prepare if cache is not None else None,
-        )
+        jobs = [
+            (
+                b,
+                Request(
+                    prompt=prompt,
+                    cwd=cwd,
+                    timeout_s=timeout_for(b, config),
+                    notify=_told(notify, b.name),
+                ),
+            )
+            for b in misses
+        ]
+        meanwhile = cache.prepare if cache is not None else None
+        if config.defaults.parallel:
+            done = _in_parallel(jobs, runner, meanwhile)
+        else:
+            done = [
+                r
+                for i, job in enumerate(jobs)
+                for r in _in_parallel([job], runner, meanwhile if i == 0 else None)
+            ]
         for backend, result in zip(misses, done, strict=True):
             results[backend.name] = result
             if result.ok and cache is not None:

@@ -1,8 +1,10 @@
 """Dispatch: a stale unit becomes a job, waits for a slot, runs on the executor.
 
     stale unit ──describe──> Job ──> queue ──start()──> executor.submit
-                                      │  held while -j slots are full, or the
-                                      │  unit's backend is at its `concurrency`
+                                      │  held while -j slots are full, the unit's
+                                      │  backend is at its `concurrency`, or (with
+                                      │  `[defaults] parallel = false`) another
+                                      │  backend of the same step is being asked
     finished(timeout) <── JobEvent (a StepNote) · JobResult · JobCrashed
 
 The queue keeps its order: a job held for its backend keeps its place, and
@@ -17,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from lokfile.engine.units import Unit, UnitSpec
 from lokfile.events import StepNote, UnitStarted
@@ -25,6 +28,13 @@ from lokfile.model import Config, Status, Step, StepKind, Workflow
 from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 
 Say = Callable[[StepNote | UnitStarted], None]
+
+
+class _Queued(NamedTuple):
+    job: Job
+    unit: Unit
+    backend: str  # "" for a shell step
+    lane: str  # "": none; else at most one job of the lane runs at a time (its step's name)
 
 
 def describe(
@@ -102,9 +112,12 @@ class Dispatch:
         self.run_id = run_id
         self.say = say
         self.executor: Executor | None = None
-        self.queue: deque[tuple[Job, Unit, str]] = deque()
-        self.inflight: dict[int, tuple[Unit, str]] = {}
+        self.queue: deque[_Queued] = deque()
+        self.inflight: dict[int, _Queued] = {}
         self.per_backend: dict[str, int] = {}
+        self.lanes: set[str] = set()  # lanes with a job running
+        # `parallel = false`: a step's backends are asked one after another, in list order
+        self.one_backend_at_a_time = not config.defaults.parallel
         self.next_id = 1
 
     @property
@@ -124,7 +137,9 @@ class Dispatch:
             run_id=self.run_id,
         )
         self.next_id += 1
-        self.queue.append((job, unit, unit.spec.backend.name if unit.spec.backend else ""))
+        backend = unit.spec.backend.name if unit.spec.backend else ""
+        lane = step.name if self.one_backend_at_a_time and unit.name.startswith("backend:") else ""
+        self.queue.append(_Queued(job, unit, backend, lane))
 
     def start(self) -> None:
         """Submit queued jobs while slots are free and their backends below their limit."""
@@ -132,15 +147,18 @@ class Dispatch:
             return
         if self.executor is None:
             self.executor = self.make_executor(self.slots, self._backend_modules())
-        held: deque[tuple[Job, Unit, str]] = deque()
+        held: deque[_Queued] = deque()
         while self.queue and len(self.inflight) < self.slots:
-            job, unit, backend = self.queue.popleft()
+            queued = self.queue.popleft()
+            job, unit, backend, lane = queued
             limit = self._backend_limit(backend)
-            if limit and self.per_backend.get(backend, 0) >= limit:
-                held.append((job, unit, backend))
+            if (limit and self.per_backend.get(backend, 0) >= limit) or lane in self.lanes:
+                held.append(queued)
                 continue
             self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
-            self.inflight[job.id] = (unit, backend)
+            if lane:
+                self.lanes.add(lane)
+            self.inflight[job.id] = queued
             self.say(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
             self.executor.submit(job)
         self.queue.extendleft(reversed(held))
@@ -158,26 +176,30 @@ class Dispatch:
             return
         for msg in self.executor.results(timeout):
             if isinstance(msg, JobEvent):
-                entry = self.inflight.get(msg.job)
-                if entry:
-                    self.say(StepNote(entry[0].step, entry[0].name, msg.text))
+                running = self.inflight.get(msg.job)
+                if running:
+                    self.say(StepNote(running.unit.step, running.unit.name, msg.text))
                 continue
             job_id = msg.job if isinstance(msg, JobCrashed) else msg.id
-            entry = self.inflight.pop(job_id, None)
-            if entry is None:
+            done = self.inflight.pop(job_id, None)
+            if done is None:
                 continue
-            unit, backend = entry
-            self.per_backend[backend] -= 1
-            yield unit, msg if isinstance(msg, JobResult) else _crashed(msg)
+            self.per_backend[done.backend] -= 1
+            self.lanes.discard(done.lane)
+            yield done.unit, msg if isinstance(msg, JobResult) else _crashed(msg)
 
     def concurrency(self) -> int:
         """How many of the jobs in flight and queued can run at once: -j (and the
-        workflow's `concurrency`) over all of them, each backend's `concurrency` over its own."""
+        workflow's `concurrency`) over all of them, each backend's `concurrency` over its own,
+        one at a time per lane."""
         per: dict[str, int] = {}
-        for _unit, backend in self.inflight.values():
-            per[backend] = per.get(backend, 0) + 1
-        for _job, _unit, backend in self.queue:
-            per[backend] = per.get(backend, 0) + 1
+        lanes: set[str] = set()
+        for queued in (*self.inflight.values(), *self.queue):
+            if queued.lane:
+                if queued.lane in lanes:
+                    continue
+                lanes.add(queued.lane)
+            per[queued.backend] = per.get(queued.backend, 0) + 1
         possible = 0
         for backend, count in per.items():
             limit = self._backend_limit(backend)
@@ -188,10 +210,11 @@ class Dispatch:
         """End every running job; the units in flight are interrupted, the queue dropped."""
         if self.executor is not None:
             self.executor.cancel_all()
-        for unit, _backend in list(self.inflight.values()):
-            unit.status = Status.INTERRUPTED
-            unit.reason = reason
+        for queued in list(self.inflight.values()):
+            queued.unit.status = Status.INTERRUPTED
+            queued.unit.reason = reason
         self.inflight.clear()
+        self.lanes.clear()
         self.queue.clear()
 
     def close(self, kill: bool) -> bool:
