@@ -46,11 +46,12 @@ class Executor(Protocol):
         ...
 
     def cancel(self, handle: Handle) -> None:
-        """End one running job's command (its result still arrives, as a failure)."""
+        """End the job's command, and any it starts later (a retry); its result still
+        arrives, as a failure."""
         ...
 
     def cancel_all(self) -> None:
-        """End every running job's command."""
+        """Cancel every job not yet ended."""
         ...
 
     def close(self, kill: bool = False) -> None:

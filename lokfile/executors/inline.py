@@ -40,6 +40,7 @@ class InlineExecutor:
         self.stop = Cancel()  # set by close(kill=True): no job starts another attempt
         self.running: set[Handle] = set()  # submitted, result not yet handed out
         self.live: dict[Handle, int] = {}  # job -> pid of the command it is running
+        self.cancelled: set[Handle] = set()  # jobs whose every command is ended at once
         self.lock = threading.Lock()
         self.threads: ThreadPoolExecutor | None = None
 
@@ -55,8 +56,11 @@ class InlineExecutor:
             with self.lock:
                 if pid is None:
                     self.live.pop(job.id, None)
-                else:
-                    self.live[job.id] = pid
+                    return
+                self.live[job.id] = pid
+                if job.id not in self.cancelled:
+                    return
+            self._end(pid)  # cancelled before its command had started
 
         def emit(text: str) -> None:
             self.inbox.put(JobEvent(job.id, text))
@@ -90,14 +94,17 @@ class InlineExecutor:
 
     def cancel(self, handle: Handle) -> None:
         with self.lock:
+            self.cancelled.add(handle)
             pid = self.live.get(handle)
         if pid is not None:
-            threading.Thread(target=kill_tree, args=(pid, KILL_GRACE_S), daemon=True).start()
+            self._end(pid)
+
+    @staticmethod
+    def _end(pid: int) -> None:
+        threading.Thread(target=kill_tree, args=(pid, KILL_GRACE_S), daemon=True).start()
 
     def cancel_all(self) -> None:
-        with self.lock:
-            handles = list(self.live)
-        for handle in handles:
+        for handle in list(self.running):
             self.cancel(handle)
 
     def close(self, kill: bool = False) -> None:

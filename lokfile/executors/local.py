@@ -51,6 +51,7 @@ from lokfile.worker.execute import Job, run_job
 
 Wire = tuple[Any, ...]  # a message on a worker's pipe
 STOP_GRACE_S = 0.5  # SIGTERM to SIGKILL for step processes when the worker stops
+CANCEL_GRACE_S = 2.0  # SIGTERM to SIGKILL for a cancelled job's command
 RESTORE_WAIT_S = 30.0  # the longest a stopping worker waits for an edit to be put back
 JOIN_S = RESTORE_WAIT_S + 5.0  # the coordinator's wait for a stopping worker
 
@@ -206,6 +207,11 @@ class _Stopper:
         os._exit(1)
 
 
+def _end(pid: int) -> None:
+    """End a cancelled job's command tree, without holding up the caller."""
+    threading.Thread(target=kill_tree, args=(pid, CANCEL_GRACE_S), daemon=True).start()
+
+
 def _end_leftovers() -> None:
     """After the last job: end what steps left running (daemons re-parented to us)."""
     try:
@@ -232,6 +238,8 @@ def _worker_main(
     if warm:
         threading.Thread(target=_warm, args=(warm,), daemon=True).start()
     live: dict[int, int] = {}  # job id -> pid of its running command
+    cancelled: set[int] = set()  # jobs whose every command is ended (even one not yet started)
+    live_lock = threading.Lock()
     send_lock = threading.Lock()
 
     def send(msg: Wire) -> None:
@@ -243,10 +251,14 @@ def _worker_main(
 
     def work(job: Job) -> None:
         def register(pid: int | None) -> None:
-            if pid is None:
-                live.pop(job.id, None)
-            else:
+            with live_lock:
+                if pid is None:
+                    live.pop(job.id, None)
+                    return
                 live[job.id] = pid
+                if job.id not in cancelled:
+                    return
+            _end(pid)
 
         try:
             result = run_job(job, lambda text: send(("event", job.id, text)), register, cancel)
@@ -266,9 +278,11 @@ def _worker_main(
             if not cancel.is_set():
                 pool.submit(work, msg[1])
         elif msg[0] == "cancel":
-            pid = live.get(msg[1])
+            with live_lock:
+                cancelled.add(msg[1])
+                pid = live.get(msg[1])
             if pid is not None:
-                threading.Thread(target=kill_tree, args=(pid, 2.0), daemon=True).start()
+                _end(pid)
         elif msg[0] == "stop":
             pool.shutdown(wait=True)
             _end_leftovers()
