@@ -1,11 +1,20 @@
-"""The coordinator: a ready queue over the DAG, units, limits, history.
+"""The coordinator: one run of a workflow, from its ready queue to its history.
 
 A step becomes ready the moment its dependencies are done (no waves). A
 ready step is gated (dependency failures, quorum, condition), rendered, and
 split into units — one for a plain step, one per item of a `for_each`, one
 per backend of a multi-backend step (plus a synthesis unit). Each unit has a
-key; a fresh unit is resolved here from the store, a stale one becomes a job
-for the worker pool. Only this process writes the run history.
+key; a fresh unit is settled here from the store, a stale one becomes a job
+for the executor. Only this process writes the run history.
+
+    ready.py ──> gate ──> units.py (render, split) ──> freshness.py (key: fresh?)
+       ^                                                  │ fresh      │ stale
+       │                                                  v            v
+       │                                        settled from store   dispatch.py ──> executor
+       │                                                  │            │ results
+       └── done <── record (recorder.py, rundoc.py) <── combine (units.py) <┘
+
+context.py keeps the template context the renderings read.
 """
 
 from __future__ import annotations
