@@ -6,12 +6,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lokfile.engine.coordinator import Coordinator, Reporter, RunOptions, RunOutcome
 from lokfile.model import Config, Workflow
 from lokfile.project import Project, find_root
 from lokfile.reporters import outcome_json
+
+if TYPE_CHECKING:
+    from lokfile.executors import Executor, ExecutorFactory
 
 __all__ = ["Context", "RunOptions", "RunOutcome", "load", "open_project", "outcome_json", "run"]
 
@@ -129,10 +132,14 @@ def run(
     report: Reporter,
     started: Callable[[Coordinator], None] | None = None,
     snapshot_key: tuple[str, str, tuple[str, ...], str | None] | None = None,
+    executor: ExecutorFactory | None = None,
 ) -> RunOutcome:
     """Run `workflow` incrementally and record it (unless options say not to).
 
     `started` sees the coordinator before it runs (watch mode keeps it to cancel a run).
+    `executor` makes where its jobs run: by default worker processes
+    (lokfile/executors/local.py); `lokfile.executors.inline.InlineExecutor` runs them
+    on threads of this process.
     """
     from lokfile.store.artifacts import Store
     from lokfile.store.rundb import RunDB
@@ -148,7 +155,7 @@ def run(
     db = RunDB.open(project.db_path) if needs_db else None
     try:
         coordinator = Coordinator(
-            workflow, ctx.config, project.root, store, db, options, report, _pool
+            workflow, ctx.config, project.root, store, db, options, report, executor or _pool
         )
         if started is not None:
             started(coordinator)
@@ -246,7 +253,7 @@ def _ensure_lok_dir(project: Project, report: Reporter) -> None:
             raise full from exc
 
 
-def _pool(slots: int, warm: tuple[str, ...] = ()) -> Any:
+def _pool(slots: int, warm: tuple[str, ...]) -> Executor:
     """The worker pool, imported only when some step must execute."""
     from lokfile.executors.local import WorkerPool
 

@@ -1,8 +1,15 @@
-"""What happens during a run, as data (immutable tuples). Reporters turn these into text."""
+"""What happens during a run, as data (immutable tuples). Reporters turn these into text.
+
+The engine tells a `Reporter` two things: each event as it happens, and a
+`tick` while it waits for jobs (at most every 0.1 s), so a live view can
+redraw elapsed times without an event to hang it on.
+"""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
+
+from lokfile.outcome import RunStatus, Status
 
 
 class RunStarted(NamedTuple):
@@ -34,7 +41,7 @@ class StepNote(NamedTuple):
 
 class StepFinished(NamedTuple):
     step: str
-    status: str  # model.Status value, or "stale" in a dry run
+    status: Status  # STALE in a dry run
     reason: str
     duration: float
     backend: str | None = None
@@ -52,14 +59,26 @@ class Notice(NamedTuple):
 
 class RunFinished(NamedTuple):
     run_id: str
-    status: str
+    status: RunStatus
     counts: dict[str, int]
     wall: float
     saved: float
     extra: dict[str, Any] | None = None
-    dry_run: bool = False  # counts then hold "stale" (would run) and "reused" (fresh)
+    dry_run: bool = False  # counts then hold Status.STALE (would run) and REUSED (fresh)
 
 
 Event = (
     RunStarted | ParallelStart | UnitStarted | StepNote | StepFinished | Notice | RunFinished
 )
+
+
+class Reporter(Protocol):
+    """What the engine calls while a run goes on (lokfile/reporters.py has the real ones)."""
+
+    def __call__(self, event: Event, /) -> None:
+        """Something happened."""
+        ...
+
+    def tick(self) -> None:
+        """Nothing happened yet: the coordinator is waiting for jobs."""
+        ...

@@ -204,7 +204,9 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class Defaults:
-    parallel: bool = True  # `lok ask` and the built-in commands: several calls at once
+    # a prompt's backends (lok ask, a multi-backend step) and the built-in commands' steps
+    # run at once; False: one after another, in list order
+    parallel: bool = True
     timeout_s: float = 300.0  # for `ask` and the modes; 0 = none
     command_wrapper: str | None = None
     backend: str | None = None  # default backend for LLM steps that name none

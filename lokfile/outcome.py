@@ -21,6 +21,7 @@ class Status(str, enum.Enum):
     FAILED = "failed"  # executed and failed (soft when continue_on_error)
     SKIPPED = "skipped"  # condition false, a dependency failed, or the run stopped first
     INTERRUPTED = "interrupted"
+    STALE = "stale"  # a dry run or a plan: it would run (nothing ran)
 
     def __bool__(self) -> bool:
         return self in (Status.RAN, Status.REUSED)
@@ -40,8 +41,9 @@ class StepResult:
 
     def __init__(
         self,
+        *,
         name: str,
-        status: Status | str,
+        status: Status,
         reason: str,
         output: str = "",
         digest: str | None = None,
@@ -77,7 +79,9 @@ class StepResult:
 class UnitSummary:
     """A unit as a replayed run reports it (the fields `--json` shows)."""
 
-    def __init__(self, name: str, digest: str | None, backend: str | None, output: str) -> None:
+    def __init__(
+        self, *, name: str, digest: str | None, backend: str | None, output: str
+    ) -> None:
         self.name = name
         self.status = Status.REUSED
         self.reason = "fresh"
@@ -91,7 +95,12 @@ class WorkflowSummary:
     """What reporting needs of a workflow: its name and step order."""
 
     def __init__(
-        self, name: str, step_names: tuple[str, ...], description: str = "", path: str | None = None
+        self,
+        *,
+        name: str,
+        step_names: tuple[str, ...],
+        description: str = "",
+        path: str | None = None,
     ) -> None:
         self.name = name
         self.step_names = step_names
@@ -104,6 +113,7 @@ class RunOutcome:
 
     def __init__(
         self,
+        *,
         run_id: str,
         workflow: Any,  # model.Workflow or WorkflowSummary
         status: RunStatus,
@@ -124,10 +134,9 @@ class RunOutcome:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {"ran": 0, "reused": 0, "failed": 0, "skipped": 0}
+        out = {s.value: 0 for s in (Status.RAN, Status.REUSED, Status.FAILED, Status.SKIPPED)}
         for r in self.results.values():
-            key = r.status.value if isinstance(r.status, Status) else str(r.status)
-            out[key] = out.get(key, 0) + 1
+            out[r.status.value] = out.get(r.status.value, 0) + 1
         return out
 
     @property

@@ -22,8 +22,16 @@ from lokfile.events import (
     StepNote,
     UnitStarted,
 )
+from lokfile.outcome import RunStatus, Status
 
-GLYPH = {"ran": "✓", "reused": "=", "failed": "✗", "skipped": "-", "interrupted": "!", "stale": "~"}
+GLYPH = {
+    Status.RAN: "✓",
+    Status.REUSED: "=",
+    Status.FAILED: "✗",
+    Status.SKIPPED: "-",
+    Status.INTERRUPTED: "!",
+    Status.STALE: "~",
+}
 
 
 def _fmt(seconds: float) -> str:
@@ -42,9 +50,9 @@ def _first_line(text: str | None) -> str:
 def summary_line(ev: RunFinished) -> str:
     """`3 ran, 1 reused, 0 failed, 1 skipped in 0.4s (saved 1.2s by reuse)`; for a dry
     run, what would run and what is fresh (nothing ran, so no time and no run id)."""
-    c = ev.counts
+    n = {s: ev.counts.get(s.value, 0) for s in Status}
     if ev.dry_run:
-        stale, fresh, skipped = c.get("stale", 0), c.get("reused", 0), c.get("skipped", 0)
+        stale, fresh, skipped = n[Status.STALE], n[Status.REUSED], n[Status.SKIPPED]
         if stale == 0:
             return f"Dry run: nothing would run, every step is fresh ({fresh} fresh)"
         text = f"Dry run: {stale} would run, {fresh} fresh"
@@ -52,14 +60,14 @@ def summary_line(ev: RunFinished) -> str:
             text += f", {skipped} skipped"
         return text + " — nothing was run"
     text = (
-        f"{c.get('ran', 0)} ran, {c.get('reused', 0)} reused, {c.get('failed', 0)} failed, "
-        f"{c.get('skipped', 0)} skipped in {_fmt(ev.wall)}"
+        f"{n[Status.RAN]} ran, {n[Status.REUSED]} reused, {n[Status.FAILED]} failed, "
+        f"{n[Status.SKIPPED]} skipped in {_fmt(ev.wall)}"
     )
     if ev.saved > 0:
         text += f" (saved {_fmt(ev.saved)} by reuse)"
-    if c.get("ran", 0) == 0 and c.get("failed", 0) == 0 and ev.status == "succeeded":
+    if n[Status.RAN] == 0 and n[Status.FAILED] == 0 and ev.status is RunStatus.SUCCEEDED:
         text += " — nothing to do, every step is fresh"
-    if ev.status == "interrupted":
+    if ev.status is RunStatus.INTERRUPTED:
         how = (ev.extra or {}).get("signal")
         by = {"SIGINT": " by Ctrl-C", None: ""}.get(how, f" by {how}")
         text += (
@@ -72,13 +80,23 @@ def finished(outcome: Any) -> RunFinished:
     """The RunFinished event of a finished run (to print its summary after the results)."""
     return RunFinished(
         outcome.run_id,
-        outcome.status.value,
+        outcome.status,
         outcome.counts,
         outcome.wall,
         outcome.saved,
         {"signal": outcome.stopped_by} if outcome.stopped_by else None,
         dry_run=outcome.dry_run,
     )
+
+
+class Silent:
+    """A reporter that shows nothing (`lok status` prints its own table)."""
+
+    def __call__(self, ev: Event) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
 
 
 def for_terminal(stream: TextIO, as_json: bool, summary: bool = True) -> PlainReporter:
@@ -115,6 +133,9 @@ class PlainReporter:
         if line is not None:
             self.out.write(line + "\n")
             self.out.flush()
+
+    def tick(self) -> None:
+        """Nothing to redraw: a plain line is written when its event comes."""
 
     def summary_last(self, outcome: Any) -> None:
         """Print the run's summary line (the caller has printed the results)."""
@@ -160,19 +181,19 @@ class PlainReporter:
 
     def _finished(self, ev: StepFinished) -> str:
         glyph = GLYPH.get(ev.status, "?")
-        if ev.status == "ran":
+        if ev.status is Status.RAN:
             each = ", ".join(f"{name} {_fmt(t)}" for name, t in ev.parts)
             times = f"{_fmt(ev.duration)}; {each}" if len(ev.parts) > 1 else _fmt(ev.duration)
             return self._c(f"  {glyph} {ev.step} ({times})", "32")
-        if ev.status == "reused":
+        if ev.status is Status.REUSED:
             return self._c(f"  {glyph} {ev.step} reused", "2")
-        if ev.status == "failed":
+        if ev.status is Status.FAILED:
             return self._c(
                 f"  {glyph} {ev.step} failed: {_first_line(ev.error) or ev.reason}", "31"
             )
-        if ev.status == "stale":
+        if ev.status is Status.STALE:
             return f"  {glyph} {ev.step} would run: {ev.reason}"
-        return self._c(f"  {glyph} {ev.step} {ev.status}: {ev.reason}", "33")
+        return self._c(f"  {glyph} {ev.step} {ev.status.value}: {ev.reason}", "33")
 
 
 class LiveReporter(PlainReporter):
@@ -245,20 +266,31 @@ class LiveReporter(PlainReporter):
         self.last_draw = now
 
 
-def _in_order(outcome: Any) -> Iterator[tuple[str, Any, str]]:
-    """(name, result, status text) of each step that has a result, in workflow order."""
+def _in_order(outcome: Any) -> Iterator[tuple[str, Any, Status]]:
+    """(name, result, status) of each step that has a result, in workflow order."""
     for name in outcome.workflow.step_names:
         r = outcome.results.get(name)
         if r is not None:
-            yield name, r, r.status.value if hasattr(r.status, "value") else str(r.status)
+            yield name, r, r.status
+
+
+PLAN_LABEL = {Status.STALE: "would run", Status.REUSED: "fresh"}
+RESULT_TAG = {
+    Status.RAN: "OK",
+    Status.REUSED: "OK",
+    Status.FAILED: "FAIL",
+    Status.SKIPPED: "SKIP",
+    Status.INTERRUPTED: "STOP",
+    Status.STALE: "STALE",
+}
 
 
 def plan_block(outcome: Any) -> str:
     """A dry run's plan: each step, whether it would run or is fresh, and why."""
     rows = []
     for name, r, status in _in_order(outcome):
-        label = {"stale": "would run", "reused": "fresh"}.get(status, status)
-        rows.append((label, name, "" if status == "reused" else r.reason))
+        label = PLAN_LABEL.get(status, status.value)
+        rows.append((label, name, "" if status is Status.REUSED else r.reason))
     width = max((len(n) for _, n, _ in rows), default=0)
     lines = ["", "Plan (dry run, nothing was run):", ""]
     for label, name, reason in rows:
@@ -272,20 +304,13 @@ def results_block(outcome: Any) -> str:
         return plan_block(outcome)
     lines = ["", "Results:", ""]
     for name, r, status in _in_order(outcome):
-        if status == "skipped" and r.reason == "condition not met":
+        if status is Status.SKIPPED and r.reason == "condition not met":
             continue
-        tag = {
-            "ran": "OK",
-            "reused": "OK",
-            "failed": "FAIL",
-            "skipped": "SKIP",
-            "interrupted": "STOP",
-            "stale": "STALE",
-        }.get(status, status.upper())
-        note = ", reused" if status == "reused" else ""
+        tag = RESULT_TAG.get(status, status.value.upper())
+        note = ", reused" if status is Status.REUSED else ""
         lines.append(f"[{tag}] {name} ({r.duration:.1f}s{note})")
         lines.append("")
-        text = r.output if status != "skipped" else f"Skipped: {r.reason}"
+        text = r.output if status is not Status.SKIPPED else f"Skipped: {r.reason}"
         for out_line in (text or "").splitlines() or [""]:
             lines.append(f"  {out_line}" if out_line else "")
         lines.append("")
@@ -298,7 +323,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
     for name, r, status in _in_order(outcome):
         item: dict[str, Any] = {
             "name": name,
-            "status": status,
+            "status": status.value,
             "reason": r.reason,
             "success": r.success,
             "duration_s": round(r.duration, 4),
@@ -314,7 +339,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
             item["units"] = [
                 {
                     "unit": u.name,
-                    "status": getattr(u.status, "value", u.status),
+                    "status": u.status.value,
                     "reason": u.reason,
                     "backend": u.backend,
                     "duration_s": round(getattr(u, "duration", 0.0), 4),
@@ -339,7 +364,11 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
     if outcome.dry_run:
         order = list(_in_order(outcome))
         doc["plan"] = {
-            key: [name for name, _r, status in order if status == wanted]
-            for key, wanted in (("would_run", "stale"), ("fresh", "reused"), ("skipped", "skipped"))
+            key: [name for name, _r, status in order if status is wanted]
+            for key, wanted in (
+                ("would_run", Status.STALE),
+                ("fresh", Status.REUSED),
+                ("skipped", Status.SKIPPED),
+            )
         }
     return doc

@@ -58,7 +58,9 @@ def apply(
     def no_requery(prompt: str) -> str:
         raise AssertionError("the backend must not be asked again")
 
-    settings = EditSettings(apply_edits, verify_cmd, fix_retries, wrapper)
+    settings = EditSettings(
+        apply_edits=apply_edits, verify=verify_cmd, fix_retries=fix_retries, command_wrapper=wrapper
+    )
     outcome = edits.apply_and_verify(
         text,
         "Fix it.",

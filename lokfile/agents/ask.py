@@ -259,10 +259,11 @@ def ask(
         if config.defaults.parallel:
             done = _in_parallel(jobs, runner, meanwhile)
         else:
-            done = []
-            for job in jobs:  # each still in a thread of its own, so Ctrl-C returns at once
-                done += _in_parallel([job], runner, meanwhile)
-                meanwhile = None
+            done = [
+                r
+                for i, job in enumerate(jobs)
+                for r in _in_parallel([job], runner, meanwhile if i == 0 else None)
+            ]
         for backend, result in zip(misses, done, strict=True):
             results[backend.name] = result
             if result.ok and cache is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lokfile.errors import EXIT_FAILED, LokError, UsageError
+from lokfile.events import Reporter
 from lokfile.model import ArgSpec, BackendConfig, Config, Step, StepKind, Workflow
 
 _STEP_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -46,7 +47,7 @@ class Ctx:
     """The project context plus what every mode run needs."""
 
     api_ctx: Any  # lokfile.api.Context
-    report: Callable[[Any], None]
+    report: Reporter
     jobs: int = 8
 
 

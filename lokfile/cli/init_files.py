@@ -19,7 +19,8 @@ LOK_TOML = """\
 # bare number is milliseconds.
 
 [defaults]
-# parallel = true             # lok ask and hunt, audit, …: several backends at once
+# parallel = true             # ask a prompt's backends at once (lok ask, a step with several
+#                             # backends, hunt, audit, …); false: one after another, in order
 # timeout = 300               # seconds per backend call in lok ask and the modes; 0 = none
 # jobs = 8                    # steps `lok run` runs at once (-j overrides)
 # e.g. backend = "auto"       # backend for LLM steps that name none ("auto": any available)

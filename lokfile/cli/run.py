@@ -14,32 +14,21 @@ from lokfile.cli import Session
 from lokfile.cli.common import emit_json, emit_outcome, reporter
 
 
-def _resume_args(ctx: Any, run_ref: str, workflow: str | None) -> tuple[str, str, tuple[str, ...]]:
-    """(run id, workflow, raw args) of the run to resume."""
+def _resume_args(
+    ctx: Any, run_ref: str, workflow: str | None
+) -> tuple[str, str, tuple[str, ...]]:
+    """(run id, workflow, raw args) of the run to resume: the one `run_ref` names, as
+    `lok runs show` reads it (lokfile.store.refs), or with no RUN the last one that
+    did not succeed."""
     from lokfile.errors import UsageError
+    from lokfile.store.refs import last_unfinished, resolve
     from lokfile.store.rundb import RunDB
 
     if not ctx.project.db_path.exists():
         raise UsageError("there is no run to resume", "run a workflow first: lok run NAME")
     db = RunDB.open(ctx.project.db_path)
     try:
-        runs = db.runs(workflow)
-        if run_ref in ("", "latest"):
-            chosen = next(
-                (r for r in runs if r["status"] != "succeeded"), runs[0] if runs else None
-            )
-        else:
-            matches = [r for r in runs if r["id"].startswith(run_ref)]
-            if len(matches) > 1:
-                raise UsageError(
-                    f"run '{run_ref}' is ambiguous ({len(matches)} runs match)",
-                    "give more characters of the run id",
-                )
-            chosen = matches[0] if matches else None
-        if chosen is None:
-            raise UsageError(
-                f"no run '{run_ref or 'latest'}' to resume", "`lok runs list` shows the runs"
-            )
+        chosen = resolve(db, run_ref, workflow) if run_ref else last_unfinished(db, workflow)
         args = json.loads(chosen["args"] or "{}")
         raw = tuple(args.get("positional", [])) + tuple(
             f"{k}={v}" for k, v in args.get("named", {}).items()
@@ -72,10 +61,11 @@ def _resume_args(ctx: Any, run_ref: str, workflow: str | None) -> tuple[str, str
     "--resume",
     "resume",
     is_flag=False,
-    flag_value="latest",
+    flag_value="",  # no RUN: the last run that did not succeed
     default=None,
     metavar="[RUN]",
-    help="Rerun an earlier run's workflow with its arguments (default: the last failed run).",
+    help="Rerun an earlier run's workflow with its arguments (default: the last failed run). "
+    "RUN is latest, latest~N, a run id or a unique prefix, as in `lok runs show`.",
 )
 @click.option("--watch", is_flag=True, help="After the run, rerun whenever an input changes.")
 @click.option("--restart", is_flag=True, help="With --watch: a change during a run restarts it.")
@@ -192,19 +182,22 @@ def _replay(session: Session, workflow: str, args: tuple[str, ...], report: Any)
 def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool) -> None:
     """Show each step of WORKFLOW as fresh or stale, with the reason. Runs nothing."""
     from lokfile import api
+    from lokfile.outcome import Status
 
     ctx = api.open_project(session.directory, session.config_file)
     wf = api.load(ctx, workflow)
     positional, named = api.split_args(wf, args)
     options = api.RunOptions(args=positional, named=named, dry_run=True, record=False)
-    outcome = api.run(ctx, wf, options, lambda ev: None)
+    from lokfile.reporters import Silent
+
+    outcome = api.run(ctx, wf, options, Silent())
     if as_json:
         doc = {
             "workflow": wf.name,
             "steps": [
                 {
                     "name": n,
-                    "fresh": r.status in ("reused",) or getattr(r.status, "value", "") == "reused",
+                    "fresh": r.status is Status.REUSED,
                     "state": _state(r),
                     "reason": r.reason,
                 }
@@ -222,5 +215,8 @@ def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool
 
 
 def _state(result: Any) -> str:
-    value = getattr(result.status, "value", result.status)
-    return {"reused": "fresh", "stale": "stale", "skipped": "skip"}.get(value, str(value))
+    from lokfile.outcome import Status
+
+    status: Status = result.status
+    state = {Status.REUSED: "fresh", Status.STALE: "stale", Status.SKIPPED: "skip"}
+    return state.get(status, status.value)

@@ -112,8 +112,9 @@ def show(
     a run id or a unique prefix (default: latest).
     """
     from lokfile.errors import UsageError
-    from lokfile.history.runs import open_db, render_show, resolve, run_detail
+    from lokfile.history.runs import open_db, render_show, run_detail
     from lokfile.store.artifacts import Store
+    from lokfile.store.refs import resolve
 
     if diff_ref is not None and html_file is None:
         raise UsageError("--diff goes with --html", "lok runs show RUN --html FILE --diff OTHER")
@@ -147,7 +148,7 @@ def _write_html(
     from lokfile import api
     from lokfile.history.diff import diff_runs
     from lokfile.history.report import render_report, workflow_edges
-    from lokfile.history.runs import resolve
+    from lokfile.store.refs import resolve
 
     diff = None
     if diff_ref is not None:
@@ -250,8 +251,9 @@ def revert(session: Session, run: str | None, step: str, force: bool, as_json: b
     A file changed again since the edit is left alone unless --force.
     """
     from lokfile.history.revert import revert as revert_step
-    from lokfile.history.runs import open_db, resolve
+    from lokfile.history.runs import open_db
     from lokfile.store.artifacts import Store
+    from lokfile.store.refs import resolve
     from lokfile.worker.snapshots import restored_by_journal
 
     ctx = _open(session)

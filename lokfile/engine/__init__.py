@@ -1,6 +1,10 @@
 """engine: the coordinator side of a run, the only code that writes history.
 
-    coordinator  the ready queue over the DAG, units, limits, and the run's outcome
+    coordinator  runs one workflow: gating, units, completion, the run's outcome
+    ready        the ready queue over the DAG (a step starts when its dependencies are done)
+    dispatch     stale units as jobs: the queue, -j slots, backend limits, the executor
+    context      the template context: finished steps' views, in workflow order
+    rundoc       the run.json document of a run folder
     units        the keyed pieces a step is split into, and how their results combine
     freshness    a unit's key and the fresh-or-stale decision
     reasons      why a unit is stale, from its key components (pure)

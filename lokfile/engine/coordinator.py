@@ -1,11 +1,20 @@
-"""The coordinator: a ready queue over the DAG, units, limits, history.
+"""The coordinator: one run of a workflow, from its ready queue to its history.
 
 A step becomes ready the moment its dependencies are done (no waves). A
 ready step is gated (dependency failures, quorum, condition), rendered, and
 split into units — one for a plain step, one per item of a `for_each`, one
 per backend of a multi-backend step (plus a synthesis unit). Each unit has a
-key; a fresh unit is resolved here from the store, a stale one becomes a job
-for the worker pool. Only this process writes the run history.
+key; a fresh unit is settled here from the store, a stale one becomes a job
+for the executor. Only this process writes the run history.
+
+    ready.py ──> gate ──> units.py (render, split) ──> freshness.py (key: fresh?)
+       ^                                                  │ fresh      │ stale
+       │                                                  v            v
+       │                                        settled from store   dispatch.py ──> executor
+       │                                                  │            │ results
+       └── done <── record (recorder.py, rundoc.py) <── combine (units.py) <┘
+
+context.py keeps the template context the renderings read.
 """
 
 from __future__ import annotations
@@ -13,40 +22,41 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lokfile.engine import reasons as plan
+from lokfile.engine.context import TemplateContext
+from lokfile.engine.dispatch import Dispatch
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.freshness import Freshness
-from lokfile.engine.recorder import Recorder, status_value
-from lokfile.engine.units import Unit, UnitEnv, UnitSpec, build_units, combine
+from lokfile.engine.ready import ReadyQueue
+from lokfile.engine.recorder import Recorder
+from lokfile.engine.rundoc import run_document
+from lokfile.engine.units import Unit, UnitEnv, UnitSpec, aggregate, build_units, combine
 from lokfile.errors import DiskFullError
 from lokfile.events import (
-    Event,
     ParallelStart,
+    Reporter,
     RunFinished,
     RunStarted,
     StepFinished,
     StepNote,
-    UnitStarted,
 )
-from lokfile.model import BackendConfig, Config, RunStatus, Status, Step, StepKind, Workflow
+from lokfile.executors import ExecutorFactory
+from lokfile.model import Config, RunStatus, Status, Step, Workflow
 from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id
 from lokfile.store.artifacts import Store, output_filename
 from lokfile.store.rundb import RunDB
-from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
+from lokfile.worker.jobs import JobResult
 
-Reporter = Callable[[Event], None]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 __all__ = ["Coordinator", "Reporter", "RunOptions", "RunOutcome", "StepResult", "new_run_id"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     args: tuple[str, ...] = ()
     named: dict[str, str] = field(default_factory=dict)
@@ -59,7 +69,7 @@ class RunOptions:
     record: bool = True  # False for `lok status`
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Live:
     """A step whose units are being resolved or executed."""
 
@@ -67,42 +77,6 @@ class _Live:
     units: list[Unit]
     pending: int
     started: float
-
-
-class _InWorkflowOrder(Mapping[str, Any]):
-    """Finished steps' views, iterated in the workflow's order (not completion order),
-    so a template that loops over `steps` renders the same text on every run."""
-
-    def __init__(self, views: dict[str, Any], order: tuple[str, ...]) -> None:
-        self.views = views
-        self.order = order
-
-    def __getitem__(self, name: str) -> Any:
-        return self.views[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return (n for n in self.order if n in self.views)
-
-    def __len__(self) -> int:
-        return len(self.views)
-
-
-def _part_reason(units: list[Unit], runs: Callable[[Unit], bool]) -> str:
-    """Why a step runs, when only some of its items or backends do: `1 new item of 3`,
-    `2 of 3 items: loop item changed`, `1 new backend of 3`. Otherwise the first running
-    unit's own reason; '' when none runs."""
-    running = [u for u in units if runs(u)]
-    if not running:
-        return ""
-    parts = [u for u in units if u.name.partition(":")[0] in ("item", "backend")]
-    moving = [u for u in parts if runs(u)]
-    if not moving or len(moving) == len(parts):
-        return running[0].reason
-    noun = parts[0].name.partition(":")[0]
-    k = len(moving)
-    if all(u.reason == plan.NEVER_RUN for u in moving):
-        return f"{k} new {noun}{'s' if k > 1 else ''} of {len(parts)}"
-    return f"{k} of {len(parts)} {noun}s: {moving[0].reason}"
 
 
 def _backend_times(units: list[Any]) -> tuple[tuple[str, float], ...]:
@@ -129,7 +103,7 @@ class Coordinator:
         db: RunDB | None,
         options: RunOptions,
         report: Reporter,
-        pool_factory: Callable[[int, tuple[str, ...]], Any],
+        executor: ExecutorFactory,
     ) -> None:
         self.wf = workflow
         self.config = config
@@ -137,17 +111,12 @@ class Coordinator:
         self.store = store
         self.db = db
         self.opts = options
-        self.unit_env = UnitEnv(config, store, options.dry_run)
+        self.unit_env = UnitEnv(config=config, store=store, dry_run=options.dry_run)
         self.report = report
-        self.pool_factory = pool_factory
-        self.pool: Any = None
         self.run_id = new_run_id()
         self.results: dict[str, StepResult] = {}
         self.live: dict[str, _Live] = {}
-        self.queue: deque[tuple[Job, Unit, str]] = deque()
-        self.inflight: dict[int, tuple[Unit, str]] = {}
-        self.per_backend: dict[str, int] = {}
-        self.next_job = 1
+        self.ready = ReadyQueue(workflow)
         self.stopping = False
         self.interrupted = 0
         self.stopped_by: str | None = None  # the signal that interrupted the run
@@ -155,13 +124,17 @@ class Coordinator:
         self.failed_hard: list[str] = []
         self.fp = Fingerprinter(root, db)
         self.last = db.last_attempts(workflow.name) if db else {}
-        self.dependents: dict[str, list[str]] = {s.name: [] for s in workflow.steps}
-        for s in workflow.steps:
-            for d in s.depends_on:
-                self.dependents[d].append(s.name)
-        self.waiting: dict[str, int] = {s.name: len(set(s.depends_on)) for s in workflow.steps}
         self.slots = max(1, min(options.jobs, workflow.concurrency or options.jobs))
-        self.env_snapshot = dict(os.environ)
+        self.dispatch = Dispatch(
+            make_executor=executor,
+            slots=self.slots,
+            workflow=workflow,
+            config=config,
+            root=root,
+            runs_dir=store.runs_dir,
+            run_id=self.run_id,
+            say=report,
+        )
         self.freshness = Freshness(
             root,
             config,
@@ -172,8 +145,7 @@ class Coordinator:
             (options.force_all, options.force_steps),
             restore=not options.dry_run,
         )
-        self.views: dict[str, Any] | None = None  # built on first use: literal steps never need it
-        self.backends_seen: set[str] = set()
+        self.context = TemplateContext(workflow, options.args, options.named, self.results)
         record = options.record and not options.dry_run
         self.recorder = Recorder(db, self.fp, workflow.name, self.run_id, self.last, record)
 
@@ -187,7 +159,7 @@ class Coordinator:
             self.db.mark_abandoned_runs()
             args = {"positional": list(self.opts.args), "named": self.opts.named}
             self.db.start_run(self.run_id, self.wf.name, self.wf.path, args, self.opts.resumed_from)
-            self.store.write_run_json(self.run_id, self._run_doc("running", t0))
+            self.store.write_run_json(self.run_id, self._document(RunStatus.RUNNING, t0))
         self.report(
             RunStarted(
                 self.run_id,
@@ -201,8 +173,7 @@ class Coordinator:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         finished = False
         try:
-            ready = deque(s.name for s in self.wf.steps if self.waiting[s.name] == 0)
-            self._loop(ready)
+            self._loop()
             finished = True
         except DiskFullError as exc:  # lok itself could not write: stop, keep what is stored
             self.disk_full = self.disk_full or exc
@@ -210,8 +181,7 @@ class Coordinator:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if self.pool is not None:
-                self.pool.shutdown(kill=bool(self.interrupted) or not finished)
+            if self.dispatch.close(kill=bool(self.interrupted) or not finished):
                 self._recover_edits()
         status = self._final_status()
         wall = time.time() - t0
@@ -228,21 +198,27 @@ class Coordinator:
                 with self.db.transaction():
                     self.recorder.write()
                     self.db.finish_run(self.run_id, status.value, self._counts(), saved, error)
-                self.store.write_run_json(self.run_id, self._run_doc(status.value, t0))
+                self.store.write_run_json(self.run_id, self._document(status, t0))
                 self.store.set_latest(self.run_id)
             except DiskFullError as exc:  # the history stays as it was before this write
                 self.disk_full = self.disk_full or exc
         if self.disk_full is not None:
             raise self.disk_full
         outcome = RunOutcome(
-            self.run_id, self.wf, status, self.results, wall, saved, self.opts.dry_run,
-            self.stopped_by,
+            run_id=self.run_id,
+            workflow=self.wf,
+            status=status,
+            results=self.results,
+            wall=wall,
+            saved=saved,
+            dry_run=self.opts.dry_run,
+            stopped_by=self.stopped_by,
         )
         extra = {"signal": self.stopped_by} if self.stopped_by else None
         self.report(
             RunFinished(
                 self.run_id,
-                status.value,
+                status,
                 outcome.counts,
                 wall,
                 saved,
@@ -252,28 +228,26 @@ class Coordinator:
         )
         return outcome
 
-    def _loop(self, ready: deque[str]) -> None:
+    def _loop(self) -> None:
+        ready, dispatch = self.ready, self.dispatch
         while True:
             if self.interrupted:
                 self._interrupt()
                 return
             batch = 0
             while ready and not self.stopping:
-                name = ready.popleft()
-                if self._prepare(self.wf.step(name), ready):
+                if self._prepare(self.wf.step(ready.pop())):
                     batch += 1
             if batch > 1:
-                self.report(ParallelStart(batch, self._concurrency()))
-            self._dispatch()
-            if not self.inflight and not self.queue:
+                self.report(ParallelStart(batch, dispatch.concurrency()))
+            dispatch.start()
+            if dispatch.idle:
                 if ready and not self.stopping:
                     continue
                 break
-            for msg in self.pool.poll(0.1) if self.pool is not None else ():
-                self._on_message(msg, ready)
-            tick = getattr(self.report, "tick", None)
-            if tick is not None:
-                tick()
+            for unit, result in dispatch.finished(0.1):
+                self._unit_done(unit, result)
+            self.report.tick()
         for s in self.wf.steps:
             if s.name not in self.results:
                 why = (
@@ -281,7 +255,7 @@ class Coordinator:
                     if self.failed_hard
                     else "not started"
                 )
-                self._finish_step_now(s, Status.SKIPPED, why, ready=None)
+                self._finish_step_now(s, Status.SKIPPED, why, release=False)
 
     def cancel(self) -> bool:
         """Stop this run as one Ctrl-C would (safe from another thread); False if already stopping."""
@@ -296,8 +270,7 @@ class Coordinator:
         if self.stopped_by is None:
             self.stopped_by = signal.Signals(signum).name
         if self.interrupted >= 2:
-            if self.pool is not None:
-                self.pool.shutdown(kill=True)
+            self.dispatch.close(kill=True)
             os._exit(130)
 
     def _recover_edits(self) -> None:
@@ -310,20 +283,14 @@ class Coordinator:
         journal.recover(self.root, say)
 
     def _interrupt(self, reason: str = "interrupted") -> None:
-        if self.pool is not None:
-            self.pool.cancel_all()
-        for unit, _backend in list(self.inflight.values()):
-            unit.status = Status.INTERRUPTED
-            unit.reason = reason
-        self.inflight.clear()
-        self.queue.clear()
+        self.dispatch.interrupt(reason)
         for s in self.wf.steps:
             if s.name not in self.results:
                 self._finish_step_now(
                     s,
                     Status.INTERRUPTED if s.name in self.live else Status.SKIPPED,
                     reason,
-                    ready=None,
+                    release=False,
                 )
 
     def _final_status(self) -> RunStatus:
@@ -331,7 +298,7 @@ class Coordinator:
             return RunStatus.FAILED
         if self.interrupted:
             return RunStatus.INTERRUPTED
-        sinks = [s.name for s in self.wf.steps if not self.dependents[s.name]]
+        sinks = [s.name for s in self.wf.steps if self.ready.sink(s.name)]
         if self.failed_hard or any(
             self.results[n].status is Status.FAILED for n in sinks if n in self.results
         ):
@@ -341,65 +308,68 @@ class Coordinator:
     def _counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.results.values():
-            key = r.status.value if isinstance(r.status, Status) else str(r.status)
-            out[key] = out.get(key, 0) + 1
+            out[r.status.value] = out.get(r.status.value, 0) + 1
         return out
+
+    def _document(self, status: RunStatus, started: float) -> dict[str, Any]:
+        return run_document(
+            run_id=self.run_id,
+            workflow=self.wf.name,
+            path=self.wf.path,
+            args={"positional": list(self.opts.args), "named": self.opts.named},
+            status=status,
+            started=started,
+            ended=None if status is RunStatus.RUNNING else time.time(),
+            resumed_from=self.opts.resumed_from,
+            steps=self.results.values(),
+        )
 
     # -- preparing a ready step ---------------------------------------------
 
-    def _prepare(self, step: Step, ready: deque[str]) -> bool:
+    def _prepare(self, step: Step) -> bool:
         """Gate, render and split a ready step; True when it started work."""
         from lokfile.errors import LokError, TemplateError
 
         deps = [self.results[d] for d in dict.fromkeys(step.depends_on)]
-        waiting_on = [d.name for d in deps if d.status == "stale"]
+        waiting_on = [d.name for d in deps if d.status is Status.STALE]
         if waiting_on:  # dry run: nothing to render against yet
-            self._record_step(
-                StepResult(step.name, "stale", f"upstream {waiting_on[0]} will run"), ready
-            )
+            why = f"upstream {waiting_on[0]} will run"
+            self._record_step(StepResult(name=step.name, status=Status.STALE, reason=why))
             return False
         hard = [d.name for d in deps if self._blocks(d)]
         if step.min_deps_success is not None:
             ok = sum(1 for d in deps if d.success)
             if ok < step.min_deps_success:
                 why = f"quorum not reached: {ok}/{len(deps)} dependencies succeeded (need {step.min_deps_success})"
-                self._finish_step_now(
-                    step,
-                    Status.SKIPPED if step.continue_on_error else Status.FAILED,
-                    why,
-                    ready,
-                    error=why,
-                )
+                status = Status.SKIPPED if step.continue_on_error else Status.FAILED
+                self._finish_step_now(step, status, why, error=why)
                 return False
         elif hard:
-            self._finish_step_now(
-                step, Status.SKIPPED, f"dependency failed: {', '.join(hard)}", ready
-            )
+            self._finish_step_now(step, Status.SKIPPED, f"dependency failed: {', '.join(hard)}")
             return False
         try:
             if step.when is not None:
                 from lokfile.templates.render import eval_condition
 
-                if not eval_condition(step.when, self._context()):
-                    self._finish_step_now(step, Status.SKIPPED, "condition not met", ready)
+                if not eval_condition(step.when, self.context()):
+                    self._finish_step_now(step, Status.SKIPPED, "condition not met")
                     return False
-            specs = build_units(step, self._context, self.unit_env)
+            specs = build_units(step, self.context, self.unit_env)
         except LokError as exc:
             why = "template error" if isinstance(exc, TemplateError) else "cannot start"
-            self._finish_step_now(step, Status.FAILED, why, ready, error=exc.message)
+            self._finish_step_now(step, Status.FAILED, why, error=exc.message)
             return False
         units = []
         for spec in specs:
             units.append(self._resolve(step, spec))
-            if len(self.queue) >= self.slots - len(self.inflight) > 0:
-                self._dispatch()  # a long loop starts working before all its items are keyed
-        live = _Live(step, units, 0, time.time())
+            self.dispatch.start_if_full()
+        live = _Live(step=step, units=units, pending=0, started=time.time())
         self.live[step.name] = live
         for unit in units:
             if unit.status is None:
                 live.pending += 1
         if live.pending == 0:
-            self._complete_step(live, ready)
+            self._complete_step(live)
             return False
         return True
 
@@ -413,189 +383,24 @@ class Coordinator:
             return True
         return dep.status is Status.SKIPPED and dep.reason.startswith(("dependency", "not started"))
 
-    def _context(self) -> Any:
-        """The template context: every finished step so far (kept up to date, not rebuilt)."""
-        from lokfile.templates.render import Context
-
-        names = sorted(self.backends_seen)
-        backends = " + ".join(n[:1].upper() + n[1:] for n in names) or "lok"
-        named = {a.name: a.default for a in self.wf.args if a.default is not None}
-        named.update(self.opts.named)
-        if self.views is None:
-            self.views = {}
-            for r in self.results.values():
-                self._add_view(r)
-        return Context(
-            steps=_InWorkflowOrder(self.views, self.wf.step_names),
-            args=self.opts.args,
-            named_args=named,
-            env=self.env_snapshot,
-            workflow_name=self.wf.name,
-            workflow_backends=backends,
-        )
-
-    def _add_view(self, r: StepResult) -> None:
-        if r.backend:
-            self.backends_seen.add(r.backend)
-        if self.views is None:
-            return
-        from lokfile.templates.render import StepView
-
-        skipped = r.status is Status.SKIPPED
-        self.views[r.name] = StepView(
-            output="" if skipped else r.output,
-            success=r.success,
-            error=r.error,
-            backend=r.backend,
-            parsed=r.parsed,
-            skipped=skipped,
-        )
-
     # -- keys and freshness -------------------------------------------------
 
     def _resolve(self, step: Step, spec: UnitSpec) -> Unit:
+        """A unit with its key: settled from the store when fresh, else queued to run."""
         upstream = {d: self.results[d].digest for d in sorted(set(step.depends_on))}
         unit, why = self.freshness.judge(step, spec, upstream)
-        return unit if why is None else self._stale(unit, why)
-
-    def _stale(self, unit: Unit, reason: str) -> Unit:
-        unit.reason = reason
-        if self.opts.dry_run:
-            unit.status = "stale"
+        if why is None:
             return unit
-        step = self.wf.step(unit.step)
-        spec = unit.spec
-        timeout = step.timeout_ms / 1000 if step.timeout_ms else None
-        work: ShellJob | QueryJob
-        if spec.command is not None:
-            wrapper = self.config.defaults.command_wrapper
-            work = ShellJob(spec.command, step.outputs, wrapper)
+        unit.reason = why
+        if self.opts.dry_run:
+            unit.status = Status.STALE
         else:
-            assert spec.backend is not None and spec.prompt is not None
-            work = QueryJob(
-                spec.backend,
-                spec.prompt,
-                spec.system,
-                step.model,
-                step.temperature,
-                step.seed,
-                step.max_tokens,
-                self._edit_settings(step, spec),
-                spec.answer,
-            )
-        job = Job(
-            self.next_job,
-            step.name,
-            spec.unit,
-            work,
-            str(self.root),
-            str(self.store.runs_dir),
-            timeout,
-            step.retries,
-            step.retry_delay_ms / 1000,
-            run_id=self.run_id,
-        )
-        self.next_job += 1
-        self.queue.append((job, unit, spec.backend.name if spec.backend else ""))
+            self.dispatch.add(step, unit)
         return unit
 
-    def _edit_settings(self, step: Step, spec: UnitSpec) -> EditSettings | None:
-        """Edits/verify ride on one unit: the step's own, or the "apply" unit of a multi-backend step."""
-        if not (step.apply_edits or step.verify):
-            return None
-        if spec.unit.startswith("backend:") or spec.unit == "synthesis":
-            return None
-        wrapper = self.config.defaults.command_wrapper
-        return EditSettings(step.apply_edits, spec.verify, step.fix_retries, wrapper)
+    # -- completion -----------------------------------------------------------
 
-    # -- dispatching and completion -----------------------------------------
-
-    def _dispatch(self) -> None:
-        if not self.queue:
-            return
-        if self.pool is None:
-            self.pool = self.pool_factory(self.slots, self._backend_modules())
-        held: deque[tuple[Job, Unit, str]] = deque()
-        while self.queue and len(self.inflight) < self.slots:
-            job, unit, backend = self.queue.popleft()
-            limit = self._backend_limit(backend)
-            if limit and self.per_backend.get(backend, 0) >= limit:
-                held.append((job, unit, backend))
-                continue
-            self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
-            self.inflight[job.id] = (unit, backend)
-            self.report(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
-            self.pool.submit(job)
-        self.queue.extendleft(reversed(held))
-
-    def _concurrency(self) -> int:
-        """How many of the jobs in flight and queued can run at once: -j (and the
-        workflow's `concurrency`) over all of them, each backend's `concurrency` over its own."""
-        per: dict[str, int] = {}
-        for _unit, backend in self.inflight.values():
-            per[backend] = per.get(backend, 0) + 1
-        for _job, _unit, backend in self.queue:
-            per[backend] = per.get(backend, 0) + 1
-        possible = 0
-        for backend, count in per.items():
-            limit = self._backend_limit(backend)
-            possible += min(count, limit) if limit else count
-        return min(self.slots, possible)
-
-    def _backend_modules(self) -> tuple[str, ...]:
-        """Modules of the backend types this run may query, for workers to import early."""
-        from lokfile.backends import BUILTIN_TYPES
-
-        types = {b.type for b in self.config.backends.values() if b.enabled}
-        used = {n for s in self.wf.steps if s.kind is StepKind.LLM for n in s.backends}
-        if "auto" not in used:
-            types = {self.config.backends[n].type for n in used if n in self.config.backends}
-        return tuple(
-            sorted({BUILTIN_TYPES[t].partition(":")[0] for t in types if t in BUILTIN_TYPES})
-        )
-
-    def _backend_limit(self, name: str) -> int | None:
-        if not name:
-            return None
-        cfg = self.config.backends.get(name)
-        return cfg.concurrency if cfg else None
-
-    def _on_message(self, msg: tuple[Any, ...], ready: deque[str]) -> None:
-        kind = msg[0]
-        if kind == "event":
-            entry = self.inflight.get(msg[1])
-            if entry:
-                self.report(StepNote(entry[0].step, entry[0].name, msg[2]))
-            return
-        if kind == "crash":
-            entry = self.inflight.pop(msg[1], None)
-            if entry is None:
-                return
-            unit, backend = entry
-            self.per_backend[backend] -= 1
-            now = time.time()
-            crashed = JobResult(
-                msg[1],
-                False,
-                f"Error: internal error: {msg[2]}",
-                None,
-                f"internal error: {msg[2]}",
-                "failed",
-                1,
-                now,
-                now,
-            )
-            self._unit_done(unit, crashed, ready)
-            return
-        result: JobResult = msg[1]
-        entry = self.inflight.pop(result.id, None)
-        if entry is None:
-            return
-        unit, backend = entry
-        self.per_backend[backend] -= 1
-        self._unit_done(unit, result, ready)
-
-    def _unit_done(self, unit: Unit, result: JobResult, ready: deque[str]) -> None:
+    def _unit_done(self, unit: Unit, result: JobResult) -> None:
         if result.error_kind == "disk_full" and self.disk_full is None:
             # every later write would fail the same way: start nothing more
             where = str(self.store.runs_dir.parent)
@@ -621,10 +426,10 @@ class Coordinator:
         live = self.live[unit.step]
         live.pending -= 1
         if live.pending == 0:
-            self._complete_step(live, ready)
+            self._complete_step(live)
         self.recorder.commit()
 
-    def _complete_step(self, live: _Live, ready: deque[str]) -> None:
+    def _complete_step(self, live: _Live) -> None:
         """All units resolved: combine them (maybe adding a synthesis unit), then finish."""
         extra = combine(live.step, live.units, self.unit_env)
         if extra is not None:
@@ -632,21 +437,21 @@ class Coordinator:
             live.units.append(unit)
             if unit.status is None:
                 live.pending = 1
-                self._dispatch()
+                self.dispatch.start()
                 return
         step = live.step
-        output, digest, success, backend, error = self._combined(step, live.units)
+        output, digest, success, backend, error = aggregate(step, live.units, self.unit_env)
         ran = any(u.status is Status.RAN or u.status is Status.FAILED for u in live.units)
-        stale = any(u.status == "stale" for u in live.units)
+        stale = any(u.status is Status.STALE for u in live.units)
         if stale:
-            status: Status | str = "stale"
-            reason = _part_reason(live.units, lambda u: u.status == "stale")
+            status = Status.STALE
+            reason = plan.part_reason(live.units, lambda u: u.status is Status.STALE)
         elif not success:
             status = Status.FAILED
             reason = next((u.reason for u in live.units if u.status is Status.FAILED), "failed")
         else:
             status = Status.RAN if ran else Status.REUSED
-            reason = _part_reason(live.units, lambda u: u.status is Status.RAN) or plan.FRESH
+            reason = plan.part_reason(live.units, lambda u: u.status is Status.RAN) or plan.FRESH
         if not success and not stale:
             self._failed(step)
         # wall time, not the sum: a step's backends (or items) answer side by side
@@ -658,32 +463,25 @@ class Coordinator:
 
             parsed = parse_output(output, step.output_format)
         result = StepResult(
-            step.name,
-            status,
-            reason,
-            output,
-            digest,
-            error,
-            backend,
-            duration,
-            saved,
-            parsed,
-            live.units,
+            name=step.name,
+            status=status,
+            reason=reason,
+            output=output,
+            digest=digest,
+            error=error,
+            backend=backend,
+            duration=duration,
+            saved=saved,
+            parsed=parsed,
+            units=live.units,
         )
-        self._record_step(result, ready)
-
-    def _combined(
-        self, step: Step, units: list[Unit]
-    ) -> tuple[str, str | None, bool, str | None, str | None]:
-        from lokfile.engine.units import aggregate
-
-        return aggregate(step, units, self.unit_env)
+        self._record_step(result)
 
     def _failed(self, step: Step) -> None:
         """A failure is hard unless soft (continue_on_error) or left to a quorum downstream."""
         if step.continue_on_error:
             return
-        below = self.dependents[step.name]
+        below = self.ready.dependents[step.name]
         if below and all(self.wf.step(d).min_deps_success is not None for d in below):
             return
         self.failed_hard.append(step.name)
@@ -695,9 +493,10 @@ class Coordinator:
         step: Step,
         status: Status,
         reason: str,
-        ready: deque[str] | None,
         error: str | None = None,
+        release: bool = True,
     ) -> None:
+        """Settle a step that runs nothing (skipped, failed before it could start)."""
         output = (
             f"Skipped: {reason}"
             if status is Status.SKIPPED
@@ -707,11 +506,16 @@ class Coordinator:
         digest = self.store.put_text(output) if write else None
         if status is Status.FAILED:
             self._failed(step)
-        self._record_step(StepResult(step.name, status, reason, output, digest, error), ready)
+        result = StepResult(
+            name=step.name, status=status, reason=reason, output=output, digest=digest, error=error
+        )
+        self._record_step(result, release)
 
-    def _record_step(self, result: StepResult, ready: deque[str] | None) -> None:
+    def _record_step(self, result: StepResult, release: bool = True) -> None:
+        """A step is settled: stored, recorded, reported, and (with `release`) the steps
+        that waited only for it are ready."""
         self.results[result.name] = result
-        self._add_view(result)
+        self.context.add(result)
         self.live.pop(result.name, None)
         step = self.wf.step(result.name)
         if result.digest and not self.opts.dry_run and self.opts.record and not self.disk_full:
@@ -726,7 +530,7 @@ class Coordinator:
         self.report(
             StepFinished(
                 result.name,
-                status_value(result.status),
+                result.status,
                 result.reason,
                 result.duration,
                 result.backend,
@@ -735,43 +539,5 @@ class Coordinator:
                 _backend_times(result.units),
             )
         )
-        if ready is None:
-            return
-        for child in self.dependents[result.name]:
-            self.waiting[child] -= 1
-            if self.waiting[child] == 0:
-                ready.append(child)
-
-    def _run_doc(self, status: str, started: float) -> dict[str, Any]:
-        return {
-            "id": self.run_id,
-            "workflow": self.wf.name,
-            "path": self.wf.path,
-            "args": {"positional": list(self.opts.args), "named": self.opts.named},
-            "status": status,
-            "started": started,
-            "ended": time.time() if status != "running" else None,
-            "resumed_from": self.opts.resumed_from,
-            "steps": [
-                {
-                    "name": r.name,
-                    "status": status_value(r.status),
-                    "reason": r.reason,
-                    "digest": r.digest,
-                    "file": r.filename or None,
-                    "duration": round(r.duration, 4),
-                    "backend": r.backend,
-                    "error": r.error,
-                }
-                for r in self.results.values()
-            ],
-        }
-
-    # -- helpers for units.py -----------------------------------------------
-
-    def backend_config(self, name: str) -> BackendConfig:
-        """The configured backend `name` (`auto` resolved); TemplateError-free lookup."""
-        return self.unit_env.backend_config(name)
-
-    def is_llm(self, step: Step) -> bool:
-        return step.kind is StepKind.LLM
+        if release:
+            self.ready.done(result.name)

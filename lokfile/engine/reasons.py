@@ -7,10 +7,14 @@ unit's last attempt; the first difference found names the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lokfile import hashing
+from lokfile.outcome import Status
+
+if TYPE_CHECKING:
+    from lokfile.engine.units import Unit
 
 # reasons, as shown to users
 NEVER_RUN = "never run"
@@ -21,12 +25,6 @@ EXPIRED = "expired"
 LAST_FAILED = "last attempt failed"
 OUTPUT_MISSING = "output missing"
 FRESH = "fresh"
-
-
-@dataclass(frozen=True)
-class Decision:
-    fresh: bool
-    reason: str
 
 
 def make_key(components: dict[str, Any]) -> tuple[str, str]:
@@ -47,7 +45,8 @@ def explain(
     if previous is None:
         return NEVER_RUN
     if previous == components:
-        return LAST_FAILED if previous_status not in (None, "ran", "reused") else NEVER_RUN
+        failed = previous_status is not None and not Status(previous_status)
+        return LAST_FAILED if failed else NEVER_RUN
     for label, old, new in (
         ("upstream {} changed", previous.get("upstream"), components.get("upstream")),
         ("source changed: {}", previous.get("sources"), components.get("sources")),
@@ -78,8 +77,20 @@ def explain(
     return NEVER_RUN
 
 
-def changed_components(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
-    """Names of the top-level key components that differ (for `lok runs diff`)."""
-    if a is None or b is None:
-        return []
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+def part_reason(units: Sequence[Unit], runs: Callable[[Unit], bool]) -> str:
+    """Why a step runs, when only some of its items or backends do: `1 new item of 3`,
+    `2 of 3 items: loop item changed`, `1 new backend of 3`. Otherwise the first running
+    unit's own reason; '' when none runs."""
+    running = [u for u in units if runs(u)]
+    if not running:
+        return ""
+    parts = [u for u in units if u.name.partition(":")[0] in ("item", "backend")]
+    moving = [u for u in parts if runs(u)]
+    if not moving or len(moving) == len(parts):
+        return running[0].reason
+    noun = parts[0].name.partition(":")[0]
+    k = len(moving)
+    if all(u.reason == NEVER_RUN for u in moving):
+        return f"{k} new {noun}{'s' if k > 1 else ''} of {len(parts)}"
+    return f"{k} of {len(parts)} {noun}s: {moving[0].reason}"

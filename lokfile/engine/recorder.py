@@ -21,11 +21,6 @@ from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
 from lokfile.worker.jobs import JobResult
 
 
-def status_value(status: Status | str | None) -> str:
-    """The text of a status (a Status member, or "stale" in a dry run)."""
-    return status.value if isinstance(status, Status) else str(status)
-
-
 class Recorder:
     """Buffers one run's history rows; `enabled` False (status, dry run) writes nothing."""
 
@@ -58,9 +53,8 @@ class Recorder:
                 unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
             )
             self.keys.append((entry, unit.step))
-        self.attempts.append(
-            (unit.step, unit.name, unit.key, unit.components, status_value(unit.status))
-        )
+        assert unit.status is not None
+        self.attempts.append((unit.step, unit.name, unit.key, unit.components, unit.status.value))
 
     def step_rows(self, result: StepResult) -> None:
         """The rows of a settled step: one for the step, one per named unit."""
@@ -95,12 +89,13 @@ class Recorder:
         self.rows.append({"run_id": self.run_id, **fields, "seq": self.seq})
 
     def _unit_row(self, unit: Unit) -> None:
+        assert unit.status is not None
         self._row(
             step=unit.step,
             unit=unit.name,
             key=unit.key,
             components=unit.canonical,
-            status=status_value(unit.status),
+            status=unit.status.value,
             reason=unit.reason,
             attempts=unit.attempts,
             started=unit.started,
@@ -127,7 +122,7 @@ class Recorder:
             unit="",
             key=key,
             components=components,
-            status=status_value(result.status),
+            status=result.status.value,
             reason=result.reason,
             attempts=sum(u.attempts for u in units),
             started=min((u.started for u in units if u.started), default=0.0),
@@ -144,4 +139,5 @@ class Recorder:
             and single.status is Status.REUSED
             and (prev is None or prev.key != single.key)
         ):
-            self.attempts.append((result.name, "", single.key, single.components, "reused"))
+            reused = Status.REUSED.value
+            self.attempts.append((result.name, "", single.key, single.components, reused))

@@ -136,9 +136,11 @@ def record(
     env_names = sorted(
         {"PATH", "HOME", "XDG_CONFIG_HOME", *c.wf.env, *(v for s in c.wf.steps for v in s.env)}
     )
+    from lokfile.engine.ready import settle_order
+
     rows = c.db.results(c.run_id)
     steps = []
-    for name_ in _no_op_order(c):
+    for name_ in settle_order(c.wf):
         r = c.results[name_]
         steps.append(
             {
@@ -177,23 +179,6 @@ def record(
         "rows": [{k: v for k, v in row.items() if k not in ("run_id", "seq")} for row in rows],
     }
     write(snapshot_file(root, cwd, name, args, config_file), doc)
-
-
-def _no_op_order(c: Any) -> list[str]:
-    """The order in which a normal no-op run settles the steps (its ready queue)."""
-    from collections import deque
-
-    waiting = {s.name: len(set(s.depends_on)) for s in c.wf.steps}
-    ready = deque(n for n in c.wf.step_names if waiting[n] == 0)
-    order = []
-    while ready:
-        name = ready.popleft()
-        order.append(name)
-        for child in c.dependents[name]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-    return order
 
 
 def load(path: Path) -> dict[str, Any] | None:
@@ -246,6 +231,7 @@ def replay(
 
 
 def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report: Any) -> Any:
+    from lokfile.engine.rundoc import run_document
     from lokfile.events import RunFinished, RunStarted, StepFinished
     from lokfile.outcome import (
         RunOutcome,
@@ -261,7 +247,10 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     t0 = time.time()
     wf_doc = doc["workflow"]
     workflow = WorkflowSummary(
-        wf_doc["name"], tuple(wf_doc["order"]), wf_doc["description"], wf_doc["path"]
+        name=wf_doc["name"],
+        step_names=tuple(wf_doc["order"]),
+        description=wf_doc["description"],
+        path=wf_doc["path"],
     )
     run_id = new_run_id()
     report(RunStarted(run_id, workflow.name, workflow.description, len(workflow.step_names)))
@@ -270,27 +259,25 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     for s in doc["steps"]:
         units = [
             UnitSummary(
-                u["unit"],
-                u["digest"],
-                u["backend"],
-                store.get_text(u["digest"]) if u["digest"] else "",
+                name=u["unit"],
+                digest=u["digest"],
+                backend=u["backend"],
+                output=store.get_text(u["digest"]) if u["digest"] else "",
             )
             for u in s["units"]
         ]
         output = store.get_text(s["digest"]) if s["digest"] else ""
         results[s["name"]] = StepResult(
-            s["name"],
-            Status.REUSED,
-            "fresh",
-            output,
-            s["digest"],
-            None,
-            s["backend"],
-            0.0,
-            covered(tuple(span) for span in s["spans"]),
-            s["parsed"],
-            units,
-            s["filename"],
+            name=s["name"],
+            status=Status.REUSED,
+            reason="fresh",
+            output=output,
+            digest=s["digest"],
+            backend=s["backend"],
+            saved=covered(tuple(span) for span in s["spans"]),
+            parsed=s["parsed"],
+            units=units,
+            filename=s["filename"],
         )
         spans += [(a, b) for a, b in s["spans"]]
     saved = covered(spans)
@@ -300,13 +287,13 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         db.start_run(run_id, workflow.name, workflow.path, args, None)
         rows = []
         for seq, row in enumerate(doc["rows"], 1):
-            reused = row["status"] in ("ran", "reused")
+            reused = bool(Status(row["status"]))
             rows.append(
                 {
                     **row,
                     "run_id": run_id,
                     "seq": seq,
-                    "status": "reused" if reused else row["status"],
+                    "status": Status.REUSED.value if reused else row["status"],
                     "reason": "fresh" if reused else row["reason"],
                     "attempts": 0,
                     "started": 0.0,
@@ -315,40 +302,34 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
                 }
             )
         db.record_results(rows)
-        db.finish_run(run_id, RunStatus.SUCCEEDED.value, {"reused": len(results)}, saved)
+        db.finish_run(run_id, RunStatus.SUCCEEDED.value, {Status.REUSED.value: len(results)}, saved)
     for r in results.values():
         if r.digest and r.filename:
             store.link_output(run_id, r.filename, r.digest)
-    store.write_run_json(
-        run_id,
-        {
-            "id": run_id,
-            "workflow": workflow.name,
-            "path": workflow.path,
-            "args": args,
-            "status": RunStatus.SUCCEEDED.value,
-            "started": t0,
-            "ended": time.time(),
-            "resumed_from": None,
-            "steps": [
-                {
-                    "name": r.name,
-                    "status": "reused",
-                    "reason": "fresh",
-                    "digest": r.digest,
-                    "file": r.filename or None,
-                    "duration": 0.0,
-                    "backend": r.backend,
-                    "error": None,
-                }
-                for r in results.values()
-            ],
-        },
+    document = run_document(
+        run_id=run_id,
+        workflow=workflow.name,
+        path=workflow.path,
+        args=args,
+        status=RunStatus.SUCCEEDED,
+        started=t0,
+        ended=time.time(),
+        resumed_from=None,
+        steps=results.values(),
     )
+    store.write_run_json(run_id, document)
     store.set_latest(run_id)
     for r in results.values():
-        report(StepFinished(r.name, "reused", "fresh", 0.0, r.backend, None, max(1, len(r.units))))
+        parts = max(1, len(r.units))
+        report(StepFinished(r.name, Status.REUSED, "fresh", 0.0, r.backend, None, parts))
     wall = time.time() - t0
-    outcome = RunOutcome(run_id, workflow, RunStatus.SUCCEEDED, results, wall, saved)
-    report(RunFinished(run_id, RunStatus.SUCCEEDED.value, outcome.counts, wall, saved))
+    outcome = RunOutcome(
+        run_id=run_id,
+        workflow=workflow,
+        status=RunStatus.SUCCEEDED,
+        results=results,
+        wall=wall,
+        saved=saved,
+    )
+    report(RunFinished(run_id, RunStatus.SUCCEEDED, outcome.counts, wall, saved))
     return outcome

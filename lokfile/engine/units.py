@@ -21,7 +21,7 @@ from lokfile.model import BackendConfig, Config, Status, Step, StepKind
 if TYPE_CHECKING:
     from lokfile.store.artifacts import Store
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UnitEnv:
     """What splitting a step into units and combining their answers needs: the
     settings, the store (to read answers back), whether this is a dry run."""
@@ -40,7 +40,7 @@ class UnitEnv:
 DEFAULT_WEIGHTS = {"claude": 2.0, "codex": 1.5, "gemini": 1.5, "ollama": 1.0}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UnitSpec:
     """What one unit will do, fully rendered."""
 
@@ -56,7 +56,7 @@ class UnitSpec:
     answer: str | None = None  # for the "apply" unit: the chosen answer to apply edits from
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Unit:
     step: str
     name: str
@@ -64,7 +64,7 @@ class Unit:
     components: dict[str, Any]
     spec: UnitSpec
     canonical: str = ""  # the components as canonical JSON (what the key hashes)
-    status: Status | str | None = None  # None until resolved; "stale" in a dry run
+    status: Status | None = None  # None until resolved; STALE in a dry run
     reason: str = ""
     output: str = ""
     digest: str | None = None
@@ -92,7 +92,7 @@ def _literal(text: str | None) -> bool:
 def build_units(step: Step, context: Callable[[], Any], env: UnitEnv) -> list[UnitSpec]:
     """Render a ready step and split it into unit specs (`context` builds the template context)."""
     if step.for_each is None and step.kind is StepKind.SHELL and _literal(step.shell):
-        return [UnitSpec("", command=step.shell)]  # nothing to render: no template engine needed
+        return [UnitSpec(unit="", command=step.shell)]  # nothing to render: no template engine needed
     from lokfile.templates.render import eval_for_each, render_prompt, render_shell
 
     ctx = context()
@@ -104,13 +104,15 @@ def build_units(step: Step, context: Callable[[], Any], env: UnitEnv) -> list[Un
             if step.kind is StepKind.SHELL:
                 assert step.shell is not None
                 specs.append(
-                    UnitSpec(f"item:{i}", command=render_shell(step.shell, c), item=item, index=i)
+                    UnitSpec(
+                        unit=f"item:{i}", command=render_shell(step.shell, c), item=item, index=i
+                    )
                 )
             else:
                 backend = env.backend_config(step.backends[0])
                 specs.append(
                     UnitSpec(
-                        f"item:{i}",
+                        unit=f"item:{i}",
                         prompt=render_prompt(step.prompt or "", c),
                         system=_system(step, backend),
                         backend=backend,
@@ -122,7 +124,7 @@ def build_units(step: Step, context: Callable[[], Any], env: UnitEnv) -> list[Un
         return specs
     if step.kind is StepKind.SHELL:
         assert step.shell is not None
-        return [UnitSpec("", command=render_shell(step.shell, ctx))]
+        return [UnitSpec(unit="", command=render_shell(step.shell, ctx))]
     prompt = render_prompt(step.prompt or "", ctx)
     verify = render_shell(step.verify, ctx) if step.verify else None
     names = list(dict.fromkeys(step.backends))
@@ -130,7 +132,11 @@ def build_units(step: Step, context: Callable[[], Any], env: UnitEnv) -> list[Un
         backend = env.backend_config(names[0])
         return [
             UnitSpec(
-                "", prompt=prompt, system=_system(step, backend), backend=backend, verify=verify
+                unit="",
+                prompt=prompt,
+                system=_system(step, backend),
+                backend=backend,
+                verify=verify,
             )
         ]
     out = []
@@ -138,7 +144,7 @@ def build_units(step: Step, context: Callable[[], Any], env: UnitEnv) -> list[Un
         backend = env.backend_config(name)
         out.append(
             UnitSpec(
-                f"backend:{backend.name}",
+                unit=f"backend:{backend.name}",
                 prompt=prompt,
                 system=_system(step, backend),
                 backend=backend,
@@ -171,7 +177,7 @@ def combine(step: Step, units: list[Unit], env: UnitEnv) -> UnitSpec | None:
                 first = units[0].spec
                 chosen = env.backend_config(winner) if winner else first.backend
                 return UnitSpec(
-                    "apply",
+                    unit="apply",
                     prompt=first.prompt,
                     system=first.system,
                     backend=chosen,
@@ -187,7 +193,7 @@ def combine(step: Step, units: list[Unit], env: UnitEnv) -> UnitSpec | None:
     )
     original = units[0].spec.prompt or ""
     return UnitSpec(
-        "synthesis",
+        unit="synthesis",
         prompt=synthesis_prompt(original, [(u.backend or u.name, u.output) for u in answers]),
         backend=synthesizer,
         inputs={u.name: u.digest for u in answers},

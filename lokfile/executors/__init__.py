@@ -1,10 +1,31 @@
-"""executors: where jobs run, apart from the coordinator.
+"""executors: where jobs run, behind one small interface the coordinator talks to.
 
-    local   a pool of worker processes, each running jobs in threads; it ends
-            every process a job started, however the run ends
+    coordinator (engine/)                         executor
+      ready queue, -j slots, backend limits
+      stale unit ──> Job ── submit(job) -> handle ──> runs it (lokfile.worker.execute)
+                   <── results(timeout) ──────────── JobEvent   progress line
+                                                     JobResult  the outcome (its `worker`
+                                                                says where it ran)
+                                                     JobCrashed no result: worker died
+                   ── cancel(handle) / cancel_all() ──> ends running commands
+                   ── close(kill) ──────────────────> done (kill: at once)
 
-The seam is `local.WorkerPool`: submit a job, read results and events, cancel,
-close. This face imports nothing: `from lokfile.executors.local import WorkerPool`.
+The coordinator keeps the queue and every limit, so an executor only starts
+what it is given. api chooses the executor (an `ExecutorFactory`) and hands
+it to the coordinator, which never imports an implementation:
+
+    local.WorkerPool      worker processes, each running jobs on threads; the
+                          guarantees about process trees live there (`lok run`)
+    inline.InlineExecutor threads of this process: for tests and tools
 """
 
-__all__ = ["local"]
+from lokfile.executors.base import (
+    Executor,
+    ExecutorFactory,
+    Handle,
+    JobCrashed,
+    JobEvent,
+    Message,
+)
+
+__all__ = ["Executor", "ExecutorFactory", "Handle", "JobCrashed", "JobEvent", "Message", "inline", "local"]

@@ -1,9 +1,10 @@
 """A process pool for jobs: P worker processes, each running up to T jobs in threads.
 
+The executor of `lok run` (lokfile/executors/__init__.py has the interface).
 Why not concurrent.futures: lok must cancel running jobs (ending their
 process trees), notice a dead coordinator from inside the workers, and keep
 the per-job round trip small. Messages are tuples over one duplex pipe per
-worker:
+worker, turned into the interface's messages as they arrive:
 
     coordinator -> worker   ("job", Job) | ("cancel", job_id) | ("stop",)
     worker -> coordinator   ("event", job_id, text) | ("done", JobResult) |
@@ -43,12 +44,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
 from lokfile.process.tree import become_subreaper, kill_tree, set_parent_death_signal
 from lokfile.worker.cancel import Cancel
 from lokfile.worker.execute import Job, run_job
 
-Message = tuple[Any, ...]
+Wire = tuple[Any, ...]  # a message on a worker's pipe
 STOP_GRACE_S = 0.5  # SIGTERM to SIGKILL for step processes when the worker stops
+CANCEL_GRACE_S = 2.0  # SIGTERM to SIGKILL for a cancelled job's command
 RESTORE_WAIT_S = 30.0  # the longest a stopping worker waits for an edit to be put back
 JOIN_S = RESTORE_WAIT_S + 5.0  # the coordinator's wait for a stopping worker
 
@@ -62,7 +65,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """Run jobs in worker processes; `poll()` yields what they report."""
+    """Run jobs in worker processes (an Executor); `results()` yields what they report."""
 
     def __init__(self, slots: int, warm: tuple[str, ...] = ()) -> None:
         self.slots = max(1, slots)
@@ -72,10 +75,6 @@ class WorkerPool:
         self.procs = max(1, min(self.slots, os.cpu_count() or 1))
         self.workers: list[_Worker] = []
         self.where: dict[int, _Worker] = {}
-
-    @property
-    def busy(self) -> int:
-        return len(self.where)
 
     def _start(self) -> None:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -93,7 +92,7 @@ class WorkerPool:
             theirs.close()
             self.workers.append(_Worker(proc, mine, per))
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job) -> Handle:
         """Send `job` to the least busy worker."""
         if not self.workers:
             self._start()
@@ -101,8 +100,9 @@ class WorkerPool:
         worker.running.add(job.id)
         self.where[job.id] = worker
         worker.conn.send(("job", job))
+        return job.id
 
-    def poll(self, timeout: float | None) -> Iterator[Message]:
+    def results(self, timeout: float | None) -> Iterator[Message]:
         """Messages that arrive within `timeout` seconds (none if nothing runs)."""
         conns = [w.conn for w in self.workers if w.running]
         if not conns:
@@ -110,33 +110,41 @@ class WorkerPool:
         for conn in multiprocessing.connection.wait(conns, timeout):
             worker = next(w for w in self.workers if w.conn is conn)
             try:
-                msg: Message = conn.recv()  # type: ignore[union-attr,call-arg,assignment]
+                msg: Wire = conn.recv()  # type: ignore[union-attr,call-arg,assignment]
             except (EOFError, OSError):
                 for job_id in list(worker.running):
                     self._forget(job_id)
-                    yield ("crash", job_id, "the worker process died")
+                    yield JobCrashed(job_id, "the worker process died")
                 continue
             if msg[0] == "done":
                 self._forget(msg[1].id)
+                yield msg[1]
             elif msg[0] == "crash":
                 self._forget(msg[1])
-            yield msg
+                yield JobCrashed(msg[1], msg[2])
+            else:
+                yield JobEvent(msg[1], msg[2])
 
     def _forget(self, job_id: int) -> None:
         worker = self.where.pop(job_id, None)
         if worker is not None:
             worker.running.discard(job_id)
 
+    def cancel(self, handle: Handle) -> None:
+        """Ask the worker running job `handle` to end its command."""
+        worker = self.where.get(handle)
+        if worker is not None:
+            try:
+                worker.conn.send(("cancel", handle))
+            except OSError:
+                pass
+
     def cancel_all(self) -> None:
         """Ask every worker to end its running jobs."""
-        for w in self.workers:
-            for job_id in list(w.running):
-                try:
-                    w.conn.send(("cancel", job_id))
-                except OSError:
-                    pass
+        for job_id in list(self.where):
+            self.cancel(job_id)
 
-    def shutdown(self, kill: bool = False) -> None:
+    def close(self, kill: bool = False) -> None:
         """Stop the workers: "stop" once their jobs are done, or with `kill` SIGTERM, which
         ends their jobs' processes and waits for an edit being put back; SIGKILL last."""
         for w in self.workers:
@@ -199,6 +207,11 @@ class _Stopper:
         os._exit(1)
 
 
+def _end(pid: int) -> None:
+    """End a cancelled job's command tree, without holding up the caller."""
+    threading.Thread(target=kill_tree, args=(pid, CANCEL_GRACE_S), daemon=True).start()
+
+
 def _end_leftovers() -> None:
     """After the last job: end what steps left running (daemons re-parented to us)."""
     try:
@@ -225,9 +238,11 @@ def _worker_main(
     if warm:
         threading.Thread(target=_warm, args=(warm,), daemon=True).start()
     live: dict[int, int] = {}  # job id -> pid of its running command
+    cancelled: set[int] = set()  # jobs whose every command is ended (even one not yet started)
+    live_lock = threading.Lock()
     send_lock = threading.Lock()
 
-    def send(msg: Message) -> None:
+    def send(msg: Wire) -> None:
         with send_lock:
             try:
                 conn.send(msg)
@@ -236,10 +251,14 @@ def _worker_main(
 
     def work(job: Job) -> None:
         def register(pid: int | None) -> None:
-            if pid is None:
-                live.pop(job.id, None)
-            else:
+            with live_lock:
+                if pid is None:
+                    live.pop(job.id, None)
+                    return
                 live[job.id] = pid
+                if job.id not in cancelled:
+                    return
+            _end(pid)
 
         try:
             result = run_job(job, lambda text: send(("event", job.id, text)), register, cancel)
@@ -259,9 +278,11 @@ def _worker_main(
             if not cancel.is_set():
                 pool.submit(work, msg[1])
         elif msg[0] == "cancel":
-            pid = live.get(msg[1])
+            with live_lock:
+                cancelled.add(msg[1])
+                pid = live.get(msg[1])
             if pid is not None:
-                threading.Thread(target=kill_tree, args=(pid, 2.0), daemon=True).start()
+                _end(pid)
         elif msg[0] == "stop":
             pool.shutdown(wait=True)
             _end_leftovers()

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lokfile.errors import UsageError
-from lokfile.history.runs import read_output, resolve
+from lokfile.history.runs import read_output
+from lokfile.outcome import Status
 from lokfile.store.artifacts import Store
+from lokfile.store.refs import resolve
 from lokfile.store.rundb import RunDB
 
 SAME, CHANGED, ONLY_A, ONLY_B = "same", "changed", "only_a", "only_b"
@@ -167,7 +169,7 @@ def _diff_step(
 
 def _outcome(status: str | None) -> str | None:
     """Ran and reused are the same outcome: a reused result is the result."""
-    return "ok" if status in ("ran", "reused") else status
+    return "ok" if status in (Status.RAN, Status.REUSED) else status
 
 
 # -- why: the key components ----------------------------------------------------

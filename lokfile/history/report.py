@@ -16,17 +16,19 @@ from typing import Any
 from lokfile.history.diff import CHANGED, SAME, RunDiff
 from lokfile.history.runs import human, took
 from lokfile.model import Workflow
+from lokfile.outcome import Status
 
 MAX_OUTPUT_CHARS = 200_000
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 170, 46, 60, 18, 12
 TL_LABEL, TL_WIDTH, TL_ROW = 170, 620, 22
 COLORS = {
-    "ran": "#2e7d32",
-    "reused": "#607d8b",
-    "failed": "#c62828",
-    "skipped": "#9e9e9e",
-    "interrupted": "#ef6c00",
+    Status.RAN: "#2e7d32",
+    Status.REUSED: "#607d8b",
+    Status.FAILED: "#c62828",
+    Status.SKIPPED: "#9e9e9e",
+    Status.INTERRUPTED: "#ef6c00",
 }
+_TIMED = (Status.RAN, Status.FAILED)  # statuses whose time was spent in this run
 
 
 def workflow_edges(
@@ -143,7 +145,7 @@ def dag_svg(steps: list[dict[str, Any]], edges: dict[str, list[str]]) -> str:
     for s in steps:
         x, y = xy(s["name"])
         color = COLORS.get(s["status"], "#9e9e9e")
-        timing = human(took(s)) if s["status"] in ("ran", "failed") else s["status"]
+        timing = human(took(s)) if s["status"] in _TIMED else s["status"]
         label = _short(s["name"], 22)
         out.append(
             f'<a href="#step-{e(s["name"])}"><g class="node" data-step="{e(s["name"])}"'
@@ -199,7 +201,7 @@ def timeline_svg(steps: list[dict[str, Any]], wall: float | None) -> str:
             f"{e(_short(label, 24))}<title>{e(label)}</title></text>"
         )
         start, length = _span(r)
-        if start >= 0 and r["status"] in ("ran", "failed", "interrupted"):
+        if start >= 0 and r["status"] in (*_TIMED, Status.INTERRUPTED):
             x = TL_LABEL + start * scale
             w = max(2.0, length * scale)
             h = TL_ROW - (10 if is_unit else 6)
@@ -241,7 +243,7 @@ def _step_html(s: dict[str, Any]) -> str:
     if s.get("model"):
         via += f" ({s['model']})"
     meta = [e(s["status"])]
-    if s["status"] in ("ran", "failed"):
+    if s["status"] in _TIMED:
         meta.append(e(human(took(s))))
     if via:
         meta.append(e(via))
@@ -252,7 +254,7 @@ def _step_html(s: dict[str, Any]) -> str:
         f'<h3><span class="dot s-{e(s["status"])}"></span>{e(s["name"])}'
         f'<span class="smeta">{" · ".join(meta)}</span></h3>',
     ]
-    if s.get("error") and s["status"] == "failed":
+    if s.get("error") and s["status"] == Status.FAILED:
         out.append(f'<p class="error">{e(s["error"])}</p>')
     answers = [
         u for u in s["units"] if u["unit"].startswith("backend:") or u["unit"] == "synthesis"
@@ -261,7 +263,7 @@ def _step_html(s: dict[str, Any]) -> str:
         out.append('<div class="answers">')
         for u in answers:
             label = u["unit"].removeprefix("backend:")
-            extra = f" · {human(took(u))}" if u["status"] in ("ran", "failed") else ""
+            extra = f" · {human(took(u))}" if u["status"] in _TIMED else ""
             out.append(
                 f'<div class="answer" data-unit="{e(u["unit"])}" data-status="{e(u["status"])}">'
                 f'<h4>{e(label)} <span class="smeta">{e(u["status"])}{e(extra)}</span></h4>'

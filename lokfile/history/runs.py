@@ -1,23 +1,23 @@
-"""Run history as people ask for it: references, the list of runs, one run in detail.
+"""Run history as people ask for it: the list of runs, one run in detail.
 
-A run reference is `latest`, `latest~N` (N runs before the latest of the same
-workflow, as git counts parents), a run id, a unique prefix of one, or any of
-those followed by `~N`. Everything here reads; nothing writes the history.
+Runs are named by references (`latest`, `latest~N`, an id or its prefix,
+`REF~N`), resolved by lokfile.store.refs. Everything here reads; nothing
+writes the history.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from lokfile.errors import UsageError
+from lokfile.outcome import RunStatus, Status
 from lokfile.project import Project
+from lokfile.reporters import GLYPH
 from lokfile.store.artifacts import Store
 from lokfile.store.rundb import RunDB
 
-_REF = re.compile(r"^(?P<base>[^~]*)(?:~(?P<back>\d*))?$")
-GLYPH = {"ran": "✓", "reused": "=", "failed": "✗", "skipped": "-", "interrupted": "!"}
+_TIMED = (Status.RAN, Status.FAILED)  # statuses whose time was spent in this run
 PREVIEW_LINES = 6
 MAX_ITEM_LINES = 8
 
@@ -29,57 +29,6 @@ def open_db(project: Project) -> RunDB:
             f"no runs recorded in {project.root}", "run a workflow first: lok run NAME"
         )
     return RunDB.open(project.db_path)
-
-
-def resolve(db: RunDB, ref: str | None, workflow: str | None = None) -> dict[str, Any]:
-    """The run row that `ref` names (`latest` when None), within `workflow` when given."""
-    text = (ref or "latest").strip()
-    m = _REF.match(text)
-    if m is None:
-        raise UsageError(f"'{text}' is not a run reference", _REF_HINT)
-    base = m.group("base") or "latest"
-    back = 0 if m.group("back") is None else int(m.group("back") or 1)
-    if base == "latest":
-        rows = db.runs(workflow, limit=1)
-        if not rows:
-            where = f" of workflow '{workflow}'" if workflow else ""
-            raise UsageError(f"there is no run{where} yet", "run it first: lok run NAME")
-        row = rows[0]
-    else:
-        row = _by_prefix(db, base, workflow)
-    if back:
-        older = [r for r in db.runs(row["workflow"]) if _older(r, row)]
-        if back > len(older):
-            raise UsageError(
-                f"'{text}': workflow '{row['workflow']}' has only {len(older)} run(s) before "
-                f"{row['id']}",
-                "`lok runs list` shows the runs",
-            )
-        row = older[back - 1]
-    return row
-
-
-_REF_HINT = "use latest, latest~N, a run id or a unique prefix of one (`lok runs list`)"
-
-
-def _older(candidate: dict[str, Any], than: dict[str, Any]) -> bool:
-    return bool((candidate["started"], candidate["id"]) < (than["started"], than["id"]))
-
-
-def _by_prefix(db: RunDB, prefix: str, workflow: str | None) -> dict[str, Any]:
-    exact = db.run(prefix)
-    if exact is not None:
-        return exact
-    matches = [r for r in db.runs(workflow) if r["id"].startswith(prefix)]
-    if not matches:
-        raise UsageError(f"no run '{prefix}'", _REF_HINT)
-    if len(matches) > 1:
-        shown = ", ".join(r["id"] for r in matches[:4])
-        raise UsageError(
-            f"run '{prefix}' is ambiguous: {len(matches)} runs match ({shown}…)",
-            "give more characters of the run id",
-        )
-    return matches[0]
 
 
 # -- formatting -------------------------------------------------------------
@@ -159,7 +108,8 @@ def render_list(summaries: list[dict[str, Any]]) -> str:
 def _took(summary: dict[str, Any]) -> str:
     if summary["duration_s"] is not None:
         return human(summary["duration_s"])
-    return "running" if summary["status"] == "running" else "-"
+    running = summary["status"] == RunStatus.RUNNING
+    return RunStatus.RUNNING.value if running else "-"
 
 
 # -- one run in detail --------------------------------------------------------
@@ -249,7 +199,9 @@ def read_output(store: Store, digest: str | None) -> tuple[str | None, bool]:
 
 def render_show(doc: dict[str, Any], full: bool = False) -> str:
     """The text of `lok runs show`: a header, one line per step, backend answers, outputs."""
-    dur = {"running": "still running", "-": "an unknown time"}.get(_took(doc), _took(doc))
+    dur = {RunStatus.RUNNING.value: "still running", "-": "an unknown time"}.get(
+        _took(doc), _took(doc)
+    )
     lines = [
         f"Run {doc['id']}  {doc['workflow']}  {doc['status']}",
         f"  started {doc['started_local']}, took {dur}"
@@ -300,14 +252,14 @@ def took(s: dict[str, Any]) -> float:
 
 def _step_cells(s: dict[str, Any], indent: str) -> tuple[str, ...]:
     """(name, status, timing, backend, reason) of one step or unit line."""
-    timing = human(took(s)) if s["status"] in ("ran", "failed") else ""
+    timing = human(took(s)) if s["status"] in _TIMED else ""
     if s.get("offset_s") is not None and timing:
         timing = f"+{human(s['offset_s'])} {timing}"
     via = s.get("backend") or ""
     if s.get("model"):
         via += f" ({s['model']})"
     reason = s.get("reason") or ""
-    if s["status"] == "failed" and s.get("error"):
+    if s["status"] == Status.FAILED and s.get("error"):
         reason = _first_line(s["error"])
     name = f"{indent}{GLYPH.get(s['status'], '?')} {s['name']}"
     return name, s["status"], timing, via, reason
@@ -324,7 +276,7 @@ def _outputs(s: dict[str, Any], full: bool) -> list[str]:
         out += _block(s.get("output"), s.get("output_missing"), full=True)
     for u in answers:
         label = u["unit"].removeprefix("backend:")
-        timing = f", {human(took(u))}" if u["status"] in ("ran", "failed") else ""
+        timing = f", {human(took(u))}" if u["status"] in _TIMED else ""
         out += ["", f"  [{label}] {u['status']}{timing}"]
         out += _block(u.get("output"), u.get("output_missing"), full=full)
     return out

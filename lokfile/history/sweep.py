@@ -23,6 +23,7 @@ from typing import Any
 
 from lokfile.errors import StoreError, UsageError
 from lokfile.model import Config
+from lokfile.outcome import RunStatus
 from lokfile.store.artifacts import Store
 from lokfile.store.rundb import KeyEntry, RunDB
 
@@ -135,7 +136,7 @@ def _latest_link(store: Store) -> str | None:
 
 def _refuse_while_running(db: RunDB) -> None:
     for row in db.runs():  # a run whose coordinator is gone reads as interrupted
-        if row["status"] == "running":
+        if row["status"] == RunStatus.RUNNING:
             raise StoreError(
                 f"run {row['id']} of '{row['workflow']}' is in progress (pid {row['pid']})",
                 "let it finish, then run lok gc",
@@ -156,7 +157,7 @@ def _choose_runs(
         seen[wf] = n + 1
         if n == 0:
             protected.add(row["id"])
-        if row["status"] == "succeeded" and wf not in succeeded:
+        if row["status"] == RunStatus.SUCCEEDED and wf not in succeeded:
             succeeded.add(wf)
             protected.add(row["id"])
         if keep is None or n < keep:

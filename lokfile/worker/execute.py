@@ -85,7 +85,15 @@ def run_job(
             raise
         message = f"step '{job.step}': {full.message}"
         return JobResult(
-            job.id, False, f"Error: {message}", None, message, "disk_full", 1, started, time.time()
+            id=job.id,
+            success=False,
+            output=f"Error: {message}",
+            digest=None,
+            error=message,
+            error_kind="disk_full",
+            attempts=1,
+            started=started,
+            ended=time.time(),
         )
 
 
@@ -128,15 +136,15 @@ def _run_job(
     if not last.ok:
         text = f"Error: {last.error}"
         return JobResult(
-            job.id,
-            False,
-            text,
-            store.put_text(text),
-            last.error,
-            last.kind,
-            attempts,
-            started,
-            time.time(),
+            id=job.id,
+            success=False,
+            output=text,
+            digest=store.put_text(text),
+            error=last.error,
+            error_kind=last.kind,
+            attempts=attempts,
+            started=started,
+            ended=time.time(),
             model=last.model,
         )
     outputs: dict[str, str] = {}
@@ -148,34 +156,32 @@ def _run_job(
                 err = f"declared output '{rel}' was not written by the command"
                 text = f"Error: {err}"
                 return JobResult(
-                    job.id,
-                    False,
-                    text,
-                    store.put_text(text),
-                    err,
-                    "output_missing",
-                    attempts,
-                    started,
-                    time.time(),
+                    id=job.id,
+                    success=False,
+                    output=text,
+                    digest=store.put_text(text),
+                    error=err,
+                    error_kind="output_missing",
+                    attempts=attempts,
+                    started=started,
+                    ended=time.time(),
                 )
             st = path.stat()
             digest = store.put_file(path)
             outputs[rel] = digest
             stats.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, digest))
     return JobResult(
-        job.id,
-        True,
-        last.text,
-        store.put_text(last.text),
-        None,
-        None,
-        attempts,
-        started,
-        time.time(),
-        outputs,
-        stats,
-        last.model,
-        last.snapshot,
+        id=job.id,
+        success=True,
+        output=last.text,
+        digest=store.put_text(last.text),
+        attempts=attempts,
+        started=started,
+        ended=time.time(),
+        outputs=outputs,
+        output_stats=stats,
+        model=last.model,
+        snapshot=last.snapshot,
     )
 
 

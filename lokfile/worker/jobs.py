@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from lokfile.model import BackendConfig
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShellJob:
     command: str  # the command as rendered (see shellrun for how it starts)
     outputs: tuple[str, ...] = ()  # declared output files, relative to cwd
     wrapper: str | None = None  # [defaults] command_wrapper, applied when it starts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QueryJob:
     backend: BackendConfig
     prompt: str
@@ -31,7 +31,7 @@ class QueryJob:
     answer: str | None = None  # an answer already chosen (multi-backend edits): apply, don't ask
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EditSettings:
     """What to do with an answer after it arrives; see lokfile.worker.edits."""
 
@@ -41,7 +41,7 @@ class EditSettings:
     command_wrapper: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Job:
     """Everything a worker needs; plain data, so it pickles and could run on another host."""
 
@@ -57,7 +57,7 @@ class Job:
     run_id: str = ""  # the run it belongs to (an edit's journal names it)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobResult:
     id: int
     success: bool
@@ -72,3 +72,4 @@ class JobResult:
     output_stats: list[tuple[str, int, int, int, str]] = field(default_factory=list)
     model: str | None = None
     snapshot: str | None = None  # edit snapshot manifest digest, when the step edited files
+    worker: str = "local"  # where it ran: "local" (a worker process of this host), "inline", …

@@ -1,0 +1,258 @@
+"""Dispatch: a stale unit becomes a job, waits for a slot, runs on the executor.
+
+    stale unit ──describe──> Job ──> queue ──start()──> executor.submit
+                                      │  held while -j slots are full, the unit's
+                                      │  backend is at its `concurrency`, or (with
+                                      │  `[defaults] parallel = false`) another
+                                      │  backend of the same step is being asked
+    finished(timeout) <── JobEvent (a StepNote) · JobResult · JobCrashed
+
+The queue keeps its order: a job held for its backend keeps its place, and
+the jobs behind it that can run, run. The executor is made on the first job
+(a run where every step is fresh makes none) from the factory api handed in;
+this module never knows which kind it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from lokfile.engine.units import Unit, UnitSpec
+from lokfile.events import StepNote, UnitStarted
+from lokfile.executors import Executor, ExecutorFactory, JobCrashed, JobEvent
+from lokfile.model import Config, Status, Step, StepKind, Workflow
+from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
+
+Say = Callable[[StepNote | UnitStarted], None]
+
+
+class _Queued(NamedTuple):
+    job: Job
+    unit: Unit
+    backend: str  # "" for a shell step
+    lane: str  # "": none; else at most one job of the lane runs at a time (its step's name)
+
+
+def describe(
+    step: Step, spec: UnitSpec, *, job_id: int, config: Config, root: Path, runs_dir: Path, run_id: str
+) -> Job:
+    """The job that runs one unit: plain data, so any executor can take it."""
+    timeout = step.timeout_ms / 1000 if step.timeout_ms else None
+    work: ShellJob | QueryJob
+    if spec.command is not None:
+        wrapper = config.defaults.command_wrapper
+        work = ShellJob(command=spec.command, outputs=step.outputs, wrapper=wrapper)
+    else:
+        assert spec.backend is not None and spec.prompt is not None
+        work = QueryJob(
+            backend=spec.backend,
+            prompt=spec.prompt,
+            system=spec.system,
+            model=step.model,
+            temperature=step.temperature,
+            seed=step.seed,
+            max_tokens=step.max_tokens,
+            edits=_edit_settings(step, spec, config),
+            answer=spec.answer,
+        )
+    return Job(
+        id=job_id,
+        step=step.name,
+        unit=spec.unit,
+        work=work,
+        cwd=str(root),
+        runs_dir=str(runs_dir),
+        timeout_s=timeout,
+        retries=step.retries,
+        retry_delay_s=step.retry_delay_ms / 1000,
+        run_id=run_id,
+    )
+
+
+def _edit_settings(step: Step, spec: UnitSpec, config: Config) -> EditSettings | None:
+    """Edits/verify ride on one unit: the step's own, or the "apply" unit of a multi-backend step."""
+    if not (step.apply_edits or step.verify):
+        return None
+    if spec.unit.startswith("backend:") or spec.unit == "synthesis":
+        return None
+    wrapper = config.defaults.command_wrapper
+    return EditSettings(
+        apply_edits=step.apply_edits,
+        verify=spec.verify,
+        fix_retries=step.fix_retries,
+        command_wrapper=wrapper,
+    )
+
+
+class Dispatch:
+    """The jobs of one run between the coordinator and the executor."""
+
+    def __init__(
+        self,
+        *,
+        make_executor: ExecutorFactory,
+        slots: int,
+        workflow: Workflow,
+        config: Config,
+        root: Path,
+        runs_dir: Path,
+        run_id: str,
+        say: Say,
+    ) -> None:
+        self.make_executor = make_executor
+        self.slots = slots
+        self.wf = workflow
+        self.config = config
+        self.root = root
+        self.runs_dir = runs_dir
+        self.run_id = run_id
+        self.say = say
+        self.executor: Executor | None = None
+        self.queue: deque[_Queued] = deque()
+        self.inflight: dict[int, _Queued] = {}
+        self.per_backend: dict[str, int] = {}
+        self.lanes: set[str] = set()  # lanes with a job running
+        # `parallel = false`: a step's backends are asked one after another, in list order
+        self.one_backend_at_a_time = not config.defaults.parallel
+        self.next_id = 1
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing running."""
+        return not self.inflight and not self.queue
+
+    def add(self, step: Step, unit: Unit) -> None:
+        """Queue the job of a stale `unit` of `step` (submitted by the next `start`)."""
+        job = describe(
+            step,
+            unit.spec,
+            job_id=self.next_id,
+            config=self.config,
+            root=self.root,
+            runs_dir=self.runs_dir,
+            run_id=self.run_id,
+        )
+        self.next_id += 1
+        backend = unit.spec.backend.name if unit.spec.backend else ""
+        lane = step.name if self.one_backend_at_a_time and unit.name.startswith("backend:") else ""
+        self.queue.append(_Queued(job, unit, backend, lane))
+
+    def start(self) -> None:
+        """Submit queued jobs while slots are free and their backends below their limit."""
+        if not self.queue:
+            return
+        if self.executor is None:
+            self.executor = self.make_executor(self.slots, self._backend_modules())
+        held: deque[_Queued] = deque()
+        while self.queue and len(self.inflight) < self.slots:
+            queued = self.queue.popleft()
+            job, unit, backend, lane = queued
+            limit = self._backend_limit(backend)
+            if (limit and self.per_backend.get(backend, 0) >= limit) or lane in self.lanes:
+                held.append(queued)
+                continue
+            self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
+            if lane:
+                self.lanes.add(lane)
+            self.inflight[job.id] = queued
+            self.say(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
+            self.executor.submit(job)
+        self.queue.extendleft(reversed(held))
+
+    def start_if_full(self) -> None:
+        """Start jobs once the queue alone fills the free slots (a long loop starts working
+        before all its items are keyed)."""
+        if len(self.queue) >= self.slots - len(self.inflight) > 0:
+            self.start()
+
+    def finished(self, timeout: float) -> Iterator[tuple[Unit, JobResult]]:
+        """Units whose jobs ended within `timeout` seconds, with their results (a crash
+        becomes a failed result); progress lines go out as StepNotes meanwhile."""
+        if self.executor is None:
+            return
+        for msg in self.executor.results(timeout):
+            if isinstance(msg, JobEvent):
+                running = self.inflight.get(msg.job)
+                if running:
+                    self.say(StepNote(running.unit.step, running.unit.name, msg.text))
+                continue
+            job_id = msg.job if isinstance(msg, JobCrashed) else msg.id
+            done = self.inflight.pop(job_id, None)
+            if done is None:
+                continue
+            self.per_backend[done.backend] -= 1
+            self.lanes.discard(done.lane)
+            yield done.unit, msg if isinstance(msg, JobResult) else _crashed(msg)
+
+    def concurrency(self) -> int:
+        """How many of the jobs in flight and queued can run at once: -j (and the
+        workflow's `concurrency`) over all of them, each backend's `concurrency` over its own,
+        one at a time per lane."""
+        per: dict[str, int] = {}
+        lanes: set[str] = set()
+        for queued in (*self.inflight.values(), *self.queue):
+            if queued.lane:
+                if queued.lane in lanes:
+                    continue
+                lanes.add(queued.lane)
+            per[queued.backend] = per.get(queued.backend, 0) + 1
+        possible = 0
+        for backend, count in per.items():
+            limit = self._backend_limit(backend)
+            possible += min(count, limit) if limit else count
+        return min(self.slots, possible)
+
+    def interrupt(self, reason: str) -> None:
+        """End every running job; the units in flight are interrupted, the queue dropped."""
+        if self.executor is not None:
+            self.executor.cancel_all()
+        for queued in list(self.inflight.values()):
+            queued.unit.status = Status.INTERRUPTED
+            queued.unit.reason = reason
+        self.inflight.clear()
+        self.lanes.clear()
+        self.queue.clear()
+
+    def close(self, kill: bool) -> bool:
+        """Close the executor; False when no job ever ran (there was none)."""
+        if self.executor is None:
+            return False
+        self.executor.close(kill=kill)
+        return True
+
+    def _backend_modules(self) -> tuple[str, ...]:
+        """Modules of the backend types this run may query, for workers to import early."""
+        from lokfile.backends import BUILTIN_TYPES
+
+        types = {b.type for b in self.config.backends.values() if b.enabled}
+        used = {n for s in self.wf.steps if s.kind is StepKind.LLM for n in s.backends}
+        if "auto" not in used:
+            types = {self.config.backends[n].type for n in used if n in self.config.backends}
+        return tuple(
+            sorted({BUILTIN_TYPES[t].partition(":")[0] for t in types if t in BUILTIN_TYPES})
+        )
+
+    def _backend_limit(self, name: str) -> int | None:
+        if not name:
+            return None
+        cfg = self.config.backends.get(name)
+        return cfg.concurrency if cfg else None
+
+
+def _crashed(msg: JobCrashed) -> JobResult:
+    now = time.time()
+    return JobResult(
+        id=msg.job,
+        success=False,
+        output=f"Error: internal error: {msg.error}",
+        digest=None,
+        error=f"internal error: {msg.error}",
+        error_kind="failed",
+        attempts=1,
+        started=now,
+        ended=now,
+    )

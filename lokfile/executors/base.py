@@ -1,0 +1,67 @@
+"""The executor interface: what the coordinator may ask of the place jobs run.
+
+Five calls and three kinds of message; see the package docstring
+(lokfile/executors/__init__.py) for the picture. A job is a plain, picklable
+description (lokfile/worker/jobs.py) and so is everything that comes back,
+so an executor may run it in a thread, a child process or on another host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol
+
+from lokfile.worker.jobs import Job, JobResult
+
+Handle = int  # a submitted job's id: its events, its result or its crash name it
+
+
+class JobEvent(NamedTuple):
+    """A line of progress from a running job (a retry, a fix attempt)."""
+
+    job: Handle
+    text: str
+
+
+class JobCrashed(NamedTuple):
+    """A job that ended without a result: its worker died, or a bug in lok raised."""
+
+    job: Handle
+    error: str
+
+
+Message = JobEvent | JobResult | JobCrashed
+
+
+class Executor(Protocol):
+    """Runs jobs somewhere; the coordinator sees only these calls."""
+
+    def submit(self, job: Job) -> Handle:
+        """Start `job` (at once: the coordinator keeps the queue and the limits)."""
+        ...
+
+    def results(self, timeout: float | None) -> Iterator[Message]:
+        """What the running jobs report within `timeout` seconds; nothing when none runs.
+        Each job ends with exactly one JobResult or JobCrashed."""
+        ...
+
+    def cancel(self, handle: Handle) -> None:
+        """End the job's command, and any it starts later (a retry); its result still
+        arrives, as a failure."""
+        ...
+
+    def cancel_all(self) -> None:
+        """Cancel every job not yet ended."""
+        ...
+
+    def close(self, kill: bool = False) -> None:
+        """Release the executor: after the running jobs are done, or with `kill` at once
+        (an edit being put back is still let finish)."""
+        ...
+
+
+class ExecutorFactory(Protocol):
+    """Makes the executor of one run, on its first job (a run where every step is fresh
+    makes none): `slots` jobs at most at once, `warm` the backend modules to import early."""
+
+    def __call__(self, slots: int, warm: tuple[str, ...]) -> Executor: ...

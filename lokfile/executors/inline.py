@@ -1,0 +1,120 @@
+"""An executor on threads of this process: the same jobs, the same messages, no fork.
+
+    coordinator ── submit(job) ──> thread pool (up to `slots` threads)
+         ^                            └── lokfile.worker.execute.run_job(job)
+         └──── results(timeout) <── one queue: JobEvent · JobResult · JobCrashed
+
+For tests that drive the coordinator directly and for tools that embed lok:
+each job runs exactly as it would in a worker process (run_job: retries,
+timeouts, the store), its result says `worker = "inline"`. What it does not
+give is the worker process's guarantees (lokfile/executors/local.py): no
+session and no subreaper of its own, so a daemon a step leaves behind is not
+ended, and a backend query in flight runs to its own end when the executor
+is closed with `kill`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
+from lokfile.process.tree import kill_tree
+from lokfile.worker.cancel import Cancel
+from lokfile.worker.jobs import Job, JobResult
+
+KILL_GRACE_S = 2.0  # SIGTERM to SIGKILL for a cancelled job's command, as in a worker
+
+
+class InlineExecutor:
+    """Run jobs on up to `slots` threads (an Executor); `warm` is accepted and ignored:
+    a backend module is imported by the first job that needs it, in this process."""
+
+    def __init__(self, slots: int, warm: tuple[str, ...] = ()) -> None:
+        self.slots = max(1, slots)
+        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.stop = Cancel()  # set by close(kill=True): no job starts another attempt
+        self.running: set[Handle] = set()  # submitted, result not yet handed out
+        self.live: dict[Handle, int] = {}  # job -> pid of the command it is running
+        self.cancelled: set[Handle] = set()  # jobs whose every command is ended at once
+        self.lock = threading.Lock()
+        self.threads: ThreadPoolExecutor | None = None
+
+    def submit(self, job: Job) -> Handle:
+        if self.threads is None:
+            self.threads = ThreadPoolExecutor(self.slots, thread_name_prefix="lok-job")
+        self.running.add(job.id)
+        self.threads.submit(self._work, job)
+        return job.id
+
+    def _work(self, job: Job) -> None:
+        def register(pid: int | None) -> None:
+            with self.lock:
+                if pid is None:
+                    self.live.pop(job.id, None)
+                    return
+                self.live[job.id] = pid
+                if job.id not in self.cancelled:
+                    return
+            self._end(pid)  # cancelled before its command had started
+
+        def emit(text: str) -> None:
+            self.inbox.put(JobEvent(job.id, text))
+
+        from lokfile.worker.execute import run_job
+
+        msg: Message
+        try:
+            msg = replace(run_job(job, emit, register, self.stop), worker="inline")
+        except BaseException:  # lok's own bug: the job crashed, the executor goes on
+            msg = JobCrashed(job.id, traceback.format_exc(limit=5))
+        self.inbox.put(msg)
+
+    def results(self, timeout: float | None) -> Iterator[Message]:
+        if not self.running:
+            return
+        try:
+            msg = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(msg, JobResult):
+                self.running.discard(msg.id)
+            elif isinstance(msg, JobCrashed):
+                self.running.discard(msg.job)
+            yield msg
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def cancel(self, handle: Handle) -> None:
+        with self.lock:
+            self.cancelled.add(handle)
+            pid = self.live.get(handle)
+        if pid is not None:
+            self._end(pid)
+
+    @staticmethod
+    def _end(pid: int) -> None:
+        threading.Thread(target=kill_tree, args=(pid, KILL_GRACE_S), daemon=True).start()
+
+    def cancel_all(self) -> None:
+        for handle in list(self.running):
+            self.cancel(handle)
+
+    def close(self, kill: bool = False) -> None:
+        if self.threads is None:
+            return
+        if kill:
+            self.stop.set()
+            with self.lock:
+                pids = list(self.live.values())
+            for pid in pids:
+                kill_tree(pid, KILL_GRACE_S)
+        self.threads.shutdown(wait=True, cancel_futures=kill)
+        self.threads = None
