@@ -49,6 +49,7 @@ from lokfile.model import Config, RunStatus, Status, Step, Workflow
 from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id
 from lokfile.store.artifacts import Store, output_filename
 from lokfile.store.rundb import RunDB
+from lokfile.store.seams import ActionCache, LocalActionCache
 from lokfile.worker.jobs import JobResult
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -104,6 +105,7 @@ class Coordinator:
         options: RunOptions,
         report: Reporter,
         executor: ExecutorFactory,
+        cache: ActionCache | None = None,
     ) -> None:
         self.wf = workflow
         self.config = config
@@ -135,11 +137,13 @@ class Coordinator:
             run_id=self.run_id,
             say=report,
         )
+        if cache is None and db is not None:
+            cache = LocalActionCache(db)  # the action cache is the history's `keys` table
         self.freshness = Freshness(
             root,
             config,
             store,
-            db,
+            cache,
             self.fp,
             self.last,
             (options.force_all, options.force_steps),
@@ -147,7 +151,9 @@ class Coordinator:
         )
         self.context = TemplateContext(workflow, options.args, options.named, self.results)
         record = options.record and not options.dry_run
-        self.recorder = Recorder(db, self.fp, workflow.name, self.run_id, self.last, record)
+        self.recorder = Recorder(
+            db, cache, self.fp, workflow.name, self.run_id, self.last, record
+        )
 
     # -- the loop ------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 `Freshness.judge()` computes a unit's key components, its key, and either
 settles it from the store (fresh: the stored output, declared outputs restored
-when they vanished) or says why it must run. It reads the run history and the
-store; it writes only declared outputs it restores.
+when they vanished) or says why it must run. It reads the action cache and the
+artifact store (the store's two seams, `store.seams`); it writes only declared
+outputs it restores.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.units import Unit, UnitSpec
 from lokfile.model import Config, Step
 from lokfile.outcome import Status
-from lokfile.store.artifacts import Store
-from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
+from lokfile.store.rundb import KeyEntry, LastAttempt
+from lokfile.store.seams import ActionCache, ArtifactStore
 
 
 class Freshness:
@@ -30,8 +31,8 @@ class Freshness:
         self,
         root: Path,
         config: Config,
-        store: Store,
-        db: RunDB | None,
+        store: ArtifactStore,
+        cache: ActionCache | None,
         fp: Fingerprinter,
         last: dict[tuple[str, str], LastAttempt],
         forced: tuple[bool, frozenset[str]],
@@ -40,7 +41,7 @@ class Freshness:
         self.root = root
         self.config = config
         self.store = store
-        self.db = db
+        self.cache = cache  # None: no history (nothing can be fresh)
         self.fp = fp
         self.last = last
         self.force_all, self.force_steps = forced
@@ -109,7 +110,7 @@ class Freshness:
             return unit, plan.CACHE_OFF
         if step.is_volatile and spec.command is not None:
             return unit, plan.VOLATILE
-        entry = self.db.key_entry(key) if self.db else None
+        entry = self.cache.lookup(key) if self.cache else None
         if entry is None:
             prev = self.last.get((step.name, spec.unit))
             return unit, plan.explain(

@@ -2,7 +2,8 @@
 
 The coordinator calls `unit_done` when a job finishes, `step_rows` when a step
 is settled, and `commit` after each finished job: a finished step's key is in
-the database before the next step starts, so a kill -9 never loses it. Rows of
+the action cache (`store.seams`), in the same transaction as its rows, before
+the next step starts, so a kill -9 never loses it. Rows of
 steps that were merely reused wait for the next commit (they can be derived
 again), which keeps a no-op run to a handful of transactions.
 """
@@ -18,6 +19,7 @@ from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.units import Unit
 from lokfile.outcome import Status, StepResult
 from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
+from lokfile.store.seams import ActionCache
 from lokfile.worker.jobs import JobResult
 
 
@@ -27,6 +29,7 @@ class Recorder:
     def __init__(
         self,
         db: RunDB | None,
+        cache: ActionCache | None,
         fp: Fingerprinter,
         workflow: str,
         run_id: str,
@@ -34,6 +37,7 @@ class Recorder:
         enabled: bool,
     ) -> None:
         self.db = db
+        self.cache = cache
         self.fp = fp
         self.workflow = workflow
         self.run_id = run_id
@@ -75,9 +79,9 @@ class Recorder:
 
     def write(self) -> None:
         """Write everything buffered (inside the caller's transaction)."""
-        assert self.db is not None
+        assert self.db is not None and self.cache is not None
         for entry, step in self.keys:
-            self.db.put_key(entry, step, self.workflow)
+            self.cache.record(entry, step, self.workflow)
         for step, unit, key, comp, status in self.attempts:
             self.db.set_last_attempt(self.workflow, step, unit, key, comp, status)
         self.db.record_results(self.rows)

@@ -220,10 +220,11 @@ def replay(
         if not os.path.isfile(f"{objects}/{algo}/{hexpart[:2]}/{hexpart[2:]}"):
             return None
     from lokfile.store.rundb import RunDB
+    from lokfile.store.seams import LocalActionCache
 
     db = RunDB.open(root / ".lok" / "lok.db")
     try:
-        if not db.has_keys(doc["keys"]):
+        if not LocalActionCache(db).has_all(doc["keys"]):
             return None
         return _record_replay(root, doc, store, db, report)
     finally:

@@ -19,7 +19,7 @@ from lokfile import hashing
 from lokfile.model import BackendConfig, Config, Status, Step, StepKind
 
 if TYPE_CHECKING:
-    from lokfile.store.artifacts import Store
+    from lokfile.store.seams import ArtifactStore
 
 @dataclass(frozen=True, kw_only=True)
 class UnitEnv:
@@ -27,7 +27,7 @@ class UnitEnv:
     settings, the store (to read answers back), whether this is a dry run."""
 
     config: Config
-    store: Store
+    store: ArtifactStore
     dry_run: bool = False
 
     def backend_config(self, name: str) -> BackendConfig:

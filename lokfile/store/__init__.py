@@ -3,10 +3,14 @@
     artifacts  content-addressed artifacts (`objects/`) and the run folders
     rundb      the run history in `.lok/lok.db` (SQLite): runs, results, keys, cached answers
     refs       run references (`latest`, `latest~N`, ids, prefixes) resolved over the history
+    seams      the interfaces the engine uses: `ArtifactStore` (bytes by digest) and
+               `ActionCache` (a unit's key -> its result), with the local action cache
 
-The seams are `artifacts.Store` (put bytes, get them back by digest) and
-`rundb.RunDB`. This face imports nothing (the fast path opens both):
-`from lokfile.store.artifacts import Store`, `from lokfile.store.rundb import RunDB`.
+The engine reads and writes results only through `seams.ArtifactStore` (today
+`artifacts.Store`) and `seams.ActionCache` (today `seams.LocalActionCache` over
+`rundb.RunDB`); run folders and the history stay local. This face imports
+nothing (the fast path opens the modules it needs):
+`from lokfile.store.seams import ActionCache`, `from lokfile.store.rundb import RunDB`.
 """
 
-__all__ = ["artifacts", "refs", "rundb"]
+__all__ = ["artifacts", "refs", "rundb", "seams"]
