@@ -21,6 +21,19 @@ def test_version_prints_the_version() -> None:
     assert proc.stdout.strip() == f"lok {__version__}"
 
 
+def test_version_loads_neither_click_nor_the_command_table() -> None:
+    for flag in ("--version", "-V"):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "lokfile", flag],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0 and proc.stdout == f"lok {__version__}\n"
+        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+        assert "click" not in imported and "lokfile.cli" not in imported
+
+
 def test_help_lists_every_command_with_its_summary() -> None:
     proc = _lok("--help")
     assert proc.returncode == 0
