@@ -23,7 +23,9 @@ ORIGINAL = "def ratio(a, b):\n    return a / b\n"
 FIXED = "def ratio(a, b):\n    return a / b if b else 0\n"
 FIX = json.dumps(
     {
-        "edits": [{"file": "src/calc.py", "old": "return a / b", "new": "return a / b if b else 0"}],
+        "edits": [
+            {"file": "src/calc.py", "old": "return a / b", "new": "return a / b if b else 0"}
+        ],
         "summary": "guard ratio",
     }
 )
@@ -98,7 +100,11 @@ def test_after_a_revert_the_stored_edit_is_applied_again_without_asking(
     git(repo, "checkout", "-q", "-f", "main")  # the fix is gone from the tree
     assert calc(repo) == ORIGINAL
     status = lok(repo, "status", "heal")
-    assert status.stdout.split(None, 2) == ["fix", "stale", "edits reverted: re-apply 1 stored edit\n"]
+    assert status.stdout.split(None, 2) == [
+        "fix",
+        "stale",
+        "edits reverted: re-apply 1 stored edit\n",
+    ]
     plan = run_json(repo, "--dry-run", "heal")
     assert plan["steps"][0]["reason"] == "edits reverted: re-apply 1 stored edit"
     assert calc(repo) == ORIGINAL  # a plan writes nothing
