@@ -221,7 +221,7 @@ def _ensure_lok_dir(project: Project, report: Reporter) -> None:
     folders: `lok init` makes the folder a project."""
     from lokfile.errors import UsageError
     from lokfile.events import Notice
-    from lokfile.project import GITIGNORE, in_git_repository
+    from lokfile.project import gitignore_update, in_git_repository
 
     if not project.lok_dir.is_dir():
         if not (project.config_path.is_file() or in_git_repository(project.root)):
@@ -239,17 +239,25 @@ def _ensure_lok_dir(project: Project, report: Reporter) -> None:
             )
         )
     path = project.lok_dir / ".gitignore"
-    if not path.exists():
+    try:
+        current: str | None = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = None
+    except (OSError, UnicodeDecodeError):
+        return  # not ours to read: leave it as it is
+    text = gitignore_update(current)  # None: it already ignores all of lok's own
+    if text is not None:
         from lokfile.errors import disk_full
 
         try:
             project.lok_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(GITIGNORE)
+            path.write_text(text, encoding="utf-8")
         except OSError as exc:
             full = disk_full(exc, ".gitignore", project.lok_dir)
             if full is None:
                 raise
-            path.unlink(missing_ok=True)
+            if current is None:
+                path.unlink(missing_ok=True)
             raise full from exc
 
 

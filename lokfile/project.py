@@ -62,10 +62,43 @@ class Project:
         return self.root / "lok.toml"
 
 
+# Everything lok writes for itself, named one by one (so a file of the user's own under
+# .lok/ stays visible to git), the ignore file included: a workflow that commits with
+# `git add -A` must not carry it. `.lok/workflows/` is not listed: it is the user's.
 GITIGNORE = """\
-# lok's run history and stored outputs (workflows/ stays in git)
+# lok's own state stays out of git, this file included (.lok/workflows/ is yours to commit)
+.gitignore
+tmp/
 runs/
 state/
 lok.db
 lok.db-*
 """
+
+# the lines earlier versions of lok wrote, which a run may replace with GITIGNORE wholesale
+_EARLIER_LINES = frozenset(
+    {
+        "# lok's run history and stored outputs (workflows/ stays in git)",
+        "runs/",
+        "state/",
+        "lok.db",
+        "lok.db-*",
+    }
+)
+
+
+def gitignore_update(current: str | None) -> str | None:
+    """The text `.lok/.gitignore` should hold, given what it holds now (None: no file);
+    None when nothing needs to change. A file lok wrote (any version) becomes today's
+    text; one with lines of the user's own keeps them, with lok's missing entries added
+    at the end."""
+    if current is None:
+        return GITIGNORE
+    have = current.splitlines()
+    ours = GITIGNORE.splitlines()
+    missing = [line for line in ours if line and not line.startswith("#") and line not in have]
+    if not missing:
+        return None
+    if all(not line.strip() or line in _EARLIER_LINES or line in ours for line in have):
+        return GITIGNORE
+    return "\n".join([*have, *missing]) + "\n"

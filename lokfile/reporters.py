@@ -274,6 +274,7 @@ def _in_order(outcome: Any) -> Iterator[tuple[str, Any, Status]]:
             yield name, r, r.status
 
 
+REAPPLIED = "re-applied "  # how lokfile.engine.reasons.reapply() says it, once done
 PLAN_LABEL = {Status.STALE: "would run", Status.REUSED: "fresh"}
 RESULT_TAG = {
     Status.RAN: "OK",
@@ -308,6 +309,8 @@ def results_block(outcome: Any) -> str:
             continue
         tag = RESULT_TAG.get(status, status.value.upper())
         note = ", reused" if status is Status.REUSED else ""
+        if status is Status.RAN and r.reason.startswith(REAPPLIED):
+            note = f", {r.reason}"  # stored edits written again: no backend was asked
         lines.append(f"[{tag}] {name} ({r.duration:.1f}s{note})")
         lines.append("")
         text = r.output if status is not Status.SKIPPED else f"Skipped: {r.reason}"

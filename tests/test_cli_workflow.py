@@ -279,7 +279,9 @@ def test_init_keeps_an_existing_gitignore_and_adds_what_is_missing(project: Path
     result = lok("init")
     assert result.exit_code == 0, result.stderr
     assert "updated .lok/.gitignore" in result.stdout
-    assert (project / ".lok/.gitignore").read_text() == "scratch/\nruns/\nstate/\nlok.db\nlok.db-*\n"
+    assert (project / ".lok/.gitignore").read_text() == (
+        "scratch/\nruns/\n.gitignore\ntmp/\nstate/\nlok.db\nlok.db-*\n"
+    )
     assert lok("init", "--force").stdout.count(".gitignore") == 0
 
 

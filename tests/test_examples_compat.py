@@ -186,6 +186,28 @@ def test_full_heal_example_files_fixes_pushes_and_opens_a_pr(world: World) -> No
     assert ["pr", "merge", "--squash", "--delete-branch"] in world.gh_calls()
 
 
+def test_full_heal_after_a_revert_reapplies_the_fix_and_the_pr_carries_it(world: World) -> None:
+    assert world.run("full-heal").exit_code == 0
+    asked = len(world.calls())
+    # the fix is gone from the tree; `gh pr merge --delete-branch` removed the branch
+    world.git("checkout", "-q", "-f", "main")
+    world.git("branch", "-q", "-D", "lok/heal")
+    world.git("push", "-q", "origin", "--delete", "lok/heal")
+    assert (world.root / "src/calc.py").read_text().endswith("return a / b\n")
+
+    done = world.run("full-heal", "--json")
+    assert done.exit_code == 0, done.stderr
+    steps = {s["name"]: s for s in json.loads(done.stdout)["steps"]}
+    assert (steps["fix"]["status"], steps["fix"]["reason"]) == ("ran", "re-applied 1 stored edit")
+    assert len(world.calls()) == asked  # no model was asked again
+    assert (world.root / "src/calc.py").read_text().endswith("return a / b if b else 0\n")
+    pushed = world.git("show", "lok/heal:src/calc.py", cwd=world.origin)
+    assert pushed.endswith("return a / b if b else 0")  # the commit the new PR is for has it
+    assert "+    return a / b if b else 0" in world.git("show", "lok/heal", "--", "src/calc.py")
+    prs = [a for a in world.gh_calls() if a[:2] == ["pr", "create"]]
+    assert len(prs) == 2 and prs[-1][prs[-1].index("--title") + 1] == "Guard ratio() when b is 0"
+
+
 def test_pick_and_propose_example_feeds_the_picked_number_to_gh(world: World) -> None:
     done = world.run("pick-and-propose")
     assert done.exit_code == 0, done.stderr

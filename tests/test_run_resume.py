@@ -115,3 +115,64 @@ def test_references_resolve_over_the_history_alone(tmp_path: Path) -> None:
         assert last_unfinished(db, "other")["id"] == "20260101-000002-bbbbbb"
     finally:
         db.close()
+
+
+SHIP = """
+name = "ship"
+[[steps]]
+name = "file-issue"
+shell = "echo filed >> {fired} && echo issue-1"
+
+[[steps]]
+name = "notes"
+shell = "echo notes"
+cache = false
+
+[[steps]]
+name = "push"
+depends_on = ["file-issue", "notes"]
+shell = "test -e {ok} && echo pushed {{{{ steps.file-issue.output }}}}"
+"""
+
+
+def fired(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_resume_never_fires_a_side_effect_that_already_succeeded(tmp_path: Path) -> None:
+    root, log, ok = tmp_path / "p", tmp_path / "fired.log", tmp_path / "ok"
+    (root / ".lok").mkdir(parents=True)
+    write(root, "ship.toml", SHIP.format(fired=log, ok=ok))
+    first = lok(root, "run", "ship.toml")
+    assert first.returncode == 1 and fired(log) == 1
+    failed = run_ids(root)[-1]
+
+    ok.write_text("")
+    doc = resume(root, failed)
+    steps = {s["name"]: (s["status"], s["reason"]) for s in doc["steps"]}  # type: ignore[attr-defined]
+    assert steps == {
+        "file-issue": ("reused", "succeeded in the resumed run"),
+        "notes": ("reused", "succeeded in the resumed run"),
+        "push": ("ran", "volatile: a shell step with no sources or outputs runs every time"),
+    }
+    assert fired(log) == 1  # the side effect was not fired again
+    assert outputs(doc)[-1] == "pushed issue-1"
+    assert resumed_from(root, doc["run_id"]) == failed
+
+    again = resume(root, failed)  # resuming the same run again fires nothing either
+    assert again["exit_code"] == 0 and fired(log) == 1
+    assert lok(root, "run", "ship.toml").returncode == 0  # a plain run means what it did
+    assert fired(log) == 2
+
+
+def test_resume_runs_a_succeeded_step_again_when_its_own_key_changed(tmp_path: Path) -> None:
+    root, log, ok = tmp_path / "p", tmp_path / "fired.log", tmp_path / "ok"
+    (root / ".lok").mkdir(parents=True)
+    write(root, "ship.toml", SHIP.format(fired=log, ok=ok))
+    assert lok(root, "run", "ship.toml").returncode == 1
+    write(root, "ship.toml", SHIP.format(fired=log, ok=ok).replace("issue-1", "issue-2"))
+    ok.write_text("")
+    doc = resume(root)
+    steps = {s["name"]: s["status"] for s in doc["steps"]}  # type: ignore[attr-defined]
+    assert steps == {"file-issue": "ran", "notes": "reused", "push": "ran"}
+    assert fired(log) == 2 and outputs(doc)[-1] == "pushed issue-2"

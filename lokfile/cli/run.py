@@ -64,7 +64,9 @@ def _resume_args(
     flag_value="",  # no RUN: the last run that did not succeed
     default=None,
     metavar="[RUN]",
-    help="Rerun an earlier run's workflow with its arguments (default: the last failed run). "
+    help="Continue an earlier run (default: the last one that did not succeed), with its "
+    "workflow and arguments: a step that succeeded in it is not run again (volatile ones "
+    "included) while its key is unchanged. "
     "RUN is latest, latest~N, a run id or a unique prefix, as in `lok runs show`.",
 )
 @click.option("--watch", is_flag=True, help="After the run, rerun whenever an input changes.")

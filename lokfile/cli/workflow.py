@@ -212,7 +212,7 @@ def init(ctx: click.Context, force: bool) -> None:
     offline, and .lok/.gitignore, in the current directory (or -C DIR)."""
     from lokfile.cli.init_files import FILES
     from lokfile.errors import UsageError
-    from lokfile.project import GITIGNORE
+    from lokfile.project import gitignore_update
 
     root = _cwd(_session(ctx))
     targets = [(root / rel, text) for rel, text in FILES]
@@ -230,13 +230,9 @@ def init(ctx: click.Context, force: bool) -> None:
         click.echo(f"wrote {path.relative_to(root)}")
     ignore = root / ".lok" / ".gitignore"
     # merged, not overwritten: it may already hold the user's own lines
-    have = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
-    missing = [line for line in GITIGNORE.splitlines() if line and line not in have]
-    if not have:
-        ignore.write_text(GITIGNORE, encoding="utf-8")
-        click.echo("wrote .lok/.gitignore")
-    elif any(not line.startswith("#") for line in missing):
-        entries = [line for line in missing if not line.startswith("#")]
-        ignore.write_text("\n".join([*have, *entries]) + "\n", encoding="utf-8")
-        click.echo("updated .lok/.gitignore")
+    current = ignore.read_text(encoding="utf-8") if ignore.exists() else None
+    merged = gitignore_update(current)
+    if merged is not None:
+        ignore.write_text(merged, encoding="utf-8")
+        click.echo("wrote .lok/.gitignore" if not current else "updated .lok/.gitignore")
     click.echo("\nNext: lok run example    (and again: nothing reruns)\n      lok workflow list")

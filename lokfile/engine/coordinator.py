@@ -30,7 +30,7 @@ from lokfile.engine import reasons as plan
 from lokfile.engine.context import TemplateContext
 from lokfile.engine.dispatch import Dispatch
 from lokfile.engine.fingerprint import Fingerprinter
-from lokfile.engine.freshness import Freshness
+from lokfile.engine.freshness import Freshness, resumed_units
 from lokfile.engine.ready import ReadyQueue
 from lokfile.engine.recorder import Recorder
 from lokfile.engine.rundoc import run_document
@@ -148,6 +148,9 @@ class Coordinator:
             self.last,
             (options.force_all, options.force_steps),
             restore=not options.dry_run,
+            resumed=resumed_units(db.results(options.resumed_from))
+            if db is not None and options.resumed_from
+            else None,
         )
         self.context = TemplateContext(workflow, options.args, options.named, self.results)
         record = options.record and not options.dry_run
@@ -428,6 +431,9 @@ class Coordinator:
 
             name = snapshot_filename(unit.step, unit.name)
             self.store.link_output(self.run_id, name, result.snapshot)
+        if unit.replay is not None and result.success and result.output == unit.replay.answer:
+            unit.reason = plan.reapply(unit.replay.edits, done=True)  # no backend was asked
+            self.report(StepNote(unit.step, unit.name, unit.reason))
         self.recorder.unit_done(unit, result)
         live = self.live[unit.step]
         live.pending -= 1
@@ -457,7 +463,8 @@ class Coordinator:
             reason = next((u.reason for u in live.units if u.status is Status.FAILED), "failed")
         else:
             status = Status.RAN if ran else Status.REUSED
-            reason = plan.part_reason(live.units, lambda u: u.status is Status.RAN) or plan.FRESH
+            running = plan.part_reason(live.units, lambda u: u.status is Status.RAN)
+            reason = running or plan.reused_reason(live.units)
         if not success and not stale:
             self._failed(step)
         # wall time, not the sum: a step's backends (or items) answer side by side

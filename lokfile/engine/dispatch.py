@@ -18,10 +18,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-from lokfile.engine.units import Unit, UnitSpec
+from lokfile.engine.units import StoredEdits, Unit, UnitSpec
 from lokfile.events import StepNote, UnitStarted
 from lokfile.executors import Executor, ExecutorFactory, JobCrashed, JobEvent
 from lokfile.model import Config, Status, Step, StepKind, Workflow
@@ -38,9 +39,18 @@ class _Queued(NamedTuple):
 
 
 def describe(
-    step: Step, spec: UnitSpec, *, job_id: int, config: Config, root: Path, runs_dir: Path, run_id: str
+    step: Step,
+    spec: UnitSpec,
+    *,
+    job_id: int,
+    config: Config,
+    root: Path,
+    runs_dir: Path,
+    run_id: str,
+    replay: StoredEdits | None = None,
 ) -> Job:
-    """The job that runs one unit: plain data, so any executor can take it."""
+    """The job that runs one unit: plain data, so any executor can take it. With
+    `replay`, the job writes a stored edit result again instead of asking the backend."""
     timeout = step.timeout_ms / 1000 if step.timeout_ms else None
     work: ShellJob | QueryJob
     if spec.command is not None:
@@ -48,6 +58,9 @@ def describe(
         work = ShellJob(command=spec.command, outputs=step.outputs, wrapper=wrapper)
     else:
         assert spec.backend is not None and spec.prompt is not None
+        edits = _edit_settings(step, spec, config)
+        if replay is not None and edits is not None:
+            edits = replace(edits, replay=replay.files)
         work = QueryJob(
             backend=spec.backend,
             prompt=spec.prompt,
@@ -56,8 +69,8 @@ def describe(
             temperature=step.temperature,
             seed=step.seed,
             max_tokens=step.max_tokens,
-            edits=_edit_settings(step, spec, config),
-            answer=spec.answer,
+            edits=edits,
+            answer=replay.answer if replay is not None and edits is not None else spec.answer,
         )
     return Job(
         id=job_id,
@@ -135,6 +148,7 @@ class Dispatch:
             root=self.root,
             runs_dir=self.runs_dir,
             run_id=self.run_id,
+            replay=unit.replay,
         )
         self.next_id += 1
         backend = unit.spec.backend.name if unit.spec.backend else ""

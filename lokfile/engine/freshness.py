@@ -5,6 +5,22 @@ settles it from the store (fresh: the stored output, declared outputs restored
 when they vanished) or says why it must run. It reads the action cache and the
 artifact store (the store's two seams, `store.seams`); it writes only declared
 outputs it restores.
+
+An `apply_edits` unit's stored result names each file it touched with the digest
+before and after (`KeyEntry.meta["edits"]`); it is fresh only while every such
+file has its after-digest:
+
+    every file at its after-digest    fresh (reused)
+    every file at its before-digest   stale, and its job re-applies the stored edits
+                                      (the after-bytes are artifacts) and verifies,
+                                      asking the backend nothing
+    anything else                     stale: `edited file changed: PATH`, asked again
+
+A result recorded before edit records existed has none, and is judged as before.
+
+With `--resume RUN`, a unit that succeeded in RUN with the same key is settled from
+that run's output, whatever else would make it run (volatile, `cache = false`):
+resuming never fires a finished side effect again.
 """
 
 from __future__ import annotations
@@ -12,16 +28,34 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lokfile import hashing
 from lokfile.engine import reasons as plan
-from lokfile.engine.fingerprint import Fingerprinter
-from lokfile.engine.units import Unit, UnitSpec
+from lokfile.engine.fingerprint import MISSING, Fingerprinter
+from lokfile.engine.units import StoredEdits, Unit, UnitSpec
 from lokfile.model import Config, Step
 from lokfile.outcome import Status
 from lokfile.store.rundb import KeyEntry, LastAttempt
 from lokfile.store.seams import ActionCache, ArtifactStore
+
+
+class Resumed(NamedTuple):
+    """A unit that succeeded in the run being resumed."""
+
+    key: str
+    digest: str
+    started: float
+    ended: float
+
+
+def resumed_units(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Resumed]:
+    """The units that succeeded in a run (its result rows), by (step, unit)."""
+    return {
+        (r["step"], r["unit"]): Resumed(r["key"], r["digest"], r["started"] or 0.0, r["ended"] or 0.0)
+        for r in rows
+        if r.get("key") and r.get("digest") and r["status"] in (Status.RAN, Status.REUSED)
+    }
 
 
 class Freshness:
@@ -37,6 +71,7 @@ class Freshness:
         last: dict[tuple[str, str], LastAttempt],
         forced: tuple[bool, frozenset[str]],
         restore: bool,
+        resumed: dict[tuple[str, str], Resumed] | None = None,
     ) -> None:
         self.root = root
         self.config = config
@@ -46,6 +81,7 @@ class Freshness:
         self.last = last
         self.force_all, self.force_steps = forced
         self.restore = restore  # False in a dry run: look, touch nothing
+        self.resumed = resumed or {}  # (step, unit) -> its success in the resumed run
         # The built-in 24 h TTL is for `lok ask`; step results expire only when a config says so.
         from_file = config.origins.get("cache.ttl_hours", "built-in") != "built-in"
         self.ttl = config.cache.ttl_hours if from_file else None
@@ -106,6 +142,9 @@ class Freshness:
         unit.canonical = canonical
         if self.force_all or step.name in self.force_steps:
             return unit, plan.FORCED
+        done = self.resumed.get((step.name, spec.unit))
+        if done is not None and done.key == key and self._from_resumed(step, unit, done):
+            return unit, None
         if step.cache is False:
             return unit, plan.CACHE_OFF
         if step.is_volatile and spec.command is not None:
@@ -124,6 +163,9 @@ class Freshness:
             text = self.store.get_text(entry.digest)
         except FileNotFoundError:
             return unit, "artifact missing from the store"
+        why = self._edits_hold(step, unit, entry, text)
+        if why is not None:
+            return unit, why
         unit.status = Status.REUSED
         unit.reason = plan.FRESH
         unit.digest = entry.digest
@@ -134,6 +176,51 @@ class Freshness:
         unit.backend = spec.backend.name if spec.backend else None
         unit.model = entry.meta.get("model")
         return unit, None
+
+    def _from_resumed(self, step: Step, unit: Unit, done: Resumed) -> bool:
+        """Settle `unit` from the resumed run; False to judge it as usual (its output is
+        gone, or it is an edit unit with a stored result: its files decide)."""
+        entry = self.cache.lookup(unit.key) if self.cache and step.apply_edits else None
+        if entry is not None and entry.meta.get("edits") is not None:
+            return False
+        try:
+            text = self.store.get_text(done.digest)
+        except FileNotFoundError:
+            return False
+        unit.status = Status.REUSED
+        unit.reason = plan.RESUMED
+        unit.digest = done.digest
+        unit.output = text
+        unit.saved = max(0.0, done.ended - done.started)
+        unit.span = (done.started, done.ended) if done.ended else None
+        unit.backend = unit.spec.backend.name if unit.spec.backend else None
+        return True
+
+    def _edits_hold(self, step: Step, unit: Unit, entry: KeyEntry, text: str) -> str | None:
+        """None when the files an edit unit touched still hold its edits; else why it must
+        run (and, when the tree has merely lost them, the stored edits to re-apply)."""
+        record = entry.meta.get("edits") if step.apply_edits else None
+        if not isinstance(record, dict) or not record.get("files"):
+            return None  # no edits, or recorded before lok kept edit records
+        files: dict[str, tuple[str | None, str]] = {
+            rel: (before, after) for rel, (before, after) in record["files"].items()
+        }
+        now: dict[str, str | None] = {}
+        for rel in sorted(files):
+            digest = self.fp.digest(rel)
+            now[rel] = None if digest == MISSING else digest
+        if all(now[rel] == after for rel, (_before, after) in files.items()):
+            return None
+        if not all(now[rel] == before for rel, (before, _after) in files.items()):
+            moved = [rel for rel, (b, a) in sorted(files.items()) if now[rel] not in (b, a)]
+            off = moved or [rel for rel, (_b, a) in sorted(files.items()) if now[rel] != a]
+            return plan.edited_file_changed(off[0])
+        stored = tuple((rel, before, after) for rel, (before, after) in sorted(files.items()))
+        if not all(after and self.store.has(after) for _rel, _before, after in stored):
+            return "artifact missing from the store"
+        count = int(record.get("count") or len(stored))
+        unit.replay = StoredEdits(stored, text, count)
+        return plan.reapply(count, done=False)
 
     def _outputs_ok(self, entry: KeyEntry) -> bool:
         """Declared outputs match, restoring any that changed or vanished from the store."""

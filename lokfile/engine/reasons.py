@@ -25,6 +25,19 @@ EXPIRED = "expired"
 LAST_FAILED = "last attempt failed"
 OUTPUT_MISSING = "output missing"
 FRESH = "fresh"
+RESUMED = "succeeded in the resumed run"
+
+
+def edited_file_changed(path: str) -> str:
+    """An edit step whose touched file is neither as it left it nor as it found it."""
+    return f"edited file changed: {path}"
+
+
+def reapply(count: int, done: bool) -> str:
+    """An edit step whose files lost its edits (all back as it found them): in a plan,
+    what will happen; once it ran, what happened."""
+    edits = f"{count} stored edit{'' if count == 1 else 's'}"
+    return f"re-applied {edits}" if done else f"edits reverted: re-apply {edits}"
 
 
 def make_key(components: dict[str, Any]) -> tuple[str, str]:
@@ -76,6 +89,11 @@ def explain(
             return f"{field} changed"
     return NEVER_RUN
 
+
+def reused_reason(units: Sequence[Unit]) -> str:
+    """Why a step whose every unit was reused is: `fresh`, or what a unit said instead
+    (a resumed run's success)."""
+    return next((u.reason for u in units if u.reason and u.reason != FRESH), FRESH)
 
 
 def part_reason(units: Sequence[Unit], runs: Callable[[Unit], bool]) -> str:

@@ -53,6 +53,8 @@ class Recorder:
         if result.success and unit.digest:
             meta: dict[str, Any] = {"model": result.model} if result.model else {}
             meta["ended"] = unit.ended  # with the duration: when this answer's work ran
+            if result.edits is not None:  # the touched files' digests before and after
+                meta["edits"] = result.edits
             entry = KeyEntry(
                 unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
             )

@@ -7,6 +7,9 @@ snapshot: the (size, mtime_ns, inode) of every file the run depended on —
 the workflow file and every file it extends, every place the workflow name
 or the config could resolve to, each declared source and output — plus the
 values of PATH and the declared env vars, and the run's result rows.
+A workflow with an `apply_edits` or `verify` step never gets a snapshot: the
+files an edit touched are not among those stats, and a replayed no-op must
+never hide an edit the tree has lost (the normal path re-applies it).
 
 `replay()` is tried before anything is loaded. If every stat, env value and
 artifact still matches, the result of a full no-op run is known without

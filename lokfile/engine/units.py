@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lokfile import hashing
 from lokfile.model import BackendConfig, Config, Status, Step, StepKind
@@ -56,6 +56,14 @@ class UnitSpec:
     answer: str | None = None  # for the "apply" unit: the chosen answer to apply edits from
 
 
+class StoredEdits(NamedTuple):
+    """An edit unit's stored success, to write again over a tree that lost it."""
+
+    files: tuple[tuple[str, str | None, str], ...]  # (path, digest before | None, after)
+    answer: str  # the stored answer (the unit's output)
+    edits: int  # how many edits it held
+
+
 @dataclass(kw_only=True)
 class Unit:
     step: str
@@ -79,6 +87,7 @@ class Unit:
     # when the work behind this unit's output ran: now (it ran), or in the run that made the
     # stored answer (it was reused); the wall time of a step or run is these spans covered
     span: tuple[float, float] | None = None
+    replay: StoredEdits | None = None  # set when the job re-applies stored edits
 
     @property
     def success(self) -> bool:

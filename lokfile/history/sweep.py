@@ -120,7 +120,7 @@ def _read_index(store: Store, db: RunDB) -> _Index:
         known |= run_digests[row["id"]]
     keys = db.all_keys()
     for entry in keys:
-        known |= {entry.digest, *entry.outputs.values()}
+        known |= entry.artifacts()
     ask = db.ask_cache_entries()
     known |= {digest for _, digest, _ in ask}
     objects = [(d, p, _size(p)) for d, p in store.iter_objects()]
@@ -177,7 +177,7 @@ def _plan_for(store: Store, index: _Index, config: Config, kept: set[str], now: 
         if entry.key in reached_by_dropped and entry.key not in reached_by_kept:
             plan.keys.append(entry.key)
         else:
-            live |= {entry.digest, *entry.outputs.values()}
+            live |= entry.artifacts()
     ttl = config.cache.ttl_hours
     for key, digest, created in index.ask:
         if ttl and now - (created or 0) > ttl * 3600:
@@ -384,6 +384,8 @@ def verify_store(store: Store, db: RunDB | None) -> VerifyReport:
         need(entry.digest, f"cached result {entry.key}")
         for rel, digest in entry.outputs.items():
             need(digest, f"declared output {rel} of cached result {entry.key}")
+        for digest in entry.artifacts() - {entry.digest, *entry.outputs.values()}:
+            need(digest, f"edited file of cached result {entry.key}")
     for key, digest, _created in db.ask_cache_entries():
         need(digest, f"lok ask answer {key}")
     return report
@@ -403,7 +405,7 @@ def repair_store(store: Store, db: RunDB | None, report: VerifyReport) -> None:
         return
     with db.transaction():
         for entry in db.all_keys():
-            if entry.digest in bad or bad & set(entry.outputs.values()):
+            if bad & entry.artifacts():
                 db.drop_key(entry.key)
                 report.repaired.append(f"forgot cached result {entry.key} (it reruns)")
         stale = [k for k, d, _ in db.ask_cache_entries() if d in bad]

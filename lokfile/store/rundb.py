@@ -47,7 +47,16 @@ class KeyEntry(NamedTuple):
     created: float
     duration: float
     outputs: dict[str, str]  # declared output path -> artifact digest
-    meta: dict[str, Any]
+    meta: dict[str, Any]  # model, ended; an edit unit's "edits": {count, files: {path: [before, after]}}
+
+    def artifacts(self) -> set[str]:
+        """Every artifact this result needs: its output, its declared outputs, and the
+        after-bytes of the files an edit unit touched (to write them again)."""
+        out = {self.digest, *self.outputs.values()}
+        record = self.meta.get("edits")
+        if isinstance(record, dict):
+            out |= {pair[1] for pair in record.get("files", {}).values() if pair and pair[1]}
+        return out
 
 
 class CacheEntry(NamedTuple):

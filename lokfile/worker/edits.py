@@ -9,13 +9,17 @@ are snapshotted into the store first, with a manifest artifact
 
     {"version": 1,
      "files": {path: digest of the original | null for a new file},
-     "after": {path: digest of what the step wrote},   (no artifact: a check only)
+     "after": {path: digest of what the step wrote},   (stored too)
      "modes": {path: permission bits | null},
      "dirs":  [folders created for new files, outermost first]}
 
 so a failed edit or verify restores the tree byte for byte (new files and
 the folders made for them removed), and `revert` can undo a successful step
-later. The engine links a successful step's manifest into its run folder as
+later. A successful step's result carries each touched file's digest before and
+after (`EditOutcome.record`); when the tree has lost the edits, the engine sends
+them back here as `EditSettings.replay`, and the stored after-bytes are written
+again (snapshot, journal, verify and restore as for any edit) without asking
+the backend. The engine links a successful step's manifest into its run folder as
 `runs/<run>/<step>.snapshot.json` (see `snapshot_filename`); gc keeps what
 it names, and `revert` finds it there. With `fix_retries`, the backend is asked again with the error, against
 the restored tree, and everything starts over.
@@ -43,7 +47,16 @@ from typing import TYPE_CHECKING, Any
 
 from lokfile.store.artifacts import Store
 from lokfile.worker import journal, verify
-from lokfile.worker.snapshots import Change, Plan, apply_plan, refresh_after, restore, snapshot
+from lokfile.worker.snapshots import (
+    Change,
+    Plan,
+    ReplayError,
+    apply_plan,
+    refresh_after,
+    replay_plan,
+    restore,
+    snapshot,
+)
 
 if TYPE_CHECKING:
     from lokfile.worker.cancel import Cancel
@@ -78,6 +91,9 @@ class EditOutcome:
     snapshot: str | None = None  # digest of the manifest artifact, when files changed
     files: tuple[str, ...] = ()  # paths changed, relative to the root
     attempts: int = 1
+    # with apply_edits: {"count": edits applied, "files": {path: [before | None, after]}},
+    # the digests the step's result is fresh against (see lokfile.engine.freshness)
+    record: dict[str, Any] | None = None
 
 
 # -- reading the answer --------------------------------------------------------
@@ -291,12 +307,15 @@ def apply_and_verify(
     for attempt in range(1, tries + 1):
         if attempt > 1:
             emit(f"fix attempt {attempt - 1}/{settings.fix_retries}")
+        replay = settings.replay if attempt == 1 else None
         with _edit_lock(store):
-            error, snap, files = _attempt(
-                text, settings, check, root, store, timeout_s, emit, cancel, who
+            error, snap, record = _attempt(
+                text, settings, check, root, store, timeout_s, emit, cancel, who, replay
             )
         if error is None:
-            return EditOutcome(True, text, None, snap, files, attempt)
+            files = tuple(sorted(record["files"])) if record else ()
+            kept = record if settings.apply_edits else None
+            return EditOutcome(True, text, None, snap, files, attempt, kept)
         emit(error.splitlines()[0])
         if attempt == tries or _stopping(cancel):
             return EditOutcome(False, text, error, None, (), attempt)
@@ -315,6 +334,28 @@ def _stopping(cancel: Cancel | None) -> bool:
     return cancel is not None and cancel.is_set()
 
 
+def _read_edits(
+    text: str,
+    root: Path,
+    store: Store,
+    replay: tuple[tuple[str, str | None, str], ...] | None,
+) -> tuple[int, Plan]:
+    """(how many edits, the plan that writes them): from the answer, or with `replay`
+    the stored after-bytes of an earlier success. EditError when they cannot apply."""
+    if replay is not None:
+        try:
+            count = len(parse_edits(text)[0])
+        except EditError:
+            count = len(replay)
+        stored = {rel: (before, after) for rel, before, after in replay}
+        try:
+            return count, replay_plan(stored, root, store)
+        except ReplayError as exc:
+            raise EditError(str(exc)) from None
+    edits, _summary = parse_edits(text)
+    return len(edits), plan(edits, root) if edits else Plan()
+
+
 def _attempt(
     text: str,
     settings: EditSettings,
@@ -325,25 +366,28 @@ def _attempt(
     emit: Callable[[str], None],
     cancel: Cancel | None = None,
     who: tuple[str, str, str] = ("", "", ""),
-) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """One try: (error or None, manifest digest, changed files). A failure leaves no trace."""
+    replay: tuple[tuple[str, str | None, str], ...] | None = None,
+) -> tuple[str | None, str | None, dict[str, Any] | None]:
+    """One try: (error or None, manifest digest, the edit record). A failure leaves no trace."""
     edit_plan = Plan()
-    edits: list[Edit] = []
+    count = 0
     if settings.apply_edits:
         try:
-            edits, _summary = parse_edits(text)
-            edit_plan = plan(edits, root) if edits else Plan()
+            count, edit_plan = _read_edits(text, root, store, replay)
         except EditError as exc:
-            return f"edit failed: {exc}", None, ()
-        if not edits:
+            return f"edit failed: {exc}", None, None
+        if not count:
             emit("no edits in the answer")
     if not edit_plan.files:  # verify only: nothing to put back
+        record: dict[str, Any] = {"count": count, "files": {}}
         if check is None or not check.verify:
-            return None, None, ()
+            return None, None, record
         if _stopping(cancel):
-            return INTERRUPTED, None, ()
+            return INTERRUPTED, None, None
         failure = _verify(check, (), root, timeout_s, settings.command_wrapper, emit)
-        return (INTERRUPTED if failure and _stopping(cancel) else failure), None, ()
+        if failure is not None:
+            return (INTERRUPTED if _stopping(cancel) else failure), None, None
+        return None, None, record
     manifest, snap = snapshot(edit_plan, store)
     originals = {
         manifest["files"][rel]: p.before
@@ -352,11 +396,11 @@ def _attempt(
     }
     with cancel.editing() if cancel is not None else nullcontext():
         if _stopping(cancel):
-            return INTERRUPTED, None, ()
+            return INTERRUPTED, None, None
         journal.write(store.runs_dir, manifest, originals, who)  # durable before the first write
         try:
             error = _write_and_check(
-                (len(edits), edit_plan), check, settings, root, timeout_s, emit, cancel
+                (count, edit_plan), check, settings, root, timeout_s, emit, cancel, replay is not None
             )
         except BaseException:
             _put_back(manifest, root, store)
@@ -364,11 +408,12 @@ def _attempt(
         if error is not None:
             _put_back(manifest, root, store)
             emit("restored the files as they were")
-            return error, None, ()
+            return error, None, None
         if check is not None and check.format_files:
             snap = refresh_after(manifest, root, store) or snap
         journal.clear(store.runs_dir)
-    return None, snap, tuple(sorted(manifest["files"]))
+    files = {rel: [manifest["files"][rel], manifest["after"][rel]] for rel in manifest["files"]}
+    return None, snap, {"count": count, "files": files}
 
 
 def _write_and_check(
@@ -379,6 +424,7 @@ def _write_and_check(
     timeout_s: float | None,
     emit: Callable[[str], None],
     cancel: Cancel | None,
+    replayed: bool = False,
 ) -> str | None:
     """Write the edits (`planned`: how many, and the plan), then verify them; the error,
     or None when they stay."""
@@ -388,7 +434,10 @@ def _write_and_check(
             return INTERRUPTED  # lok stops: the files written so far are put back
     except OSError as exc:
         return f"edit failed: {exc}"
-    emit(f"applied {count} edit(s) to {len(edit_plan.files)} file(s)")
+    if replayed:
+        emit(f"wrote the stored edits again to {len(edit_plan.files)} file(s)")
+    else:
+        emit(f"applied {count} edit(s) to {len(edit_plan.files)} file(s)")
     if check is None or not check.verify:
         return None
     if _stopping(cancel):

@@ -54,10 +54,12 @@ class Attempt:
         retry_after: float | None = None,
         model: str | None = None,
         snapshot: str | None = None,
+        edits: dict[str, Any] | None = None,
     ):
         self.ok, self.text, self.error, self.kind = ok, text, error, kind
         self.retryable, self.retry_after, self.model = retryable, retry_after, model
         self.snapshot = snapshot  # manifest of the files an edit replaced (for revert)
+        self.edits = edits  # the edit record (JobResult.edits)
 
 
 def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None) -> float:
@@ -182,6 +184,7 @@ def _run_job(
         output_stats=stats,
         model=last.model,
         snapshot=last.snapshot,
+        edits=last.edits,
     )
 
 
@@ -337,7 +340,9 @@ def _after_answer(
         (job.run_id, job.step, job.unit),
     )
     if outcome.ok:
-        return Attempt(True, outcome.text, model=answer.model, snapshot=outcome.snapshot)
+        return Attempt(
+            True, outcome.text, model=answer.model, snapshot=outcome.snapshot, edits=outcome.record
+        )
     return Attempt(False, outcome.text, outcome.error, "failed", retryable=False)
 
 

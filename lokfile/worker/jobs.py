@@ -7,6 +7,7 @@ importing what runs it (subprocess and friends stay out of a no-op run).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lokfile.model import BackendConfig
 
@@ -39,6 +40,9 @@ class EditSettings:
     verify: str | None = None
     fix_retries: int = 0
     command_wrapper: str | None = None
+    # re-apply a stored result instead of reading the answer's edits: each touched path
+    # -> (digest before the step or None for a new file, digest after); first try only
+    replay: tuple[tuple[str, str | None, str], ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,4 +76,6 @@ class JobResult:
     output_stats: list[tuple[str, int, int, int, str]] = field(default_factory=list)
     model: str | None = None
     snapshot: str | None = None  # edit snapshot manifest digest, when the step edited files
+    # an apply_edits unit's record: {"count": edits, "files": {path: [before|None, after]}}
+    edits: dict[str, Any] | None = None
     worker: str = "local"  # where it ran: "local" (a worker process of this host), "inline", …

@@ -5,13 +5,15 @@ before and after, its mode) with a manifest artifact:
 
     {"version": 1,
      "files": {path: digest of the original | null (a new file)},
-     "after": {path: digest of the edited bytes},
+     "after": {path: digest of the edited bytes (stored: `replay_plan` writes them back)},
      "modes": {path: permission bits | null},
      "dirs":  [folders the edit creates, outermost first]}
 
 `restore()` puts every file back from a manifest, removes created files and
 folders, and makes it durable; the worker's edit loop, journal recovery and
-`lok runs revert` all restore through it. Files are replaced atomically (a
+`lok runs revert` all restore through it. `replay_plan()` goes the other way:
+the plan that writes a step's stored after-bytes again over a tree that lost
+them (every touched file back at its before-digest). Files are replaced atomically (a
 private temporary file renamed over the old one), so a reader never sees half
 a file.
 """
@@ -62,7 +64,7 @@ def snapshot(edit_plan: Plan, store: Store) -> tuple[dict[str, Any], str]:
     modes: dict[str, int | None] = {}
     for rel, p in sorted(edit_plan.files.items()):
         files[rel] = store.put(p.before) if p.before is not None else None
-        after[rel] = digest_bytes(p.after.encode())
+        after[rel] = store.put(p.after.encode())
         modes[rel] = p.mode
     manifest = {
         "version": MANIFEST_VERSION,
@@ -210,14 +212,55 @@ def current_digest(path: Path) -> str | None:
 
 
 def refresh_after(manifest: dict[str, Any], root: Path, store: Store) -> str | None:
-    """A manifest whose `after` digests match the files once a formatter has run."""
+    """A manifest whose `after` digests match the files once a formatter has run (the
+    formatted bytes stored, as the edited ones were)."""
     changed = False
     real_root = root.resolve()
     for rel in manifest["files"]:
-        now = current_digest(real_root / rel)
-        if now is not None and now != manifest["after"].get(rel):
-            manifest["after"][rel], changed = now, True
+        try:
+            data = (real_root / rel).read_bytes()
+        except FileNotFoundError:
+            continue
+        if digest_bytes(data) != manifest["after"].get(rel):
+            manifest["after"][rel], changed = store.put(data), True
     return store.put(_manifest_bytes(manifest)) if changed else None
+
+
+class ReplayError(Exception):
+    """Stored edits cannot be written again: a file is not as the step found it."""
+
+
+def replay_plan(files: dict[str, tuple[str | None, str]], root: Path, store: Blobs) -> Plan:
+    """The plan that writes a step's stored edits again: `files` maps each touched path
+    to (its digest before the step, None for a file it created; the digest after).
+    Every file must be at its before-digest now (ReplayError names the first that is
+    not); the after-bytes come from the store, folders for new files are made again."""
+    real_root = root.resolve()
+    out = Plan()
+    for rel, (before, after) in sorted(files.items()):
+        path = real_root / rel
+        try:
+            data: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        except OSError as exc:
+            raise ReplayError(f"{rel}: {exc.strerror or exc}") from None
+        if (digest_bytes(data) if data is not None else None) != before:
+            raise ReplayError(f"edited file changed: {rel}")
+        try:
+            text = store.get(after).decode("utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            raise ReplayError(f"{rel}: its edited bytes are not in the store") from None
+        mode = path.stat().st_mode & 0o7777 if data is not None else None
+        out.files[rel] = Change(data, text, mode)
+        if data is None:
+            missing: list[str] = []
+            folder = path.parent
+            while not folder.exists() and folder != real_root:
+                missing.append(folder.relative_to(real_root).as_posix())
+                folder = folder.parent
+            out.dirs += [d for d in reversed(missing) if d not in out.dirs]
+    return out
 
 
 def restored_by_journal(store: Store, run_id: str, step: str) -> list[str]:
