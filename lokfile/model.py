@@ -135,6 +135,19 @@ class Workflow:
 # Settings (lok.toml)
 # --------------------------------------------------------------------------
 
+BACKEND_TYPES = (
+    "claude",
+    "codex",
+    "gemini",
+    "ollama",
+    "openai",
+    "anthropic",
+    "command",
+    "local",
+    "test",
+)
+CLI_TYPES = ("claude", "codex", "gemini", "command")  # a program run once per query
+HTTP_TYPES = ("ollama", "openai", "anthropic")  # a server lok talks to
 
 
 @dataclass(frozen=True)

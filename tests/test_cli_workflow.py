@@ -338,9 +338,9 @@ def test_the_example_runs_offline_and_reuses_everything_the_second_time(project:
 
 
 def test_inits_lok_toml_has_a_commented_example_of_every_backend_type() -> None:
-    from lokfile.backends.registry import NAMES as BACKEND_TYPES
     from lokfile.cli.init_files import LOK_TOML
     from lokfile.config import parse_config_text
+    from lokfile.model import BACKEND_TYPES
 
     for kind in BACKEND_TYPES:
         assert f'type = "{kind}"' in LOK_TOML, kind

@@ -15,15 +15,12 @@
     retrying   transport retries of a transient failure
     local      a small GGUF model, in-process
     fake       `type = "test"`: deterministic answers for tests and demos
-    registry   every built-in type's traits: family (cli, http, local, test), class,
-               keys, default program / url / key variable, place in `auto`'s order
     ready      can a backend answer now: `auto`'s order, doctor's checks
-    keys       the config keys every type accepts
+    keys       the config keys each type accepts
 
-The seams are `registry` (what a type is; the one list of type names) and this
-face: `create(config)` is the only way lok makes a backend (built-in types by
-the registry, plugins by entry point), and a type's module loads on first use.
-Import the rest by module: `from lokfile.backends.ready import …`.
+This face is the registry (built-in types by name, plugins by entry point):
+`create(config)` is the only way lok makes a backend, and a type's module
+loads on first use. Import the rest by module: `from lokfile.backends.ready import …`.
 """
 
 from __future__ import annotations
@@ -31,20 +28,32 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lokfile.backends import registry
 from lokfile.backends.base import Backend, BackendError, ErrorKind
 from lokfile.model import BackendConfig
+
+# type name -> "module:Class", imported on first use (start-up time matters)
+BUILTIN_TYPES: dict[str, str] = {
+    "test": "lokfile.backends.fake:TestBackend",
+    "local": "lokfile.backends.local:LocalBackend",
+    "claude": "lokfile.backends.claude:ClaudeBackend",
+    "codex": "lokfile.backends.codex:CodexBackend",
+    "gemini": "lokfile.backends.gemini:GeminiBackend",
+    "ollama": "lokfile.backends.ollama:OllamaBackend",
+    "openai": "lokfile.backends.openai:OpenAIBackend",
+    "anthropic": "lokfile.backends.anthropic:AnthropicBackend",
+    "command": "lokfile.backends.command:CommandBackend",
+}
 
 ENTRY_POINT_GROUP = "lokfile.backends"
 
 __all__ = [
+    "BUILTIN_TYPES",
     "backend_class",
     "base",
     "create",
     "keys",
     "known_types",
     "ready",
-    "registry",
     "subproc",
 ]
 
@@ -57,15 +66,14 @@ def _plugin_types() -> dict[str, Any]:
 
 def known_types() -> list[str]:
     """Every backend type name: built-ins first, then installed plugins."""
-    builtin = registry.TYPES
-    return sorted(builtin) + sorted(t for t in _plugin_types() if t not in builtin)
+    return sorted(BUILTIN_TYPES) + sorted(t for t in _plugin_types() if t not in BUILTIN_TYPES)
 
 
 def backend_class(type_name: str) -> type[Backend]:
     """The class implementing `type_name` (BackendError NOT_INSTALLED if unknown)."""
-    known = registry.get(type_name)
-    if known is not None:
-        module, _, attr = known.target.partition(":")
+    target = BUILTIN_TYPES.get(type_name)
+    if target is not None:
+        module, _, attr = target.partition(":")
         cls: type[Backend] = getattr(importlib.import_module(module), attr)
         return cls
     plugin = _plugin_types().get(type_name)

@@ -14,12 +14,13 @@ from typing import Any
 from lokfile.backends import httpwire
 from lokfile.backends.base import BackendError, ErrorKind, Health, Request
 from lokfile.backends.httpbase import HTTPBackend, SSEStream, configured_headers
-from lokfile.backends.registry import TYPES
+from lokfile.backends.ready import DEFAULT_KEY_ENV as DEFAULT_KEYS
+from lokfile.backends.ready import DEFAULT_URLS
 from lokfile.model import BackendConfig
 
-DEFAULT_URL = TYPES["anthropic"].url or ""
+DEFAULT_URL = DEFAULT_URLS["anthropic"]
 DEFAULT_MODEL = "claude-sonnet-4-20250514"
-DEFAULT_KEY_ENV = TYPES["anthropic"].key_env or ""
+DEFAULT_KEY_ENV = DEFAULT_KEYS["anthropic"]
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the API requires max_tokens; the original sent 4096
 

@@ -31,7 +31,7 @@ from typing import Any
 from lokfile.backends import subproc
 from lokfile.backends.agentcli import AgentCLI
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Request
-from lokfile.backends.registry import TYPES
+from lokfile.backends.ready import INSTALL_HINTS
 
 DEFAULT_MAX_RETRIES = 0
 # flags lok sets itself; leading words stay with the command (`npx @google/gemini-cli`)
@@ -108,7 +108,7 @@ class GeminiBackend(AgentCLI):
     type_name = "gemini"
     program = "gemini"
     lok_flags = LOK_FLAGS
-    install = TYPES["gemini"].install or ""
+    install = INSTALL_HINTS["gemini"]
     version_timeout_s = VERSION_TIMEOUT_S
 
     def settings(self) -> dict[str, Any]:

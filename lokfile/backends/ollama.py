@@ -14,10 +14,10 @@ from typing import Any
 from lokfile.backends import httpwire
 from lokfile.backends.base import BackendError, ErrorKind, Health, Request
 from lokfile.backends.httpbase import HTTPBackend, StreamAnswer, chat_messages
-from lokfile.backends.registry import TYPES
+from lokfile.backends.ready import DEFAULT_URLS
 from lokfile.model import BackendConfig
 
-DEFAULT_URL = TYPES["ollama"].url or ""
+DEFAULT_URL = DEFAULT_URLS["ollama"]
 DEFAULT_MODEL = "llama3.2"
 # lok's names for generation settings -> Ollama's `options` names
 _OPTION_NAMES = {

@@ -33,11 +33,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lokfile.backends import registry
 from lokfile.errors import UsageError
-from lokfile.model import BackendConfig, Config
+from lokfile.model import CLI_TYPES, HTTP_TYPES, BackendConfig, Config
 
-AUTO_ORDER = registry.AUTO_ORDER  # the order `auto` tries backends in, after [defaults] backend
+# the order `auto` tries backends in, after [defaults] backend
+AUTO_ORDER = ("claude", "codex", "gemini", "ollama")
+# the program a CLI type runs when `command` is not set, and how to install it
+PROGRAMS = {"claude": "claude", "codex": "codex", "gemini": "gemini"}
+INSTALL_HINTS = {
+    "claude": "npm install -g @anthropic-ai/claude-code",
+    "codex": "npm install -g @openai/codex",
+    "gemini": "npm install -g @google/gemini-cli",
+}
+DEFAULT_URLS = {
+    "ollama": "http://localhost:11434",
+    "openai": "https://api.openai.com",
+    "anthropic": "https://api.anthropic.com",
+}
+# variables a type needs even when api_key_env does not name one
+DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY"}
 PROBE_S = 0.3
 _PREFIX_VARS = ("npm_config_prefix", "NPM_CONFIG_PREFIX")
 
@@ -69,18 +83,6 @@ class NoBackend(UsageError):
         out = [f"Error: {self.message}"]
         out += [f"  {name}: {verdict.detail}" for name, verdict in self.reasons.items()]
         return [*out, f"Hint: {self.hint}"]
-
-
-def default_key_env(type_name: str) -> str | None:
-    """The variable a type reads its key from when `api_key_env` names none."""
-    known = registry.get(type_name)
-    return known.key_env if known else None
-
-
-def install_hint(type_name: str) -> str | None:
-    """How to install a CLI type's program, when lok knows."""
-    known = registry.get(type_name)
-    return known.install if known else None
 
 
 def base_url(config: BackendConfig, default: str) -> str:
@@ -126,20 +128,19 @@ def _check(config: BackendConfig) -> Readiness:
     missing = _missing_key(config)
     if missing:
         return Readiness(False, f"environment variable {missing} is not set")
-    known = registry.get(config.type)
-    if known is None:
-        return _plugin(config)
-    if known.family == "cli":
+    if config.type in CLI_TYPES:
         return _cli(config)
-    if known.family == "http":
-        return _server(base_url(config, known.url or ""))
-    if known.family == "local":
+    if config.type in HTTP_TYPES:
+        return _server(base_url(config, DEFAULT_URLS[config.type]))
+    if config.type == "local":
         return _local(config)
-    return Readiness(True, "test backend")
+    if config.type == "test":
+        return Readiness(True, "test backend")
+    return _plugin(config)
 
 
 def _missing_key(config: BackendConfig) -> str | None:
-    var = config.api_key_env or default_key_env(config.type)
+    var = config.api_key_env or DEFAULT_KEY_ENV.get(config.type)
     if var and not os.environ.get(var, "").strip():
         return var
     return None
@@ -152,8 +153,7 @@ def _cli(config: BackendConfig) -> Readiness:
         words = shlex.split(config.command) if config.command else []
     except ValueError as exc:
         return Readiness(False, f"command {config.command!r} does not parse: {exc}")
-    known = registry.get(config.type)
-    words = words or [(known.program if known else None) or ""]
+    words = words or [PROGRAMS.get(config.type, "")]
     if not words[0]:
         return Readiness(False, f"[backends.{config.name}] has no command")
     path = _which(words[0], config)
@@ -174,7 +174,7 @@ def _cli(config: BackendConfig) -> Readiness:
 
 def _install(config: BackendConfig) -> str:
     """` (install: …)` for the vendors' CLIs, '' for other programs."""
-    hint = install_hint(config.type)
+    hint = INSTALL_HINTS.get(config.type)
     return f" (install: {hint})" if hint else ""
 
 
@@ -281,7 +281,7 @@ def auto_rank(config: BackendConfig) -> tuple[int, str]:
     """Where `auto` puts a backend: the classic names first, the embedded model last."""
     if config.name in AUTO_ORDER:
         return AUTO_ORDER.index(config.name), config.name
-    if registry.family(config.type) == "local":
+    if config.type == "local":
         return len(AUTO_ORDER) + 1, config.name
     return len(AUTO_ORDER), config.name
 

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lokfile import tomlfile
-from lokfile.backends import registry
-from lokfile.backends.keys import COMMON_KEYS, OPTION_KEYS
+from lokfile.backends.keys import COMMON_KEYS, EXTRA_KEYS, OPTION_KEYS
 from lokfile.durations import EXPECTED_S, DurationError, parse_seconds
 from lokfile.errors import ConfigError, Problem
 from lokfile.model import (
+    BACKEND_TYPES,
+    HTTP_TYPES,
     BackendConfig,
     CacheConfig,
     ConductorConfig,
@@ -304,9 +305,8 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
             continue
         # a plugin type's keys are its own business
         allowed = None
-        known = registry.get(kind)
-        if known is not None:  # common keys without a checker here pass through unchecked
-            allowed = (COMMON_KEYS - BACKEND_KEYS.keys()) | known.keys
+        if kind in BACKEND_TYPES:  # common keys without a checker here pass through unchecked
+            allowed = (COMMON_KEYS - BACKEND_KEYS.keys()) | EXTRA_KEYS.get(kind, frozenset())
         values = b.checked(raw, path, BACKEND_KEYS, f"[backends.{name}]", allowed)
         options: dict[str, Any] = dict(values.pop("options", {}))
         for key in sorted(OPTION_KEYS):
@@ -315,7 +315,7 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
         command = values.get("command")
         url = values.get("url")
         if (
-            registry.family(kind) == "http"
+            kind in HTTP_TYPES
             and command
             and command.startswith(("http://", "https://"))
             and (url is None or _only_built_in(b, (*path, "url"), (*path, "command")))
@@ -353,21 +353,21 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
             b.bad(
                 ("backends", name, "type"),
                 f"[backends.{name}] type must be a type name, got {tomlfile.describe(kind)}",
-                f"types: {', '.join(registry.NAMES)} (or an installed plugin's)",
+                f"types: {', '.join(BACKEND_TYPES)} (or an installed plugin's)",
             )
             return None
-        close = None if kind in registry.NAMES else did_you_mean(kind, list(registry.NAMES))
+        close = None if kind in BACKEND_TYPES else did_you_mean(kind, list(BACKEND_TYPES))
         # A type close to a built-in one is a typo; any other may be a plugin's, looked up
         # when the backend is used (a user config must not break where a plugin is absent).
         if close is not None and kind not in _plugin_types():
             b.bad(
                 ("backends", name, "type"),
                 f"[backends.{name}] unknown type '{kind}' (did you mean '{close}'?)",
-                f"types: {', '.join(registry.NAMES)}, or an installed plugin's",
+                f"types: {', '.join(BACKEND_TYPES)}, or an installed plugin's",
             )
             return None
         return kind
-    if name in registry.NAMES:
+    if name in BACKEND_TYPES:
         return name
     command = raw.get("command")
     if isinstance(command, str) and command.startswith(("http://", "https://")):
@@ -375,7 +375,7 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
     b.bad(
         ("backends", name),
         f"[backends.{name}] has no type",
-        f'add type = "..." (one of {", ".join(registry.NAMES)}, or an installed plugin\'s type)',
+        f'add type = "..." (one of {", ".join(BACKEND_TYPES)}, or an installed plugin\'s type)',
     )
     return None
 
