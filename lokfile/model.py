@@ -135,21 +135,6 @@ class Workflow:
 # Settings (lok.toml)
 # --------------------------------------------------------------------------
 
-BACKEND_TYPES = (
-    "claude",
-    "codex",
-    "gemini",
-    "ollama",
-    "openai",
-    "anthropic",
-    "command",
-    "local",
-    "test",
-)
-CLI_TYPES = ("claude", "codex", "gemini", "command")  # a program run once per query
-HTTP_TYPES = ("ollama", "openai", "anthropic")  # a server lok talks to
-
-
 @dataclass(frozen=True)
 class BackendConfig:
     """`[backends.NAME]`: how to reach one backend. Secrets are never stored here, only env var names."""

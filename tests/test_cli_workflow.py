@@ -338,11 +338,11 @@ def test_the_example_runs_offline_and_reuses_everything_the_second_time(project:
 
 
 def test_inits_lok_toml_has_a_commented_example_of_every_backend_type() -> None:
+    from lokfile.backends import registry
     from lokfile.cli.init_files import LOK_TOML
     from lokfile.config import parse_config_text
-    from lokfile.model import BACKEND_TYPES
 
-    for kind in BACKEND_TYPES:
+    for kind in registry.names():
         assert f'type = "{kind}"' in LOK_TOML, kind
     # the Ollama address is given as `url`, as the README does
     assert '# url = "http://localhost:11434"' in LOK_TOML

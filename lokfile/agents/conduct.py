@@ -181,7 +181,7 @@ def brief(
     ]
     for name in tools:
         cfg = config.backends[name]
-        style = suggest.PROFILES.get(cfg.type, suggest.UNKNOWN_PROFILE)[1]
+        style = suggest.profile(cfg.type)[1]
         lines.append(f"- {name} ({cfg.type}): {style}")
     lines += [
         "",

@@ -1,14 +1,18 @@
 """Routing a task to backends: keyword categories and per-type profiles (no I/O).
 
-The original lok's task classifier, with its categories and scoring, plus profiles for every built-in backend type, so an Ollama server,
-an OpenAI-compatible endpoint or a plain command can be ranked too. Only the
-backends actually configured are ranked, each through its type's profile.
+The original lok's task classifier, with its categories and scoring, plus a
+profile of every built-in backend type (its strengths, in these categories, and
+a one-line style, kept in the backend registry beside the type's other traits),
+so an Ollama server, an OpenAI-compatible endpoint or a plain command can be
+ranked too. Only the backends actually configured are ranked, each through its
+type's profile.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lokfile.backends import registry
 from lokfile.model import BackendConfig, Config
 
 # category -> keywords, matched case-insensitively as substrings of the task
@@ -32,42 +36,18 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "Private": ("private", "offline", "confidential", "sensitive", "local only", "air-gap"),
     "Quick": ("quick", "simple", "short", "classify", "one word", "yes or no"),
 }
-GENERAL = "General"
+GENERAL = registry.GENERAL
 
-# type -> (ordered strengths, one-line style)
-PROFILES: dict[str, tuple[tuple[str, ...], str]] = {
-    "codex": (
-        ("CodeAnalysis", "DeadCode", "Performance", GENERAL),
-        "fast, focused code analysis inside the repository",
-    ),
-    "gemini": (
-        ("SecurityAudit", "Architecture", GENERAL, "Writing"),
-        "thorough reading of large codebases, security and design",
-    ),
-    "claude": (
-        (GENERAL, "Architecture", "CodeAnalysis", "Writing", "SecurityAudit"),
-        "careful reasoning, design and code review in the repository",
-    ),
-    "anthropic": (
-        (GENERAL, "Writing", "Architecture", "CodeAnalysis"),
-        "careful reasoning and writing over the API (no repository access)",
-    ),
-    "openai": (
-        (GENERAL, "Writing", "CodeAnalysis", "Performance"),
-        "general-purpose model over an OpenAI-compatible API",
-    ),
-    "ollama": (
-        ("Private", "Quick", GENERAL, "Writing"),
-        "local model: private, free, good for quick or confidential work",
-    ),
-    "local": (
-        ("Private", "Quick", GENERAL),
-        "small in-process model: private and offline, best for short tasks",
-    ),
-    "command": ((GENERAL,), "a configured command-line tool"),
-    "test": ((GENERAL,), "deterministic test backend"),
-}
 UNKNOWN_PROFILE: tuple[tuple[str, ...], str] = ((GENERAL,), "plugin backend")
+
+
+def profile(type_name: str) -> tuple[tuple[str, ...], str]:
+    """(ordered strengths, one-line style) of a backend type: the registry's, for a
+    built-in type; a plugin type is a general-purpose "plugin backend"."""
+    found = registry.get(type_name)
+    if found is None:
+        return UNKNOWN_PROFILE
+    return found.strengths, found.style
 
 
 @dataclass(frozen=True)
@@ -98,7 +78,7 @@ def rank(task: str, backends: list[BackendConfig]) -> tuple[list[str], list[Rank
     categories = classify(task)
     out = []
     for cfg in backends:
-        strengths, style = PROFILES.get(cfg.type, UNKNOWN_PROFILE)
+        strengths, style = profile(cfg.type)
         points = score(strengths, categories)
         if points == 0 and GENERAL not in categories:
             # every backend can attempt anything: a weak General match keeps it listed

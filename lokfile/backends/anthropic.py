@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from lokfile.backends import httpwire
+from lokfile.backends import httpwire, registry
 from lokfile.backends.base import BackendError, ErrorKind, Health, Request
 from lokfile.backends.httpbase import HTTPBackend, SSEStream, configured_headers
-from lokfile.backends.ready import DEFAULT_KEY_ENV as DEFAULT_KEYS
-from lokfile.backends.ready import DEFAULT_URLS
 from lokfile.model import BackendConfig
 
-DEFAULT_URL = DEFAULT_URLS["anthropic"]
+DEFAULT_URL = registry.default_url("anthropic")
 DEFAULT_MODEL = "claude-sonnet-4-20250514"
-DEFAULT_KEY_ENV = DEFAULT_KEYS["anthropic"]
+DEFAULT_KEY_ENV = registry.builtin("anthropic").key_env or ""
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the API requires max_tokens; the original sent 4096
 

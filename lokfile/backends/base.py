@@ -1,7 +1,7 @@
 """The backend contract: one method that answers a prompt.
 
 A backend type is a class registered under a name (`claude`, `ollama`, …):
-built-ins in `BUILTIN_TYPES`, plugins through the entry-point group
+built-ins in `registry.BUILTINS`, plugins through the entry-point group
 `lokfile.backends` (the entry point loads the class). Instances are made in
 worker processes from a picklable `BackendConfig`, so a backend holds no state
 that must cross a process boundary.

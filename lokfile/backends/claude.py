@@ -20,10 +20,9 @@ import json
 import os
 from typing import Any
 
-from lokfile.backends import subproc
+from lokfile.backends import registry, subproc
 from lokfile.backends.agentcli import AgentCLI
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Request
-from lokfile.backends.ready import INSTALL_HINTS
 
 DEFAULT_MAX_RETRIES = 0
 # flags lok sets itself (configs written for the original or llm-mux repeat some)
@@ -74,7 +73,7 @@ class ClaudeBackend(AgentCLI):
     type_name = "claude"
     program = "claude"
     lok_flags = LOK_FLAGS
-    install = INSTALL_HINTS["claude"]
+    install = registry.install_hint("claude") or ""
 
     def _env(self) -> tuple[dict[str, str], str | None]:
         cfg = self.config

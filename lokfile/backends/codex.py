@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lokfile.backends import subproc
+from lokfile.backends import registry, subproc
 from lokfile.backends.agentcli import AgentCLI
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Request
-from lokfile.backends.ready import INSTALL_HINTS
 
 FALLBACK_TIMEOUT_S = 600.0
 LOK_EXEC_FLAGS = ("--json", "--skip-git-repo-check", "--ephemeral")
@@ -97,7 +96,7 @@ class CodexBackend(AgentCLI):
     type_name = "codex"
     program = "codex"
     lok_flags = LOK_FLAGS
-    install = INSTALL_HINTS["codex"]
+    install = registry.install_hint("codex") or ""
 
     def _env(self) -> tuple[dict[str, str], str | None]:
         # the built-in provider reads OPENAI_API_KEY; lok's provider for `url` names the variable

@@ -28,10 +28,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lokfile.backends import subproc
+from lokfile.backends import registry, subproc
 from lokfile.backends.agentcli import AgentCLI
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Request
-from lokfile.backends.ready import INSTALL_HINTS
 
 DEFAULT_MAX_RETRIES = 0
 # flags lok sets itself; leading words stay with the command (`npx @google/gemini-cli`)
@@ -108,7 +107,7 @@ class GeminiBackend(AgentCLI):
     type_name = "gemini"
     program = "gemini"
     lok_flags = LOK_FLAGS
-    install = INSTALL_HINTS["gemini"]
+    install = registry.install_hint("gemini") or ""
     version_timeout_s = VERSION_TIMEOUT_S
 
     def settings(self) -> dict[str, Any]:

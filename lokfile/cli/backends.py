@@ -11,7 +11,6 @@ import click
 
 from lokfile.cli import Session, backend_option
 from lokfile.cli.common import emit_json
-from lokfile.model import HTTP_TYPES
 
 
 def _session(ctx: click.Context) -> Session:
@@ -43,7 +42,9 @@ def _emit(document: Any) -> None:
 
 def where(backend: Any) -> str:
     """Where a backend lives, for a person: its url, or its command line."""
-    if backend.type in HTTP_TYPES or (backend.url and not backend.command):
+    from lokfile.backends import registry
+
+    if registry.family(backend.type) == "http" or (backend.url and not backend.command):
         return str(backend.url or backend.command or "(default)")
     if backend.command:
         return shlex.join([*shlex.split(backend.command), *backend.args])
@@ -193,14 +194,14 @@ def _health_json(backend: Any, check: tuple[Any, Any] | None) -> dict[str, Any]:
 def _key_set(backend: Any) -> bool | None:
     import os
 
-    from lokfile.backends.ready import DEFAULT_KEY_ENV
+    from lokfile.backends import registry
 
-    var = backend.api_key_env or DEFAULT_KEY_ENV.get(backend.type)
+    var = backend.api_key_env or registry.key_env(backend.type)
     return None if not var else bool(os.environ.get(var, "").strip())
 
 
 def _print_doctor(chosen: list[Any], checks: dict[str, Any], ready: list[str]) -> None:
-    from lokfile.backends.ready import DEFAULT_KEY_ENV
+    from lokfile.backends import registry
 
     width = max((len(b.name) for b in chosen), default=0)
     warned = 0
@@ -219,7 +220,7 @@ def _print_doctor(chosen: list[Any], checks: dict[str, Any], ready: list[str]) -
                 warned += 1
             parts = [p for p in (health.version, health.detail) if p]
         key_set = _key_set(b)
-        var = b.api_key_env or DEFAULT_KEY_ENV.get(b.type, "the key variable")
+        var = b.api_key_env or registry.key_env(b.type) or "the key variable"
         if key_set is not None and var not in " ".join(parts):
             parts.append(f"{var} {'set' if key_set else 'NOT set'}")
         click.echo(f"  {mark} {b.name:<{width}}  {b.type}: {'; '.join(parts) or 'ready'}")

@@ -8,6 +8,17 @@ commented value is the real default.)
 
 from __future__ import annotations
 
+from lokfile.backends import registry
+from lokfile.config import parse_config_text
+
+
+def _and(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
+# the backends lok has with no file at all are named after their types (registry order)
+_IMPLIED = _and([n for n in registry.names() if n in parse_config_text("").backends])
+
 LOK_TOML = """\
 # lok.toml: project settings for lok (https://github.com/ducks/lok compatible).
 #
@@ -45,7 +56,7 @@ LOK_TOML = """\
 # gemini = 1.5
 # ollama = 1.0
 
-# Backends: [backends.NAME]. The names claude, codex, gemini, ollama and local
+# Backends: [backends.NAME]. The names """ + _IMPLIED + """
 # imply their type; any other name needs a type (examples of each below). Common
 # keys: enabled, command, url, args, model, api_key_env (the NAME of an environment
 # variable, never the key itself), timeout, concurrency, temperature, seed,

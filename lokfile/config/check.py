@@ -11,12 +11,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lokfile import tomlfile
-from lokfile.backends.keys import COMMON_KEYS, EXTRA_KEYS, OPTION_KEYS
+from lokfile.backends import registry
+from lokfile.backends.keys import COMMON_KEYS, OPTION_KEYS
 from lokfile.durations import EXPECTED_S, DurationError, parse_seconds
 from lokfile.errors import ConfigError, Problem
 from lokfile.model import (
-    BACKEND_TYPES,
-    HTTP_TYPES,
     BackendConfig,
     CacheConfig,
     ConductorConfig,
@@ -305,8 +304,8 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
             continue
         # a plugin type's keys are its own business
         allowed = None
-        if kind in BACKEND_TYPES:  # common keys without a checker here pass through unchecked
-            allowed = (COMMON_KEYS - BACKEND_KEYS.keys()) | EXTRA_KEYS.get(kind, frozenset())
+        if registry.is_builtin(kind):  # common keys without a checker here pass through unchecked
+            allowed = (COMMON_KEYS - BACKEND_KEYS.keys()) | registry.extra_keys(kind)
         values = b.checked(raw, path, BACKEND_KEYS, f"[backends.{name}]", allowed)
         options: dict[str, Any] = dict(values.pop("options", {}))
         for key in sorted(OPTION_KEYS):
@@ -315,7 +314,7 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
         command = values.get("command")
         url = values.get("url")
         if (
-            kind in HTTP_TYPES
+            registry.family(kind) == "http"
             and command
             and command.startswith(("http://", "https://"))
             and (url is None or _only_built_in(b, (*path, "url"), (*path, "command")))
@@ -353,29 +352,27 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
             b.bad(
                 ("backends", name, "type"),
                 f"[backends.{name}] type must be a type name, got {tomlfile.describe(kind)}",
-                f"types: {', '.join(BACKEND_TYPES)} (or an installed plugin's)",
+                f"types: {', '.join(registry.names())} (or an installed plugin's)",
             )
             return None
-        close = None if kind in BACKEND_TYPES else did_you_mean(kind, list(BACKEND_TYPES))
+        close = None if registry.is_builtin(kind) else did_you_mean(kind, list(registry.names()))
         # A type close to a built-in one is a typo; any other may be a plugin's, looked up
         # when the backend is used (a user config must not break where a plugin is absent).
         if close is not None and kind not in _plugin_types():
             b.bad(
                 ("backends", name, "type"),
                 f"[backends.{name}] unknown type '{kind}' (did you mean '{close}'?)",
-                f"types: {', '.join(BACKEND_TYPES)}, or an installed plugin's",
+                f"types: {', '.join(registry.names())}, or an installed plugin's",
             )
             return None
         return kind
-    if name in BACKEND_TYPES:
-        return name
-    command = raw.get("command")
-    if isinstance(command, str) and command.startswith(("http://", "https://")):
-        return "ollama"
+    implied = registry.implied_type(name, raw.get("command"))
+    if implied is not None:
+        return implied
     b.bad(
         ("backends", name),
         f"[backends.{name}] has no type",
-        f'add type = "..." (one of {", ".join(BACKEND_TYPES)}, or an installed plugin\'s type)',
+        f'add type = "..." (one of {", ".join(registry.names())}, or an installed plugin\'s type)',
     )
     return None
 
@@ -383,9 +380,7 @@ def _backend_type(b: _Builder, name: str, raw: dict[str, Any]) -> str | None:
 def _plugin_types() -> set[str]:
     """Backend types installed packages register (read only for a type that is not built in:
     for such a type, being known means being a plugin's)."""
-    from lokfile.backends import known_types
-
-    return set(known_types())
+    return set(registry.known_types())
 
 
 def _tasks(b: _Builder, backends: dict[str, BackendConfig]) -> dict[str, TaskConfig]:

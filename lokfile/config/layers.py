@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from lokfile import tomlfile
+from lokfile.backends import registry
 from lokfile.errors import Problem
 
 Key = tuple[str | int, ...]
@@ -30,7 +31,7 @@ BUILTIN: dict[str, Any] = {
     "defaults": {"parallel": True, "timeout": 300, "jobs": 8},
     "cache": {"enabled": True, "ttl_hours": 24, "salt": ""},
     "conductor": {"max_rounds": 5, "max_tokens": 4096},
-    "consensus": {"weights": {"claude": 2.0, "codex": 1.5, "gemini": 1.5, "ollama": 1.0}},
+    "consensus": {"weights": registry.default_weights()},
     "backends": {
         "codex": {"command": "codex", "args": ["exec", "--json", "-s", "read-only"]},
         "gemini": {

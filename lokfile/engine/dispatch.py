@@ -240,15 +240,14 @@ class Dispatch:
 
     def _backend_modules(self) -> tuple[str, ...]:
         """Modules of the backend types this run may query, for workers to import early."""
-        from lokfile.backends import BUILTIN_TYPES
+        from lokfile.backends import registry
 
         types = {b.type for b in self.config.backends.values() if b.enabled}
         used = {n for s in self.wf.steps if s.kind is StepKind.LLM for n in s.backends}
         if "auto" not in used:
             types = {self.config.backends[n].type for n in used if n in self.config.backends}
-        return tuple(
-            sorted({BUILTIN_TYPES[t].partition(":")[0] for t in types if t in BUILTIN_TYPES})
-        )
+        found = (registry.get(t) for t in types)
+        return tuple(sorted({t.module for t in found if t is not None}))
 
     def _backend_limit(self, name: str) -> int | None:
         if not name:

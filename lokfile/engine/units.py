@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lokfile import hashing
+from lokfile.backends import registry
 from lokfile.model import BackendConfig, Config, Status, Step, StepKind
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class UnitEnv:
         return resolve_backend(name, self.config)
 
 
-DEFAULT_WEIGHTS = {"claude": 2.0, "codex": 1.5, "gemini": 1.5, "ollama": 1.0}
+DEFAULT_WEIGHTS = registry.default_weights()
 
 
 @dataclass(frozen=True, kw_only=True)
