@@ -6,7 +6,7 @@
     gemini     the Gemini CLI
     agentcli   what those three agent CLIs share: prompt on stdin, answer parsing
     command    any command-line tool
-    subproc    running a backend's program under lok's deadline
+    subproc    running a backend's program under lok's deadline (lokfile.process.run)
     ollama     an Ollama server
     openai     any OpenAI-compatible server
     anthropic  the Anthropic Messages API

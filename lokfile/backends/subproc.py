@@ -1,54 +1,37 @@
 """Running a backend CLI under lok's deadline.
 
-The child gets its own process group (session), so at the deadline lok stops
-the CLI *and* everything it spawned: SIGTERM to the group, a short grace, then
-SIGKILL. The kernel SIGKILLs it if lok dies (PR_SET_PDEATHSIG), so a killed
-`lok ask` leaves no CLI behind. Prompts travel on stdin or in a file, never
-through a shell.
+The CLI runs through lokfile.process.run, lok's one runner of commands: in a
+session of its own, so at the deadline (or on Ctrl-C, `stop_all`) lok stops the
+CLI *and* everything it spawned with the runner's one kill policy (SIGTERM to
+the group and its family, a grace, SIGKILL). The kernel SIGKILLs it if lok dies
+(PR_SET_PDEATHSIG), so a killed `lok ask` leaves no CLI behind. Prompts travel
+on stdin or in a file, never through a shell.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
-import signal
-import subprocess
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
 from lokfile.model import BackendConfig
-from lokfile.process.tree import child_guard
+from lokfile.process.run import Finished, Running
+from lokfile.process.run import run as run_command
+from lokfile.process.run import stop_all as stop_commands
 
-TERM_GRACE_S = 1.0
 # CLIs running right now, so that Ctrl-C can stop them from the main thread.
-_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE: set[Running] = set()
 _LIVE_LOCK = threading.Lock()
 # Variables that make a nested agent CLI believe it runs inside another one.
 _NESTING_VARS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
 
 
-@dataclass(frozen=True)
-class Completed:
-    """What a CLI left behind: exit code, both streams, and how long it took."""
-
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-    elapsed_s: float
-
-    @property
-    def out(self) -> str:
-        return self.stdout.decode("utf-8", "replace")
-
-    @property
-    def err(self) -> str:
-        return self.stderr.decode("utf-8", "replace")
+Completed = Finished  # what a CLI left behind: exit code, both streams, how long it took
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -79,21 +62,25 @@ def run(
     """Run argv to completion or until `timeout_s`, whichever comes first.
 
     `stdin` None means the child's stdin is closed (/dev/null), so a CLI that
-    waits for input cannot hang. On the deadline the whole process group is
-    killed and BackendError(TIMEOUT) is raised.
+    waits for input cannot hang. On the deadline the CLI's whole tree is
+    ended and BackendError(TIMEOUT) is raised.
     """
     program = resolve_program(argv[0], env)
-    started = time.monotonic()
+    mine: list[Running] = []
+
+    def track(live: Running) -> None:
+        with _LIVE_LOCK:
+            _LIVE.add(live)
+        mine.append(live)
+
     try:
-        proc = subprocess.Popen(
+        done = run_command(
             [program, *argv[1:]],
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdin=stdin,
             cwd=cwd or None,
-            env=dict(env) if env is not None else None,
-            start_new_session=True,
-            preexec_fn=child_guard(),  # dies with lok, even a lok killed with SIGKILL
+            env=env,
+            timeout_s=timeout_s,
+            register=track,
         )
     except FileNotFoundError as exc:
         raise BackendError(
@@ -107,64 +94,21 @@ def run(
                 "(send the prompt on stdin or in a file instead)",
             ) from None
         raise BackendError(ErrorKind.FAILED, f"'{argv[0]}' could not be started: {exc}") from None
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _stop_group(proc)
-        raise BackendError(
-            ErrorKind.TIMEOUT, f"'{argv[0]}' gave no answer within {timeout_s:g}s (stopped)"
-        ) from None
-    except BaseException:
-        # Ctrl-C or anything else: never leave the CLI running behind us.
-        _stop_group(proc)
-        raise
     finally:
         with _LIVE_LOCK:
-            _LIVE.discard(proc)
-    return Completed(proc.returncode, out, err, time.monotonic() - started)
+            _LIVE.difference_update(mine)
+    if done.timed_out:
+        raise BackendError(
+            ErrorKind.TIMEOUT, f"'{argv[0]}' gave no answer within {timeout_s:g}s (stopped)"
+        )
+    return done
 
 
 def stop_all() -> None:
     """Stop every CLI this process is running (Ctrl-C while backends answer in threads)."""
     with _LIVE_LOCK:
         live = list(_LIVE)
-    for proc in live:
-        _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + TERM_GRACE_S
-    for proc in live:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        _signal_group(proc.pid, signal.SIGKILL)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """TERM the child's process group, wait a moment, then KILL it, and reap."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    try:
-        proc.communicate(timeout=TERM_GRACE_S)
-        # The leader is gone; stragglers of its group get no grace.
-        _signal_group(proc.pid, signal.SIGKILL)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    _signal_group(proc.pid, signal.SIGKILL)
-    try:
-        proc.communicate(timeout=TERM_GRACE_S)
-    except subprocess.TimeoutExpired:
-        # A descendant left the group and holds our pipes open: stop waiting for it.
-        for stream in (proc.stdout, proc.stderr, proc.stdin):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=TERM_GRACE_S)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+    stop_commands(live)
 
 
 def version_of(

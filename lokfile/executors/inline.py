@@ -23,11 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
-from lokfile.process.tree import kill_tree
+from lokfile.process.run import Running, stop_all
 from lokfile.worker.cancel import Cancel
 from lokfile.worker.jobs import Job, JobResult
-
-KILL_GRACE_S = 2.0  # SIGTERM to SIGKILL for a cancelled job's command, as in a worker
 
 
 class InlineExecutor:
@@ -39,7 +37,7 @@ class InlineExecutor:
         self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.stop = Cancel()  # set by close(kill=True): no job starts another attempt
         self.running: set[Handle] = set()  # submitted, result not yet handed out
-        self.live: dict[Handle, int] = {}  # job -> pid of the command it is running
+        self.live: dict[Handle, Running] = {}  # job -> the command it is running
         self.cancelled: set[Handle] = set()  # jobs whose every command is ended at once
         self.lock = threading.Lock()
         self.threads: ThreadPoolExecutor | None = None
@@ -52,15 +50,15 @@ class InlineExecutor:
         return job.id
 
     def _work(self, job: Job) -> None:
-        def register(pid: int | None) -> None:
+        def register(command: Running | None) -> None:
             with self.lock:
-                if pid is None:
+                if command is None:
                     self.live.pop(job.id, None)
                     return
-                self.live[job.id] = pid
+                self.live[job.id] = command
                 if job.id not in self.cancelled:
                     return
-            self._end(pid)  # cancelled before its command had started
+            self._end(command)  # cancelled before its command had started
 
         def emit(text: str) -> None:
             self.inbox.put(JobEvent(job.id, text))
@@ -95,13 +93,14 @@ class InlineExecutor:
     def cancel(self, handle: Handle) -> None:
         with self.lock:
             self.cancelled.add(handle)
-            pid = self.live.get(handle)
-        if pid is not None:
-            self._end(pid)
+            command = self.live.get(handle)
+        if command is not None:
+            self._end(command)
 
     @staticmethod
-    def _end(pid: int) -> None:
-        threading.Thread(target=kill_tree, args=(pid, KILL_GRACE_S), daemon=True).start()
+    def _end(command: Running) -> None:
+        """Stop a command (lokfile.process.run's kill policy) without holding up the caller."""
+        threading.Thread(target=command.stop, daemon=True).start()
 
     def cancel_all(self) -> None:
         for handle in list(self.running):
@@ -113,8 +112,7 @@ class InlineExecutor:
         if kill:
             self.stop.set()
             with self.lock:
-                pids = list(self.live.values())
-            for pid in pids:
-                kill_tree(pid, KILL_GRACE_S)
+                commands = list(self.live.values())
+            stop_all(commands)
         self.threads.shutdown(wait=True, cancel_futures=kill)
         self.threads = None

@@ -17,7 +17,7 @@ A worker is what guarantees that no step process outlives lok:
 
     coordinator (lok's process group: the terminal's Ctrl-C, `kill -9 -PGID`)
       └── worker   own session · child subreaper · PDEATHSIG=SIGTERM
-            ├── sh -c STEP ──── its children, grandchildren …
+            ├── sh -c STEP ──── its children, grandchildren …   (lokfile/process/run.py)
             └── (orphans of those: double forks, setsid'd daemons, re-parented here)
 
 It leaves lok's process group, so no signal meant for lok's group reaches
@@ -26,8 +26,8 @@ its descendant however it detaches. When the coordinator stops it (SIGTERM or
 "stop"), dies (the kernel's parent-death SIGTERM, or EOF on the pipe), or is
 killed with its whole group, the worker ends every descendant within
 STOP_GRACE_S, lets an edit that is being put back finish (lokfile/worker/cancel.py),
-and exits. A per-step PDEATHSIG could not do this: it is not inherited, so
-it misses grandchildren, and it costs every step the fast vfork path.
+and exits. The PDEATHSIG every command gets from lokfile/process/run.py could
+not do this alone: it is not inherited, so it misses grandchildren.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
+from lokfile.process.run import Running
 from lokfile.process.tree import become_subreaper, kill_tree, set_parent_death_signal
 from lokfile.worker.cancel import Cancel
 from lokfile.worker.execute import Job, run_job
 
 Wire = tuple[Any, ...]  # a message on a worker's pipe
 STOP_GRACE_S = 0.5  # SIGTERM to SIGKILL for step processes when the worker stops
-CANCEL_GRACE_S = 2.0  # SIGTERM to SIGKILL for a cancelled job's command
 RESTORE_WAIT_S = 30.0  # the longest a stopping worker waits for an edit to be put back
 JOIN_S = RESTORE_WAIT_S + 5.0  # the coordinator's wait for a stopping worker
 
@@ -207,9 +207,10 @@ class _Stopper:
         os._exit(1)
 
 
-def _end(pid: int) -> None:
-    """End a cancelled job's command tree, without holding up the caller."""
-    threading.Thread(target=kill_tree, args=(pid, CANCEL_GRACE_S), daemon=True).start()
+def _end(command: Running) -> None:
+    """End a cancelled job's command tree (lokfile.process.run's kill policy), without
+    holding up the caller."""
+    threading.Thread(target=command.stop, daemon=True).start()
 
 
 def _end_leftovers() -> None:
@@ -237,7 +238,7 @@ def _worker_main(
         stopper.start()  # the coordinator died before the kernel could be told to warn us
     if warm:
         threading.Thread(target=_warm, args=(warm,), daemon=True).start()
-    live: dict[int, int] = {}  # job id -> pid of its running command
+    live: dict[int, Running] = {}  # job id -> its running command
     cancelled: set[int] = set()  # jobs whose every command is ended (even one not yet started)
     live_lock = threading.Lock()
     send_lock = threading.Lock()
@@ -250,15 +251,15 @@ def _worker_main(
                 pass
 
     def work(job: Job) -> None:
-        def register(pid: int | None) -> None:
+        def register(command: Running | None) -> None:
             with live_lock:
-                if pid is None:
+                if command is None:
                     live.pop(job.id, None)
                     return
-                live[job.id] = pid
+                live[job.id] = command
                 if job.id not in cancelled:
                     return
-            _end(pid)
+            _end(command)
 
         try:
             result = run_job(job, lambda text: send(("event", job.id, text)), register, cancel)
@@ -280,9 +281,9 @@ def _worker_main(
         elif msg[0] == "cancel":
             with live_lock:
                 cancelled.add(msg[1])
-                pid = live.get(msg[1])
-            if pid is not None:
-                _end(pid)
+                command = live.get(msg[1])
+            if command is not None:
+                _end(command)
         elif msg[0] == "stop":
             pool.shutdown(wait=True)
             _end_leftovers()

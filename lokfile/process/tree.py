@@ -1,9 +1,13 @@
 """Processes: ending them for good, telling a dead one from a live one, kernel hooks.
 
-A step runs in its own process group. On timeout or cancel we send SIGTERM
-to the group and to every descendant found under /proc (which also catches
-children that started their own session), wait a grace period, then SIGKILL
-whatever is left.
+A command runs in its own session (lokfile/process/run.py). To end it we send
+SIGTERM to its process group and to every member of its *family* found under
+/proc, wait a grace period, then SIGKILL whatever is left:
+
+    family   the descendants (by parent pid: children that started a session of
+             their own are found while their parent lives) and every process
+             still in the command's session (a double-forked child that was
+             re-parented away, or one that moved to a process group of its own)
 
 Two Linux process attributes (prctl; elsewhere they are no-ops) keep step
 processes from outliving lok:
@@ -13,6 +17,10 @@ processes from outliving lok:
                              so `descendants()` still finds it
     PR_SET_PDEATHSIG         the kernel signals us when the thread that forked
                              us ends (our parent dies, however it dies)
+
+`child_guard` sets both in a command's first process: it dies with the thread
+that started it, and while it lives, an orphan anywhere below it (a double fork
+into a new session, the one escape the family above misses) becomes its child.
 
 A process is named by its pid *and* its start time (`identity`), so a pid
 that was reused after its owner died is not mistaken for the owner.
@@ -30,13 +38,13 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid`, read from /proc (empty where /proc is absent)."""
-    children: dict[int, list[int]] = {}
+def _table() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, session id) of every process under /proc (empty without /proc)."""
     try:
         entries = os.listdir("/proc")
     except OSError:
         return []
+    rows: list[tuple[int, int, int]] = []
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -47,8 +55,15 @@ def descendants(pid: int) -> list[int]:
             continue
         # the command name may hold spaces and parentheses: parse after the last ')'
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry))
+        if len(fields) > 3:  # state, ppid, pgrp, session
+            rows.append((int(entry), int(fields[1]), int(fields[3])))
+    return rows
+
+
+def _below(pid: int, rows: list[tuple[int, int, int]]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for child, parent, _ in rows:
+        children.setdefault(parent, []).append(child)
     out: list[int] = []
     stack = [pid]
     while stack:
@@ -56,6 +71,21 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             stack.append(child)
     return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid`, read from /proc (empty where /proc is absent)."""
+    return _below(pid, _table())
+
+
+def _family(pid: int, session: int | None) -> list[int]:
+    """`pid`'s descendants and the other members of `session` (when given)."""
+    rows = _table()
+    found = _below(pid, rows)
+    if session is not None:
+        seen = set(found)
+        found += [p for p, _, sid in rows if sid == session and p != pid and p not in seen]
+    return found
 
 
 def _signal_all(pgid: int | None, pids: list[int], sig: int) -> None:
@@ -84,9 +114,22 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _own_session(pid: int) -> int | None:
+    """`pid`'s session when `pid` leads one that is not ours, else None."""
+    try:
+        sid = os.getsid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return sid if sid == pid and sid != os.getsid(0) else None
+
+
 def kill_tree(pid: int, grace: float = 2.0, include_self: bool = True) -> None:
-    """SIGTERM `pid`'s process group and descendants, then SIGKILL survivors after `grace` s."""
-    family = descendants(pid)
+    """SIGTERM `pid`'s process group and family, then SIGKILL survivors after `grace` s.
+
+    The family is `pid`'s descendants and, when `pid` leads a session of its own
+    (and `include_self`), every other process of that session."""
+    session = _own_session(pid) if include_self else None
+    family = _family(pid, session)
     if include_self:
         family.append(pid)
     try:
@@ -100,10 +143,12 @@ def kill_tree(pid: int, grace: float = 2.0, include_self: bool = True) -> None:
     while time.monotonic() < deadline:
         family = [p for p in family if _alive(p)]
         if not family:
-            return
+            break
         time.sleep(0.02)
-    family += [p for p in descendants(pid) if p not in family]
-    _signal_all(pgid, family, signal.SIGKILL)
+    # whatever is left, and whatever was started (or moved into the session) meanwhile
+    family += [p for p in _family(pid, session) if p not in family]
+    if family:
+        _signal_all(pgid, family, signal.SIGKILL)
 
 
 _LIBC: list[Any] = []
@@ -136,24 +181,37 @@ def set_parent_death_signal(sig: int) -> bool:
     return _prctl(PR_SET_PDEATHSIG, sig)
 
 
+_SUBREAPER: list[bool] = []
+
+
 def become_subreaper() -> bool:
     """Let orphaned descendants be re-parented to this process instead of init."""
-    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    done = _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if done:
+        _SUBREAPER.append(True)
+    return done
 
 
-def _kill_on_parent_death() -> None:
+def adopts_orphans() -> bool:
+    """Has this process become a subreaper (a lok worker, which ends what its jobs leave)?"""
+    return bool(_SUBREAPER)
+
+
+def _guard() -> None:
     # between fork and exec: only the prctl already loaded, nothing that could take a lock
     _LIBC[0].prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _LIBC[0].prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def child_guard() -> Any:
-    """A `preexec_fn` that has the kernel SIGKILL the child when the thread that started it
-    ends (its process killed, however); None where prctl is missing.
+    """A `preexec_fn` for a command's first process: the kernel SIGKILLs it when the
+    thread that started it ends (its process killed, however), and it adopts the
+    orphans among its descendants (both survive exec); None where prctl is missing.
 
-    It costs the fast vfork path of subprocess, so it guards the rare, long-lived
-    children (verify commands, backend CLIs), not every shell step.
+    A `preexec_fn` costs subprocess's vfork path (a fork copies the page tables of
+    the whole parent), which lokfile/process/run.py pays for every command.
     """
-    return _kill_on_parent_death if _libc() is not None else None
+    return _guard if _libc() is not None else None
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:

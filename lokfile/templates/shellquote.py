@@ -216,13 +216,19 @@ def _quotes_only(pieces: Sequence[str]) -> list[Place]:
     return out
 
 
+# a bare {cmd} right after `-c` (or a cluster ending in it: `-lc`, `-ec`) is a shell's
+# command string (`bash -c {cmd}`, `docker exec dev sh -c {cmd}`), not a program
+_AFTER_DASH_C = re.compile(r"(?:^|\s)-[A-Za-z]*c[ \t]+$")
+
+
 def wrap_command(wrapper: str, command: str) -> str:
     """Put `command` inside `[defaults] command_wrapper`, quoted for wherever each {cmd} lands
     (bare, '…', "…", a here-document…), with the same rules as template values."""
     pieces = wrapper.split("{cmd}")
     out = [pieces[0]]
-    for place, piece in zip(places(pieces), pieces[1:], strict=True):
-        # A bare {cmd} stands where a program goes (`direnv exec . {cmd}`): hand it to sh whole.
-        prefix = "sh -c " if place.kind == BARE else ""
-        out += [prefix + quote(command, place), piece]
+    for before, place, piece in zip(pieces, places(pieces), pieces[1:], strict=False):
+        # A bare {cmd} stands where a program goes (`direnv exec . {cmd}`): hand it to sh
+        # whole; after `-c` it is already the command string a shell runs.
+        program = place.kind == BARE and _AFTER_DASH_C.search(before) is None
+        out += [("sh -c " if program else "") + quote(command, place), piece]
     return "".join(out)

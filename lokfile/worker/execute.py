@@ -2,9 +2,10 @@
 
 A job is a shell command or one backend query for one unit of one step. The
 worker runs it with retries (exponential backoff with jitter and a cap,
-honouring Retry-After, never retrying what cannot succeed), enforces the
-per-attempt timeout by ending the command's whole process tree, writes the
-output (and declared output files) to the store, and returns a JobResult.
+honouring Retry-After, never retrying what cannot succeed), runs a shell
+command through lokfile.process.run (which ends its whole process tree at the
+per-attempt timeout, or when the job is cancelled), writes the output (and
+declared output files) to the store, and returns a JobResult.
 Nothing here touches the run history: the coordinator alone writes it.
 """
 
@@ -13,16 +14,13 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lokfile.errors import DiskFullError, disk_full
-from lokfile.process.tree import kill_tree
+from lokfile.process.run import Running
 from lokfile.store.artifacts import Store
 from lokfile.worker.cancel import Cancel
 from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
@@ -30,13 +28,7 @@ from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 __all__ = ["EditSettings", "Job", "JobResult", "QueryJob", "ShellJob", "backoff_delay", "run_job"]
 
 BACKOFF_CAP_S = 60.0
-KILL_GRACE_S = 2.0
 NOT_FOUND_EXIT = 127
-# A command gets its own process group so a timeout can end all of it. On 3.11+
-# `process_group=0` keeps subprocess's fast vfork path; a new session forces fork.
-OWN_GROUP: dict[str, Any] = (
-    {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
-)
 
 Emit = Callable[[str], None]
 
@@ -71,9 +63,10 @@ def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None)
 
 
 def run_job(
-    job: Job, emit: Emit, register: Callable[[int | None], None], cancel: Cancel | None = None
+    job: Job, emit: Emit, register: Callable[[Running | None], None], cancel: Cancel | None = None
 ) -> JobResult:
-    """Run `job` to completion (all its attempts). `register` records the live child pid;
+    """Run `job` to completion (all its attempts). `register` is handed each shell command
+    while it runs (and None after), so a cancel can stop it (`Running.stop`);
     `cancel`, once set, ends the job at the next attempt (an edit puts its files back).
 
     A full disk fails the job with kind "disk_full" and no artifact (none could be written).
@@ -102,7 +95,7 @@ def run_job(
 def _run_job(
     job: Job,
     emit: Emit,
-    register: Callable[[int | None], None],
+    register: Callable[[Running | None], None],
     cancel: Cancel | None,
     started: float,
 ) -> JobResult:
@@ -193,7 +186,7 @@ def _first_line(text: str | None) -> str:
     return lines[0][:160] if lines else "failed"
 
 
-def _run_shell(work: ShellJob, job: Job, register: Callable[[int | None], None]) -> Attempt:
+def _run_shell(work: ShellJob, job: Job, register: Callable[[Running | None], None]) -> Attempt:
     from lokfile.process.launch import launch, shown
 
     command, timeout_s = work.command, job.timeout_s
@@ -212,45 +205,27 @@ def _run_launched(
     command: str,
     cwd: str,
     timeout_s: float | None,
-    register: Callable[[int | None], None],
+    register: Callable[[Running | None], None],
     shown: Callable[[str], str],
 ) -> Attempt:
+    from lokfile.process.run import run
+    from lokfile.process.tree import adopts_orphans
+
+    # A worker process adopts and ends whatever its steps leave behind (and dies with lok):
+    # there a step skips the child guard, which would cost every step the vfork path.
+    guard = not adopts_orphans()
     try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdin=_devnull(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            **OWN_GROUP,
-        )
+        done = run(argv, cwd=cwd, timeout_s=timeout_s, register=register, guard=guard)
     except OSError as exc:
         return Attempt(False, "", f"cannot start sh: {exc}", "not_installed", retryable=False)
-    register(proc.pid)
-    # The deadline is a timer that ends the process tree; communicate() then returns at EOF.
-    # (communicate(timeout=…) would poll the exit with sleeps, costing every step latency.)
-    expired = threading.Event()
-
-    def expire() -> None:
-        expired.set()
-        kill_tree(proc.pid, KILL_GRACE_S)
-
-    timer = threading.Timer(timeout_s, expire) if timeout_s else None
-    if timer is not None:
-        timer.daemon = True
-        timer.start()
-    try:
-        out, err = proc.communicate()
     finally:
-        if timer is not None:
-            timer.cancel()
         register(None)
-    if expired.is_set():
+    if done.timed_out:
         return Attempt(False, "", f"Step timed out after {_fmt_s(timeout_s)}", "timeout")
-    stdout = out.decode("utf-8", errors="replace")
-    if proc.returncode != 0:
-        stderr = err.decode("utf-8", errors="replace").strip()
-        code = proc.returncode
+    stdout = done.out
+    if done.returncode != 0:
+        stderr = done.err.strip()
+        code = done.returncode
         how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
         detail = f"Shell command failed ({how}): {shown(command)}"
         if stderr:
@@ -263,16 +238,6 @@ def _run_launched(
             retryable=code != NOT_FOUND_EXIT,
         )
     return Attempt(True, stdout.strip())
-
-
-_DEVNULL: list[int] = []
-
-
-def _devnull() -> int:
-    """One /dev/null descriptor per process, for every command's stdin."""
-    if not _DEVNULL:
-        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-    return _DEVNULL[0]
 
 
 _BACKENDS: dict[str, Any] = {}

@@ -14,15 +14,13 @@ step still leaves the tree as it was.
 from __future__ import annotations
 
 import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from lokfile.process.launch import launch, shown
-from lokfile.process.tree import child_guard, kill_tree
+from lokfile.process.run import run as run_command
 from lokfile.stack import Stack, detect
 
-KILL_GRACE_S = 2.0
 OUTPUT_TAIL = 4000
 
 
@@ -109,7 +107,8 @@ def auto(stack: Stack) -> Check:
 def run(
     command: str, root: Path, timeout_s: float | None, wrapper: str | None = None
 ) -> CheckResult:
-    """Run `command` with sh in `root` (inside the wrapper); end its whole tree on timeout."""
+    """Run `command` with sh in `root` (inside the wrapper), its stderr merged into its
+    output, through lokfile.process.run: its whole tree ends at the deadline."""
     try:
         started = launch(command, wrapper, root / ".lok" / "tmp")
     except ValueError as exc:
@@ -122,34 +121,19 @@ def run(
 
 def _run(argv: list[str], command: str, root: Path, timeout_s: float | None) -> CheckResult:
     try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=root,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=child_guard(),  # dies with its worker, even one killed with SIGKILL
-        )
+        done = run_command(argv, cwd=root, merge_stderr=True, timeout_s=timeout_s)
     except OSError as exc:
         return CheckResult(False, f"cannot start sh: {exc}")
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid, KILL_GRACE_S)
-        proc.communicate()
+    if done.timed_out:
         return CheckResult(
             False, f"`{shown(command)}` timed out after {timeout_s:g}s", timed_out=True
         )
-    except BaseException:
-        kill_tree(proc.pid, KILL_GRACE_S)
-        raise
-    if proc.returncode == 0:
+    if done.returncode == 0:
         return CheckResult(True)
-    text = out.decode("utf-8", errors="replace").strip()
+    text = done.out.strip()
     if len(text) > OUTPUT_TAIL:
         text = "…\n" + text[-OUTPUT_TAIL:]
-    code = proc.returncode
+    code = done.returncode
     how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
     detail = f"`{shown(command)}` failed ({how})"
     return CheckResult(False, detail + ("\n" + text if text else ""))
