@@ -176,13 +176,14 @@ def run(
             db.close()
 
 
-def status(ctx: Context, workflow: Workflow, raw: tuple[str, ...]) -> dict[str, Any]:
+def status(
+    ctx: Context, workflow: Workflow, positional: tuple[str, ...], named: dict[str, str]
+) -> dict[str, Any]:
     """The `lok status --json` document: each step fresh or stale, with its reason.
     Computes keys and calls nothing; records nothing."""
     from lokfile.outcome import Status
     from lokfile.reporters import Silent
 
-    positional, named = split_args(workflow, raw)
     options = RunOptions(args=positional, named=named, dry_run=True, record=False)
     outcome = run(ctx, workflow, options, Silent())
     state = {Status.REUSED: "fresh", Status.STALE: "stale", Status.SKIPPED: "skip"}

@@ -185,7 +185,7 @@ def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool
 
     ctx = api.open_project(session.directory, session.config_file)
     wf = api.load(ctx, workflow)
-    doc = api.status(ctx, wf, args)
+    doc = api.status(ctx, wf, *api.split_args(wf, args))
     if as_json:
         emit_json(doc)
         return
