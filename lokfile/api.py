@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lokfile.engine.coordinator import Coordinator, Reporter, RunOptions, RunOutcome
 from lokfile.model import Config, Workflow
@@ -174,6 +174,41 @@ def run(
     finally:
         if db is not None:
             db.close()
+
+
+def status(
+    ctx: Context, workflow: Workflow, positional: tuple[str, ...], named: dict[str, str]
+) -> dict[str, Any]:
+    """The `lok status --json` document: each step fresh or stale, with its reason.
+    Computes keys and calls nothing; records nothing."""
+    from lokfile.outcome import Status
+    from lokfile.reporters import Silent
+
+    options = RunOptions(args=positional, named=named, dry_run=True, record=False)
+    outcome = run(ctx, workflow, options, Silent())
+    state = {Status.REUSED: "fresh", Status.STALE: "stale", Status.SKIPPED: "skip"}
+    return {
+        "workflow": workflow.name,
+        "steps": [
+            {
+                "name": n,
+                "fresh": r.status is Status.REUSED,
+                "state": state.get(r.status, r.status.value),
+                "reason": r.reason,
+            }
+            for n in workflow.step_names
+            if (r := outcome.results.get(n)) is not None
+        ],
+    }
+
+
+def step_order(ctx: Context, row: dict[str, Any]) -> list[str] | None:
+    """A recorded run's workflow's step order, when its file still loads (history keeps
+    the order steps finished in): `lok runs show` lists steps in it."""
+    try:
+        return list(load(ctx, row.get("workflow_path") or row["workflow"]).step_names)
+    except Exception:  # changed or gone since: the recorded order will do
+        return None
 
 
 def mark_failed(ctx: Context, run_id: str, error: str) -> None:

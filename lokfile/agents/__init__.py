@@ -1,6 +1,7 @@
 """agents: the multi-LLM modes and the built-in commands, over `lokfile.api`.
 
     ask      `lok ask`: one prompt to several backends, answers cached by content
+    doctor   `lok doctor`: which backends can answer now, and the document it reports
     builtin  the built-in workflows as hunt, audit, explain, diff, ci and fix run them
     gh       `lok hunt --issues`: findings filed as GitHub issues
     debate   backends argue in rounds, then a judge gives a verdict
@@ -15,4 +16,4 @@ Each mode builds `model.Workflow` objects in code and runs them with
 `from lokfile.agents import debate`.
 """
 
-__all__ = ["ask", "builtin", "common", "conduct", "debate", "gh", "spawn", "suggest"]
+__all__ = ["ask", "builtin", "common", "conduct", "debate", "doctor", "gh", "spawn", "suggest"]

@@ -197,6 +197,98 @@ class AskCache:
             self.warnings.append(f"cache write for {backend.name}: {exc}")
 
 
+def choose(
+    config: Config, wanted: list[str] | None
+) -> tuple[list[BackendConfig], dict[str, Any]]:
+    """(the backends to ask, the verdicts of those left out): the named ones whatever
+    their state, else every enabled one that can answer now (NoBackend when none can)."""
+    chosen = select(config, wanted)
+    if wanted is not None:
+        return chosen, {}
+    from lokfile.backends.ready import check_all, no_backend
+
+    verdicts = check_all(chosen)
+    ready = [b for b in chosen if verdicts[b.name].ready]
+    if not ready:
+        raise no_backend(config, verdicts, "this prompt")
+    return ready, {b.name: verdicts[b.name] for b in chosen if not verdicts[b.name].ready}
+
+
+@dataclass(frozen=True)
+class AskReport:
+    """What one `lok ask` found: the answers, and who was left out and why."""
+
+    prompt: str
+    results: list[AskResult]
+    not_ready: dict[str, Any]  # name -> readiness verdict: not asked
+    skipped: list[AskResult]  # asked, but not there at all (no binary, nothing listening)
+    warnings: list[str]  # the cache's troubles
+
+    @property
+    def ok(self) -> bool:
+        return any(r.ok for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `lok ask --json` document."""
+        return {
+            "prompt": self.prompt,
+            "ok": self.ok,
+            "results": [r.to_json() for r in self.results],
+            "skipped": [{"backend": n, "summary": v.detail} for n, v in self.not_ready.items()]
+            + [
+                {"backend": r.name, "summary": r.error.summary()}
+                for r in self.skipped
+                if r.error is not None
+            ],
+        }
+
+
+def ask_chosen(
+    project: Any,
+    config: Config,
+    prompt: str,
+    chosen: tuple[list[BackendConfig], dict[str, Any]],
+    named: bool,
+    cwd: str,
+    no_cache: bool = False,
+    notify: Callable[[str, str], None] | None = None,
+) -> AskReport:
+    """Ask the backends `choose` picked, through the cache (unless `no_cache` or
+    `[cache] enabled = false`); without `named`, a backend that is not there at all
+    is left out of the results, as not available."""
+    backends, not_ready = chosen
+    cache = None if no_cache or not config.cache.enabled else open_cache(project, config)
+    try:
+        results = ask(prompt, backends, config, cwd, cache, notify=notify)
+    finally:
+        if cache is not None:
+            cache.close()
+    skipped: list[AskResult] = []
+    if not named:
+        skipped = [r for r in results if r.error is not None and unavailable(r.error)]
+        results = [r for r in results if r not in skipped]
+    warnings = list(cache.warnings) if cache is not None else []
+    return AskReport(prompt, results, not_ready, skipped, warnings)
+
+
+def open_cache(project: Any, config: Config) -> AskCache:
+    """The ask cache: the project's .lok/, or the user's cache outside a lok project."""
+    from lokfile.project import Project
+
+    if not (project.lok_dir.is_dir() or project.config_path.is_file()):
+        # not a lok project: keep answers in the user's cache rather than strew .lok/ folders
+        project = Project(user_cache_dir() / "ask")
+    return AskCache(project.runs_dir, project.db_path, config.cache.ttl_hours, config.cache.salt)
+
+
+def user_cache_dir() -> Path:
+    """`~/.cache/lok` (honouring XDG_CACHE_HOME)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lok"
+
+
 def timeout_for(backend: BackendConfig, config: Config) -> float | None:
     """The backend's `timeout`, else `[defaults] timeout` (0 = none)."""
     value = backend.timeout_s if backend.timeout_s is not None else config.defaults.timeout_s

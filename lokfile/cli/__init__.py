@@ -4,6 +4,7 @@
     runs                 `lok runs …` and `lok gc`: the history, read back
     workflow             `lok workflow …` and `lok init` (init_files: what it writes)
     backends             `lok ask`, `lok doctor`, `lok backends`
+    mcp                  `lok mcp`: the MCP server (lokfile/mcp/), for coding agents
     modes, agents        the built-in commands and the multi-LLM modes
     common               what every command shares: reporter, JSON on stdout, results
 
@@ -56,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "debate": ("lokfile.cli.agents:debate", "Let the backends debate a question."),
     "spawn": ("lokfile.cli.agents:spawn", "Split a task into parallel subtasks."),
     "conduct": ("lokfile.cli.agents:conduct", "Let a conductor backend delegate a task."),
+    "mcp": ("lokfile.cli.mcp:mcp", "Serve lok to coding agents over MCP (stdio or HTTP)."),
 }
 
 

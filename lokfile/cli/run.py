@@ -184,41 +184,13 @@ def _replay(session: Session, workflow: str, args: tuple[str, ...], report: Any)
 def status(session: Session, workflow: str, args: tuple[str, ...], as_json: bool) -> None:
     """Show each step of WORKFLOW as fresh or stale, with the reason. Runs nothing."""
     from lokfile import api
-    from lokfile.outcome import Status
 
     ctx = api.open_project(session.directory, session.config_file)
     wf = api.load(ctx, workflow)
-    positional, named = api.split_args(wf, args)
-    options = api.RunOptions(args=positional, named=named, dry_run=True, record=False)
-    from lokfile.reporters import Silent
-
-    outcome = api.run(ctx, wf, options, Silent())
+    doc = api.status(ctx, wf, *api.split_args(wf, args))
     if as_json:
-        doc = {
-            "workflow": wf.name,
-            "steps": [
-                {
-                    "name": n,
-                    "fresh": r.status is Status.REUSED,
-                    "state": _state(r),
-                    "reason": r.reason,
-                }
-                for n in wf.step_names
-                if (r := outcome.results.get(n)) is not None
-            ],
-        }
         emit_json(doc)
         return
     width = max((len(n) for n in wf.step_names), default=4)
-    for name in wf.step_names:
-        r = outcome.results.get(name)
-        if r is not None:
-            click.echo(f"{name.ljust(width)}  {_state(r):6}  {r.reason}")
-
-
-def _state(result: Any) -> str:
-    from lokfile.outcome import Status
-
-    status: Status = result.status
-    state = {Status.REUSED: "fresh", Status.STALE: "stale", Status.SKIPPED: "skip"}
-    return state.get(status, status.value)
+    for step in doc["steps"]:
+        click.echo(f"{step['name'].ljust(width)}  {step['state']:6}  {step['reason']}")

@@ -19,13 +19,9 @@ def _open(session: Session) -> Any:
 
 
 def _order(ctx: Any, row: dict[str, Any]) -> list[str] | None:
-    """The workflow's step order, when its file still loads (history keeps finishing order)."""
     from lokfile import api
 
-    try:
-        return list(api.load(ctx, row.get("workflow_path") or row["workflow"]).step_names)
-    except Exception:  # changed or gone since: the recorded order will do
-        return None
+    return api.step_order(ctx, row)
 
 
 def _emit_json(doc: Any) -> None:

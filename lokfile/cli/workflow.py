@@ -57,12 +57,12 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     Project workflows (.lok/workflows) hide user ones (~/.config/lok/workflows),
     which hide the built-ins. A file that does not load is listed with its error.
     """
-    from lokfile.workflow.loader import list_workflows
+    from lokfile.workflow.loader import list_workflows, workflows_document
 
     project, config, _ = _open(ctx)
     infos = list_workflows(project, config)
     if as_json:
-        _emit({"workflows": [asdict(info) for info in infos]})
+        _emit(workflows_document(infos))
         return
     if not infos:
         click.echo("No workflows found. `lok init` writes an example to .lok/workflows/.")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,10 @@ class Coordinator:
                 self.slots,
             )
         )
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        # Ctrl-C and SIGTERM reach Python's main thread only: a run on another thread (the
+        # MCP server's background runs) is stopped through cancel() instead
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS if main}
         finished = False
         try:
             self._loop()

@@ -17,7 +17,7 @@ from typing import Any
 
 from lokfile import tomlfile
 from lokfile.errors import LokError, Problem, UsageError, WorkflowError
-from lokfile.model import Config, Workflow
+from lokfile.model import ArgSpec, Config, Workflow
 from lokfile.project import Project, builtin_workflows_dir, user_dir
 from lokfile.workflow import cache as wfcache
 from lokfile.workflow.build import build
@@ -38,6 +38,7 @@ class WorkflowInfo:
     steps: int = 0
     error: str | None = None  # why it does not load, if it does not
     overrides: tuple[str, ...] = ()  # lower layers holding a file of the same name
+    args: tuple[ArgSpec, ...] = ()  # the declared [args] (name, default, description, required)
 
 
 def _layers(project: Project | None, user_config_dir: Path | None) -> list[tuple[str, Path]]:
@@ -412,9 +413,28 @@ def list_workflows(
                 len(workflow.steps),
                 None,
                 info.overrides,
+                workflow.args,
             )
         )
     return out
+
+
+def workflows_document(infos: list[WorkflowInfo]) -> dict[str, Any]:
+    """The `lok workflow list --json` document."""
+    from dataclasses import asdict
+
+    return {"workflows": [asdict(info) for info in infos]}
+
+
+def find_listed(
+    name: str, project: Project, user_config_dir: Path | None = None
+) -> tuple[Path, str] | None:
+    """(file, origin) of the workflow `lok workflow list` shows as NAME, else None:
+    a name only, never a path (the MCP server runs nothing else by name)."""
+    for info in _scan(project, user_config_dir):
+        if info.name == name:
+            return Path(info.path), info.origin
+    return None
 
 
 def _description(path: str) -> str:
