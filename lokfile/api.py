@@ -23,6 +23,7 @@ __all__ = [
     "Context",
     "RunOptions",
     "RunOutcome",
+    "choose_executor",
     "load",
     "open_project",
     "outcome_json",
@@ -149,9 +150,9 @@ def run(
     """Run `workflow` incrementally and record it (unless options say not to).
 
     `started` sees the coordinator before it runs (watch mode keeps it to cancel a run).
-    `executor` makes where its jobs run: by default worker processes
-    (lokfile/executors/local.py); `lokfile.executors.inline.InlineExecutor` runs them
-    on threads of this process.
+    `executor` makes where its jobs run: by default what `[executor]` says (worker
+    processes, lokfile/executors/local.py, unless it names a Dask scheduler);
+    `lokfile.executors.inline.InlineExecutor` runs them on threads of this process.
     With `[cache] remote`, results are looked up there too, and written there
     (lokfile/store/tiered.py).
     """
@@ -170,7 +171,7 @@ def run(
     team = None
     try:
         team = team_cache(ctx, store, db, report)
-        make = executor or _pool
+        make = executor or choose_executor(ctx.config)
         coordinator = Coordinator(
             workflow, ctx.config, project.root, store, db, options, report, make, cache=team
         )
@@ -321,6 +322,35 @@ def cache_pull(
     finally:
         cache.close()
         db.close()
+
+
+def choose_executor(config: Config, choice: str | None = None) -> ExecutorFactory:
+    """Where jobs run: `choice` (`--executor`: local, or dask://HOST:PORT) over `[executor]`."""
+    address = config.executor.address if config.executor.type == "dask" else None
+    if choice is not None and choice != "local":
+        from lokfile.config.sharing import dask_address
+        from lokfile.errors import UsageError
+        from lokfile.tomlfile import BadValue
+
+        try:
+            address = dask_address(choice)
+        except BadValue:
+            raise UsageError(
+                f"--executor {choice}: not an executor",
+                "--executor local (worker processes here) or --executor dask://HOST:PORT "
+                "(a Dask scheduler; see `dask scheduler`)",
+            ) from None
+    elif choice == "local":
+        address = None
+    if address is None:
+        return _pool
+
+    def dask(slots: int, warm: tuple[str, ...]) -> Executor:
+        from lokfile.executors.dask import DaskExecutor
+
+        return DaskExecutor(slots, warm, address=address)
+
+    return dask
 
 
 def mark_failed(ctx: Context, run_id: str, error: str) -> None:
