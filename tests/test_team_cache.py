@@ -107,7 +107,7 @@ def _s3fs(endpoint: str) -> Any:
     return s3fs.S3FileSystem(  # the test's own client; lok's reads the environment
         key="testing",
         secret="testing",
-        client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"},
+        client_kwargs={"endpoint_url": endpoint},
         skip_instance_cache=True,
     )
 
