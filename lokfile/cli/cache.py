@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -11,10 +10,22 @@ from lokfile.cli import Session
 from lokfile.cli.common import emit_json
 
 
-def _reporter() -> Any:
-    from lokfile.reporters import PlainReporter
+class _Notices:
+    """A reporter that says only what a person should know (the team cache's warnings),
+    not the steps of the dry run that `pull WF` makes to find what the workflow needs."""
 
-    return PlainReporter(sys.stderr, summary=False)
+    def __call__(self, event: Any) -> None:
+        from lokfile.events import Notice
+
+        if isinstance(event, Notice):
+            click.echo(event.text, err=True)
+
+    def tick(self) -> None:
+        pass
+
+
+def _reporter() -> _Notices:
+    return _Notices()
 
 
 @click.group()
