@@ -364,3 +364,44 @@ def test_cache_commands_without_a_remote_say_how_to_set_one(tmp_path: Path, llm:
     proc = lok(root, "cache", "status")
     assert proc.returncode == 2
     assert "[cache] remote" in proc.stderr and "Hint:" in proc.stderr
+
+
+# -- the remote entry, in process ------------------------------------------------------
+
+
+def _entry(outputs: dict[str, str] | None = None) -> Any:
+    from lokfile import hashing
+    from lokfile.store.rundb import KeyEntry
+
+    key = hashing.digest_text("a key")
+    digest = hashing.digest_text("an answer")
+    return KeyEntry(key, digest, 1700000000.0, 1.5, outputs or {}, {"model": "m", "ended": 2.0})
+
+
+def test_a_remote_entry_round_trips_and_is_refused_when_edited_cut_short_or_moved() -> None:
+    from lokfile import hashing
+    from lokfile.store.tiered import decode_entry, encode_entry
+
+    entry = _entry({"out/report.txt": hashing.digest_text("report")})
+    data = encode_entry(entry, "step", "wf")
+    assert decode_entry(entry.key, data) == (entry, "step", "wf")
+    edited = data.replace(b'"duration":1.5', b'"duration":0.5')
+    with pytest.raises(ValueError, match="check digest"):
+        decode_entry(entry.key, edited)
+    with pytest.raises(ValueError, match="not JSON"):
+        decode_entry(entry.key, data[: len(data) // 2])
+    with pytest.raises(ValueError, match="another key"):
+        decode_entry(hashing.digest_text("another key"), data)
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "/etc/passwd", "a/../../b", "a//b"])
+def test_a_remote_entry_naming_an_output_outside_the_project_is_refused_even_if_well_made(
+    path: str,
+) -> None:
+    """A writer who recomputes the check digest is trusted with results, never with paths."""
+    from lokfile import hashing
+    from lokfile.store.tiered import decode_entry, encode_entry
+
+    entry = _entry({path: hashing.digest_text("x")})
+    with pytest.raises(ValueError, match="outside the project"):
+        decode_entry(entry.key, encode_entry(entry, "step", "wf"))

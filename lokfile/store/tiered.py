@@ -83,20 +83,25 @@ def decode_entry(key: str, data: bytes) -> Owned:
         raise ValueError("its check digest does not match (tampered or truncated)")
     if doc.get("format") != ENTRY_FORMAT or doc.get("key") != key:
         raise ValueError("it answers another key")
-    outputs = doc.get("outputs")
-    if not isinstance(outputs, dict) or not isinstance(doc.get("meta"), dict):
+    outputs, meta = doc.get("outputs"), doc.get("meta")
+    if not isinstance(outputs, dict) or not isinstance(meta, dict):
         raise ValueError("it is not an entry")
     for digest in (doc.get("digest"), *outputs.values()):
         if not isinstance(digest, str) or not digest.startswith(hashing.PREFIX):
             raise ValueError(f"it names a bad digest {digest!r}")
         hashing.split(digest)
+    # declared outputs are restored under the project: only plain relative paths
+    for rel in outputs:
+        parts = str(rel).replace("\\", "/").split("/")
+        if str(rel).startswith("/") or ".." in parts or "" in parts:
+            raise ValueError(f"it names an output outside the project: {rel!r}")
+    numbers = (doc.get("created"), doc.get("duration"), meta.get("ended", 0.0))
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+        raise ValueError("it is not an entry")
+    if not isinstance(meta.get("model", ""), str):
+        raise ValueError("it is not an entry")
     entry = KeyEntry(
-        key,
-        doc["digest"],
-        float(doc["created"]),
-        float(doc["duration"]),
-        {str(k): v for k, v in outputs.items()},
-        doc["meta"],
+        key, doc["digest"], float(doc["created"]), float(doc["duration"]), dict(outputs), meta
     )
     return entry, str(doc.get("step") or ""), str(doc.get("workflow") or "")
 
