@@ -277,6 +277,21 @@ def test_cache_push_to_a_shared_folder_lets_a_fresh_clone_run_with_no_requests(
     assert team_lines(err2) == []
 
 
+def test_results_whose_artifacts_vanished_from_the_shared_folder_are_asked_again(
+    tmp_path: Path, llm: LLMServer
+) -> None:
+    _need_fsspec()
+    shared = tmp_path / "shared"
+    first = clone(tmp_path, "first", llm, folder_cache(shared))
+    doc1, _ = run(first)
+    shutil.rmtree(shared / "objects")  # the entries stay, naming artifacts that are gone
+    second = clone(tmp_path, "second", llm, folder_cache(shared))
+    doc2, err2 = run(second)
+    assert outputs(doc2, second) == outputs(doc1, first)
+    assert len(llm.model_calls()) == 2 * CALLS
+    assert any("is missing" in line for line in team_lines(err2)), err2
+
+
 def test_cache_pull_fetches_what_a_workflow_needs_so_it_then_runs_without_the_remote(
     tmp_path: Path, llm: LLMServer
 ) -> None:
