@@ -33,7 +33,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lokfile import hashing
@@ -137,7 +137,6 @@ class TieredCache:
         self.later: list[str] = []  # warnings from upload threads, said by close()
         self.bad: set[str] = set()  # remote objects that failed a check: overwrite them
         self.uploads: ThreadPoolExecutor | None = None
-        self.pending: list[Future[None]] = []
         self.summed = 0  # ignored objects counted in a summary line (past the first few)
 
     # -- the seam ------------------------------------------------------------------
@@ -159,7 +158,7 @@ class TieredCache:
             return
         if self.uploads is None:
             self.uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="lok-upload")
-        self.pending.append(self.uploads.submit(self._upload, entry, step, workflow))
+        self.uploads.submit(self._upload, entry, step, workflow)
 
     def has_all(self, keys: Sequence[str]) -> bool:
         return self.local.has_all(keys)
@@ -172,7 +171,6 @@ class TieredCache:
         if self.uploads is not None:
             self.uploads.shutdown(wait=True)
             self.uploads = None
-        self.pending.clear()
         with self.lock:
             later, self.later = self.later, []
         for text in later:
