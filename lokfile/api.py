@@ -15,8 +15,21 @@ from lokfile.reporters import outcome_json
 
 if TYPE_CHECKING:
     from lokfile.executors import Executor, ExecutorFactory
+    from lokfile.store.artifacts import Store
+    from lokfile.store.rundb import RunDB
+    from lokfile.store.tiered import TieredCache
 
-__all__ = ["Context", "RunOptions", "RunOutcome", "load", "open_project", "outcome_json", "run"]
+__all__ = [
+    "Context",
+    "RunOptions",
+    "RunOutcome",
+    "choose_executor",
+    "load",
+    "open_project",
+    "outcome_json",
+    "run",
+    "team_cache",
+]
 
 
 @dataclass(frozen=True)
@@ -137,9 +150,11 @@ def run(
     """Run `workflow` incrementally and record it (unless options say not to).
 
     `started` sees the coordinator before it runs (watch mode keeps it to cancel a run).
-    `executor` makes where its jobs run: by default worker processes
-    (lokfile/executors/local.py); `lokfile.executors.inline.InlineExecutor` runs them
-    on threads of this process.
+    `executor` makes where its jobs run: by default what `[executor]` says (worker
+    processes, lokfile/executors/local.py, unless it names a Dask scheduler);
+    `lokfile.executors.inline.InlineExecutor` runs them on threads of this process.
+    With `[cache] remote`, results are looked up there too, and written there
+    (lokfile/store/tiered.py).
     """
     from lokfile.store.artifacts import Store
     from lokfile.store.rundb import RunDB
@@ -153,9 +168,12 @@ def run(
         _ensure_lok_dir(project, report)
     needs_db = (options.record and not options.dry_run) or project.db_path.exists()
     db = RunDB.open(project.db_path) if needs_db else None
+    team = None
     try:
+        team = team_cache(ctx, store, db, report)
+        make = executor or choose_executor(ctx.config)
         coordinator = Coordinator(
-            workflow, ctx.config, project.root, store, db, options, report, executor or _pool
+            workflow, ctx.config, project.root, store, db, options, report, make, cache=team
         )
         if started is not None:
             started(coordinator)
@@ -172,6 +190,8 @@ def run(
                 pass  # only the next no-op's fast path is lost (a full disk, say)
         return outcome
     finally:
+        if team is not None:
+            team.close()  # the uploads finish before the history closes
         if db is not None:
             db.close()
 
@@ -209,6 +229,163 @@ def step_order(ctx: Context, row: dict[str, Any]) -> list[str] | None:
         return list(load(ctx, row.get("workflow_path") or row["workflow"]).step_names)
     except Exception:  # changed or gone since: the recorded order will do
         return None
+
+
+def team_cache(ctx: Context, store: Store, db: RunDB | None, report: Reporter) -> TieredCache | None:
+    """The team cache over this project's action cache, when `[cache] remote` is set;
+    a remote that cannot be opened is said once (a Notice) and left out."""
+    from lokfile.store.remote import RemoteError
+
+    if not ctx.config.cache.remote or db is None:
+        return None
+    try:
+        return _tiered(ctx, store, db, report, strict=False)
+    except RemoteError:  # not raised: strict=False
+        return None
+
+
+def _tiered(ctx: Context, store: Store, db: RunDB, report: Reporter, strict: bool) -> TieredCache:
+    """The tiered cache; a remote that cannot be opened raises (`strict`) or is said."""
+    from lokfile.events import Notice
+    from lokfile.store.remote import Remote, RemoteError
+    from lokfile.store.seams import LocalActionCache
+    from lokfile.store.tiered import TieredCache
+
+    settings = ctx.config.cache
+    assert settings.remote is not None
+
+    def say(text: str) -> None:
+        report(Notice(text))
+
+    remote: Remote | None
+    try:
+        remote = Remote(settings.remote, settings.storage_options)
+    except RemoteError as exc:
+        if strict:
+            raise
+        say(f"lok: team cache: {exc.message}; going on with the local cache only")
+        remote = None
+    writable = settings.remote_mode == "read-write"
+    return TieredCache(LocalActionCache(db), store, remote, writable=writable, say=say)
+
+
+def open_team_cache(
+    ctx: Context, report: Reporter, create: bool = False
+) -> tuple[TieredCache, Store, RunDB]:
+    """The team cache of `lok cache …`: a UsageError (exit 2) when none is configured,
+    a RemoteError (exit 1) when it cannot be opened. `create` makes `.lok/` if needed."""
+    from lokfile.errors import UsageError
+    from lokfile.store.artifacts import Store
+    from lokfile.store.rundb import RunDB
+
+    if not ctx.config.cache.remote:
+        raise UsageError(
+            "no team cache: [cache] remote is not set",
+            'add to lok.toml:  [cache]  remote = "s3://bucket/prefix"  (or "file:///shared/lok")',
+        )
+    project = ctx.project
+    if create:
+        _ensure_lok_dir(project, report)
+    store = Store(project.runs_dir)
+    db = RunDB.open(project.db_path)
+    try:
+        return _tiered(ctx, store, db, report, strict=True), store, db
+    except BaseException:
+        db.close()
+        raise
+
+
+def cache_push(ctx: Context, report: Reporter) -> dict[str, Any]:
+    """`lok cache push`: upload every local result the team cache lacks."""
+    from lokfile.errors import UsageError
+    from lokfile.store import tiered
+
+    if ctx.config.cache.remote_mode == "read-only":
+        raise UsageError(
+            f"the team cache {ctx.config.cache.remote} is read-only here ([cache] remote_mode)",
+            'set remote_mode = "read-write" in [cache] where results may be written (CI)',
+        )
+    cache, _store, db = open_team_cache(ctx, report)
+    try:
+        return tiered.push(cache, db)
+    finally:
+        cache.close()
+        db.close()
+
+
+def cache_status(ctx: Context, report: Reporter) -> dict[str, Any]:
+    """`lok cache status`: results and artifacts here only, there only, in both."""
+    from lokfile.store import tiered
+
+    cache, store, db = open_team_cache(ctx, report)
+    try:
+        return tiered.status(cache, db, store)
+    finally:
+        db.close()
+
+
+def cache_pull(
+    ctx: Context, report: Reporter, workflow: Workflow | None = None, args: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`lok cache pull [WF]`: fetch what the workflow needs (its units whose keys the team
+    cache answers, step after step, as a dry run finds them), or everything."""
+    from lokfile.store import tiered
+    from lokfile.store.remote import RemoteError
+
+    cache, store, db = open_team_cache(ctx, report, create=True)
+    try:
+        if workflow is None:
+            return tiered.pull_all(cache, db)
+        remote = cache.remote
+        assert remote is not None
+        positional, named = split_args(workflow, args)
+        options = RunOptions(args=positional, named=named, dry_run=True, record=False)
+        coordinator = Coordinator(
+            workflow, ctx.config, ctx.project.root, store, db, options, report, _pool, cache=cache
+        )
+        outcome = coordinator.run()
+        if cache.remote is None:
+            raise RemoteError(f"pulling from {remote.url} stopped: the remote could not be read")
+        from lokfile.outcome import Status
+
+        doc = tiered.pulled(cache, remote)
+        fresh = [n for n, r in outcome.results.items() if r.status is Status.REUSED]
+        doc["workflow"] = workflow.name
+        doc["fresh"] = len(fresh)
+        doc["stale"] = len(outcome.results) - len(fresh)
+        return doc
+    finally:
+        cache.close()
+        db.close()
+
+
+def choose_executor(config: Config, choice: str | None = None) -> ExecutorFactory:
+    """Where jobs run: `choice` (`--executor`: local, or dask://HOST:PORT) over `[executor]`."""
+    address = config.executor.address if config.executor.type == "dask" else None
+    if choice is not None and choice != "local":
+        from lokfile.config.sharing import dask_address
+        from lokfile.errors import UsageError
+        from lokfile.tomlfile import BadValue
+
+        try:
+            address = dask_address(choice)
+        except BadValue:
+            raise UsageError(
+                f"--executor {choice}: not an executor",
+                "--executor local (worker processes here) or --executor dask://HOST:PORT "
+                "(a Dask scheduler; see `dask scheduler`)",
+            ) from None
+    elif choice == "local":
+        address = None
+    if address is None:
+        return _pool
+
+    def dask(slots: int, warm: tuple[str, ...]) -> Executor:
+        from lokfile.executors.dask import DaskExecutor
+
+        return DaskExecutor(slots, warm, address=address)
+
+    return dask
 
 
 def mark_failed(ctx: Context, run_id: str, error: str) -> None:

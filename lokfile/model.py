@@ -203,6 +203,17 @@ class CacheConfig:
     enabled: bool = True
     ttl_hours: float | None = None  # None or 0: results never expire
     salt: str = ""
+    remote: str | None = None  # a team cache: any fsspec URL (s3://bucket/prefix, file:///…)
+    remote_mode: str = "read-write"  # or "read-only": look results up, never write
+    storage_options: dict[str, Any] = field(default_factory=dict)  # to fsspec, verbatim
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """`[executor]`: where stale jobs run (`lok run --executor` overrides it)."""
+
+    type: str = "local"  # "local": worker processes here; "dask": a Dask scheduler
+    address: str | None = None  # the Dask scheduler (tcp://HOST:PORT)
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,7 @@ class Config:
 
     defaults: Defaults = field(default_factory=Defaults)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     conductor: ConductorConfig = field(default_factory=ConductorConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     backends: dict[str, BackendConfig] = field(default_factory=dict)

@@ -188,6 +188,18 @@ def test_show_lists_every_backends_own_answer_of_a_multi_backend_step(project: P
     assert "backend:beta" in text
 
 
+def test_show_json_says_where_each_unit_ran_and_null_for_what_was_reused(project: Path) -> None:
+    run_wf(project, "panel")
+    ask = as_json(runs(project, "show", "--step", "ask", "--json"))["steps"][0]
+    assert {u["worker"] for u in ask["units"]} == {"local"}  # the local worker processes
+    assert ask["worker"] is None  # a step of many units ran in many places
+    run_wf(project, "panel")
+    again = as_json(runs(project, "show", "--step", "ask", "--json"))["steps"][0]
+    assert [u["worker"] for u in again["units"]] == [None, None]
+    question = as_json(runs(project, "show", "latest~1", "--step", "question", "--json"))
+    assert question["steps"][0]["worker"] == "local"
+
+
 def test_show_step_prints_the_whole_output(project: Path) -> None:
     write(project, "in.txt", "".join(f"line {i}\n" for i in range(30)))
     run_wf(project, "pipeline")

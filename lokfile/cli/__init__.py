@@ -2,6 +2,7 @@
 
     run, watch           `lok run`, `lok status`, `lok watch`
     runs                 `lok runs …` and `lok gc`: the history, read back
+    cache                `lok cache push | pull | status`: the team cache
     workflow             `lok workflow …` and `lok init` (init_files: what it writes)
     backends             `lok ask`, `lok doctor`, `lok backends`
     mcp                  `lok mcp`: the MCP server (lokfile/mcp/), for coding agents
@@ -42,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "runs": ("lokfile.cli.runs:runs", "Run history: list, show, diff, verify, revert."),
     "gc": ("lokfile.cli.runs:gc", "Remove stored artifacts that no kept run reaches."),
+    "cache": ("lokfile.cli.cache:cache", "Team cache: push, pull and compare shared results."),
     "workflow": ("lokfile.cli.workflow:workflow", "List, show and validate workflows."),
     "init": ("lokfile.cli.workflow:init", "Create lok.toml, an example workflow and .lok/."),
     "ask": ("lokfile.cli.backends:ask", "Ask every available backend one prompt, in parallel."),

@@ -69,6 +69,12 @@ def _resume_args(
     "included) while its key is unchanged. "
     "RUN is latest, latest~N, a run id or a unique prefix, as in `lok runs show`.",
 )
+@click.option(
+    "--executor",
+    metavar="WHERE",
+    help="Where stale jobs run: local (worker processes here, the default) or "
+    "dask://HOST:PORT (a Dask scheduler; overrides [executor] in lok.toml).",
+)
 @click.option("--watch", is_flag=True, help="After the run, rerun whenever an input changes.")
 @click.option("--restart", is_flag=True, help="With --watch: a change during a run restarts it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
@@ -89,6 +95,7 @@ def run(
     jobs: int | None,
     keep_going: bool,
     resume: str | None,
+    executor: str | None,
     watch: bool,
     restart: bool,
     as_json: bool,
@@ -116,6 +123,7 @@ def run(
     from lokfile import api
 
     ctx = api.open_project(session.directory, session.config_file)
+    make = api.choose_executor(ctx.config, executor)  # a bad --executor: exit 2, before anything
     resumed_from = None
     if resume is not None:
         resumed_from, recorded_wf, recorded_args = _resume_args(ctx, resume, workflow)
@@ -147,7 +155,12 @@ def run(
         resumed_from=resumed_from,
     )
     outcome = api.run(
-        ctx, wf, options, report, snapshot_key=_snapshot_key(session, workflow, args)
+        ctx,
+        wf,
+        options,
+        report,
+        snapshot_key=_snapshot_key(session, workflow, args),
+        executor=make,
     )
     emit_outcome(outcome, as_json, output_file, report)
     sys.exit(outcome.exit_code)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from lokfile import tomlfile
 from lokfile.backends import registry
 from lokfile.backends.keys import COMMON_KEYS, OPTION_KEYS
+from lokfile.config.sharing import CACHE_KEYS, EXECUTOR_KEYS, cache_config, executor_config
 from lokfile.durations import EXPECTED_S, DurationError, parse_seconds
 from lokfile.errors import ConfigError, Problem
 from lokfile.model import (
     BackendConfig,
-    CacheConfig,
     ConductorConfig,
     Config,
     ConsensusConfig,
@@ -102,7 +102,9 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "enabled": tomlfile.want_bool,
         "ttl_hours": lambda v: _non_negative(tomlfile.want_number(v), v),
         "salt": tomlfile.want_str,
+        **CACHE_KEYS,
     },
+    "executor": EXECUTOR_KEYS,
     "conductor": {
         "max_rounds": _positive,
         "max_tokens": _positive,
@@ -253,6 +255,8 @@ def build(layers: Layers) -> Config:
                 f"[consensus.weights] {exc.message(name)}",
                 f"write {name} = 1.5",
             )
+    cache = cache_config(c, b.bad)
+    executor = executor_config(values["executor"], b.bad)
     if b.problems:
         raise ConfigProblems(b.problems)
     return Config(
@@ -263,11 +267,8 @@ def build(layers: Layers) -> Config:
             backend=d.get("backend"),
             jobs=d.get("jobs", 8),
         ),
-        cache=CacheConfig(
-            enabled=c.get("enabled", True),
-            ttl_hours=c.get("ttl_hours") or None,
-            salt=c.get("salt", ""),
-        ),
+        cache=cache,
+        executor=executor,
         conductor=ConductorConfig(
             max_rounds=k.get("max_rounds", 5),
             max_tokens=k.get("max_tokens", 4096),

@@ -427,6 +427,7 @@ class Coordinator:
         unit.attempts = result.attempts
         unit.backend = unit.spec.backend.name if unit.spec.backend else None
         unit.model = result.model
+        unit.worker = result.worker
         unit.started, unit.ended = result.started, result.ended
         unit.span = (result.started, result.ended)
         self.fp.remember(result.output_stats)

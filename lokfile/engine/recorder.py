@@ -109,6 +109,7 @@ class Recorder:
             duration=unit.duration,
             backend=unit.backend,
             model=unit.model,
+            worker=unit.worker,
             digest=unit.digest,
             error=unit.error,
         )
@@ -136,6 +137,7 @@ class Recorder:
             duration=result.duration,
             backend=result.backend,
             model=single.model if single else None,
+            worker=single.worker if single else None,
             digest=result.digest,
             error=result.error,
         )

@@ -303,6 +303,7 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
                     "started": 0.0,
                     "ended": 0.0,
                     "duration": 0.0,
+                    "worker": None if reused else row.get("worker"),
                 }
             )
         db.record_results(rows)

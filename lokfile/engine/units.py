@@ -83,6 +83,7 @@ class Unit:
     attempts: int = 0
     backend: str | None = None
     model: str | None = None
+    worker: str | None = None  # where it ran ("local", a Dask worker's address); None: reused
     started: float = 0.0
     ended: float = 0.0
     # when the work behind this unit's output ran: now (it ran), or in the run that made the

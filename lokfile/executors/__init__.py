@@ -17,6 +17,8 @@ it to the coordinator, which never imports an implementation:
     local.WorkerPool      worker processes, each running jobs on threads; the
                           guarantees about process trees live there (`lok run`)
     inline.InlineExecutor threads of this process: for tests and tools
+    dask.DaskExecutor     the workers of a Dask distributed scheduler
+                          (`lok run --executor dask://HOST:PORT`, `[executor]`)
 """
 
 from lokfile.executors.base import (
@@ -28,4 +30,14 @@ from lokfile.executors.base import (
     Message,
 )
 
-__all__ = ["Executor", "ExecutorFactory", "Handle", "JobCrashed", "JobEvent", "Message", "inline", "local"]
+__all__ = [
+    "Executor",
+    "ExecutorFactory",
+    "Handle",
+    "JobCrashed",
+    "JobEvent",
+    "Message",
+    "dask",
+    "inline",
+    "local",
+]

@@ -173,6 +173,7 @@ def _unit_doc(r: dict[str, Any], store: Store, t0: float) -> dict[str, Any]:
         "reason": r.get("reason") or "",
         "backend": r.get("backend"),
         "model": r.get("model"),
+        "worker": r.get("worker"),  # where it ran: "local", a Dask worker; None when reused
         "attempts": r.get("attempts") or 0,
         "started": started,
         "ended": ended,

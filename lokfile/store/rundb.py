@@ -7,7 +7,8 @@ through sqlite-utils when the file is new or older than this code):
                 and its coordinator (pid, and proc_start: boot id and start time, so
                 a reused pid is not taken for the coordinator; schema 2)
     results     one row per (run, step, unit): key, components, status, reason,
-                attempts, timings, backend, model, artifact digest, error
+                attempts, timings, backend, model, artifact digest, error, and the
+                worker it ran on ("local", a Dask worker's address; schema 3)
     keys        successful results by key: the artifact digest and declared outputs
                 (this is what makes a step fresh; failures never land here)
     last        per (workflow, step, unit): the components of its latest attempt,
@@ -37,7 +38,7 @@ from typing import Any, NamedTuple
 from lokfile.errors import DiskFullError, StoreError, disk_full
 from lokfile.process.tree import identity, is_running
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DIED = "the lok process died (killed or crashed); `lok run --resume` continues"
 
 
@@ -157,7 +158,11 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN proc_start TEXT")
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+def _migrate_3(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE results ADD COLUMN worker TEXT")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 
 
 SQLITE_FULL = 13
@@ -467,10 +472,18 @@ class RunDB:
         self.conn.execute("DELETE FROM keys WHERE key=?", (key,))
 
     def all_keys(self) -> list[KeyEntry]:
-        rows = self.conn.execute("SELECT key, digest, created, duration, outputs, meta FROM keys")
+        return [entry for entry, _, _ in self.owned_keys()]
+
+    def owned_keys(self) -> list[tuple[KeyEntry, str, str]]:
+        """Every key's entry with the step and workflow that recorded it."""
+        rows = self.conn.execute(
+            "SELECT key, digest, created, duration, outputs, meta, step, workflow FROM keys"
+        )
         return [
-            KeyEntry(
-                r[0], r[1], r[2], r[3] or 0.0, json.loads(r[4] or "{}"), json.loads(r[5] or "{}")
+            (
+                KeyEntry(r[0], r[1], r[2], r[3] or 0.0, _obj(r[4]), _obj(r[5])),
+                r[6] or "",
+                r[7] or "",
             )
             for r in rows
         ]

@@ -19,11 +19,14 @@ directive (several may be combined):
     <<stream-error>>      start streaming, then send the dialect's in-stream error
     <<die>>               start streaming, then drop the connection mid-body
     <<hang>>              accept the request and never answer
+    <<hold>>              wait until the test calls `server.release.set()`, then answer
     <<slow:SECONDS>>      wait before answering
     <<trickle:SECONDS>>   wait after each piece of a streamed body
 
 `latency` delays every model call; `requests` records every request (method,
-path, headers, parsed body) so tests can count calls and check what arrived.
+path, headers, parsed body) so tests can count calls and check what arrived;
+`inflight` is how many model calls are being answered now, `max_inflight` the
+most there ever were at once (the calls that hold count: they are in flight).
 """
 
 from __future__ import annotations
@@ -134,6 +137,9 @@ class LLMServer:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._fail_counts: dict[str, int] = {}
+        self.release = threading.Event()  # lets every <<hold>> call answer
+        self.inflight = 0
+        self.max_inflight = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -285,10 +291,16 @@ class _Handler(BaseHTTPRequestHandler):
         dialect = _dialect(path)
         if dialect is None:
             return self._json(404, {"error": {"message": f"no route POST {path}"}})
+        with self.srv.lock:
+            self.srv.inflight += 1
+            self.srv.max_inflight = max(self.srv.max_inflight, self.srv.inflight)
         try:
             self._answer(dialect, body, path, parse_qs(parts.query))
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass
+        finally:
+            with self.srv.lock:
+                self.srv.inflight -= 1
 
     def _answer(
         self, dialect: str, body: dict[str, Any], path: str, query: dict[str, list[str]]
@@ -303,6 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
         if "hang" in directives:
             self.srv.stopping.wait(60)
             return
+        if "hold" in directives:
+            while not (self.srv.release.wait(0.05) or self.srv.stopping.is_set()):
+                pass
         fail = directives.get("fail")
         if fail and self.srv.should_fail(fail):
             return self._error(dialect, fail.split("x")[0])
