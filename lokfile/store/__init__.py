@@ -2,6 +2,7 @@
 
     artifacts  content-addressed artifacts (`objects/`) and the run folders
     rundb      the run history in `.lok/lok.db` (SQLite): runs, results, keys, cached answers
+    schema     that database's migrations, one per schema version
     refs       run references (`latest`, `latest~N`, ids, prefixes) resolved over the history
     seams      the interfaces the engine uses: `ArtifactStore` (bytes by digest) and
                `ActionCache` (a unit's key -> its result), with the local action cache
@@ -17,4 +18,4 @@ nothing (the fast path opens the modules it needs):
 `from lokfile.store.seams import ActionCache`, `from lokfile.store.rundb import RunDB`.
 """
 
-__all__ = ["artifacts", "refs", "remote", "rundb", "seams", "tiered"]
+__all__ = ["artifacts", "refs", "remote", "rundb", "schema", "seams", "tiered"]

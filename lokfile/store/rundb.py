@@ -1,6 +1,6 @@
 """Run history in `.lok/lok.db` (SQLite, WAL).
 
-Tables (schema version in PRAGMA user_version; migrations below, applied
+Tables (schema version in PRAGMA user_version; migrations in schema.py, applied
 through sqlite-utils when the file is new or older than this code):
 
     runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from,
@@ -37,8 +37,8 @@ from typing import Any, NamedTuple
 
 from lokfile.errors import DiskFullError, StoreError, disk_full
 from lokfile.process.tree import identity, is_running
+from lokfile.store.schema import MIGRATIONS, SCHEMA_VERSION
 
-SCHEMA_VERSION = 3
 DIED = "the lok process died (killed or crashed); `lok run --resume` continues"
 
 
@@ -69,100 +69,6 @@ class LastAttempt(NamedTuple):
     key: str
     components: dict[str, Any]
     status: str
-
-
-def _migrate_1(conn: sqlite3.Connection) -> None:
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn)
-
-    def table(name: str) -> sqlite_utils.db.Table:
-        return db.table(name)
-
-    table("runs").create(
-        {
-            "id": str,
-            "workflow": str,
-            "workflow_path": str,
-            "args": str,
-            "status": str,
-            "started": float,
-            "ended": float,
-            "resumed_from": str,
-            "pid": int,
-            "ran": int,
-            "reused": int,
-            "failed": int,
-            "skipped": int,
-            "saved_s": float,
-            "error": str,
-        },
-        pk="id",
-        if_not_exists=True,
-    )
-    table("runs").create_index(["workflow", "started"], if_not_exists=True)
-    table("results").create(
-        {
-            "run_id": str,
-            "step": str,
-            "unit": str,
-            "key": str,
-            "components": str,
-            "status": str,
-            "reason": str,
-            "attempts": int,
-            "started": float,
-            "ended": float,
-            "duration": float,
-            "backend": str,
-            "model": str,
-            "digest": str,
-            "error": str,
-            "seq": int,
-        },
-        pk=("run_id", "step", "unit"),
-        if_not_exists=True,
-    )
-    table("keys").create(
-        {
-            "key": str,
-            "digest": str,
-            "step": str,
-            "workflow": str,
-            "created": float,
-            "duration": float,
-            "outputs": str,
-            "meta": str,
-        },
-        pk="key",
-        if_not_exists=True,
-    )
-    table("last").create(
-        {"workflow": str, "step": str, "unit": str, "key": str, "components": str, "status": str},
-        pk=("workflow", "step", "unit"),
-        if_not_exists=True,
-    )
-    table("stat_cache").create(
-        {"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
-        pk="path",
-        if_not_exists=True,
-    )
-    table("ask_cache").create(
-        {"key": str, "digest": str, "created": float},
-        pk="key",
-        if_not_exists=True,
-    )
-
-
-def _migrate_2(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE runs ADD COLUMN proc_start TEXT")
-
-
-def _migrate_3(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE results ADD COLUMN worker TEXT")
-
-
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 
 
 SQLITE_FULL = 13
