@@ -407,7 +407,8 @@ def test_a_timed_out_step_leaves_no_process_behind(project: Path) -> None:
                 cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"sleep\x00300" in cmd:
+            # exactly this step's three sleeps (another program's `sleep 300` is not ours)
+            if cmd in (b"sleep\x003001\x00", b"sleep\x003002\x00", b"sleep\x003003\x00"):
                 left.append(cmd)
     assert left == []
 
