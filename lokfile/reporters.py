@@ -7,6 +7,7 @@ stdout or to `-o FILE`.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -47,6 +48,32 @@ def _first_line(text: str | None) -> str:
     return lines[0][:200] if lines else ""
 
 
+def money(dollars: float) -> str:
+    """Dollars for a person, two significant digits below a dollar: `$0.31`, `$0.042`,
+    `$0.00022`; cents above it: `$12.40`; nothing spent: `$0`."""
+    if dollars <= 0:
+        return "$0"
+    if dollars >= 1:
+        return f"${dollars:,.2f}"
+    decimals = 1 - math.floor(math.log10(dollars))
+    return f"${dollars:.{decimals}f}"
+
+
+def cost_words(cost: dict[str, Any] | None) -> str:
+    """`$0.042 spent, $0.31 saved` (and the calls nobody has a price for); "" when the run
+    made and reused no LLM call."""
+    if not cost or not (cost.get("calls") or cost.get("reused_calls")):
+        return ""
+    parts = [f"{money(cost.get('spent_usd') or 0.0)} spent"]
+    if cost.get("reused_calls"):
+        parts.append(f"{money(cost.get('saved_usd') or 0.0)} saved")
+    unpriced = int(cost.get("unpriced_calls") or 0) + int(cost.get("unpriced_reused_calls") or 0)
+    if unpriced:
+        plural = "s" if unpriced > 1 else ""
+        parts.append(f"{unpriced} call{plural} unpriced")
+    return ", ".join(parts)
+
+
 def summary_line(ev: RunFinished) -> str:
     """`3 ran, 1 reused, 0 failed, 1 skipped in 0.4s (saved 1.2s by reuse)`; for a dry
     run, what would run and what is fresh (nothing ran, so no time and no run id)."""
@@ -65,6 +92,9 @@ def summary_line(ev: RunFinished) -> str:
     )
     if ev.saved > 0:
         text += f" (saved {_fmt(ev.saved)} by reuse)"
+    money_text = cost_words(ev.cost)
+    if money_text:
+        text += f" — {money_text}"
     if n[Status.RAN] == 0 and n[Status.FAILED] == 0 and ev.status is RunStatus.SUCCEEDED:
         text += " — nothing to do, every step is fresh"
     if ev.status is RunStatus.INTERRUPTED:
@@ -86,6 +116,7 @@ def finished(outcome: Any) -> RunFinished:
         outcome.saved,
         {"signal": outcome.stopped_by} if outcome.stopped_by else None,
         dry_run=outcome.dry_run,
+        cost=outcome.cost,
     )
 
 
@@ -332,6 +363,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
             "digest": r.digest,
             "output": r.output,
             "error": r.error,
+            "usage": r.usage.doc(),  # the answers its result is made of, made now or reused
         }
         if r.parsed is not None:
             item["parsed"] = r.parsed
@@ -346,6 +378,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
                     "digest": u.digest,
                     "output": u.output,
                     "error": u.error,
+                    "usage": u.usage.doc(),
                 }
                 for u in r.units
             ]
@@ -359,6 +392,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
         "counts": outcome.counts,
         "wall_s": round(outcome.wall, 4),
         "saved_s": round(outcome.saved, 4),
+        "cost": outcome.cost,
         "steps": steps,
     }
     if outcome.dry_run:

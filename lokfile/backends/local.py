@@ -195,7 +195,7 @@ class LocalBackend:
         if not loaded.lock.acquire(timeout=wait):
             raise self._timeout(request)
         try:
-            self._check_length(loaded.llm, messages, config)
+            n_prompt = self._check_length(loaded.llm, messages, config)
             pieces, timed_out = self._generate(loaded.llm, messages, config, deadline)
         finally:
             loaded.lock.release()
@@ -205,7 +205,12 @@ class LocalBackend:
         label = request.model or self.config.model
         if not label or label.endswith(".gguf"):
             label = os.path.basename(path).removesuffix(".gguf")
-        usage = {"output_tokens": len(pieces), "seconds": round(elapsed, 3)}
+        usage = {
+            "input_tokens": n_prompt,
+            "output_tokens": len(pieces),
+            "cost_usd": 0.0,  # it runs here: free
+            "seconds": round(elapsed, 3),
+        }
         return Answer("".join(pieces).strip(), label, usage)
 
     def _generate(
@@ -241,7 +246,8 @@ class LocalBackend:
                 timer.cancel()
         return pieces, fired.is_set()
 
-    def _check_length(self, llm: Any, messages: list[dict[str, str]], config: Any) -> None:
+    def _check_length(self, llm: Any, messages: list[dict[str, str]], config: Any) -> int:
+        """The prompt's length in tokens; BackendError when it and the answer cannot fit."""
         text = "\n".join(m["content"] for m in messages)
         n_prompt = len(llm.vocab.tokenize(text, add_special=True, parse_special=False))
         n_ctx = self._n_ctx()
@@ -251,6 +257,7 @@ class LocalBackend:
                 f"prompt of {n_prompt} tokens plus max_tokens {config.max_tokens} does not fit "
                 f"n_ctx {n_ctx} of backend '{self.config.name}' (raise n_ctx)",
             )
+        return n_prompt
 
     def _timeout(self, request: Request) -> BackendError:
         return BackendError(

@@ -46,7 +46,7 @@ from lokfile.events import (
 )
 from lokfile.executors import ExecutorFactory
 from lokfile.model import Config, RunStatus, Status, Step, Workflow
-from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id
+from lokfile.outcome import RunOutcome, StepResult, cost_summary, covered, new_run_id, total
 from lokfile.store.artifacts import Store, output_filename
 from lokfile.store.rundb import RunDB
 from lokfile.store.seams import ActionCache, LocalActionCache
@@ -203,7 +203,9 @@ class Coordinator:
             try:
                 with self.db.transaction():
                     self.recorder.write()
-                    self.db.finish_run(self.run_id, status.value, self._counts(), saved, error)
+                    self.db.finish_run(
+                        self.run_id, status.value, self._counts(), saved, error, self._cost()
+                    )
                 self.store.write_run_json(self.run_id, self._document(status, t0))
                 self.store.set_latest(self.run_id)
             except DiskFullError as exc:  # the history stays as it was before this write
@@ -230,6 +232,7 @@ class Coordinator:
                 saved,
                 extra,
                 dry_run=self.opts.dry_run,
+                cost=outcome.cost,
             )
         )
         return outcome
@@ -311,6 +314,16 @@ class Coordinator:
             return RunStatus.FAILED
         return RunStatus.SUCCEEDED
 
+    def _cost(self) -> dict[str, Any]:
+        rows = self.results.values()
+        return cost_summary(total(r.spent for r in rows), total(r.reused for r in rows))
+
+    def _model(self, unit: Unit) -> str | None:
+        """The model a unit asked for: its step's, else its backend's."""
+        step = self.wf.step(unit.step)
+        backend = unit.spec.backend
+        return step.model or (backend.model if backend else None)
+
     def _counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.results.values():
@@ -328,6 +341,7 @@ class Coordinator:
             ended=None if status is RunStatus.RUNNING else time.time(),
             resumed_from=self.opts.resumed_from,
             steps=self.results.values(),
+            cost=self._cost(),
         )
 
     # -- preparing a ready step ---------------------------------------------
@@ -422,6 +436,11 @@ class Coordinator:
         unit.model = result.model
         unit.started, unit.ended = result.started, result.ended
         unit.span = (result.started, result.ended)
+        if result.calls:
+            from lokfile.engine.cost import price_calls
+
+            texts = (f"{unit.spec.system or ''}\n{unit.spec.prompt or ''}", result.output)
+            unit.usage = price_calls(result.calls, unit.spec.backend, self._model(unit), texts)
         self.fp.remember(result.output_stats)
         if result.snapshot and self.opts.record and not self.opts.dry_run:
             from lokfile.worker.snapshots import snapshot_filename
@@ -463,6 +482,8 @@ class Coordinator:
         # wall time, not the sum: a step's backends (or items) answer side by side
         duration = covered(u.span for u in live.units if u.span and u.status is not Status.REUSED)
         saved = covered(u.span for u in live.units if u.span and u.status is Status.REUSED)
+        spent = total(u.usage for u in live.units if u.status in (Status.RAN, Status.FAILED))
+        reused = total(u.usage for u in live.units if u.status is Status.REUSED)
         parsed = None
         if success and step.output_format != "text":
             from lokfile.templates.render import parse_output
@@ -480,6 +501,8 @@ class Coordinator:
             saved=saved,
             parsed=parsed,
             units=live.units,
+            spent=spent,
+            reused=reused,
         )
         self._record_step(result)
 

@@ -19,7 +19,7 @@ from lokfile.engine import reasons as plan
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.units import Unit, UnitSpec
 from lokfile.model import Config, Step
-from lokfile.outcome import Status
+from lokfile.outcome import Status, Usage
 from lokfile.store.rundb import KeyEntry, LastAttempt
 from lokfile.store.seams import ActionCache, ArtifactStore
 
@@ -133,6 +133,7 @@ class Freshness:
         unit.span = (ended - entry.duration, ended)
         unit.backend = spec.backend.name if spec.backend else None
         unit.model = entry.meta.get("model")
+        unit.usage = Usage.from_doc(entry.meta.get("usage"))
         return unit, None
 
     def _outputs_ok(self, entry: KeyEntry) -> bool:

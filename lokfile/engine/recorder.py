@@ -17,7 +17,7 @@ from typing import Any
 from lokfile import hashing
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.units import Unit
-from lokfile.outcome import Status, StepResult
+from lokfile.outcome import Status, StepResult, Usage
 from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
 from lokfile.store.seams import ActionCache
 from lokfile.worker.jobs import JobResult
@@ -53,6 +53,8 @@ class Recorder:
         if result.success and unit.digest:
             meta: dict[str, Any] = {"model": result.model} if result.model else {}
             meta["ended"] = unit.ended  # with the duration: when this answer's work ran
+            if unit.usage.calls:
+                meta["usage"] = unit.usage.record()  # what it cost, for every run that reuses it
             entry = KeyEntry(
                 unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
             )
@@ -109,6 +111,7 @@ class Recorder:
             model=unit.model,
             digest=unit.digest,
             error=unit.error,
+            usage=_usage_json(unit.usage),
         )
 
     def _step_row(self, result: StepResult) -> None:
@@ -136,6 +139,7 @@ class Recorder:
             model=single.model if single else None,
             digest=result.digest,
             error=result.error,
+            usage=_usage_json(result.usage),
         )
         prev = self.last.get((result.name, ""))
         if (
@@ -145,3 +149,8 @@ class Recorder:
         ):
             reused = Status.REUSED.value
             self.attempts.append((result.name, "", single.key, single.components, reused))
+
+
+def _usage_json(usage: Usage) -> str | None:
+    """A row's `usage` column: None for work that called no backend."""
+    return json.dumps(usage.record(), sort_keys=True) if usage.calls else None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lokfile import hashing
 from lokfile.model import BackendConfig, Config, Status, Step, StepKind
+from lokfile.outcome import NO_USAGE, Usage
 
 if TYPE_CHECKING:
     from lokfile.store.seams import ArtifactStore
@@ -79,6 +80,8 @@ class Unit:
     # when the work behind this unit's output ran: now (it ran), or in the run that made the
     # stored answer (it was reused); the wall time of a step or run is these spans covered
     span: tuple[float, float] | None = None
+    # the calls behind its output: made now (it ran or failed), or when the reused answer was made
+    usage: Usage = NO_USAGE
 
     @property
     def success(self) -> bool:

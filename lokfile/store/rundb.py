@@ -5,11 +5,14 @@ through sqlite-utils when the file is new or older than this code):
 
     runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from,
                 and its coordinator (pid, and proc_start: boot id and start time, so
-                a reused pid is not taken for the coordinator; schema 2)
+                a reused pid is not taken for the coordinator; schema 2), and its cost
+                (JSON: spent, saved, calls, tokens; schema 3)
     results     one row per (run, step, unit): key, components, status, reason,
-                attempts, timings, backend, model, artifact digest, error
+                attempts, timings, backend, model, artifact digest, error, and the
+                usage of the calls behind it (JSON, lokfile.outcome.Usage; schema 3)
     keys        successful results by key: the artifact digest and declared outputs
-                (this is what makes a step fresh; failures never land here)
+                (this is what makes a step fresh; failures never land here); `meta`
+                holds the answer's model and usage, so a reused answer knows its cost
     last        per (workflow, step, unit): the components of its latest attempt,
                 to name why a step is stale
     stat_cache  path, size, mtime_ns, inode -> content digest (no re-hashing on no-op)
@@ -37,7 +40,7 @@ from typing import Any, NamedTuple
 from lokfile.errors import DiskFullError, StoreError, disk_full
 from lokfile.process.tree import identity, is_running
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DIED = "the lok process died (killed or crashed); `lok run --resume` continues"
 
 
@@ -148,7 +151,12 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN proc_start TEXT")
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+def _migrate_3(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE results ADD COLUMN usage TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN cost TEXT")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 
 
 SQLITE_FULL = 13
@@ -344,10 +352,11 @@ class RunDB:
         counts: dict[str, int],
         saved_s: float,
         error: str | None = None,
+        cost: dict[str, Any] | None = None,
     ) -> None:
         self.conn.execute(
             "UPDATE runs SET status=?, ended=?, ran=?, reused=?, failed=?, skipped=?, saved_s=?,"
-            " error=? WHERE id=?",
+            " error=?, cost=? WHERE id=?",
             (
                 status,
                 time.time(),
@@ -357,6 +366,7 @@ class RunDB:
                 counts.get("skipped", 0),
                 saved_s,
                 error,
+                json.dumps(cost, sort_keys=True) if cost is not None else None,
                 run_id,
             ),
         )

@@ -7,6 +7,7 @@ importing what runs it (subprocess and friends stay out of a no-op run).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lokfile.model import BackendConfig
 
@@ -73,3 +74,6 @@ class JobResult:
     model: str | None = None
     snapshot: str | None = None  # edit snapshot manifest digest, when the step edited files
     worker: str = "local"  # where it ran: "local" (a worker process of this host), "inline", …
+    # what each backend call of the job reported (Answer.usage plus its "model"), even when
+    # the job failed after the calls (a verify that failed): the engine prices them
+    calls: tuple[dict[str, Any], ...] = ()
