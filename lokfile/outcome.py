@@ -161,6 +161,35 @@ def cost_summary(spent: Usage, reused: Usage) -> dict[str, Any]:
     }
 
 
+def run_cost(results: Iterable[StepResult]) -> dict[str, Any]:
+    """The `cost` of a run from its step results: spent by the calls made, saved by reuse."""
+    rows = list(results)
+    return cost_summary(total(r.spent for r in rows), total(r.reused for r in rows))
+
+
+def estimate_summary(results: Iterable[Any], llm_steps: set[str]) -> dict[str, Any]:
+    """What a dry run's stale calls should cost (each stale unit's `estimate`), and the
+    stale steps that could not be estimated (their prompt needs an upstream answer)."""
+    estimates = [
+        u.estimate.usage
+        for r in results
+        for u in r.units
+        if r.status is Status.STALE and getattr(u, "estimate", None) is not None
+    ]
+    planned = total(estimates)
+    waiting = [
+        r.name for r in results if r.status is Status.STALE and not r.units and r.name in llm_steps
+    ]
+    return {
+        "estimated_usd": usd(planned.cost_usd),
+        "stale_calls": planned.calls,
+        "unpriced_stale_calls": planned.unpriced_calls,
+        "estimated_input_tokens": planned.input_tokens,
+        "estimated_output_tokens": planned.output_tokens,
+        "not_estimated": waiting,
+    }
+
+
 class StepResult:
     """The outcome of one step in one run."""
 
@@ -263,6 +292,7 @@ class RunOutcome:
         saved: float,
         dry_run: bool = False,
         stopped_by: str | None = None,
+        budget: dict[str, Any] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -272,6 +302,7 @@ class RunOutcome:
         self.saved = saved
         self.dry_run = dry_run
         self.stopped_by = stopped_by  # the signal that interrupted the run, if one did
+        self.budget = budget  # the cap, what was spent against it, whether it stopped the run
 
     @property
     def counts(self) -> dict[str, int]:
@@ -284,7 +315,12 @@ class RunOutcome:
     def cost(self) -> dict[str, Any]:
         """The run's `cost` document (lokfile.outcome.cost_summary)."""
         rows = self.results.values()
-        return cost_summary(total(r.spent for r in rows), total(r.reused for r in rows))
+        cost = run_cost(rows)
+        if not self.dry_run:
+            return cost
+        steps = getattr(self.workflow, "steps", ())
+        llm = {st.name for st in steps if getattr(st.kind, "value", "") == "llm"}
+        return {**cost, **estimate_summary(rows, llm)}
 
     @property
     def exit_code(self) -> int:

@@ -34,7 +34,16 @@ from lokfile.engine.freshness import Freshness
 from lokfile.engine.ready import ReadyQueue
 from lokfile.engine.recorder import Recorder
 from lokfile.engine.rundoc import run_document
-from lokfile.engine.units import Unit, UnitEnv, UnitSpec, aggregate, build_units, combine
+from lokfile.engine.spending import Ledger
+from lokfile.engine.units import (
+    Unit,
+    UnitEnv,
+    UnitSpec,
+    aggregate,
+    backend_times,
+    build_units,
+    combine,
+)
 from lokfile.errors import DiskFullError
 from lokfile.events import (
     ParallelStart,
@@ -46,7 +55,7 @@ from lokfile.events import (
 )
 from lokfile.executors import ExecutorFactory
 from lokfile.model import Config, RunStatus, Status, Step, Workflow
-from lokfile.outcome import RunOutcome, StepResult, cost_summary, covered, new_run_id, total
+from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id, run_cost, total
 from lokfile.store.artifacts import Store, output_filename
 from lokfile.store.rundb import RunDB
 from lokfile.store.seams import ActionCache, LocalActionCache
@@ -68,6 +77,7 @@ class RunOptions:
     keep_going: bool = False
     resumed_from: str | None = None
     record: bool = True  # False for `lok status`
+    max_cost_usd: float | None = None  # --max-cost: over [budget] max_cost_usd
 
 
 @dataclass(kw_only=True)
@@ -78,18 +88,6 @@ class _Live:
     units: list[Unit]
     pending: int
     started: float
-
-
-def _backend_times(units: list[Any]) -> tuple[tuple[str, float], ...]:
-    """Each backend's time in a multi-backend step (the units that ran now), for the
-    progress line; () for other steps."""
-    if not any(u.name.startswith("backend:") for u in units):
-        return ()
-    return tuple(
-        (u.name.removeprefix("backend:"), u.duration)
-        for u in units
-        if u.status is Status.RAN or u.status is Status.FAILED
-    )
 
 
 class Coordinator:
@@ -149,6 +147,11 @@ class Coordinator:
             (options.force_all, options.force_steps),
             restore=not options.dry_run,
         )
+        cap = options.max_cost_usd
+        cap = config.budget.max_cost_usd if cap is None else cap
+        cap = None if options.dry_run else cap
+        self.ledger = Ledger(workflow, config, cap, self.freshness.previous, options.dry_run)
+        self.dispatch.reserve = self.ledger.reserve
         self.context = TemplateContext(workflow, options.args, options.named, self.results)
         record = options.record and not options.dry_run
         self.recorder = Recorder(
@@ -158,6 +161,7 @@ class Coordinator:
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> RunOutcome:
+        self.ledger.check_priced(self.unit_env.backend_config)  # under a cap: before any call
         t0 = time.time()
         record = self.opts.record and not self.opts.dry_run and self.db is not None
         if record:
@@ -221,8 +225,11 @@ class Coordinator:
             saved=saved,
             dry_run=self.opts.dry_run,
             stopped_by=self.stopped_by,
+            budget=self.ledger.summary(),
         )
-        extra = {"signal": self.stopped_by} if self.stopped_by else None
+        extra: dict[str, Any] = {"signal": self.stopped_by} if self.stopped_by else {}
+        if outcome.budget is not None:
+            extra["budget"] = outcome.budget
         self.report(
             RunFinished(
                 self.run_id,
@@ -230,7 +237,7 @@ class Coordinator:
                 outcome.counts,
                 wall,
                 saved,
-                extra,
+                extra or None,
                 dry_run=self.opts.dry_run,
                 cost=outcome.cost,
             )
@@ -250,6 +257,8 @@ class Coordinator:
             if batch > 1:
                 self.report(ParallelStart(batch, dispatch.concurrency()))
             dispatch.start()
+            if dispatch.refused:
+                self._over_budget()
             if dispatch.idle:
                 if ready and not self.stopping:
                     continue
@@ -262,9 +271,25 @@ class Coordinator:
                 why = (
                     f"not started: {', '.join(self.failed_hard)} failed"
                     if self.failed_hard
+                    else "not started: the budget stopped the run"
+                    if self.ledger.stopped
                     else "not started"
                 )
                 self._finish_step_now(s, Status.SKIPPED, why, release=False)
+
+    def _over_budget(self) -> None:
+        """The budget refused a call: start nothing more; the units it held back are
+        skipped (their steps too), and what is in flight finishes."""
+        self.stopping = True
+        for unit in self.dispatch.refused:
+            unit.status = Status.SKIPPED
+            unit.reason = "not run: the budget stopped the run"
+            self.ledger.not_made += 1
+            live = self.live[unit.step]
+            live.pending -= 1
+            if live.pending == 0:
+                self._complete_step(live)
+        self.dispatch.refused = []
 
     def cancel(self) -> bool:
         """Stop this run as one Ctrl-C would (safe from another thread); False if already stopping."""
@@ -307,6 +332,8 @@ class Coordinator:
             return RunStatus.FAILED
         if self.interrupted:
             return RunStatus.INTERRUPTED
+        if self.ledger.stopped:
+            return RunStatus.FAILED
         sinks = [s.name for s in self.wf.steps if self.ready.sink(s.name)]
         if self.failed_hard or any(
             self.results[n].status is Status.FAILED for n in sinks if n in self.results
@@ -315,14 +342,7 @@ class Coordinator:
         return RunStatus.SUCCEEDED
 
     def _cost(self) -> dict[str, Any]:
-        rows = self.results.values()
-        return cost_summary(total(r.spent for r in rows), total(r.reused for r in rows))
-
-    def _model(self, unit: Unit) -> str | None:
-        """The model a unit asked for: its step's, else its backend's."""
-        step = self.wf.step(unit.step)
-        backend = unit.spec.backend
-        return step.model or (backend.model if backend else None)
+        return run_cost(self.results.values())
 
     def _counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -412,6 +432,7 @@ class Coordinator:
         if why is None:
             return unit
         unit.reason = why
+        self.ledger.plan(step, unit)
         if self.opts.dry_run:
             unit.status = Status.STALE
         else:
@@ -436,11 +457,7 @@ class Coordinator:
         unit.model = result.model
         unit.started, unit.ended = result.started, result.ended
         unit.span = (result.started, result.ended)
-        if result.calls:
-            from lokfile.engine.cost import price_calls
-
-            texts = (f"{unit.spec.system or ''}\n{unit.spec.prompt or ''}", result.output)
-            unit.usage = price_calls(result.calls, unit.spec.backend, self._model(unit), texts)
+        self.ledger.settle(unit, result)
         self.fp.remember(result.output_stats)
         if result.snapshot and self.opts.record and not self.opts.dry_run:
             from lokfile.worker.snapshots import snapshot_filename
@@ -471,13 +488,15 @@ class Coordinator:
         if stale:
             status = Status.STALE
             reason = plan.part_reason(live.units, lambda u: u.status is Status.STALE)
+        elif not success and (held := [u for u in live.units if u.status is Status.SKIPPED]):
+            status, reason = Status.SKIPPED, held[0].reason  # the budget held it back
         elif not success:
             status = Status.FAILED
             reason = next((u.reason for u in live.units if u.status is Status.FAILED), "failed")
         else:
             status = Status.RAN if ran else Status.REUSED
             reason = plan.part_reason(live.units, lambda u: u.status is Status.RAN) or plan.FRESH
-        if not success and not stale:
+        if status is Status.FAILED:
             self._failed(step)
         # wall time, not the sum: a step's backends (or items) answer side by side
         duration = covered(u.span for u in live.units if u.span and u.status is not Status.REUSED)
@@ -565,7 +584,7 @@ class Coordinator:
                 result.backend,
                 result.error,
                 max(1, len(result.units)),
-                _backend_times(result.units),
+                backend_times(result.units),
             )
         )
         if release:

@@ -10,6 +10,7 @@ A price comes from the first of:
     (none)        cost unknown: the call counts as unpriced, never as free
 
 An Ollama server is the user's own, so it has no list price: only `price` prices it.
+The `test` backend and the embedded `local` model are free (cost 0) unless priced.
 A backend that reports no tokens (a `command`) is priced, when it has a `price`, on
 tokens approximated from the text (`estimated`). genai-prices is imported only when a
 call needs it, so a run that prices nothing (a no-op, config prices) never loads it.
@@ -26,12 +27,18 @@ from lokfile.outcome import NO_USAGE, Usage, total
 CHARS_PER_TOKEN = 4  # the approximation when nothing better is known (English text, BPE)
 _PROVIDERS = {"claude": "anthropic", "anthropic": "anthropic", "codex": "openai", "gemini": "google"}
 _NO_LIST_PRICE = frozenset({"ollama"})
+_FREE = frozenset({"test", "local"})  # lok's deterministic test backend, the embedded model
 _MISSING: list[bool] = []  # genai-prices is not installed (Python 3.10): asked once
 
 
 def approx_tokens(text: str) -> int:
     """Tokens in `text`, approximated as one per four characters (at least one)."""
-    return max(1, -(-len(text) // CHARS_PER_TOKEN)) if text else 0
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(count: int) -> int:
+    """Tokens in a text of `count` characters, at one per four (at least one)."""
+    return max(1, -(-count // CHARS_PER_TOKEN)) if count else 0
 
 
 def price_calls(
@@ -64,6 +71,8 @@ def price_call(
     price = backend.price if backend is not None else None
     if price:
         return base._replace(cost_usd=per_mtok(price, base), source="config")
+    if backend is not None and backend.type in _FREE:
+        return base._replace(cost_usd=0.0, source="backend")
     own = call.get("cost_usd")
     if isinstance(own, (int, float)) and not isinstance(own, bool) and not estimated:
         return base._replace(cost_usd=float(own), source="backend")
@@ -136,4 +145,4 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-__all__ = ["NO_USAGE", "approx_tokens", "per_mtok", "price_call", "price_calls"]
+__all__ = ["NO_USAGE", "approx_tokens", "per_mtok", "price_call", "price_calls", "tokens_for_chars"]

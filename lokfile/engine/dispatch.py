@@ -1,6 +1,6 @@
 """Dispatch: a stale unit becomes a job, waits for a slot, runs on the executor.
 
-    stale unit ──describe──> Job ──> queue ──start()──> executor.submit
+    stale unit ──describe──> Job ──> queue ──start()──> (budget) ──> executor.submit
                                       │  held while -j slots are full, the unit's
                                       │  backend is at its `concurrency`, or (with
                                       │  `[defaults] parallel = false`) another
@@ -119,6 +119,10 @@ class Dispatch:
         # `parallel = false`: a step's backends are asked one after another, in list order
         self.one_backend_at_a_time = not config.defaults.parallel
         self.next_id = 1
+        # the budget (lokfile.engine.spending): set a job's estimate aside before it is
+        # submitted; False holds it and every job behind it back, in `refused`
+        self.reserve: Callable[[int, Unit], bool] | None = None
+        self.refused: list[Unit] = []
 
     @property
     def idle(self) -> bool:
@@ -155,6 +159,11 @@ class Dispatch:
             if (limit and self.per_backend.get(backend, 0) >= limit) or lane in self.lanes:
                 held.append(queued)
                 continue
+            if self.reserve is not None and not self.reserve(job.id, unit):
+                self.refused += [unit, *(q.unit for q in (*held, *self.queue))]
+                self.queue.clear()
+                held.clear()
+                break
             self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
             if lane:
                 self.lanes.add(lane)

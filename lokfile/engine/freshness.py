@@ -136,6 +136,11 @@ class Freshness:
         unit.usage = Usage.from_doc(entry.meta.get("usage"))
         return unit, None
 
+    def previous(self, step: str, unit: str) -> KeyEntry | None:
+        """The stored answer of this unit's last attempt (None: none, or it failed)."""
+        prev = self.last.get((step, unit))
+        return self.cache.lookup(prev.key) if prev is not None and self.cache else None
+
     def _outputs_ok(self, entry: KeyEntry) -> bool:
         """Declared outputs match, restoring any that changed or vanished from the store."""
         for rel, digest in entry.outputs.items():

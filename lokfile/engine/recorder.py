@@ -55,6 +55,8 @@ class Recorder:
             meta["ended"] = unit.ended  # with the duration: when this answer's work ran
             if unit.usage.calls:
                 meta["usage"] = unit.usage.record()  # what it cost, for every run that reuses it
+                # what the backend read, so an estimate can move the measured input count
+                meta["prompt_chars"] = len(unit.spec.system or "") + len(unit.spec.prompt or "")
             entry = KeyEntry(
                 unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
             )

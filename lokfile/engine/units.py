@@ -82,10 +82,23 @@ class Unit:
     span: tuple[float, float] | None = None
     # the calls behind its output: made now (it ran or failed), or when the reused answer was made
     usage: Usage = NO_USAGE
+    estimate: Any = None  # a stale unit's expected cost (lokfile.engine.spending.Estimate)
 
     @property
     def success(self) -> bool:
         return self.status in (Status.RAN, Status.REUSED)
+
+
+def backend_times(units: list[Any]) -> tuple[tuple[str, float], ...]:
+    """Each backend's time in a multi-backend step (the units that ran now), for the
+    progress line; () for other steps."""
+    if not any(u.name.startswith("backend:") for u in units):
+        return ()
+    return tuple(
+        (u.name.removeprefix("backend:"), u.duration)
+        for u in units
+        if u.status is Status.RAN or u.status is Status.FAILED
+    )
 
 
 def _literal(text: str | None) -> bool:
