@@ -31,6 +31,7 @@ from lokfile.engine.context import TemplateContext
 from lokfile.engine.dispatch import Dispatch
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.freshness import Freshness
+from lokfile.engine.onecall import for_run
 from lokfile.engine.ready import ReadyQueue
 from lokfile.engine.recorder import Recorder
 from lokfile.engine.rundoc import run_document
@@ -57,6 +58,7 @@ from lokfile.executors import ExecutorFactory
 from lokfile.model import Config, RunStatus, Status, Step, Workflow
 from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id, run_cost, total
 from lokfile.store.artifacts import Store, output_filename
+from lokfile.store.leases import Leases
 from lokfile.store.rundb import RunDB
 from lokfile.store.seams import ActionCache, LocalActionCache
 from lokfile.worker.jobs import JobResult
@@ -147,15 +149,15 @@ class Coordinator:
             (options.force_all, options.force_steps),
             restore=not options.dry_run,
         )
-        cap = options.max_cost_usd
-        cap = config.budget.max_cost_usd if cap is None else cap
+        cap = config.budget.max_cost_usd if options.max_cost_usd is None else options.max_cost_usd
         cap = None if options.dry_run else cap
         self.ledger = Ledger(workflow, config, cap, self.freshness.previous, options.dry_run)
-        self.dispatch.reserve = self.ledger.reserve
         self.context = TemplateContext(workflow, options.args, options.named, self.results)
         record = options.record and not options.dry_run
+        leases = Leases(db.conn, self.run_id) if record and db is not None else None
+        self.onecall = for_run(self.ledger, leases, self.freshness, self.dispatch, report)
         self.recorder = Recorder(
-            db, cache, self.fp, workflow.name, self.run_id, self.last, record
+            db, cache, self.fp, workflow.name, self.run_id, self.last, record, leases
         )
 
     # -- the loop ------------------------------------------------------------
@@ -206,9 +208,9 @@ class Coordinator:
             error = self.disk_full.message if self.disk_full else None
             try:
                 with self.db.transaction():
-                    self.recorder.write()
+                    self.recorder.write(final=True)
                     self.db.finish_run(
-                        self.run_id, status.value, self._counts(), saved, error, self._cost()
+                        self.run_id, status.value, self._counts(), saved, error, run_cost(self.results.values())
                     )
                 self.store.write_run_json(self.run_id, self._document(status, t0))
                 self.store.set_latest(self.run_id)
@@ -259,12 +261,15 @@ class Coordinator:
             dispatch.start()
             if dispatch.refused:
                 self._over_budget()
+            for unit in self.onecall.poll(dispatch):  # answered by another lok process
+                self._one_less(unit)
             if dispatch.idle:
                 if ready and not self.stopping:
                     continue
                 break
             for unit, result in dispatch.finished(0.1):
                 self._unit_done(unit, result)
+            self.onecall.heartbeat()
             self.report.tick()
         for s in self.wf.steps:
             if s.name not in self.results:
@@ -285,10 +290,7 @@ class Coordinator:
             unit.status = Status.SKIPPED
             unit.reason = "not run: the budget stopped the run"
             self.ledger.not_made += 1
-            live = self.live[unit.step]
-            live.pending -= 1
-            if live.pending == 0:
-                self._complete_step(live)
+            self._one_less(unit)
         self.dispatch.refused = []
 
     def cancel(self) -> bool:
@@ -341,9 +343,6 @@ class Coordinator:
             return RunStatus.FAILED
         return RunStatus.SUCCEEDED
 
-    def _cost(self) -> dict[str, Any]:
-        return run_cost(self.results.values())
-
     def _counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.results.values():
@@ -361,7 +360,7 @@ class Coordinator:
             ended=None if status is RunStatus.RUNNING else time.time(),
             resumed_from=self.opts.resumed_from,
             steps=self.results.values(),
-            cost=self._cost(),
+            cost=run_cost(self.results.values()),
         )
 
     # -- preparing a ready step ---------------------------------------------
@@ -458,6 +457,9 @@ class Coordinator:
         unit.started, unit.ended = result.started, result.ended
         unit.span = (result.started, result.ended)
         self.ledger.settle(unit, result)
+        if unit.twin is not None and result.success:  # it took the answer of a same-key unit
+            unit.status, unit.usage = Status.REUSED, unit.twin.usage
+            unit.reason = f"fresh: the same call as {unit.twin.step} in this run"
         self.fp.remember(result.output_stats)
         if result.snapshot and self.opts.record and not self.opts.dry_run:
             from lokfile.worker.snapshots import snapshot_filename
@@ -465,11 +467,15 @@ class Coordinator:
             name = snapshot_filename(unit.step, unit.name)
             self.store.link_output(self.run_id, name, result.snapshot)
         self.recorder.unit_done(unit, result)
+        self._one_less(unit)
+        self.recorder.commit()
+
+    def _one_less(self, unit: Unit) -> None:
+        """One unit of a live step is settled: the step completes with its last."""
         live = self.live[unit.step]
         live.pending -= 1
         if live.pending == 0:
             self._complete_step(live)
-        self.recorder.commit()
 
     def _complete_step(self, live: _Live) -> None:
         """All units resolved: combine them (maybe adding a synthesis unit), then finish."""

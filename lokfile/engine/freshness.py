@@ -104,6 +104,7 @@ class Freshness:
         key, canonical = plan.make_key(comp)
         unit = Unit(step=step.name, name=spec.unit, key=key, components=comp, spec=spec)
         unit.canonical = canonical
+        unit.judged = time.time()
         if self.force_all or step.name in self.force_steps:
             return unit, plan.FORCED
         if step.cache is False:
@@ -120,10 +121,22 @@ class Freshness:
             return unit, plan.EXPIRED
         if entry.outputs and not self._outputs_ok(entry):
             return unit, plan.OUTPUT_MISSING
+        return unit, self.reuse(unit, entry)
+
+    def settle(self, unit: Unit, since: float | None = None) -> bool:
+        """Settle a waiting unit from an answer another process recorded for its key since
+        `since` (default: since the unit was found stale)."""
+        entry = self.cache.lookup(unit.key) if self.cache else None
+        fresh = entry is not None and entry.created >= (unit.judged if since is None else since)
+        return fresh and entry is not None and self.reuse(unit, entry) is None
+
+    def reuse(self, unit: Unit, entry: KeyEntry) -> str | None:
+        """Fill `unit` from the stored answer `entry`; None, or why it cannot be reused."""
+        spec = unit.spec
         try:
             text = self.store.get_text(entry.digest)
         except FileNotFoundError:
-            return unit, "artifact missing from the store"
+            return "artifact missing from the store"
         unit.status = Status.REUSED
         unit.reason = plan.FRESH
         unit.digest = entry.digest
@@ -134,7 +147,7 @@ class Freshness:
         unit.backend = spec.backend.name if spec.backend else None
         unit.model = entry.meta.get("model")
         unit.usage = Usage.from_doc(entry.meta.get("usage"))
-        return unit, None
+        return None
 
     def previous(self, step: str, unit: str) -> KeyEntry | None:
         """The stored answer of this unit's last attempt (None: none, or it failed)."""

@@ -18,6 +18,7 @@ from lokfile import hashing
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.units import Unit
 from lokfile.outcome import Status, StepResult, Usage
+from lokfile.store.leases import Leases
 from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
 from lokfile.store.seams import ActionCache
 from lokfile.worker.jobs import JobResult
@@ -35,6 +36,7 @@ class Recorder:
         run_id: str,
         last: dict[tuple[str, str], LastAttempt],
         enabled: bool,
+        leases: Leases | None = None,
     ) -> None:
         self.db = db
         self.cache = cache
@@ -47,6 +49,8 @@ class Recorder:
         self.rows: list[dict[str, Any]] = []
         self.keys: list[tuple[KeyEntry, str]] = []
         self.attempts: list[tuple[str, str, str, dict[str, Any], str]] = []
+        self.leases = leases  # the keys this run claims (lokfile/store/leases.py)
+        self.done: list[str] = []  # keys whose call ended: their leases go with their rows
 
     def unit_done(self, unit: Unit, result: JobResult) -> None:
         """A job finished: its key (when it succeeded) and its attempt, to name later reasons."""
@@ -63,6 +67,7 @@ class Recorder:
             self.keys.append((entry, unit.step))
         assert unit.status is not None
         self.attempts.append((unit.step, unit.name, unit.key, unit.components, unit.status.value))
+        self.done.append(unit.key)
 
     def step_rows(self, result: StepResult) -> None:
         """The rows of a settled step: one for the step, one per named unit."""
@@ -81,8 +86,9 @@ class Recorder:
         with self.db.transaction():
             self.write()
 
-    def write(self) -> None:
-        """Write everything buffered (inside the caller's transaction)."""
+    def write(self, final: bool = False) -> None:
+        """Write everything buffered (inside the caller's transaction); `final`: the run
+        ends, so every lease it still holds goes too."""
         assert self.db is not None and self.cache is not None
         for entry, step in self.keys:
             self.cache.record(entry, step, self.workflow)
@@ -90,7 +96,11 @@ class Recorder:
             self.db.set_last_attempt(self.workflow, step, unit, key, comp, status)
         self.db.record_results(self.rows)
         self.fp.flush()
-        self.keys, self.attempts, self.rows = [], [], []
+        if self.leases is not None:
+            self.leases.release(self.done)  # a waiting process now finds the result, or a free key
+            if final:
+                self.leases.release_all()
+        self.keys, self.attempts, self.rows, self.done = [], [], [], []
 
     def _row(self, **fields: Any) -> None:
         self.seq += 1

@@ -83,6 +83,8 @@ class Unit:
     # the calls behind its output: made now (it ran or failed), or when the reused answer was made
     usage: Usage = NO_USAGE
     estimate: Any = None  # a stale unit's expected cost (lokfile.engine.spending.Estimate)
+    judged: float = 0.0  # when it was found stale (an answer recorded since is a new one)
+    twin: Unit | None = None  # the unit of this run whose call answered it (same key)
 
     @property
     def success(self) -> bool:

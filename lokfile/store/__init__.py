@@ -3,6 +3,7 @@
     artifacts  content-addressed artifacts (`objects/`) and the run folders
     rundb      the run history in `.lok/lok.db` (SQLite): runs, results, keys, cached answers
     refs       run references (`latest`, `latest~N`, ids, prefixes) resolved over the history
+    leases     one call per key across processes: a lease on a key in the history
     seams      the interfaces the engine uses: `ArtifactStore` (bytes by digest) and
                `ActionCache` (a unit's key -> its result), with the local action cache
 
@@ -13,4 +14,4 @@ nothing (the fast path opens the modules it needs):
 `from lokfile.store.seams import ActionCache`, `from lokfile.store.rundb import RunDB`.
 """
 
-__all__ = ["artifacts", "refs", "rundb", "seams"]
+__all__ = ["artifacts", "leases", "refs", "rundb", "seams"]

@@ -17,6 +17,7 @@ through sqlite-utils when the file is new or older than this code):
                 to name why a step is stale
     stat_cache  path, size, mtime_ns, inode -> content digest (no re-hashing on no-op)
     ask_cache   `lok ask` answers by key
+    leases      key -> the process making its call now (lokfile/store/leases.py; schema 4)
 
 Only the coordinating process writes. The hot path (a no-op run) uses plain
 sqlite3 statements; sqlite-utils is imported only to migrate.
@@ -39,8 +40,9 @@ from typing import Any, NamedTuple
 
 from lokfile.errors import DiskFullError, StoreError, disk_full
 from lokfile.process.tree import identity, is_running
+from lokfile.store import leases
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DIED = "the lok process died (killed or crashed); `lok run --resume` continues"
 
 
@@ -156,7 +158,7 @@ def _migrate_3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN cost TEXT")
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: leases.migrate}
 
 
 SQLITE_FULL = 13
@@ -430,13 +432,6 @@ class RunDB:
             if found.fetchone()[0] != len(chunk):
                 return False
         return True
-
-    def record_result(self, row: dict[str, Any]) -> None:
-        cols = ",".join(row)
-        marks = ",".join("?" for _ in row)
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO results ({cols}) VALUES ({marks})", tuple(row.values())
-        )
 
     # -- keys (what makes a step fresh) -------------------------------------
 

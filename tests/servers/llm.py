@@ -26,7 +26,8 @@ directive (several may be combined):
                           (`in` counts every prompt token, `read`/`write` the cached parts
                           of it); default: in=7, out=the words of the reply, no cache
 
-`latency` delays every model call; `requests` records every request (method,
+`latency` delays every model call; while `hold` is clear, model calls wait for
+it to be set (a test holds answers back until it is ready); `requests` records every request (method,
 path, headers, parsed body) so tests can count calls and check what arrived.
 """
 
@@ -137,6 +138,8 @@ class LLMServer:
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.hold = threading.Event()
+        self.hold.set()
         self._fail_counts: dict[str, int] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -300,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         prompt = prompt_of(dialect, body)
         directives = {name: (arg or "") for name, arg in DIRECTIVE.findall(prompt)}
+        self.srv.hold.wait(60)
         if self.srv.latency:
             time.sleep(self.srv.latency)
         if "slow" in directives:
