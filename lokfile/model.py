@@ -75,6 +75,7 @@ class Step:
     temperature: float | None = None
     seed: int | None = None
     max_tokens: int | None = None
+    samples: int = 1  # an LLM step asked N times: N keyed samples, output a JSON array
     line: int | None = None  # line of the step's `[[steps]]` header, for messages
 
     @property

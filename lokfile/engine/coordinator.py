@@ -575,7 +575,7 @@ class Coordinator:
         if result.digest and not self.opts.dry_run and self.opts.record and not self.disk_full:
             suffix = (
                 ".json"
-                if step.for_each or step.output_format in ("json", "json_array", "jsonl")
+                if step.for_each or step.samples > 1 or step.output_format in ("json", "json_array", "jsonl")
                 else ".txt"
             )
             result.filename = output_filename(step.name, suffix)

@@ -59,7 +59,8 @@ def describe(
             system=spec.system,
             model=step.model,
             temperature=step.temperature,
-            seed=step.seed,
+            # each sample its own seed, so a seeded step's samples differ (and repeat)
+            seed=step.seed + spec.sample if step.seed is not None and spec.sample else step.seed,
             max_tokens=step.max_tokens,
             edits=_edit_settings(step, spec, config),
             answer=spec.answer,

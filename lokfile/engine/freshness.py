@@ -75,6 +75,8 @@ class Freshness:
             comp["upstream"] = upstream
         if spec.inputs:
             comp["inputs"] = spec.inputs
+        if spec.sample is not None:
+            comp["sample"] = spec.sample  # samples of one prompt are different answers
         if step.sources:
             comp["sources"] = self.fp.digests(step.sources)
         if step.env:

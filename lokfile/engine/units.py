@@ -2,6 +2,7 @@
 
     plain step          one unit ""
     for_each            one unit per item: "item:0", "item:1", …
+    samples = N         one unit per sample: "sample:0", … "sample:N-1" (same prompt)
     multi-backend step  one unit per backend: "backend:NAME", then maybe "synthesis"
 
 Each unit has its own key, so adding one item to a loop of 500 runs one job,
@@ -55,6 +56,7 @@ class UnitSpec:
     inputs: dict[str, Any] = field(default_factory=dict)
     verify: str | None = None  # the step's verify command, rendered
     answer: str | None = None  # for the "apply" unit: the chosen answer to apply edits from
+    sample: int | None = None  # which of a `samples = N` step's samples (part of its key)
 
 
 @dataclass(kw_only=True)
@@ -146,6 +148,15 @@ def build_units(step: Step, context: Callable[[], Any], env: UnitEnv) -> list[Un
     prompt = render_prompt(step.prompt or "", ctx)
     verify = render_shell(step.verify, ctx) if step.verify else None
     names = list(dict.fromkeys(step.backends))
+    if step.samples > 1:
+        backend = env.backend_config(names[0])
+        system = _system(step, backend)
+        return [
+            UnitSpec(
+                unit=f"sample:{i}", prompt=prompt, system=system, backend=backend, sample=i, index=i
+            )
+            for i in range(step.samples)
+        ]
     if len(names) == 1:
         backend = env.backend_config(names[0])
         return [
@@ -183,7 +194,7 @@ def combine(step: Step, units: list[Unit], env: UnitEnv) -> UnitSpec | None:
     A multi-backend step that edits files applies ONE answer — the combined one —
     in an "apply" unit, so the tree is edited once.
     """
-    if step.for_each is not None or len(units) < 2:
+    if step.for_each is not None or step.samples > 1 or len(units) < 2:
         return None
     names = {u.name for u in units}
     wants_synthesis = step.consensus == "synthesis" and "synthesis" not in names
@@ -265,15 +276,17 @@ def aggregate(
     """(output, digest, success, backend, error) of a step from its units."""
     store = env.store
     dry = env.dry_run
-    if step.for_each is not None:
+    if step.for_each is not None or step.samples > 1:
         rows = [
-            {"index": u.spec.index, "item": u.spec.item, "output": u.output, "success": u.success}
+            {"index": u.spec.index, "output": u.output, "success": u.success}
+            | ({"item": u.spec.item} if step.for_each is not None else {})
             for u in units
         ]
         text = json.dumps(rows, indent=2, sort_keys=True, ensure_ascii=False)
         ok = all(u.success for u in units)
         failed = [u for u in units if u.status is Status.FAILED]
-        error = f"{len(failed)} of {len(units)} items failed" if failed else None
+        what = "items" if step.for_each is not None else "samples"
+        error = f"{len(failed)} of {len(units)} {what} failed" if failed else None
         backend = units[0].backend if units else None
         return text, None if dry else store.put_text(text), ok, backend, error
     if len(units) == 1:
