@@ -170,13 +170,13 @@ def run_cost(results: Iterable[StepResult]) -> dict[str, Any]:
 def estimate_summary(results: Iterable[Any], llm_steps: set[str]) -> dict[str, Any]:
     """What a dry run's stale calls should cost (each stale unit's `estimate`), and the
     stale steps that could not be estimated (their prompt needs an upstream answer)."""
-    estimates = [
-        u.estimate.usage
+    estimates = {  # one call per key: two units with one key make one call
+        u.key: u.estimate.usage
         for r in results
         for u in r.units
         if r.status is Status.STALE and getattr(u, "estimate", None) is not None
-    ]
-    planned = total(estimates)
+    }
+    planned = total(estimates.values())
     waiting = [
         r.name for r in results if r.status is Status.STALE and not r.units and r.name in llm_steps
     ]

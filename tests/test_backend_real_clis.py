@@ -141,7 +141,8 @@ USAGE = "<<usage:in=1000,out=200,read=300,write=100>>"
 
 def listed(model: str, provider: str, **tokens: int) -> float:
     """genai-prices' bundled figure, asked apart from lok."""
-    from genai_prices import Usage, calc_price
+    prices = pytest.importorskip("genai_prices", reason="genai-prices needs Python 3.11+")
+    Usage, calc_price = prices.Usage, prices.calc_price
 
     return float(calc_price(Usage(**tokens), model, provider_id=provider).total_price)
 

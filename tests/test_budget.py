@@ -84,7 +84,8 @@ def openai_project(root: Path, server: LLMServer, prompt: str) -> Path:
 
 
 def listed(**tokens: int) -> float:
-    from genai_prices import Usage, calc_price
+    prices = pytest.importorskip("genai_prices", reason="genai-prices needs Python 3.11+")
+    Usage, calc_price = prices.Usage, prices.calc_price
 
     return float(calc_price(Usage(**tokens), "gpt-4o-mini", provider_id="openai").total_price)
 

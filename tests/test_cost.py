@@ -41,7 +41,8 @@ def server() -> Iterator[LLMServer]:
 
 def listed_price(model: str, provider: str, **tokens: int) -> float:
     """The bundled genai-prices figure, asked independently of lok."""
-    from genai_prices import Usage, calc_price
+    prices = pytest.importorskip("genai_prices", reason="genai-prices needs Python 3.11+")
+    Usage, calc_price = prices.Usage, prices.calc_price
 
     return float(calc_price(Usage(**tokens), model, provider_id=provider).total_price)
 

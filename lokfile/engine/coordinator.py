@@ -151,7 +151,8 @@ class Coordinator:
         )
         cap = config.budget.max_cost_usd if options.max_cost_usd is None else options.max_cost_usd
         cap = None if options.dry_run else cap
-        self.ledger = Ledger(workflow, config, cap, self.freshness.previous, options.dry_run)
+        plan = options.dry_run and options.record  # `lok status` estimates nothing
+        self.ledger = Ledger(workflow, config, cap, self.freshness.previous, plan)
         self.context = TemplateContext(workflow, options.args, options.named, self.results)
         record = options.record and not options.dry_run
         leases = Leases(db.conn, self.run_id) if record and db is not None else None

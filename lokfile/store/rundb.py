@@ -40,7 +40,6 @@ from typing import Any, NamedTuple
 
 from lokfile.errors import DiskFullError, StoreError, disk_full
 from lokfile.process.tree import identity, is_running
-from lokfile.store import leases
 
 SCHEMA_VERSION = 4
 DIED = "the lok process died (killed or crashed); `lok run --resume` continues"
@@ -158,7 +157,13 @@ def _migrate_3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN cost TEXT")
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: leases.migrate}
+def _migrate_4(conn: sqlite3.Connection) -> None:
+    from lokfile.store.leases import migrate  # not on the no-op path
+
+    migrate(conn)
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
 
 
 SQLITE_FULL = 13

@@ -568,12 +568,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: dict[str, Any], text: str, stream: bool, mode: str) -> None:
         model = body.get("model", "loopback-model")
         n = self.counts
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": n["in"],
             "completion_tokens": n["out"],
             "total_tokens": n["in"] + n["out"],
-            "prompt_tokens_details": {"cached_tokens": n["read"]},
         }
+        if n["read"]:  # as servers without prompt caching do, sent only when there is some
+            usage["prompt_tokens_details"] = {"cached_tokens": n["read"]}
         if not stream:
             return self._json(
                 200,
