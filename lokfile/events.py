@@ -65,6 +65,7 @@ class RunFinished(NamedTuple):
     saved: float
     extra: dict[str, Any] | None = None
     dry_run: bool = False  # counts then hold Status.STALE (would run) and REUSED (fresh)
+    cost: dict[str, Any] | None = None  # the run's `cost` (lokfile.outcome.cost_summary)
 
 
 Event = (

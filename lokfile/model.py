@@ -75,6 +75,7 @@ class Step:
     temperature: float | None = None
     seed: int | None = None
     max_tokens: int | None = None
+    samples: int = 1  # an LLM step asked N times: N keyed samples, output a JSON array
     line: int | None = None  # line of the step's `[[steps]]` header, for messages
 
     @property
@@ -156,6 +157,9 @@ class BackendConfig:
     extra: dict[str, Any] = field(
         default_factory=dict
     )  # type-specific keys (prompt_via, rules, latency, …)
+    # `price = { input_per_mtok, output_per_mtok, … }`: dollars per million tokens, over any
+    # other price; not in the key (a price changes what an answer cost, not the answer)
+    price: dict[str, float] | None = None
 
     def identity(self) -> dict[str, Any]:
         """What enters a step key: everything that can change an answer, never a secret."""
@@ -230,6 +234,11 @@ class ConsensusConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    max_cost_usd: float | None = None  # a run's hard cap (`--max-cost` overrides)
+
+
+@dataclass(frozen=True)
 class Config:
     """The merged settings: defaults < user < project < --config."""
 
@@ -238,6 +247,7 @@ class Config:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     conductor: ConductorConfig = field(default_factory=ConductorConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     backends: dict[str, BackendConfig] = field(default_factory=dict)
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     files: tuple[str, ...] = ()  # the files merged, lowest layer first (for watch and messages)

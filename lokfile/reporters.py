@@ -7,6 +7,7 @@ stdout or to `-o FILE`.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from lokfile.events import (
     StepNote,
     UnitStarted,
 )
-from lokfile.outcome import RunStatus, Status
+from lokfile.outcome import RunStatus, Status, total
 
 GLYPH = {
     Status.RAN: "✓",
@@ -47,6 +48,50 @@ def _first_line(text: str | None) -> str:
     return lines[0][:200] if lines else ""
 
 
+def money(dollars: float) -> str:
+    """Dollars for a person, two significant digits below a dollar: `$0.31`, `$0.042`,
+    `$0.00022`; cents above it: `$12.40`; nothing spent: `$0`."""
+    if dollars <= 0:
+        return "$0"
+    if dollars >= 1:
+        return f"${dollars:,.2f}"
+    decimals = 1 - math.floor(math.log10(dollars))
+    return f"${dollars:.{decimals}f}"
+
+
+def cost_words(cost: dict[str, Any] | None) -> str:
+    """`$0.042 spent, $0.31 saved` (and the calls nobody has a price for); "" when the run
+    made and reused no LLM call."""
+    if not cost or not (cost.get("calls") or cost.get("reused_calls")):
+        return ""
+    parts = [f"{money(cost.get('spent_usd') or 0.0)} spent"]
+    if cost.get("reused_calls"):
+        parts.append(f"{money(cost.get('saved_usd') or 0.0)} saved")
+    unpriced = int(cost.get("unpriced_calls") or 0) + int(cost.get("unpriced_reused_calls") or 0)
+    if unpriced:
+        plural = "s" if unpriced > 1 else ""
+        parts.append(f"{unpriced} call{plural} unpriced")
+    return ", ".join(parts)
+
+
+def estimate_words(cost: dict[str, Any] | None) -> str:
+    """`; the 3 stale calls should cost about $0.013` for a dry run's summary ("" for none)."""
+    if not cost:
+        return ""
+    parts = []
+    calls = cost.get("stale_calls") or 0
+    if calls:
+        text = f"the {calls} stale call{'' if calls == 1 else 's'} should cost about "
+        text += money(cost.get("estimated_usd") or 0.0)
+        if cost.get("unpriced_stale_calls"):
+            text += f", {cost['unpriced_stale_calls']} of them at an unknown price not counted"
+        parts.append(text)
+    if cost.get("not_estimated"):
+        names = ", ".join(cost["not_estimated"])
+        parts.append(f"not estimated: {names} (waiting for upstream answers)")
+    return "".join(f"; {part}" for part in parts)
+
+
 def summary_line(ev: RunFinished) -> str:
     """`3 ran, 1 reused, 0 failed, 1 skipped in 0.4s (saved 1.2s by reuse)`; for a dry
     run, what would run and what is fresh (nothing ran, so no time and no run id)."""
@@ -58,15 +103,25 @@ def summary_line(ev: RunFinished) -> str:
         text = f"Dry run: {stale} would run, {fresh} fresh"
         if skipped:
             text += f", {skipped} skipped"
-        return text + " — nothing was run"
+        return text + " — nothing was run" + estimate_words(ev.cost)
     text = (
         f"{n[Status.RAN]} ran, {n[Status.REUSED]} reused, {n[Status.FAILED]} failed, "
         f"{n[Status.SKIPPED]} skipped in {_fmt(ev.wall)}"
     )
     if ev.saved > 0:
         text += f" (saved {_fmt(ev.saved)} by reuse)"
+    money_text = cost_words(ev.cost)
+    if money_text:
+        text += f" — {money_text}"
     if n[Status.RAN] == 0 and n[Status.FAILED] == 0 and ev.status is RunStatus.SUCCEEDED:
         text += " — nothing to do, every step is fresh"
+    budget = (ev.extra or {}).get("budget") or {}
+    if budget.get("stopped"):
+        text += (
+            f" — stopped by the budget: {money(budget['spent_usd'])} spent of the "
+            f"{money(budget['max_cost_usd'])} cap; {budget['calls_not_made']} call(s) not made "
+            f"({budget['reason']})"
+        )
     if ev.status is RunStatus.INTERRUPTED:
         how = (ev.extra or {}).get("signal")
         by = {"SIGINT": " by Ctrl-C", None: ""}.get(how, f" by {how}")
@@ -84,9 +139,17 @@ def finished(outcome: Any) -> RunFinished:
         outcome.counts,
         outcome.wall,
         outcome.saved,
-        {"signal": outcome.stopped_by} if outcome.stopped_by else None,
+        _extra(outcome),
         dry_run=outcome.dry_run,
+        cost=outcome.cost,
     )
+
+
+def _extra(outcome: Any) -> dict[str, Any] | None:
+    extra: dict[str, Any] = {"signal": outcome.stopped_by} if outcome.stopped_by else {}
+    if getattr(outcome, "budget", None) is not None:
+        extra["budget"] = outcome.budget
+    return extra or None
 
 
 class Silent:
@@ -289,14 +352,33 @@ RESULT_TAG = {
 def plan_block(outcome: Any) -> str:
     """A dry run's plan: each step, whether it would run or is fresh, and why."""
     rows = []
+    rules: dict[str, None] = {}
     for name, r, status in _in_order(outcome):
         label = PLAN_LABEL.get(status, status.value)
-        rows.append((label, name, "" if status is Status.REUSED else r.reason))
+        reason = "" if status is Status.REUSED else r.reason
+        estimates = [u.estimate for u in r.units if getattr(u, "estimate", None) is not None]
+        if status is Status.STALE and estimates:
+            reason += f"  — about {_estimate_text(estimates)}"
+            rules.update(dict.fromkeys(rule for e in estimates for rule in e.how))
+        rows.append((label, name, reason))
     width = max((len(n) for _, n, _ in rows), default=0)
     lines = ["", "Plan (dry run, nothing was run):", ""]
     for label, name, reason in rows:
         lines.append(f"  {label:<9}  {name:<{width}}  {reason}".rstrip())
+    cost = outcome.cost
+    if cost.get("stale_calls") or cost.get("not_estimated"):
+        lines += ["", "Estimated:" + estimate_words(cost).removeprefix(";") + "."]
+        lines += [f"  {rule}" for rule in rules]
     return "\n".join(lines) + "\n\n"
+
+
+def _estimate_text(estimates: list[Any]) -> str:
+    """`$0.0042 (1,204 in, 512 out tokens)`: what some units' calls should cost."""
+    priced = [e.usage for e in estimates]
+    unknown = sum(u.unpriced_calls for u in priced)
+    dollars = money(sum(u.cost_usd for u in priced)) if unknown < len(priced) else "an unknown price"
+    tokens_in, tokens_out = sum(u.input_tokens for u in priced), sum(u.output_tokens for u in priced)
+    return f"{dollars} ({tokens_in:,} in, {tokens_out:,} out tokens)"
 
 
 def results_block(outcome: Any) -> str:
@@ -320,6 +402,16 @@ def results_block(outcome: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _estimate_doc(estimates: list[Any]) -> dict[str, Any]:
+    """A stale step's estimate in JSON: its units' together, with every rule they used."""
+    if len(estimates) == 1:
+        return dict(estimates[0].doc())
+    doc = total(e.usage for e in estimates).doc()
+    doc["input_from"] = sorted({e.how[0] for e in estimates})
+    doc["output_from"] = sorted({e.how[1] for e in estimates})
+    return doc
+
+
 def outcome_json(outcome: Any) -> dict[str, Any]:
     """The `--json` document of a run."""
     steps = []
@@ -335,9 +427,13 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
             "digest": r.digest,
             "output": r.output,
             "error": r.error,
+            "usage": r.usage.doc(),  # the answers its result is made of, made now or reused
         }
         if r.parsed is not None:
             item["parsed"] = r.parsed
+        estimates = [u.estimate for u in r.units if getattr(u, "estimate", None) is not None]
+        if outcome.dry_run and status is Status.STALE and estimates:
+            item["estimate"] = _estimate_doc(estimates)
         if len(r.units) > 1 or (r.units and r.units[0].name):
             item["units"] = [
                 {
@@ -349,6 +445,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
                     "digest": u.digest,
                     "output": u.output,
                     "error": u.error,
+                    "usage": u.usage.doc(),
                 }
                 for u in r.units
             ]
@@ -362,8 +459,11 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
         "counts": outcome.counts,
         "wall_s": round(outcome.wall, 4),
         "saved_s": round(outcome.saved, 4),
+        "cost": outcome.cost,
         "steps": steps,
     }
+    if getattr(outcome, "budget", None) is not None:
+        doc["budget"] = outcome.budget
     if outcome.dry_run:
         order = list(_in_order(outcome))
         doc["plan"] = {

@@ -132,3 +132,74 @@ def test_real_gemini_rate_limit_exit_code_is_classified_after_one_attempt(
         ask(b, "<<fail:429>> now", tmp_path)
     assert info.value.kind is ErrorKind.RATE_LIMIT
     assert len(server.model_calls()) == 1  # general.maxAttempts = 1 reached the CLI
+
+
+# ----------------------------------------------------------- usage and cost
+
+USAGE = "<<usage:in=1000,out=200,read=300,write=100>>"
+
+
+def listed(model: str, provider: str, **tokens: int) -> float:
+    """genai-prices' bundled figure, asked apart from lok."""
+    prices = pytest.importorskip("genai_prices", reason="genai-prices needs Python 3.11+")
+    Usage, calc_price = prices.Usage, prices.calc_price
+
+    return float(calc_price(Usage(**tokens), model, provider_id=provider).total_price)
+
+
+def test_real_claude_reports_every_models_tokens_and_its_own_cost(
+    server: LLMServer, sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    from lokfile.engine.cost import price_calls
+
+    b = cli("claude", server, sandbox, model="claude-sonnet-4-5")
+    answer = ask(b, f"{USAGE} count me", tmp_path)
+    asked = len([c for c in server.model_calls() if "count me" in str(c.body)])
+    assert asked >= 1  # its side calls carry the prompt too, and are paid for
+    assert answer.usage["input_tokens"] == 1000 * asked
+    assert answer.usage["output_tokens"] == 200 * asked
+    assert answer.usage["cache_read_tokens"] == 300 * asked
+    assert answer.usage["cache_write_tokens"] == 100 * asked
+    usage = price_calls([{**answer.usage, "model": answer.model}], b.config)
+    assert usage.source == "backend"  # claude's own total_cost_usd, not a lookup
+    assert usage.cost == pytest.approx(answer.usage["cost_usd"])
+    tokens = {"input_tokens": 1000, "output_tokens": 200}
+    cached = {"cache_read_tokens": 300, "cache_write_tokens": 100}
+    one = listed("claude-sonnet-4-5", "anthropic", **tokens, **cached)
+    assert usage.cost == pytest.approx(asked * one)
+
+
+def test_real_codex_tokens_are_priced_from_the_price_database(
+    server: LLMServer, sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    from lokfile.engine.cost import price_calls
+
+    b = cli("codex", server, sandbox, model="gpt-5")
+    answer = ask(b, f"{USAGE} count me", tmp_path)
+    assert answer.usage == {
+        "input_tokens": 1000,
+        "output_tokens": 200,
+        "cache_read_tokens": 300,
+        "cache_write_tokens": 0,
+    }
+    usage = price_calls([{**answer.usage, "model": answer.model}], b.config)
+    assert usage.source == "genai-prices"
+    expected = listed("gpt-5", "openai", input_tokens=1000, output_tokens=200, cache_read_tokens=300)
+    assert usage.cost == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_real_gemini_tokens_come_from_its_stats_and_are_priced(
+    server: LLMServer, sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    from lokfile.engine.cost import price_calls
+
+    b = cli("gemini", server, sandbox, model="gemini-2.5-flash")
+    answer = ask(b, f"{USAGE} count me", tmp_path)
+    assert (answer.usage["input_tokens"], answer.usage["output_tokens"]) == (1000, 200)
+    assert answer.usage["cache_read_tokens"] == 300
+    usage = price_calls([{**answer.usage, "model": answer.model}], b.config)
+    expected = listed(
+        "gemini-2.5-flash", "google", input_tokens=1000, output_tokens=200, cache_read_tokens=300
+    )
+    assert usage.cost == pytest.approx(expected)

@@ -9,10 +9,11 @@ ANTHROPIC_API_KEY) and anthropic-version.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from lokfile.backends import httpwire, registry
-from lokfile.backends.base import BackendError, ErrorKind, Health, Request
+from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
 from lokfile.backends.httpbase import HTTPBackend, SSEStream, configured_headers
 from lokfile.model import BackendConfig
 
@@ -20,7 +21,7 @@ DEFAULT_URL = registry.default_url("anthropic")
 DEFAULT_MODEL = "claude-sonnet-4-20250514"
 DEFAULT_KEY_ENV = registry.builtin("anthropic").key_env or ""
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096  # the API requires max_tokens; the original sent 4096
+DEFAULT_MAX_TOKENS = registry.builtin("anthropic").max_tokens or 4096  # the API requires one
 
 
 def _error_kind(error_type: str) -> ErrorKind:
@@ -50,6 +51,7 @@ class _MessageStream(SSEStream):
             started = doc.get("message") or {}
             self.model = str(started.get("model") or self.model)
             self.usage["input_tokens"] = (started.get("usage") or {}).get("input_tokens")
+            self._cache_tokens(started.get("usage") or {})
         elif kind == "content_block_delta":
             delta = doc.get("delta") or {}
             if delta.get("type") == "text_delta":
@@ -58,6 +60,25 @@ class _MessageStream(SSEStream):
             self.usage["output_tokens"] = (doc.get("usage") or {}).get("output_tokens")
         elif kind == "message_stop":
             self.complete = True
+
+    def _cache_tokens(self, usage: dict[str, Any]) -> None:
+        """Anthropic counts cache reads and writes apart from `input_tokens`."""
+        for ours, theirs in (
+            ("cache_read_tokens", "cache_read_input_tokens"),
+            ("cache_write_tokens", "cache_creation_input_tokens"),
+        ):
+            if isinstance(usage.get(theirs), int):
+                self.usage[ours] = usage[theirs]
+
+    def answer(self) -> Answer:
+        """The answer, with `input_tokens` counting every prompt token (cached ones too)."""
+        done = super().answer()
+        usage = dict(done.usage)
+        if isinstance(usage.get("input_tokens"), int):
+            usage["input_tokens"] += int(usage.get("cache_read_tokens") or 0) + int(
+                usage.get("cache_write_tokens") or 0
+            )
+        return replace(done, usage=usage)
 
 
 class AnthropicBackend(HTTPBackend):

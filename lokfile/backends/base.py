@@ -91,8 +91,22 @@ class Request:
     notify: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
 @dataclass(frozen=True)
 class Answer:
+    """An answer, the model that gave it, and what the call used.
+
+    `usage` holds what the backend reported, in one vocabulary for every backend:
+    `input_tokens` (every prompt token, cached or not), `output_tokens` (reasoning
+    included), `cache_read_tokens` and `cache_write_tokens` (the parts of the input read
+    from and written to a prompt cache), all ints and each absent when not reported;
+    `cost_usd` when the backend reports its own cost (claude's `total_cost_usd`, 0 for a
+    free backend); `by_model` ({model: the same counts}) when one query used several
+    models. The engine prices it (lokfile/engine/cost.py).
+    """
+
     text: str
     model: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)

@@ -67,6 +67,45 @@ def last_json_object(text: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def claude_usage(doc: dict[str, Any]) -> dict[str, Any]:
+    """Usage in lok's vocabulary from claude's result: `modelUsage` counts every model the
+    query used (its side calls too, which `total_cost_usd` also covers), `usage` only the
+    last turn's; cache reads and writes are counted apart from input there, within it here."""
+    by_model: dict[str, dict[str, int]] = {}
+    for model, m in (doc.get("modelUsage") or {}).items():
+        if not isinstance(m, dict) or not any(k in m for k in ("inputTokens", "outputTokens")):
+            continue
+        read, wrote = _count(m, "cacheReadInputTokens"), _count(m, "cacheCreationInputTokens")
+        by_model[str(model)] = {
+            "input_tokens": _count(m, "inputTokens") + read + wrote,
+            "output_tokens": _count(m, "outputTokens"),
+            "cache_read_tokens": read,
+            "cache_write_tokens": wrote,
+        }
+    if not by_model:
+        u = doc.get("usage") or {}
+        read, wrote = _count(u, "cache_read_input_tokens"), _count(u, "cache_creation_input_tokens")
+        by_model[""] = {
+            "input_tokens": _count(u, "input_tokens") + read + wrote,
+            "output_tokens": _count(u, "output_tokens"),
+            "cache_read_tokens": read,
+            "cache_write_tokens": wrote,
+        }
+    usage: dict[str, Any] = {
+        key: sum(m[key] for m in by_model.values()) for key in next(iter(by_model.values()))
+    }
+    if isinstance(doc.get("total_cost_usd"), (int, float)):
+        usage["cost_usd"] = float(doc["total_cost_usd"])
+    if len(by_model) > 1:
+        usage["by_model"] = by_model
+    return usage
+
+
+def _count(doc: dict[str, Any], key: str) -> int:
+    value = doc.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 class ClaudeBackend(AgentCLI):
     """Runs the Claude Code CLI; see the module docstring."""
 
@@ -132,16 +171,7 @@ class ClaudeBackend(AgentCLI):
                 kind_for_status(status, result), subproc.redact(f"{label}: {detail}", [key])
             )
         models = list((doc.get("modelUsage") or {}).keys())
-        usage = doc.get("usage") or {}
-        return Answer(
-            result,
-            models[0] if models else self.config.model,
-            {
-                "input_tokens": usage.get("input_tokens"),
-                "output_tokens": usage.get("output_tokens"),
-                "cost_usd": doc.get("total_cost_usd"),
-            },
-        )
+        return Answer(result, models[0] if models else self.config.model, claude_usage(doc))
 
     @staticmethod
     def _raise(kind: ErrorKind, message: str) -> Answer:

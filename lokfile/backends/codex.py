@@ -158,8 +158,10 @@ class CodexBackend(AgentCLI):
         if events.answer is None:
             raise BackendError(ErrorKind.BAD_RESPONSE, "codex finished without an agent message")
         usage = {
-            "input_tokens": events.usage.get("input_tokens"),
-            "output_tokens": events.usage.get("output_tokens"),
+            "input_tokens": events.usage.get("input_tokens"),  # cached ones included
+            "output_tokens": events.usage.get("output_tokens"),  # reasoning included
+            "cache_read_tokens": events.usage.get("cached_input_tokens"),
+            "cache_write_tokens": events.usage.get("cache_write_input_tokens"),
         }
         return Answer(
             events.answer, self.config.model, {k: v for k, v in usage.items() if v is not None}

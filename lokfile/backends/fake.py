@@ -15,6 +15,9 @@ Keys (all optional):
     retry_after seconds, attached to those failures
     state_dir   folder for fail_times counters (shared between processes)
     log_file    append one JSON line per call: {"name", "prompt", "time"}
+
+Usage: tokens are counted as words (system and prompt in, the reply out), and the
+cost is 0 (it is free) unless the backend's `price` says otherwise.
 """
 
 from __future__ import annotations
@@ -57,11 +60,22 @@ class TestBackend:
             time.sleep(latency)
         self._maybe_fail(request.prompt)
         model = request.model or self.config.model
+        template = str(x.get("reply", "[{name}] {prompt}"))
         for rule in x.get("rules", []):
             if str(rule.get("contains", "")) in request.prompt:
-                return Answer(self._fill(str(rule.get("reply", "")), request.prompt, model), model)
-        template = str(x.get("reply", "[{name}] {prompt}"))
-        return Answer(self._fill(template, request.prompt, model), model)
+                template = str(rule.get("reply", ""))
+                break
+        text = self._fill(template, request.prompt, model)
+        return Answer(text, model, self._usage(request, text))
+
+    def _usage(self, request: Request, text: str) -> dict[str, Any]:
+        """Tokens counted as words (system and prompt in, the reply out), at no cost."""
+        prompt = f"{request.system or ''} {request.prompt}"
+        return {
+            "input_tokens": len(prompt.split()),
+            "output_tokens": len(text.split()),
+            "cost_usd": 0.0,
+        }
 
     def _fill(self, template: str, prompt: str, model: str | None) -> str:
         return (

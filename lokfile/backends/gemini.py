@@ -150,7 +150,12 @@ class GeminiBackend(AgentCLI):
         errors = [d for d in json_objects(done.err) if isinstance(d.get("error"), dict)]
         doc = answers[-1] if answers else None
         if done.returncode == 0 and doc is not None and "response" in doc and not doc.get("error"):
-            return Answer(str(doc.get("response") or ""), self.config.model, _usage(doc))
+            usage = _usage(doc)
+            models = list(usage.get("by_model") or ())
+            model = self.config.model or (models[0] if len(models) == 1 else None)
+            if len(models) == 1:
+                usage.pop("by_model")
+            return Answer(str(doc.get("response") or ""), model, usage)
         error: dict[str, Any] = {}
         if doc is not None and isinstance(doc.get("error"), dict):
             error = doc["error"]
@@ -169,7 +174,22 @@ class GeminiBackend(AgentCLI):
 
 
 def _usage(doc: dict[str, Any]) -> dict[str, Any]:
-    models = ((doc.get("stats") or {}).get("models") or {}).values()
-    tokens_in = sum(int((m.get("tokens") or {}).get("prompt") or 0) for m in models)
-    tokens_out = sum(int((m.get("tokens") or {}).get("candidates") or 0) for m in models)
-    return {"input_tokens": tokens_in, "output_tokens": tokens_out}
+    """Usage from the CLI's `stats.models`: per model, `prompt` holds every input token
+    (`cached` is part of it) and the answer is `candidates` plus `thoughts`."""
+    by_model: dict[str, dict[str, int]] = {}
+    for name, m in ((doc.get("stats") or {}).get("models") or {}).items():
+        tokens = (m.get("tokens") if isinstance(m, dict) else None) or {}
+        count = {k: int(v) for k, v in tokens.items() if isinstance(v, int)}
+        part = {
+            "input_tokens": count.get("prompt", 0),
+            "output_tokens": count.get("candidates", 0) + count.get("thoughts", 0),
+        }
+        if "cached" in count:
+            part["cache_read_tokens"] = count["cached"]
+        by_model[str(name)] = part
+    if not by_model:
+        return {}  # no counts reported
+    keys = dict.fromkeys(k for m in by_model.values() for k in m)
+    usage: dict[str, Any] = {k: sum(m.get(k, 0) for m in by_model.values()) for k in keys}
+    usage["by_model"] = by_model
+    return usage

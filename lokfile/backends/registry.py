@@ -20,6 +20,10 @@ entry-point group `lokfile.backends`:
     auto_rank    where `auto` puts a backend of this *name* (the classic names first)
     weight       `weighted_vote`'s default weight for a backend of this name
     strengths    what `lok suggest` and `lok conduct` say it is good at
+    pricing      how a call's cost is known without a configured `price`: "list" (the
+                 genai-prices database, under `price_provider` when given), "none" (a
+                 server whose models have no list price: unpriced) or "free" (cost 0)
+    max_tokens   what lok sends as max_tokens when nothing says (a dry run's estimate)
 
 Importing this module imports no backend implementation and no httpx: the
 records are plain data, `load` imports a type's module when it is first used.
@@ -60,6 +64,9 @@ class BackendType:
     weight: float | None = None
     strengths: tuple[str, ...] = (GENERAL,)
     style: str = ""
+    pricing: Literal["list", "none", "free"] = "list"
+    price_provider: str | None = None
+    max_tokens: int | None = None
 
     @property
     def module(self) -> str:
@@ -92,6 +99,7 @@ BUILTINS: tuple[BackendType, ...] = (
         weight=2.0,
         strengths=(GENERAL, "Architecture", "CodeAnalysis", "Writing", "SecurityAudit"),
         style="careful reasoning, design and code review in the repository",
+        price_provider="anthropic",
     ),
     BackendType(
         name="codex",
@@ -104,6 +112,7 @@ BUILTINS: tuple[BackendType, ...] = (
         weight=1.5,
         strengths=("CodeAnalysis", "DeadCode", "Performance", GENERAL),
         style="fast, focused code analysis inside the repository",
+        price_provider="openai",
     ),
     BackendType(
         name="gemini",
@@ -116,6 +125,7 @@ BUILTINS: tuple[BackendType, ...] = (
         weight=1.5,
         strengths=("SecurityAudit", "Architecture", GENERAL, "Writing"),
         style="thorough reading of large codebases, security and design",
+        price_provider="google",
     ),
     BackendType(
         name="ollama",
@@ -127,6 +137,7 @@ BUILTINS: tuple[BackendType, ...] = (
         weight=1.0,
         strengths=("Private", "Quick", GENERAL, "Writing"),
         style="local model: private, free, good for quick or confidential work",
+        pricing="none",
     ),
     BackendType(
         name="openai",
@@ -146,6 +157,8 @@ BUILTINS: tuple[BackendType, ...] = (
         key_env="ANTHROPIC_API_KEY",
         strengths=(GENERAL, "Writing", "Architecture", "CodeAnalysis"),
         style="careful reasoning and writing over the API (no repository access)",
+        price_provider="anthropic",
+        max_tokens=4096,
     ),
     BackendType(
         name="command",
@@ -161,6 +174,8 @@ BUILTINS: tuple[BackendType, ...] = (
         extra_keys=frozenset({"model_path", "n_ctx", "threads"}),
         strengths=("Private", "Quick", GENERAL),
         style="small in-process model: private and offline, best for short tasks",
+        pricing="free",
+        max_tokens=128,
     ),
     BackendType(
         name="test",
@@ -171,6 +186,7 @@ BUILTINS: tuple[BackendType, ...] = (
             "retry_after", "state_dir", "log_file",
         }),
         style="deterministic test backend",
+        pricing="free",
     ),
 )
 
@@ -214,6 +230,19 @@ def family(type_name: str) -> Family | None:
 def of_family(*families: Family) -> tuple[str, ...]:
     """The built-in types of these families, in registry order."""
     return tuple(t.name for t in BUILTINS if t.family in families)
+
+
+def pricing(type_name: str) -> tuple[str, str | None]:
+    """How a call of this type is priced ("list", "none", "free"; plugins: "list") and
+    the provider to look its model up under."""
+    kind = _BY_NAME.get(type_name)
+    return (kind.pricing, kind.price_provider) if kind else ("list", None)
+
+
+def default_max_tokens(type_name: str) -> int | None:
+    """What lok sends as max_tokens for this type when nothing says (None: nothing)."""
+    kind = _BY_NAME.get(type_name)
+    return kind.max_tokens if kind else None
 
 
 def extra_keys(type_name: str) -> frozenset[str]:

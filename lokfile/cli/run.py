@@ -75,6 +75,14 @@ def _resume_args(
     help="Where stale jobs run: local (worker processes here, the default) or "
     "dask://HOST:PORT (a Dask scheduler; overrides [executor] in lok.toml).",
 )
+@click.option(
+    "--max-cost",
+    "max_cost",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Stop before a call would take the run's spending past USD dollars "
+    "(over [budget] max_cost_usd); every backend asked must have a price.",
+)
 @click.option("--watch", is_flag=True, help="After the run, rerun whenever an input changes.")
 @click.option("--restart", is_flag=True, help="With --watch: a change during a run restarts it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
@@ -96,6 +104,7 @@ def run(
     keep_going: bool,
     resume: str | None,
     executor: str | None,
+    max_cost: float | None,
     watch: bool,
     restart: bool,
     as_json: bool,
@@ -134,6 +143,12 @@ def run(
     if watch:
         from lokfile.cli.watch import watch_loop
 
+        if max_cost is not None:
+            raise UsageError(
+                "--max-cost does not go with --watch",
+                "set [budget] max_cost_usd in lok.toml: every rerun of the watch keeps to it",
+            )
+
         watch_loop(session, workflow, args, jobs, keep_going, restart, as_json)
         return
     wf = api.load(ctx, workflow)
@@ -153,6 +168,7 @@ def run(
         jobs=jobs or ctx.config.defaults.jobs,
         keep_going=keep_going,
         resumed_from=resumed_from,
+        max_cost_usd=max_cost,
     )
     outcome = api.run(
         ctx,

@@ -18,6 +18,7 @@ from lokfile.durations import EXPECTED_S, DurationError, parse_seconds
 from lokfile.errors import ConfigError, Problem
 from lokfile.model import (
     BackendConfig,
+    BudgetConfig,
     ConductorConfig,
     Config,
     ConsensusConfig,
@@ -114,6 +115,9 @@ SECTIONS: dict[str, dict[str, Checker]] = {
         "synthesizer": tomlfile.want_str,
         "weights": tomlfile.want_table,
     },
+    "budget": {
+        "max_cost_usd": lambda v: _non_negative(tomlfile.want_number(v), v),
+    },
 }
 TABLE_OF_TABLES = ("backends", "tasks")
 
@@ -134,12 +138,34 @@ BACKEND_KEYS: dict[str, Checker] = {
     "system": tomlfile.want_str,
     "num_ctx": _positive,
     "options": tomlfile.want_table,
+    "price": lambda v: _price(v),
 }
+PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+PRICE_EXAMPLE = "{ input_per_mtok = 3.0, output_per_mtok = 15.0 }"
 TASK_KEYS: dict[str, Checker] = {
     "description": tomlfile.want_str,
     "backends": tomlfile.want_str_list,
     "prompts": lambda v: v,  # checked item by item below
 }
+
+
+def _price(value: Any) -> dict[str, float]:
+    """`price`: dollars per million tokens; input and output are required."""
+    if not isinstance(value, dict):
+        raise BadValue("a table of dollars per million tokens", value, PRICE_EXAMPLE)
+    out: dict[str, float] = {}
+    for key, raw in value.items():
+        if key not in PRICE_KEYS:
+            close = did_you_mean(key, list(PRICE_KEYS))
+            wanted = f"only {', '.join(PRICE_KEYS)}" + (f" (did you mean '{close}'?)" if close else "")
+            raise BadValue(wanted, {key: raw}, PRICE_EXAMPLE)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
+            raise BadValue(f"{key} as a non-negative number of dollars", raw, PRICE_EXAMPLE)
+        out[key] = float(raw)
+    missing = [k for k in PRICE_KEYS[:2] if k not in out]
+    if missing:
+        raise BadValue(f"a table with {' and '.join(missing)}", value, PRICE_EXAMPLE)
+    return out
 
 
 def _non_negative(number: float, raw: Any) -> float:
@@ -233,6 +259,7 @@ def build(layers: Layers) -> Config:
     backends = _backends(b)
     tasks = _tasks(b, backends)
     d, c, k, s = values["defaults"], values["cache"], values["conductor"], values["consensus"]
+    budget = values["budget"]
     for section, key in (
         ("defaults", "backend"),
         ("conductor", "backend"),
@@ -275,6 +302,7 @@ def build(layers: Layers) -> Config:
             backend=k.get("backend"),
         ),
         consensus=ConsensusConfig(synthesizer=s.get("synthesizer"), weights=weights),
+        budget=BudgetConfig(max_cost_usd=budget.get("max_cost_usd")),
         backends=backends,
         tasks=tasks,
         files=tuple(layers.files),
@@ -336,6 +364,7 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
             skip_lines=values.get("skip_lines", 0),
             options=options,
             extra=extra,
+            price=values.get("price"),
         )
     return out
 

@@ -10,6 +10,9 @@
     reasons      why a unit is stale, from its key components (pure)
     fingerprint  content digests of declared sources, through the stat cache
     recorder     what a run writes to its history, a transaction at a time
+    cost         what a call cost: its reported usage, priced
+    spending     a run's money: units priced and estimated, the budget kept
+    onecall      one call per key, within a run and across lok processes (leases)
     snapshot     the no-op fast path: a run replayed from file stats alone
 
 The seams are `coordinator.Coordinator` (run a workflow over an executor,

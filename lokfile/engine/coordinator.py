@@ -32,10 +32,20 @@ from lokfile.engine.context import TemplateContext
 from lokfile.engine.dispatch import Dispatch
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.freshness import Freshness, resumed_units
+from lokfile.engine.onecall import for_run
 from lokfile.engine.ready import ReadyQueue
 from lokfile.engine.recorder import Recorder
 from lokfile.engine.rundoc import run_document
-from lokfile.engine.units import Unit, UnitEnv, UnitSpec, aggregate, build_units, combine
+from lokfile.engine.spending import Ledger
+from lokfile.engine.units import (
+    Unit,
+    UnitEnv,
+    UnitSpec,
+    aggregate,
+    backend_times,
+    build_units,
+    combine,
+)
 from lokfile.errors import DiskFullError
 from lokfile.events import (
     ParallelStart,
@@ -47,8 +57,9 @@ from lokfile.events import (
 )
 from lokfile.executors import ExecutorFactory
 from lokfile.model import Config, RunStatus, Status, Step, Workflow
-from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id
+from lokfile.outcome import RunOutcome, StepResult, covered, new_run_id, run_cost, total
 from lokfile.store.artifacts import Store, output_filename
+from lokfile.store.leases import Leases
 from lokfile.store.rundb import RunDB
 from lokfile.store.seams import ActionCache, LocalActionCache
 from lokfile.worker.jobs import JobResult
@@ -69,6 +80,7 @@ class RunOptions:
     keep_going: bool = False
     resumed_from: str | None = None
     record: bool = True  # False for `lok status`
+    max_cost_usd: float | None = None  # --max-cost: over [budget] max_cost_usd
 
 
 @dataclass(kw_only=True)
@@ -79,18 +91,6 @@ class _Live:
     units: list[Unit]
     pending: int
     started: float
-
-
-def _backend_times(units: list[Any]) -> tuple[tuple[str, float], ...]:
-    """Each backend's time in a multi-backend step (the units that ran now), for the
-    progress line; () for other steps."""
-    if not any(u.name.startswith("backend:") for u in units):
-        return ()
-    return tuple(
-        (u.name.removeprefix("backend:"), u.duration)
-        for u in units
-        if u.status is Status.RAN or u.status is Status.FAILED
-    )
 
 
 class Coordinator:
@@ -153,15 +153,22 @@ class Coordinator:
             if db is not None and options.resumed_from
             else None,
         )
+        cap = config.budget.max_cost_usd if options.max_cost_usd is None else options.max_cost_usd
+        cap = None if options.dry_run else cap
+        plan = options.dry_run and options.record  # `lok status` estimates nothing
+        self.ledger = Ledger(workflow, config, cap, self.freshness.previous, plan)
         self.context = TemplateContext(workflow, options.args, options.named, self.results)
         record = options.record and not options.dry_run
+        leases = Leases(db.conn, self.run_id) if record and db is not None else None
+        self.onecall = for_run(self.ledger, leases, self.freshness, self.dispatch, report)
         self.recorder = Recorder(
-            db, cache, self.fp, workflow.name, self.run_id, self.last, record
+            db, cache, self.fp, workflow.name, self.run_id, self.last, record, leases
         )
 
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> RunOutcome:
+        self.ledger.check_priced(self.unit_env.backend_config)  # under a cap: before any call
         t0 = time.time()
         record = self.opts.record and not self.opts.dry_run and self.db is not None
         if record:
@@ -209,8 +216,10 @@ class Coordinator:
             error = self.disk_full.message if self.disk_full else None
             try:
                 with self.db.transaction():
-                    self.recorder.write()
-                    self.db.finish_run(self.run_id, status.value, self._counts(), saved, error)
+                    self.recorder.write(final=True)
+                    self.db.finish_run(
+                        self.run_id, status.value, self._counts(), saved, error, run_cost(self.results.values())
+                    )
                 self.store.write_run_json(self.run_id, self._document(status, t0))
                 self.store.set_latest(self.run_id)
             except DiskFullError as exc:  # the history stays as it was before this write
@@ -226,8 +235,11 @@ class Coordinator:
             saved=saved,
             dry_run=self.opts.dry_run,
             stopped_by=self.stopped_by,
+            budget=self.ledger.summary(),
         )
-        extra = {"signal": self.stopped_by} if self.stopped_by else None
+        extra: dict[str, Any] = {"signal": self.stopped_by} if self.stopped_by else {}
+        if outcome.budget is not None:
+            extra["budget"] = outcome.budget
         self.report(
             RunFinished(
                 self.run_id,
@@ -235,8 +247,9 @@ class Coordinator:
                 outcome.counts,
                 wall,
                 saved,
-                extra,
+                extra or None,
                 dry_run=self.opts.dry_run,
+                cost=outcome.cost,
             )
         )
         return outcome
@@ -254,21 +267,39 @@ class Coordinator:
             if batch > 1:
                 self.report(ParallelStart(batch, dispatch.concurrency()))
             dispatch.start()
+            if dispatch.refused:
+                self._over_budget()
+            for unit in self.onecall.poll(dispatch):  # answered by another lok process
+                self._one_less(unit)
             if dispatch.idle:
                 if ready and not self.stopping:
                     continue
                 break
             for unit, result in dispatch.finished(0.1):
                 self._unit_done(unit, result)
+            self.onecall.heartbeat()
             self.report.tick()
         for s in self.wf.steps:
             if s.name not in self.results:
                 why = (
                     f"not started: {', '.join(self.failed_hard)} failed"
                     if self.failed_hard
+                    else "not started: the budget stopped the run"
+                    if self.ledger.stopped
                     else "not started"
                 )
                 self._finish_step_now(s, Status.SKIPPED, why, release=False)
+
+    def _over_budget(self) -> None:
+        """The budget refused a call: start nothing more; the units it held back are
+        skipped (their steps too), and what is in flight finishes."""
+        self.stopping = True
+        for unit in self.dispatch.refused:
+            unit.status = Status.SKIPPED
+            unit.reason = "not run: the budget stopped the run"
+            self.ledger.not_made += 1
+            self._one_less(unit)
+        self.dispatch.refused = []
 
     def cancel(self) -> bool:
         """Stop this run as one Ctrl-C would (safe from another thread); False if already stopping."""
@@ -311,6 +342,8 @@ class Coordinator:
             return RunStatus.FAILED
         if self.interrupted:
             return RunStatus.INTERRUPTED
+        if self.ledger.stopped:
+            return RunStatus.FAILED
         sinks = [s.name for s in self.wf.steps if self.ready.sink(s.name)]
         if self.failed_hard or any(
             self.results[n].status is Status.FAILED for n in sinks if n in self.results
@@ -335,6 +368,7 @@ class Coordinator:
             ended=None if status is RunStatus.RUNNING else time.time(),
             resumed_from=self.opts.resumed_from,
             steps=self.results.values(),
+            cost=run_cost(self.results.values()),
         )
 
     # -- preparing a ready step ---------------------------------------------
@@ -405,6 +439,7 @@ class Coordinator:
         if why is None:
             return unit
         unit.reason = why
+        self.ledger.plan(step, unit)
         if self.opts.dry_run:
             unit.status = Status.STALE
         else:
@@ -430,6 +465,10 @@ class Coordinator:
         unit.worker = result.worker
         unit.started, unit.ended = result.started, result.ended
         unit.span = (result.started, result.ended)
+        self.ledger.settle(unit, result)
+        if unit.twin is not None and result.success:  # it took the answer of a same-key unit
+            unit.status, unit.usage = Status.REUSED, unit.twin.usage
+            unit.reason = f"fresh: the same call as {unit.twin.step} in this run"
         self.fp.remember(result.output_stats)
         if result.snapshot and self.opts.record and not self.opts.dry_run:
             from lokfile.worker.snapshots import snapshot_filename
@@ -440,11 +479,15 @@ class Coordinator:
             unit.reason = plan.reapply(unit.replay.edits, done=True)  # no backend was asked
             self.report(StepNote(unit.step, unit.name, unit.reason))
         self.recorder.unit_done(unit, result)
+        self._one_less(unit)
+        self.recorder.commit()
+
+    def _one_less(self, unit: Unit) -> None:
+        """One unit of a live step is settled: the step completes with its last."""
         live = self.live[unit.step]
         live.pending -= 1
         if live.pending == 0:
             self._complete_step(live)
-        self.recorder.commit()
 
     def _complete_step(self, live: _Live) -> None:
         """All units resolved: combine them (maybe adding a synthesis unit), then finish."""
@@ -458,23 +501,14 @@ class Coordinator:
                 return
         step = live.step
         output, digest, success, backend, error = aggregate(step, live.units, self.unit_env)
-        ran = any(u.status is Status.RAN or u.status is Status.FAILED for u in live.units)
-        stale = any(u.status is Status.STALE for u in live.units)
-        if stale:
-            status = Status.STALE
-            reason = plan.part_reason(live.units, lambda u: u.status is Status.STALE)
-        elif not success:
-            status = Status.FAILED
-            reason = next((u.reason for u in live.units if u.status is Status.FAILED), "failed")
-        else:
-            status = Status.RAN if ran else Status.REUSED
-            running = plan.part_reason(live.units, lambda u: u.status is Status.RAN)
-            reason = running or plan.reused_reason(live.units)
-        if not success and not stale:
+        status, reason = plan.step_verdict(live.units, success)
+        if status is Status.FAILED:
             self._failed(step)
         # wall time, not the sum: a step's backends (or items) answer side by side
         duration = covered(u.span for u in live.units if u.span and u.status is not Status.REUSED)
         saved = covered(u.span for u in live.units if u.span and u.status is Status.REUSED)
+        spent = total(u.usage for u in live.units if u.status in (Status.RAN, Status.FAILED))
+        reused = total(u.usage for u in live.units if u.status is Status.REUSED)
         parsed = None
         if success and step.output_format != "text":
             from lokfile.templates.render import parse_output
@@ -492,6 +526,8 @@ class Coordinator:
             saved=saved,
             parsed=parsed,
             units=live.units,
+            spent=spent,
+            reused=reused,
         )
         self._record_step(result)
 
@@ -539,7 +575,7 @@ class Coordinator:
         if result.digest and not self.opts.dry_run and self.opts.record and not self.disk_full:
             suffix = (
                 ".json"
-                if step.for_each or step.output_format in ("json", "json_array", "jsonl")
+                if step.for_each or step.samples > 1 or step.output_format in ("json", "json_array", "jsonl")
                 else ".txt"
             )
             result.filename = output_filename(step.name, suffix)
@@ -554,7 +590,7 @@ class Coordinator:
                 result.backend,
                 result.error,
                 max(1, len(result.units)),
-                _backend_times(result.units),
+                backend_times(result.units),
             )
         )
         if release:

@@ -1,6 +1,6 @@
 """Dispatch: a stale unit becomes a job, waits for a slot, runs on the executor.
 
-    stale unit ──describe──> Job ──> queue ──start()──> executor.submit
+    stale unit ──describe──> Job ──> queue ──start()──> gate ──> executor.submit
                                       │  held while -j slots are full, the unit's
                                       │  backend is at its `concurrency`, or (with
                                       │  `[defaults] parallel = false`) another
@@ -8,7 +8,10 @@
     finished(timeout) <── JobEvent (a StepNote) · JobResult · JobCrashed
 
 The queue keeps its order: a job held for its backend keeps its place, and
-the jobs behind it that can run, run. The executor is made on the first job
+the jobs behind it that can run, run. A unit whose key is already queued or
+running makes no job: it takes that job's answer (`followers`). The gate may
+hold a job back for another process's answer (`waiting`) or for the budget
+(`refused`). The executor is made on the first job
 (a run where every step is fresh makes none) from the factory api handed in;
 this module never knows which kind it is.
 """
@@ -29,6 +32,7 @@ from lokfile.model import Config, Status, Step, StepKind, Workflow
 from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 
 Say = Callable[[StepNote | UnitStarted], None]
+GO, WAIT, REFUSE = "go", "wait", "refuse"
 
 
 class _Queued(NamedTuple):
@@ -67,7 +71,8 @@ def describe(
             system=spec.system,
             model=step.model,
             temperature=step.temperature,
-            seed=step.seed,
+            # each sample its own seed, so a seeded step's samples differ (and repeat)
+            seed=step.seed + spec.sample if step.seed is not None and spec.sample else step.seed,
             max_tokens=step.max_tokens,
             edits=edits,
             answer=replay.answer if replay is not None and edits is not None else spec.answer,
@@ -132,11 +137,28 @@ class Dispatch:
         # `parallel = false`: a step's backends are asked one after another, in list order
         self.one_backend_at_a_time = not config.defaults.parallel
         self.next_id = 1
+        # asked before each submit (lokfile.engine.onecall): GO; WAIT, when another process
+        # is making the same call (the job waits in `waiting`); REFUSE, when the budget
+        # would be passed (it and every job behind it are held back, in `refused`)
+        self.gate: Callable[[Job, Unit], str] | None = None
+        self.refused: list[Unit] = []
+        self.waiting: list[_Queued] = []
+        # one call per key within the run: the unit whose job makes it, and the units
+        # with the same key that take its answer
+        self.leaders: dict[str, Unit] = {}
+        self.followers: dict[str, list[Unit]] = {}
 
     @property
     def idle(self) -> bool:
-        """Nothing queued, nothing running."""
-        return not self.inflight and not self.queue
+        """Nothing queued, waiting or running."""
+        return not self.inflight and not self.queue and not self.waiting
+
+    def take_followers(self, unit: Unit) -> list[Unit]:
+        """The units that wait for `unit`'s answer (it no longer leads its key)."""
+        if self.leaders.get(unit.key) is unit:
+            del self.leaders[unit.key]
+            return self.followers.pop(unit.key, [])
+        return []
 
     def add(self, step: Step, unit: Unit) -> None:
         """Queue the job of a stale `unit` of `step` (submitted by the next `start`)."""
@@ -151,6 +173,11 @@ class Dispatch:
             replay=unit.replay,
         )
         self.next_id += 1
+        if isinstance(job.work, QueryJob) and job.work.edits is None and job.work.answer is None:
+            if unit.key in self.leaders:  # the same call is queued or running already
+                self.followers.setdefault(unit.key, []).append(unit)
+                return
+            self.leaders[unit.key] = unit
         backend = unit.spec.backend.name if unit.spec.backend else ""
         lane = step.name if self.one_backend_at_a_time and unit.name.startswith("backend:") else ""
         self.queue.append(_Queued(job, unit, backend, lane))
@@ -169,6 +196,16 @@ class Dispatch:
             if (limit and self.per_backend.get(backend, 0) >= limit) or lane in self.lanes:
                 held.append(queued)
                 continue
+            verdict = self.gate(job, unit) if self.gate is not None else GO
+            if verdict == WAIT:
+                self.waiting.append(queued)
+                continue
+            if verdict == REFUSE:
+                for q in (queued, *held, *self.queue):
+                    self.refused += [q.unit, *self.take_followers(q.unit)]
+                self.queue.clear()
+                held.clear()
+                break
             self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
             if lane:
                 self.lanes.add(lane)
@@ -186,8 +223,11 @@ class Dispatch:
     def finished(self, timeout: float) -> Iterator[tuple[Unit, JobResult]]:
         """Units whose jobs ended within `timeout` seconds, with their results (a crash
         becomes a failed result); progress lines go out as StepNotes meanwhile."""
-        if self.executor is None:
-            return
+        if self.executor is None or not self.inflight:
+            if self.waiting:
+                time.sleep(timeout)  # only waiting for other processes' answers
+            if self.executor is None:
+                return
         for msg in self.executor.results(timeout):
             if isinstance(msg, JobEvent):
                 running = self.inflight.get(msg.job)
@@ -200,7 +240,11 @@ class Dispatch:
                 continue
             self.per_backend[done.backend] -= 1
             self.lanes.discard(done.lane)
-            yield done.unit, msg if isinstance(msg, JobResult) else _crashed(msg)
+            result = msg if isinstance(msg, JobResult) else _crashed(msg)
+            yield done.unit, result
+            for twin in self.take_followers(done.unit):  # their answer, but not their call
+                twin.twin = done.unit
+                yield twin, replace(result, calls=())
 
     def concurrency(self) -> int:
         """How many of the jobs in flight and queued can run at once: -j (and the
@@ -224,10 +268,12 @@ class Dispatch:
         """End every running job; the units in flight are interrupted, the queue dropped."""
         if self.executor is not None:
             self.executor.cancel_all()
-        for queued in list(self.inflight.values()):
-            queued.unit.status = Status.INTERRUPTED
-            queued.unit.reason = reason
+        for queued in [*self.inflight.values(), *self.waiting]:
+            for unit in (queued.unit, *self.take_followers(queued.unit)):
+                unit.status = Status.INTERRUPTED
+                unit.reason = reason
         self.inflight.clear()
+        self.waiting.clear()
         self.lanes.clear()
         self.queue.clear()
 

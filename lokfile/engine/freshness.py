@@ -35,7 +35,7 @@ from lokfile.engine import reasons as plan
 from lokfile.engine.fingerprint import MISSING, Fingerprinter
 from lokfile.engine.units import StoredEdits, Unit, UnitSpec
 from lokfile.model import Config, Step
-from lokfile.outcome import Status
+from lokfile.outcome import Status, Usage
 from lokfile.store.rundb import KeyEntry, LastAttempt
 from lokfile.store.seams import ActionCache, ArtifactStore
 
@@ -111,6 +111,8 @@ class Freshness:
             comp["upstream"] = upstream
         if spec.inputs:
             comp["inputs"] = spec.inputs
+        if spec.sample is not None:
+            comp["sample"] = spec.sample  # samples of one prompt are different answers
         if step.sources:
             comp["sources"] = self.fp.digests(step.sources)
         if step.env:
@@ -140,6 +142,7 @@ class Freshness:
         key, canonical = plan.make_key(comp)
         unit = Unit(step=step.name, name=spec.unit, key=key, components=comp, spec=spec)
         unit.canonical = canonical
+        unit.judged = time.time()
         if self.force_all or step.name in self.force_steps:
             return unit, plan.FORCED
         done = self.resumed.get((step.name, spec.unit))
@@ -159,13 +162,28 @@ class Freshness:
             return unit, plan.EXPIRED
         if entry.outputs and not self._outputs_ok(entry):
             return unit, plan.OUTPUT_MISSING
+        return unit, self.reuse(unit, entry, step)
+
+    def settle(self, unit: Unit, since: float | None = None) -> bool:
+        """Settle a waiting unit from an answer another process recorded for its key since
+        `since` (default: since the unit was found stale)."""
+        entry = self.cache.lookup(unit.key) if self.cache else None
+        fresh = entry is not None and entry.created >= (unit.judged if since is None else since)
+        return fresh and entry is not None and self.reuse(unit, entry) is None
+
+    def reuse(self, unit: Unit, entry: KeyEntry, step: Step | None = None) -> str | None:
+        """Fill `unit` from the stored answer `entry`; None, or why it cannot be reused.
+        With its `step`, an edit unit is reused only while its files hold its edits (an
+        answer another process just recorded comes with that process's edits applied)."""
+        spec = unit.spec
         try:
             text = self.store.get_text(entry.digest)
         except FileNotFoundError:
-            return unit, "artifact missing from the store"
-        why = self._edits_hold(step, unit, entry, text)
-        if why is not None:
-            return unit, why
+            return "artifact missing from the store"
+        if step is not None:
+            why = self._edits_hold(step, unit, entry, text)
+            if why is not None:
+                return why
         unit.status = Status.REUSED
         unit.reason = plan.FRESH
         unit.digest = entry.digest
@@ -175,7 +193,13 @@ class Freshness:
         unit.span = (ended - entry.duration, ended)
         unit.backend = spec.backend.name if spec.backend else None
         unit.model = entry.meta.get("model")
-        return unit, None
+        unit.usage = Usage.from_doc(entry.meta.get("usage"))
+        return None
+
+    def previous(self, step: str, unit: str) -> KeyEntry | None:
+        """The stored answer of this unit's last attempt (None: none, or it failed)."""
+        prev = self.last.get((step, unit))
+        return self.cache.lookup(prev.key) if prev is not None and self.cache else None
 
     def _from_resumed(self, step: Step, unit: Unit, done: Resumed) -> bool:
         """Settle `unit` from the resumed run; False to judge it as usual (its output is

@@ -112,3 +112,20 @@ def part_reason(units: Sequence[Unit], runs: Callable[[Unit], bool]) -> str:
     if all(u.reason == NEVER_RUN for u in moving):
         return f"{k} new {noun}{'s' if k > 1 else ''} of {len(parts)}"
     return f"{k} of {len(parts)} {noun}s: {moving[0].reason}"
+
+
+def step_verdict(units: Sequence[Unit], success: bool) -> tuple[Status, str]:
+    """A step's status and reason from its settled units: stale (a dry run), skipped
+    (the budget held a unit back), failed, ran (any unit ran) or reused."""
+    if any(u.status is Status.STALE for u in units):
+        return Status.STALE, part_reason(units, lambda u: u.status is Status.STALE)
+    if not success and (held := [u for u in units if u.status is Status.SKIPPED]):
+        return Status.SKIPPED, held[0].reason
+    if not success:
+        return Status.FAILED, next(
+            (u.reason for u in units if u.status is Status.FAILED), "failed"
+        )
+    if any(u.status is Status.RAN or u.status is Status.FAILED for u in units):
+        running = part_reason(units, lambda u: u.status is Status.RAN)
+        return Status.RAN, running or reused_reason(units)
+    return Status.REUSED, reused_reason(units)

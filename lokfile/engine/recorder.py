@@ -17,7 +17,8 @@ from typing import Any
 from lokfile import hashing
 from lokfile.engine.fingerprint import Fingerprinter
 from lokfile.engine.units import Unit
-from lokfile.outcome import Status, StepResult
+from lokfile.outcome import Status, StepResult, Usage
+from lokfile.store.leases import Leases
 from lokfile.store.rundb import KeyEntry, LastAttempt, RunDB
 from lokfile.store.seams import ActionCache
 from lokfile.worker.jobs import JobResult
@@ -35,6 +36,7 @@ class Recorder:
         run_id: str,
         last: dict[tuple[str, str], LastAttempt],
         enabled: bool,
+        leases: Leases | None = None,
     ) -> None:
         self.db = db
         self.cache = cache
@@ -47,6 +49,8 @@ class Recorder:
         self.rows: list[dict[str, Any]] = []
         self.keys: list[tuple[KeyEntry, str]] = []
         self.attempts: list[tuple[str, str, str, dict[str, Any], str]] = []
+        self.leases = leases  # the keys this run claims (lokfile/store/leases.py)
+        self.done: list[str] = []  # keys whose call ended: their leases go with their rows
 
     def unit_done(self, unit: Unit, result: JobResult) -> None:
         """A job finished: its key (when it succeeded) and its attempt, to name later reasons."""
@@ -55,12 +59,17 @@ class Recorder:
             meta["ended"] = unit.ended  # with the duration: when this answer's work ran
             if result.edits is not None:  # the touched files' digests before and after
                 meta["edits"] = result.edits
+            if unit.usage.calls:
+                meta["usage"] = unit.usage.record()  # what it cost, for every run that reuses it
+                # what the backend read, so an estimate can move the measured input count
+                meta["prompt_chars"] = len(unit.spec.system or "") + len(unit.spec.prompt or "")
             entry = KeyEntry(
                 unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
             )
             self.keys.append((entry, unit.step))
         assert unit.status is not None
         self.attempts.append((unit.step, unit.name, unit.key, unit.components, unit.status.value))
+        self.done.append(unit.key)
 
     def step_rows(self, result: StepResult) -> None:
         """The rows of a settled step: one for the step, one per named unit."""
@@ -79,8 +88,9 @@ class Recorder:
         with self.db.transaction():
             self.write()
 
-    def write(self) -> None:
-        """Write everything buffered (inside the caller's transaction)."""
+    def write(self, final: bool = False) -> None:
+        """Write everything buffered (inside the caller's transaction); `final`: the run
+        ends, so every lease it still holds goes too."""
         assert self.db is not None and self.cache is not None
         for entry, step in self.keys:
             self.cache.record(entry, step, self.workflow)
@@ -88,7 +98,11 @@ class Recorder:
             self.db.set_last_attempt(self.workflow, step, unit, key, comp, status)
         self.db.record_results(self.rows)
         self.fp.flush()
-        self.keys, self.attempts, self.rows = [], [], []
+        if self.leases is not None:
+            self.leases.release(self.done)  # a waiting process now finds the result, or a free key
+            if final:
+                self.leases.release_all()
+        self.keys, self.attempts, self.rows, self.done = [], [], [], []
 
     def _row(self, **fields: Any) -> None:
         self.seq += 1
@@ -112,6 +126,7 @@ class Recorder:
             worker=unit.worker,
             digest=unit.digest,
             error=unit.error,
+            usage=_usage_json(unit.usage),
         )
 
     def _step_row(self, result: StepResult) -> None:
@@ -140,6 +155,7 @@ class Recorder:
             worker=single.worker if single else None,
             digest=result.digest,
             error=result.error,
+            usage=_usage_json(result.usage),
         )
         prev = self.last.get((result.name, ""))
         if (
@@ -149,3 +165,8 @@ class Recorder:
         ):
             reused = Status.REUSED.value
             self.attempts.append((result.name, "", single.key, single.components, reused))
+
+
+def _usage_json(usage: Usage) -> str | None:
+    """A row's `usage` column: None for work that called no backend."""
+    return json.dumps(usage.record(), sort_keys=True) if usage.calls else None

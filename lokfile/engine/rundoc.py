@@ -25,8 +25,10 @@ def run_document(
     ended: float | None,
     resumed_from: str | None,
     steps: Iterable[StepResult],
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """run.json of one run: what ran with which arguments, and each settled step."""
+    """run.json of one run: what ran with which arguments, each settled step, and what
+    its calls cost (`cost`, lokfile.outcome.cost_summary)."""
     return {
         "id": run_id,
         "workflow": workflow,
@@ -36,6 +38,7 @@ def run_document(
         "started": started,
         "ended": ended,
         "resumed_from": resumed_from,
+        "cost": cost,
         "steps": [
             {
                 "name": r.name,
@@ -46,6 +49,7 @@ def run_document(
                 "duration": round(r.duration, 4),
                 "backend": r.backend,
                 "error": r.error,
+                "usage": r.usage.doc(),
             }
             for r in steps
         ],

@@ -155,11 +155,14 @@ def record(
                 "spans": [list(u.span) for u in r.units if getattr(u, "span", None)],
                 "parsed": r.parsed,
                 "filename": r.filename,
+                # what its answers cost when they were made: all of it is saved by a replay
+                "usage": r.usage.record(),
                 "units": [
                     {
                         "unit": u.name,
                         "digest": u.digest,
                         "backend": u.backend,
+                        "usage": u.usage.record(),
                     }
                     for u in r.units
                     if u.name
@@ -243,6 +246,7 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         Status,
         StepResult,
         UnitSummary,
+        Usage,
         WorkflowSummary,
         covered,
         new_run_id,
@@ -267,6 +271,7 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
                 digest=u["digest"],
                 backend=u["backend"],
                 output=store.get_text(u["digest"]) if u["digest"] else "",
+                usage=Usage.from_doc(u.get("usage")),
             )
             for u in s["units"]
         ]
@@ -282,10 +287,19 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
             parsed=s["parsed"],
             units=units,
             filename=s["filename"],
+            reused=Usage.from_doc(s.get("usage")),
         )
         spans += [(a, b) for a, b in s["spans"]]
     saved = covered(spans)
     args = doc["args"]
+    outcome = RunOutcome(
+        run_id=run_id,
+        workflow=workflow,
+        status=RunStatus.SUCCEEDED,
+        results=results,
+        wall=0.0,
+        saved=saved,
+    )
     with db.transaction():
         db.mark_abandoned_runs()
         db.start_run(run_id, workflow.name, workflow.path, args, None)
@@ -307,7 +321,8 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
                 }
             )
         db.record_results(rows)
-        db.finish_run(run_id, RunStatus.SUCCEEDED.value, {Status.REUSED.value: len(results)}, saved)
+        counts = {Status.REUSED.value: len(results)}
+        db.finish_run(run_id, RunStatus.SUCCEEDED.value, counts, saved, None, outcome.cost)
     for r in results.values():
         if r.digest and r.filename:
             store.link_output(run_id, r.filename, r.digest)
@@ -321,20 +336,13 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         ended=time.time(),
         resumed_from=None,
         steps=results.values(),
+        cost=outcome.cost,
     )
     store.write_run_json(run_id, document)
     store.set_latest(run_id)
     for r in results.values():
         parts = max(1, len(r.units))
         report(StepFinished(r.name, Status.REUSED, "fresh", 0.0, r.backend, None, parts))
-    wall = time.time() - t0
-    outcome = RunOutcome(
-        run_id=run_id,
-        workflow=workflow,
-        status=RunStatus.SUCCEEDED,
-        results=results,
-        wall=wall,
-        saved=saved,
-    )
-    report(RunFinished(run_id, RunStatus.SUCCEEDED, outcome.counts, wall, saved))
+    outcome.wall = wall = time.time() - t0
+    report(RunFinished(run_id, RunStatus.SUCCEEDED, outcome.counts, wall, saved, cost=outcome.cost))
     return outcome

@@ -2,6 +2,7 @@
 
     plain step          one unit ""
     for_each            one unit per item: "item:0", "item:1", …
+    samples = N         one unit per sample: "sample:0", … "sample:N-1" (same prompt)
     multi-backend step  one unit per backend: "backend:NAME", then maybe "synthesis"
 
 Each unit has its own key, so adding one item to a loop of 500 runs one job,
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from lokfile import hashing
 from lokfile.backends import registry
 from lokfile.model import BackendConfig, Config, Status, Step, StepKind
+from lokfile.outcome import NO_USAGE, Usage
 
 if TYPE_CHECKING:
     from lokfile.store.seams import ArtifactStore
@@ -55,6 +57,7 @@ class UnitSpec:
     inputs: dict[str, Any] = field(default_factory=dict)
     verify: str | None = None  # the step's verify command, rendered
     answer: str | None = None  # for the "apply" unit: the chosen answer to apply edits from
+    sample: int | None = None  # which of a `samples = N` step's samples (part of its key)
 
 
 class StoredEdits(NamedTuple):
@@ -90,10 +93,27 @@ class Unit:
     # stored answer (it was reused); the wall time of a step or run is these spans covered
     span: tuple[float, float] | None = None
     replay: StoredEdits | None = None  # set when the job re-applies stored edits
+    # the calls behind its output: made now (it ran or failed), or when the reused answer was made
+    usage: Usage = NO_USAGE
+    estimate: Any = None  # a stale unit's expected cost (lokfile.engine.spending.Estimate)
+    judged: float = 0.0  # when it was found stale (an answer recorded since is a new one)
+    twin: Unit | None = None  # the unit of this run whose call answered it (same key)
 
     @property
     def success(self) -> bool:
         return self.status in (Status.RAN, Status.REUSED)
+
+
+def backend_times(units: list[Any]) -> tuple[tuple[str, float], ...]:
+    """Each backend's time in a multi-backend step (the units that ran now), for the
+    progress line; () for other steps."""
+    if not any(u.name.startswith("backend:") for u in units):
+        return ()
+    return tuple(
+        (u.name.removeprefix("backend:"), u.duration)
+        for u in units
+        if u.status is Status.RAN or u.status is Status.FAILED
+    )
 
 
 def _literal(text: str | None) -> bool:
@@ -139,6 +159,15 @@ def build_units(step: Step, context: Callable[[], Any], env: UnitEnv) -> list[Un
     prompt = render_prompt(step.prompt or "", ctx)
     verify = render_shell(step.verify, ctx) if step.verify else None
     names = list(dict.fromkeys(step.backends))
+    if step.samples > 1:
+        backend = env.backend_config(names[0])
+        system = _system(step, backend)
+        return [
+            UnitSpec(
+                unit=f"sample:{i}", prompt=prompt, system=system, backend=backend, sample=i, index=i
+            )
+            for i in range(step.samples)
+        ]
     if len(names) == 1:
         backend = env.backend_config(names[0])
         return [
@@ -176,7 +205,7 @@ def combine(step: Step, units: list[Unit], env: UnitEnv) -> UnitSpec | None:
     A multi-backend step that edits files applies ONE answer — the combined one —
     in an "apply" unit, so the tree is edited once.
     """
-    if step.for_each is not None or len(units) < 2:
+    if step.for_each is not None or step.samples > 1 or len(units) < 2:
         return None
     names = {u.name for u in units}
     wants_synthesis = step.consensus == "synthesis" and "synthesis" not in names
@@ -258,15 +287,17 @@ def aggregate(
     """(output, digest, success, backend, error) of a step from its units."""
     store = env.store
     dry = env.dry_run
-    if step.for_each is not None:
+    if step.for_each is not None or step.samples > 1:
         rows = [
-            {"index": u.spec.index, "item": u.spec.item, "output": u.output, "success": u.success}
+            {"index": u.spec.index, "output": u.output, "success": u.success}
+            | ({"item": u.spec.item} if step.for_each is not None else {})
             for u in units
         ]
         text = json.dumps(rows, indent=2, sort_keys=True, ensure_ascii=False)
         ok = all(u.success for u in units)
         failed = [u for u in units if u.status is Status.FAILED]
-        error = f"{len(failed)} of {len(units)} items failed" if failed else None
+        what = "items" if step.for_each is not None else "samples"
+        error = f"{len(failed)} of {len(units)} {what} failed" if failed else None
         backend = units[0].backend if units else None
         return text, None if dry else store.put_text(text), ok, backend, error
     if len(units) == 1:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from lokfile.history.diff import CHANGED, SAME, RunDiff
-from lokfile.history.runs import human, took
+from lokfile.history.runs import human, took, usage_cell
 from lokfile.model import Workflow
-from lokfile.outcome import Status
+from lokfile.outcome import Status, Usage
+from lokfile.reporters import cost_words, money
 
 MAX_OUTPUT_CHARS = 200_000
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 170, 46, 60, 18, 12
@@ -56,6 +57,7 @@ def render_report(
     e = html.escape
     title = f"lok run {doc['id']} — {doc['workflow']}"
     elapsed = human(doc["duration_s"]) if doc["duration_s"] is not None else "still running"
+    money_text = cost_words(doc.get("cost"))
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -69,6 +71,7 @@ def render_report(
         f'<span id="counts">{doc["ran"]} ran, {doc["reused"]} reused, {doc["failed"]} failed, '
         f"{doc['skipped']} skipped</span>"
         + (f" · saved {e(human(doc['saved_s']))} by reuse" if doc["saved_s"] else "")
+        + (f' · <span id="cost">{e(money_text)}</span>' if money_text else "")
         + "</p></header>",
         '<section id="dag"><h2>Steps</h2>',
         dag_svg(doc["steps"], edges),
@@ -76,6 +79,7 @@ def render_report(
         '<section id="timeline"><h2>Timeline</h2>',
         timeline_svg(doc["steps"], doc["duration_s"]),
         "</section>",
+        cost_html(doc),
     ]
     if diff is not None:
         parts.append(diff_html(diff))
@@ -234,6 +238,76 @@ def _span(r: dict[str, Any]) -> tuple[float, float]:
     return float(r["offset_s"]), float(r["duration_s"])
 
 
+# -- cost -----------------------------------------------------------------------
+
+
+def cost_html(doc: dict[str, Any]) -> str:
+    """What the run's calls cost, per step and per backend, spent now and saved by reuse;
+    "" when the run asked no LLM."""
+    e = html.escape
+    calls = _calls(doc["steps"])
+    if not calls:
+        return ""
+    head = (
+        "<tr><th>{}</th><th>calls</th><th>input tokens</th><th>output tokens</th>"
+        "<th>spent</th><th>saved</th></tr>"
+    )
+    out = ['<section id="costs"><h2>Cost</h2>']
+    for title, kind in (("per step", "step"), ("per backend", "backend")):
+        groups: dict[str, list[tuple[bool, Usage]]] = {}
+        for step, backend, reused, usage in calls:
+            groups.setdefault(step if kind == "step" else backend, []).append((reused, usage))
+        out.append(f'<table class="cost" data-by="{kind}"><caption>{title}</caption>')
+        out.append(head.format(kind))
+        for name, parts in groups.items():
+            out.append(_cost_row(name, parts, f'data-{kind}="{e(name)}"'))
+        out.append(_cost_row("total", [(c[2], c[3]) for c in calls], 'class="total"'))
+        out.append("</table>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _calls(steps: list[dict[str, Any]]) -> list[tuple[str, str, bool, Usage]]:
+    """(step, backend, reused, usage) of every answer a step is made of."""
+    found = []
+    for s in steps:
+        units = [u for u in s["units"] if (u.get("usage") or {}).get("calls")]
+        parts = units or ([s] if (s.get("usage") or {}).get("calls") else [])
+        for part in parts:
+            found.append(
+                (
+                    s["name"],
+                    part.get("backend") or s.get("backend") or "?",
+                    part["status"] == Status.REUSED,
+                    Usage.from_doc(part["usage"]),
+                )
+            )
+    return found
+
+
+def _cost_row(label: str, parts: list[tuple[bool, Usage]], attrs: str) -> str:
+    e = html.escape
+    spent = [u for reused, u in parts if not reused]
+    saved = [u for reused, u in parts if reused]
+
+    def dollars(items: list[Usage]) -> str:
+        if not items:
+            return ""
+        unknown = sum(u.unpriced_calls for u in items)
+        if unknown == sum(u.calls for u in items):
+            return "price unknown"
+        known = money(sum(u.cost_usd for u in items))
+        return known + (f" + {unknown} unpriced" if unknown else "")
+
+    every = [u for _reused, u in parts]
+    tokens_in, tokens_out = sum(u.input_tokens for u in every), sum(u.output_tokens for u in every)
+    return (
+        f"<tr {attrs}><td>{e(label)}</td><td>{sum(u.calls for u in every)}</td>"
+        f"<td>{tokens_in:,}</td><td>{tokens_out:,}</td>"
+        f"<td>{e(dollars(spent))}</td><td>{e(dollars(saved))}</td></tr>"
+    )
+
+
 # -- outputs ----------------------------------------------------------------------
 
 
@@ -247,6 +321,8 @@ def _step_html(s: dict[str, Any]) -> str:
         meta.append(e(human(took(s))))
     if via:
         meta.append(e(via))
+    if usage_cell(s):
+        meta.append(e(usage_cell(s)))
     if s.get("reason"):
         meta.append(e(s["reason"]))
     out = [
@@ -366,7 +442,7 @@ pre.output,pre.udiff{background:var(--bg);border:1px solid var(--line);border-ra
 .answers{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:10px}
 .answer{border:1px solid var(--line);border-radius:6px;padding:8px}
 .error{color:#c62828;white-space:pre-wrap}.missing,.note{color:var(--mut);font-style:italic}
-table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid var(--line);padding:3px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:6px 0}caption{text-align:left;color:var(--mut)}.cost .total td{font-weight:600}td,th{border:1px solid var(--line);padding:3px 8px;text-align:left;vertical-align:top}
 .d-changed td:nth-child(2){color:#ef6c00}.d-only_a td:nth-child(2){color:#c62828}.d-only_b td:nth-child(2){color:#2e7d32}
 .udiff .add{color:#2e7d32}.udiff .del{color:#c62828}.udiff .hunk{color:#0277bd}.udiff .hdr{font-weight:600}
 .j-added td:first-child{color:#2e7d32}.j-removed td:first-child{color:#c62828}.j-changed td:first-child{color:#ef6c00}

@@ -11,9 +11,9 @@ import time
 from typing import Any
 
 from lokfile.errors import UsageError
-from lokfile.outcome import RunStatus, Status
+from lokfile.outcome import RunStatus, Status, Usage
 from lokfile.project import Project
-from lokfile.reporters import GLYPH
+from lokfile.reporters import GLYPH, cost_words, money
 from lokfile.store.artifacts import Store
 from lokfile.store.rundb import RunDB
 
@@ -72,6 +72,9 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "saved_s": round(row.get("saved_s") or 0.0, 4),
         "resumed_from": row.get("resumed_from"),
         "args": _loads(row.get("args")),
+        # spent, saved, calls, tokens (lokfile.outcome.cost_summary); null for a run
+        # recorded before lok kept costs, or still running
+        "cost": _loads(row.get("cost")),
     }
 
 
@@ -79,7 +82,7 @@ def render_list(summaries: list[dict[str, Any]]) -> str:
     """The table printed by `lok runs list`."""
     if not summaries:
         return "No runs yet.\n"
-    head = ("RUN", "WORKFLOW", "WHEN", "STATUS", "RAN", "REUSED", "FAILED", "TIME")
+    head = ("RUN", "WORKFLOW", "WHEN", "STATUS", "RAN", "REUSED", "FAILED", "TIME", "COST")
     rows = [
         (
             s["id"],
@@ -90,6 +93,7 @@ def render_list(summaries: list[dict[str, Any]]) -> str:
             str(s["reused"]),
             str(s["failed"]),
             _took(s),
+            cost_cell(s.get("cost")),
         )
         for s in summaries
     ]
@@ -103,6 +107,18 @@ def render_list(summaries: list[dict[str, Any]]) -> str:
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def cost_cell(cost: dict[str, Any] | None) -> str:
+    """A run's money in one cell: `$0.042`, `$0 ($0.31 saved)`, `-` when no LLM was asked."""
+    if not cost or not (cost.get("calls") or cost.get("reused_calls")):
+        return "-"
+    text = money(cost.get("spent_usd") or 0.0)
+    if cost.get("unpriced_calls"):
+        text += "+?"  # some calls have no known price
+    if cost.get("reused_calls"):
+        text += f" ({money(cost.get('saved_usd') or 0.0)} saved)"
+    return text
 
 
 def _took(summary: dict[str, Any]) -> str:
@@ -185,6 +201,8 @@ def _unit_doc(r: dict[str, Any], store: Store, t0: float) -> dict[str, Any]:
         "output": output,
         "output_missing": missing,
         "error": r.get("error"),
+        # the calls behind it: made in this run (ran, failed) or when the reused answer was made
+        "usage": Usage.from_doc(_loads(r.get("usage"))).doc(),
     }
 
 
@@ -210,6 +228,16 @@ def render_show(doc: dict[str, Any], full: bool = False) -> str:
         f"  {doc['ran']} ran, {doc['reused']} reused, {doc['failed']} failed, "
         f"{doc['skipped']} skipped",
     ]
+    money_text = cost_words(doc.get("cost"))
+    if money_text:
+        cost = doc["cost"]
+        made = []
+        if cost["calls"]:
+            tokens = f"{cost['input_tokens']:,} in / {cost['output_tokens']:,} out tokens"
+            made.append(f"{cost['calls']} calls, {tokens}")
+        if cost["reused_calls"]:
+            made.append(f"{cost['reused_calls']} calls reused")
+        lines.append(f"  {money_text} ({'; '.join(made)})")
     if doc.get("resumed_from"):
         lines.append(f"  resumed from {doc['resumed_from']}")
     args = doc.get("args") or {}
@@ -233,13 +261,13 @@ def render_show(doc: dict[str, Any], full: bool = False) -> str:
             for u in items:
                 counts[u["status"]] = counts.get(u["status"], 0) + 1
             summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-            rows.append((f"  … {len(items)} items", summary, "", "", ""))
+            rows.append((f"  … {len(items)} items", summary, "", "", "", ""))
         rows += [_step_cells({**u, "name": u["unit"]}, "  ") for u in units]
-    widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(5)]
     for r in rows:
-        cells = [c.ljust(w) for c, w in zip(r[:4], widths, strict=True)]
+        cells = [c.ljust(w) for c, w in zip(r[:5], widths, strict=True)]
         text = "  " + "  ".join(c for c, w in zip(cells, widths, strict=True) if w)
-        lines.append(f"{text}  — {r[4]}" if r[4] else text.rstrip())
+        lines.append(f"{text}  — {r[5]}" if r[5] else text.rstrip())
     for st in doc["steps"]:
         lines.extend(_outputs(st, full))
     return "\n".join(lines).rstrip() + "\n"
@@ -251,8 +279,18 @@ def took(s: dict[str, Any]) -> float:
     return float(wall if wall is not None else s["duration_s"])
 
 
+def usage_cell(s: dict[str, Any]) -> str:
+    """What a step's or unit's calls cost: `$0.042`, `saved $0.31` (reused), `price unknown`."""
+    usage = s.get("usage") or {}
+    if not usage.get("calls"):
+        return ""
+    cost = usage.get("cost_usd")
+    shown = money(cost) if cost is not None else "price unknown"
+    return f"saved {shown}" if s["status"] == Status.REUSED and cost is not None else shown
+
+
 def _step_cells(s: dict[str, Any], indent: str) -> tuple[str, ...]:
-    """(name, status, timing, backend, reason) of one step or unit line."""
+    """(name, status, timing, backend, cost, reason) of one step or unit line."""
     timing = human(took(s)) if s["status"] in _TIMED else ""
     if s.get("offset_s") is not None and timing:
         timing = f"+{human(s['offset_s'])} {timing}"
@@ -263,7 +301,7 @@ def _step_cells(s: dict[str, Any], indent: str) -> tuple[str, ...]:
     if s["status"] == Status.FAILED and s.get("error"):
         reason = _first_line(s["error"])
     name = f"{indent}{GLYPH.get(s['status'], '?')} {s['name']}"
-    return name, s["status"], timing, via, reason
+    return name, s["status"], timing, via, usage_cell(s), reason
 
 
 def _outputs(s: dict[str, Any], full: bool) -> list[str]:

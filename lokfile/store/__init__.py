@@ -4,6 +4,7 @@
     rundb      the run history in `.lok/lok.db` (SQLite): runs, results, keys, cached answers
     schema     that database's migrations, one per schema version
     refs       run references (`latest`, `latest~N`, ids, prefixes) resolved over the history
+    leases     one call per key across processes: a lease on a key in the history
     seams      the interfaces the engine uses: `ArtifactStore` (bytes by digest) and
                `ActionCache` (a unit's key -> its result), with the local action cache
     tiered     the team cache: the local action cache first, then a remote one
@@ -18,4 +19,4 @@ nothing (the fast path opens the modules it needs):
 `from lokfile.store.seams import ActionCache`, `from lokfile.store.rundb import RunDB`.
 """
 
-__all__ = ["artifacts", "refs", "remote", "rundb", "schema", "seams", "tiered"]
+__all__ = ["artifacts", "leases", "refs", "remote", "rundb", "schema", "seams", "tiered"]

@@ -5,16 +5,20 @@ through sqlite-utils when the file is new or older than this code):
 
     runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from,
                 and its coordinator (pid, and proc_start: boot id and start time, so
-                a reused pid is not taken for the coordinator; schema 2)
+                a reused pid is not taken for the coordinator; schema 2), and its cost
+                (JSON: spent, saved, calls, tokens; schema 4)
     results     one row per (run, step, unit): key, components, status, reason,
                 attempts, timings, backend, model, artifact digest, error, and the
-                worker it ran on ("local", a Dask worker's address; schema 3)
+                worker it ran on ("local", a Dask worker's address; schema 3), and the
+                usage of the calls behind it (JSON, lokfile.outcome.Usage; schema 4)
     keys        successful results by key: the artifact digest and declared outputs
-                (this is what makes a step fresh; failures never land here)
+                (this is what makes a step fresh; failures never land here); `meta`
+                holds the answer's model and usage, so a reused answer knows its cost
     last        per (workflow, step, unit): the components of its latest attempt,
                 to name why a step is stale
     stat_cache  path, size, mtime_ns, inode -> content digest (no re-hashing on no-op)
     ask_cache   `lok ask` answers by key
+    leases      key -> the process making its call now (lokfile/store/leases.py; schema 5)
 
 Only the coordinating process writes. The hot path (a no-op run) uses plain
 sqlite3 statements; sqlite-utils is imported only to migrate.
@@ -264,10 +268,11 @@ class RunDB:
         counts: dict[str, int],
         saved_s: float,
         error: str | None = None,
+        cost: dict[str, Any] | None = None,
     ) -> None:
         self.conn.execute(
             "UPDATE runs SET status=?, ended=?, ran=?, reused=?, failed=?, skipped=?, saved_s=?,"
-            " error=? WHERE id=?",
+            " error=?, cost=? WHERE id=?",
             (
                 status,
                 time.time(),
@@ -277,6 +282,7 @@ class RunDB:
                 counts.get("skipped", 0),
                 saved_s,
                 error,
+                json.dumps(cost, sort_keys=True) if cost is not None else None,
                 run_id,
             ),
         )
@@ -340,13 +346,6 @@ class RunDB:
             if found.fetchone()[0] != len(chunk):
                 return False
         return True
-
-    def record_result(self, row: dict[str, Any]) -> None:
-        cols = ",".join(row)
-        marks = ",".join("?" for _ in row)
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO results ({cols}) VALUES ({marks})", tuple(row.values())
-        )
 
     # -- keys (what makes a step fresh) -------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 
 def migrate_1(conn: sqlite3.Connection) -> None:
@@ -104,8 +104,21 @@ def migrate_3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE results ADD COLUMN worker TEXT")
 
 
+def migrate_4(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE results ADD COLUMN usage TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN cost TEXT")
+
+
+def migrate_5(conn: sqlite3.Connection) -> None:
+    from lokfile.store.leases import migrate  # not on the no-op path
+
+    migrate(conn)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migrate_1,
     2: migrate_2,
     3: migrate_3,
+    4: migrate_4,
+    5: migrate_5,
 }

@@ -47,11 +47,13 @@ class Attempt:
         model: str | None = None,
         snapshot: str | None = None,
         edits: dict[str, Any] | None = None,
+        calls: tuple[dict[str, Any], ...] = (),
     ):
         self.ok, self.text, self.error, self.kind = ok, text, error, kind
         self.retryable, self.retry_after, self.model = retryable, retry_after, model
         self.snapshot = snapshot  # manifest of the files an edit replaced (for revert)
         self.edits = edits  # the edit record (JobResult.edits)
+        self.calls = calls  # the usage each backend call of this try reported
 
 
 def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None) -> float:
@@ -101,6 +103,7 @@ def _run_job(
 ) -> JobResult:
     attempts = 0
     last: Attempt | None = None
+    calls: list[dict[str, Any]] = []  # every answered call of every try
     for attempt in range(job.retries + 1):
         if cancel is not None and cancel.is_set():
             last = last or Attempt(False, "", "interrupted", "interrupted", retryable=False)
@@ -115,6 +118,7 @@ def _run_job(
                 last = _run_query(job.work, job.cwd, job.timeout_s, emit)
             if last.ok and job.work.edits is not None:
                 last = _after_answer(job, job.work, last, emit, cancel)
+            calls += last.calls
         if last.ok or not last.retryable or attempt == job.retries:
             break
         delay = backoff_delay(job.retry_delay_s, attempt + 1, last.retry_after)
@@ -141,6 +145,7 @@ def _run_job(
             started=started,
             ended=time.time(),
             model=last.model,
+            calls=tuple(calls),
         )
     outputs: dict[str, str] = {}
     stats: list[tuple[str, int, int, int, str]] = []
@@ -178,6 +183,7 @@ def _run_job(
         model=last.model,
         snapshot=last.snapshot,
         edits=last.edits,
+        calls=tuple(calls),
     )
 
 
@@ -273,7 +279,9 @@ def _run_query(
     except Exception as exc:  # a backend's own bug must not kill the worker
         kind = ErrorKind.FAILED.value
         return Attempt(False, "", f"{work.backend.name}: {type(exc).__name__}: {exc}", kind)
-    return Attempt(True, answer.text, model=answer.model)
+    return Attempt(
+        True, answer.text, model=answer.model, calls=({**answer.usage, "model": answer.model},)
+    )
 
 
 def _after_answer(
@@ -285,9 +293,11 @@ def _after_answer(
     from lokfile.worker import edits
 
     assert work.edits is not None
+    calls = list(answer.calls)
 
     def requery(prompt: str) -> str:
         again = _run_query(replace(work, prompt=prompt, edits=None), job.cwd, job.timeout_s, emit)
+        calls.extend(again.calls)
         if not again.ok:
             raise edits.RequeryFailed(again.error or "re-query failed")
         return again.text
@@ -306,9 +316,14 @@ def _after_answer(
     )
     if outcome.ok:
         return Attempt(
-            True, outcome.text, model=answer.model, snapshot=outcome.snapshot, edits=outcome.record
+            True,
+            outcome.text,
+            model=answer.model,
+            snapshot=outcome.snapshot,
+            edits=outcome.record,
+            calls=tuple(calls),
         )
-    return Attempt(False, outcome.text, outcome.error, "failed", retryable=False)
+    return Attempt(False, outcome.text, outcome.error, "failed", retryable=False, calls=tuple(calls))
 
 
 def _fmt_s(seconds: float | None) -> str:

@@ -79,3 +79,6 @@ class JobResult:
     # an apply_edits unit's record: {"count": edits, "files": {path: [before|None, after]}}
     edits: dict[str, Any] | None = None
     worker: str = "local"  # where it ran: "local" (a worker process of this host), "inline", …
+    # what each backend call of the job reported (Answer.usage plus its "model"), even when
+    # the job failed after the calls (a verify that failed): the engine prices them
+    calls: tuple[dict[str, Any], ...] = ()

@@ -275,6 +275,7 @@ def _step(c: _Checker, ds: DraftStep, defaults: _WorkflowDefaults) -> _Built:
     if kind is StepKind.LLM and prompt is not None:
         backends = _step_backends(c, ds, values, defaults, label)
         ok = ok and bool(backends)
+    ok = _samples_fit(c, ds, values, label, len(backends)) and ok
     refs = _references(c, ds, values, label)
     if not ok or refs is None or name is None:
         return _Built(ds, name, deps, refs or [], None)
@@ -306,9 +307,40 @@ def _step(c: _Checker, ds: DraftStep, defaults: _WorkflowDefaults) -> _Built:
         temperature=values.get("temperature"),
         seed=values.get("seed"),
         max_tokens=values.get("max_tokens"),
+        samples=values.get("samples", 1),
         line=ds.line,
     )
     return _Built(ds, name, deps, refs, step)
+
+
+def _samples_fit(
+    c: _Checker, ds: DraftStep, values: dict[str, Any], label: str, backends: int
+) -> bool:
+    """`samples = N` asks one backend N times with one prompt; say what it cannot go with."""
+    if values.get("samples", 1) == 1:
+        return True
+    clash = next(
+        (
+            why
+            for key, why in (
+                ("shell", "a shell step runs its command once"),
+                ("for_each", "each loop item is asked once"),
+                ("apply_edits", "one answer edits the files"),
+                ("verify", "one answer is verified"),
+            )
+            if values.get(key)
+        ),
+        "several backends each answer once" if backends > 1 else None,
+    )
+    if clash is None:
+        return True
+    c.at(
+        ds.source,
+        ds.key_line("samples"),
+        f"{label}: samples asks one backend several times, but {clash}",
+        "remove samples, or move it to its own step with one backend and a prompt",
+    )
+    return False
 
 
 def _joined(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:

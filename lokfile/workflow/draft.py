@@ -161,6 +161,7 @@ STEP_KEYS: dict[str, Callable[[Any], Any]] = {
     "temperature": tomlfile.want_number,
     "seed": tomlfile.want_int,
     "max_tokens": _positive,
+    "samples": _positive,
 }
 
 WORKFLOW_KEYS: dict[str, Callable[[Any], Any]] = {

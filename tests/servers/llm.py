@@ -22,11 +22,17 @@ directive (several may be combined):
     <<hold>>              wait until the test calls `server.release.set()`, then answer
     <<slow:SECONDS>>      wait before answering
     <<trickle:SECONDS>>   wait after each piece of a streamed body
+    <<usage:in=N,out=N,read=N,write=N>>
+                          report these token counts in the dialect's own usage fields
+                          (`in` counts every prompt token, `read`/`write` the cached parts
+                          of it); default: in=7, out=the words of the reply, no cache
 
-`latency` delays every model call; `requests` records every request (method,
-path, headers, parsed body) so tests can count calls and check what arrived;
-`inflight` is how many model calls are being answered now, `max_inflight` the
-most there ever were at once (the calls that hold count: they are in flight).
+`latency` delays every model call; while `hold` is clear, model calls wait for it
+to be set (a test holds every answer back until it is ready); `requests` records
+every request (method, path, headers, parsed body) so tests can count calls and
+check what arrived; `inflight` is how many model calls are being answered now,
+`max_inflight` the most there ever were at once (the calls that hold count: they
+are in flight).
 """
 
 from __future__ import annotations
@@ -136,6 +142,8 @@ class LLMServer:
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.hold = threading.Event()
+        self.hold.set()
         self._fail_counts: dict[str, int] = {}
         self.release = threading.Event()  # lets every <<hold>> call answer
         self.inflight = 0
@@ -196,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
     srv: LLMServer
     protocol_version = "HTTP/1.1"
     trickle = 0.0
+    counts: dict[str, int] = {}  # noqa: RUF012 (set per request: in, out, read, write)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -307,6 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         prompt = prompt_of(dialect, body)
         directives = {name: (arg or "") for name, arg in DIRECTIVE.findall(prompt)}
+        self.srv.hold.wait(60)
         if self.srv.latency:
             time.sleep(self.srv.latency)
         if "slow" in directives:
@@ -322,6 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fail and self.srv.should_fail(fail):
             return self._error(dialect, fail.split("x")[0])
         text = directives["reply"] if "reply" in directives else _echo(prompt)
+        self.counts = _counts(directives.get("usage"), text)
         schema = _wanted_schema(dialect, body)
         if schema is not None:
             text = json.dumps(smallest_instance(schema))
@@ -407,7 +418,13 @@ class _Handler(BaseHTTPRequestHandler):
     # ----- dialects
     def _anthropic(self, body: dict[str, Any], text: str, stream: bool, mode: str) -> None:
         model = body.get("model", "loopback-claude")
-        usage = {"input_tokens": 7, "output_tokens": 1}
+        n = self.counts
+        usage = {
+            "input_tokens": n["in"] - n["read"] - n["write"],  # Anthropic counts cache apart
+            "cache_read_input_tokens": n["read"],
+            "cache_creation_input_tokens": n["write"],
+            "output_tokens": 1,
+        }
         if not stream:
             return self._json(
                 200,
@@ -418,7 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "model": model,
                     "content": [{"type": "text", "text": text}],
                     "stop_reason": "end_turn",
-                    "usage": usage,
+                    "usage": {**usage, "output_tokens": n["out"]},
                 },
             )
         self._head(200, "text/event-stream")
@@ -469,7 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn"},
-                "usage": {"output_tokens": len(text.split())},
+                "usage": {"output_tokens": n["out"]},
             },
         )
         self._sse("message_stop", {"type": "message_stop"})
@@ -485,12 +502,13 @@ class _Handler(BaseHTTPRequestHandler):
             "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": []}],
         }
+        n = self.counts
         usage = {
-            "input_tokens": 7,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": len(text.split()),
+            "input_tokens": n["in"],
+            "input_tokens_details": {"cached_tokens": n["read"]},
+            "output_tokens": n["out"],
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": 7 + len(text.split()),
+            "total_tokens": n["in"] + n["out"],
         }
         base = {
             "id": rid,
@@ -565,11 +583,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, body: dict[str, Any], text: str, stream: bool, mode: str) -> None:
         model = body.get("model", "loopback-model")
-        usage = {
-            "prompt_tokens": 7,
-            "completion_tokens": len(text.split()),
-            "total_tokens": 7 + len(text.split()),
+        n = self.counts
+        usage: dict[str, Any] = {
+            "prompt_tokens": n["in"],
+            "completion_tokens": n["out"],
+            "total_tokens": n["in"] + n["out"],
         }
+        if n["read"]:  # as servers without prompt caching do, sent only when there is some
+            usage["prompt_tokens_details"] = {"cached_tokens": n["read"]}
         if not stream:
             return self._json(
                 200,
@@ -625,11 +646,14 @@ class _Handler(BaseHTTPRequestHandler):
             out: dict[str, Any] = {"candidates": [cand], "modelVersion": model, "responseId": "lb"}
             if last:
                 cand["finishReason"] = "STOP"
+                n = self.counts
                 out["usageMetadata"] = {
-                    "promptTokenCount": 7,
-                    "candidatesTokenCount": len(text.split()),
-                    "totalTokenCount": 7 + len(text.split()),
+                    "promptTokenCount": n["in"],
+                    "candidatesTokenCount": n["out"],
+                    "totalTokenCount": n["in"] + n["out"],
                 }
+                if n["read"]:
+                    out["usageMetadata"]["cachedContentTokenCount"] = n["read"]
             return out
 
         if not stream:
@@ -649,8 +673,8 @@ class _Handler(BaseHTTPRequestHandler):
         final = {
             "done": True,
             "done_reason": "stop",
-            "prompt_eval_count": 7,
-            "eval_count": len(text.split()),
+            "prompt_eval_count": self.counts["in"],
+            "eval_count": self.counts["out"],
         }
 
         def line(piece: str, done: bool) -> dict[str, Any]:
@@ -704,6 +728,16 @@ def _wanted_schema(dialect: str, body: dict[str, Any]) -> Any:
         if gen.get("responseMimeType") == "application/json":
             return gen.get("responseJsonSchema") or gen.get("responseSchema")
     return None
+
+
+def _counts(spec: str | None, text: str) -> dict[str, int]:
+    """Token counts to report: `in=12,out=3,read=4,write=0` over the defaults."""
+    counts = {"in": 7, "out": len(text.split()), "read": 0, "write": 0}
+    for part in (spec or "").split(","):
+        name, _, value = part.partition("=")
+        if name.strip() in counts and value.strip().isdigit():
+            counts[name.strip()] = int(value)
+    return counts
 
 
 def _echo(prompt: str) -> str:
