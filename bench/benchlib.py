@@ -21,6 +21,8 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+# the project's interpreter: its own .venv, else (a worktree without one) the running one
+PYTHON = str(REPO / ".venv/bin/python3") if (REPO / ".venv").is_dir() else sys.executable
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,21 @@ class Timed:
     wall: float
     cpu: float
     tail: str
+    peak_rss: int = 0  # bytes, summed over the process tree; 0 when not sampled
 
 
 def run_timed(
-    cmd: str | list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
+    cmd: str | list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float | None = None,
+    rss: bool = False,
 ) -> Timed:
-    """Run `cmd` in its own process group; on timeout kill the whole group (rc 124)."""
+    """Run `cmd` in its own process group; on timeout kill the whole group (rc 124).
+
+    With `rss`, a thread samples the summed RSS of the command's process tree
+    every 20 ms (`peak_rss`); the timed runs leave it off, so the sampler's own
+    CPU does not count against the tool."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -48,6 +59,9 @@ def run_timed(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    sampler = RssSampler(proc.pid, interval=0.02) if rss else None
+    if sampler is not None:
+        sampler.__enter__()
     try:
         out, _ = proc.communicate(timeout=timeout)
         rc = proc.returncode
@@ -55,10 +69,14 @@ def run_timed(
         kill_group(proc)
         out, _ = proc.communicate()
         rc = 124
+    finally:
+        if sampler is not None:
+            sampler.__exit__()
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return Timed(rc, wall, cpu, out[-2000:].decode(errors="replace"))
+    peak = sampler.peak if sampler is not None else 0
+    return Timed(rc, wall, cpu, out[-2000:].decode(errors="replace"), peak)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -171,10 +189,13 @@ def snapshot_lok(rev: str, work: Path) -> str:
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     launcher = dest / "lok"
     launcher.write_text(
-        f"#!{REPO / '.venv/bin/python3'}\n"
+        f"#!{PYTHON}\n"
         "import sys\n"
         f"sys.path.insert(0, {str(dest)!r})\n"
-        "from lokfile.cli import main\n"
+        "try:\n"
+        "    from lokfile.__main__ import main\n"
+        "except ImportError:  # a commit from before lokfile/__main__.py had main()\n"
+        "    from lokfile.cli import main\n"
         "sys.exit(main())\n"
     )
     launcher.chmod(0o755)

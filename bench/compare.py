@@ -47,6 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (
     BENCH_DIR,
+    PYTHON,
     REPO,
     Timed,
     git_state,
@@ -128,6 +129,8 @@ class Entry:
         rec: dict[str, Any] = {"status": self.status, **self.extra}
         if self.probe is not None:
             rec["probe"] = round(self.probe.wall, 5)
+            # summed RSS of the tool's process tree (lok and its workers), sampled in the probe
+            rec["peak_rss_mb"] = round(self.probe.peak_rss / 2**20, 1)
         if self.status != "ok":
             return rec
         samples = self.samples or ([self.probe] if self.probe else [])
@@ -207,7 +210,7 @@ class Bench:
                 "busy_cores_before": self.busy,
                 "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **extra,
-                "tools": {e.tool.name: e.record() for e in entries},
+                "tools": {e.tool.name: self._with_per_step(e.record(), n) for e in entries},
             }
         )
         for e in entries:
@@ -218,6 +221,13 @@ class Bench:
                 else r.get("note", "")
             )
             log(f"  {scenario:5s} {shape:8s} {n:5d} {e.tool.name:10s} {e.status:7s} {med}")
+
+    @staticmethod
+    def _with_per_step(rec: dict[str, Any], n: int) -> dict[str, Any]:
+        """Median wall per step (ms): equal at N=1000 and N=10000 means no quadratic term."""
+        if "wall" in rec:
+            rec["per_step_ms"] = round(rec["wall"]["median"] / n * 1000, 4)
+        return rec
 
     def shape_cells(self, shape: str, n: int, scenarios: list[str]) -> None:
         """cold / noop / incr for one (shape, N), every tool interleaved."""
@@ -232,7 +242,7 @@ class Bench:
             gen.write_workspace(tool, g, ws)
             run_timed(tool.clean, ws, self.env)
             e = Entry(tool, ws, tool.build.format(j=1), prepare=tool.clean)
-            e.probe = run_timed(e.build, ws, self.env, a.max_seconds)
+            e.probe = run_timed(e.build, ws, self.env, a.max_seconds, rss=True)
             if e.probe.rc != 0:
                 done = len(list((ws / "out").glob("s*.txt")))
                 e.status = "timeout" if e.probe.rc == 124 else "error"
@@ -274,7 +284,7 @@ class Bench:
             marker = e.ws / ".bench-marker"
             marker.touch()
             time.sleep(0.02)  # file mtimes tick coarsely; keep outputs clearly after the marker
-            e.probe = run_timed(e.build, e.ws, self.env, self.a.max_seconds)
+            e.probe = run_timed(e.build, e.ws, self.env, self.a.max_seconds, rss=True)
             rebuilt = newer_than(e.ws, marker)
             e.extra.update(rebuilt=len(rebuilt), expected=0, exact=not rebuilt)
             if e.probe.rc != 0:
@@ -296,7 +306,7 @@ class Bench:
             marker.touch()
             time.sleep(0.02)
             run_timed(modify, e.ws, self.env)
-            e.probe = run_timed(e.build, e.ws, self.env, self.a.max_seconds)
+            e.probe = run_timed(e.build, e.ws, self.env, self.a.max_seconds, rss=True)
             rebuilt = newer_than(e.ws, marker)
             e.extra.update(rebuilt=len(rebuilt), expected=len(expected), exact=rebuilt == expected)
             if e.probe.rc != 0:
@@ -317,7 +327,7 @@ class Bench:
             gen.write_workspace(tool, g, ws)
             run_timed(tool.clean, ws, self.env)
             e = Entry(tool, ws, tool.build.format(j=2), prepare=tool.clean)
-            e.probe = run_timed(e.build, ws, self.env, max(a.max_seconds, 3 * ideal))
+            e.probe = run_timed(e.build, ws, self.env, max(a.max_seconds, 3 * ideal), rss=True)
             if e.probe.rc != 0:
                 e.status, e.extra["note"] = "error", e.probe.tail[-400:]
             else:
@@ -485,9 +495,7 @@ def main() -> None:
     if "startup" in scen:
         log("start-up")
         bench.settle()
-        bench.doc["startup"] = startup(
-            lok, str(REPO / ".venv/bin/python"), a.startup_runs, bench.env
-        )
+        bench.doc["startup"] = startup(lok, PYTHON, a.startup_runs, bench.env)
         bench.doc["startup"]["busy_cores_before"] = bench.busy
         save_json(bench.path, bench.doc)
     if set(scen) & {"cold", "noop", "incr"}:

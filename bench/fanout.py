@@ -17,7 +17,15 @@ Measured per configuration:
 
 Defaults run two configurations: 1000 prompts at concurrency 32 (-j 32), and
 50 prompts at concurrency 1 (extrapolated linearly to 1000). Results merge
-into results/fanout.json keyed by (prompts, concurrency, jobs).
+into results/fanout.json keyed by (prompts, concurrency, jobs, rate-limited).
+
+A configuration written PROMPTS:CONCURRENCY:JOBS:429 runs against a server
+that rate-limits: the first request of every fourth prompt is answered
+`429 Too Many Requests` with `Retry-After: --retry-after` (so 20 % of all
+requests are 429s), and the server's limit is the backend concurrency. It
+counts requests that arrived while `limit` were already in flight (over the
+limit) and retries that came before their Retry-After had passed (early);
+both must be 0. Throughput is prompts per second of wall time.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ class SlowServer(ThreadingHTTPServer):
         self.peak_in_flight = 0
         self.first = 0.0
         self.last = 0.0
+        self.reset()
 
     @property
     def url(self) -> str:
@@ -83,6 +92,39 @@ class SlowServer(ThreadingHTTPServer):
         with self.lock:
             self.requests = self.in_flight = self.peak_in_flight = 0
             self.first = self.last = 0.0
+            self.limited: dict[str, float] = {}  # prompt -> when its Retry-After ends
+            self.fresh_prompts = self.rate_limited = self.over_limit = self.early = 0
+
+    def admit(self, prompt: str) -> float | None:
+        """Called with the lock held for every request: seconds of Retry-After to answer
+        429 with, or None to serve it. The plain server serves everything."""
+        return None
+
+
+class RateLimitedServer(SlowServer):
+    """Answers 429 + Retry-After to the first request of every fourth prompt (20 % of
+    all requests once they are retried), and counts clients that break its rules."""
+
+    def __init__(self, latency: float, limit: int, retry_after: int) -> None:
+        super().__init__(latency)
+        self.limit = limit
+        self.retry_after = retry_after
+
+    def admit(self, prompt: str) -> float | None:
+        now = time.perf_counter()
+        if self.in_flight > self.limit:  # this request is already counted in flight
+            self.over_limit += 1
+        until = self.limited.get(prompt)
+        if until is not None:
+            if now < until:
+                self.early += 1
+            return None
+        self.fresh_prompts += 1
+        if self.fresh_prompts % 4 == 1:
+            self.limited[prompt] = now + self.retry_after
+            self.rate_limited += 1
+            return float(self.retry_after)
+        return None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -98,15 +140,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         s = self.server
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        prompt = body["messages"][-1]["content"]
         with s.lock:
             s.requests += 1
             s.in_flight += 1
             s.peak_in_flight = max(s.peak_in_flight, s.in_flight)
             s.first = s.first or time.perf_counter()
+            wait = s.admit(prompt)
         answered = False
         try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            prompt = body["messages"][-1]["content"]
+            if wait is not None:
+                self._too_many(wait)
+                answered = True
+                return
             time.sleep(s.latency)
             lines = [
                 {"model": body.get("model"), "message": {"content": f"answer to {prompt}"}},
@@ -126,6 +173,16 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if not answered:
                 s.done()
+
+    def _too_many(self, wait: float) -> None:
+        data = b'{"error": "rate limited, slow down"}'
+        self.send_response(429)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", str(int(wait)))
+        self.send_header("Content-Length", str(len(data)))
+        self.server.done()
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_GET(self) -> None:
         data = b'{"models": [{"name": "bench"}]}'
@@ -185,6 +242,9 @@ def one_run(lok: str, ws: Path, jobs: int, server: SlowServer, timeout: float) -
         "max_child_maxrss_mb": round(after.ru_maxrss / 1024, 1),  # KiB on Linux
         "requests": server.requests,
         "peak_in_flight": server.peak_in_flight,
+        "rate_limited": server.rate_limited,
+        "over_limit": server.over_limit,
+        "early_retries": server.early,
         "server_span": (server.last - server.first) if server.requests else 0.0,
         # start-up and planning before the first request; recording after the last answer
         "before_first": (server.first - t0) if server.requests else None,
@@ -202,12 +262,18 @@ def bench_config(
     latency: float,
     cold_runs: int,
     quiet: tuple[float, float],
+    retry_after: int | None = None,
 ) -> dict[str, Any]:
-    """Cold runs (fresh .lok each) and one no-change rerun for one configuration."""
-    server = SlowServer(latency)
+    """Cold runs (fresh .lok each) and one no-change rerun for one configuration
+    (against a rate-limiting server when `retry_after` is set)."""
+    server = (
+        SlowServer(latency)
+        if retry_after is None
+        else RateLimitedServer(latency, conc, retry_after)
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        ws = work / f"fanout-{prompts}-c{conc}-j{jobs}"
+        ws = work / f"fanout-{prompts}-c{conc}-j{jobs}{'-429' if retry_after else ''}"
         write_project(ws, server.url, prompts, conc)
         timeout = max(120.0, 4 * prompts * latency / conc)
         cold = []
@@ -220,7 +286,9 @@ def bench_config(
             r = one_run(lok, ws, jobs, server, timeout)
             cold.append(r)
             log(
-                f"  cold {i + 1}: {r['wall']:.2f} s, {r['requests']} requests, "
+                f"  cold {i + 1}: {r['wall']:.2f} s, {r['requests']} requests "
+                f"({r['rate_limited']} answered 429, {r['over_limit']} over the limit, "
+                f"{r['early_retries']} retried early), "
                 f"peak in flight {r['peak_in_flight']}, peak RSS {r['peak_tree_rss_mb']} MB, "
                 f"rc {r['rc']}"
             )
@@ -232,6 +300,21 @@ def bench_config(
     ideal = prompts * latency / conc
     ideal_tight = -(-prompts // conc) * latency
     med = statistics.median(r["wall"] for r in cold)
+    limited: dict[str, Any] = {}
+    if retry_after is not None:
+        # a prompt answered 429 cannot finish before its Retry-After plus one answer; the
+        # last of them is sent about when the first pass ends, so this bound is approximate
+        bound = ideal_tight + retry_after + latency
+        limited = {
+            "rate_limited": True,
+            "retry_after": retry_after,
+            "bound_approx": bound,
+            "efficiency_vs_bound": bound / med,
+            "throughput_per_s": prompts / med,
+            "rate_limited_requests": statistics.median(r["rate_limited"] for r in cold),
+            "over_limit": max(r["over_limit"] for r in cold),
+            "early_retries": max(r["early_retries"] for r in cold),
+        }
     return {
         "prompts": prompts,
         "concurrency": conc,
@@ -249,7 +332,14 @@ def bench_config(
         "load1": [load0, load1()],
         "busy_cores_before": busy,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "ok": all(r["rc"] == 0 and r["requests"] == prompts for r in cold)
+        **limited,
+        "ok": all(
+            r["rc"] == 0
+            and r["requests"] == prompts + r["rate_limited"]
+            and r["over_limit"] == 0
+            and r["early_retries"] == 0
+            for r in cold
+        )
         and rerun["rc"] == 0
         and rerun["requests"] == 0,
     }
@@ -265,7 +355,11 @@ def main() -> None:
     ap.add_argument(
         "--configs",
         default="1000:32:32,50:1:32",
-        help="comma list of PROMPTS:CONCURRENCY:JOBS (default: %(default)s)",
+        help="comma list of PROMPTS:CONCURRENCY:JOBS[:429] (default: %(default)s); "
+        "a trailing :429 rate-limits 20%% of requests with Retry-After",
+    )
+    ap.add_argument(
+        "--retry-after", type=int, default=1, help="seconds the 429 answers ask to wait"
     )
     ap.add_argument("--latency", type=float, default=0.1, help="server seconds per request")
     ap.add_argument("--cold-runs", type=int, default=3)
@@ -289,19 +383,33 @@ def main() -> None:
     }
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"  # loopback never goes through a proxy
     for spec in a.configs.split(","):
-        prompts, conc, jobs = (int(x) for x in spec.split(":"))
-        log(f"{prompts} prompts, backend concurrency {conc}, -j {jobs}, latency {a.latency} s")
+        fields = spec.split(":")
+        prompts, conc, jobs = (int(x) for x in fields[:3])
+        retry_after = a.retry_after if fields[3:] == ["429"] else None
+        log(
+            f"{prompts} prompts, backend concurrency {conc}, -j {jobs}, latency {a.latency} s"
+            + (f", 429 + Retry-After {retry_after} s to 20 % of requests" if retry_after else "")
+        )
         rec = bench_config(
-            lok, work, prompts, conc, jobs, a.latency, a.cold_runs, (a.quiet_cores, a.quiet_wait)
+            lok,
+            work,
+            prompts,
+            conc,
+            jobs,
+            a.latency,
+            a.cold_runs,
+            (a.quiet_cores, a.quiet_wait),
+            retry_after,
         )
         log(
             f"  -> median {rec['cold_median']:.2f} s vs ideal {rec['ideal']:.2f} s: "
             f"{rec['efficiency']:.0%}; ok={rec['ok']}"
         )
-        key = (prompts, conc, jobs)
-        doc["configs"] = [
-            c for c in doc["configs"] if (c["prompts"], c["concurrency"], c["jobs"]) != key
-        ]
+
+        def key(c: dict[str, Any]) -> tuple[int, int, int, bool]:
+            return (c["prompts"], c["concurrency"], c["jobs"], bool(c.get("rate_limited")))
+
+        doc["configs"] = [c for c in doc["configs"] if key(c) != key(rec)]
         doc["configs"].append(rec)
         save_json(path, doc)
 
