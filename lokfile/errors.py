@@ -143,3 +143,24 @@ class Interrupted(LokError):
 
     def __init__(self, message: str = "interrupted", hint: str | None = None) -> None:
         super().__init__(message, hint or "`lok run --resume` continues where it stopped")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, outside a run: handled exactly like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def sigterm_is_ctrl_c() -> None:
+    """SIGTERM stops lok as the first Ctrl-C does (a run installs its own handler for both)."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def interrupted(exc: BaseException | None) -> str:
+    """The line lok prints when Ctrl-C or SIGTERM stopped a command."""
+    return "Interrupted by SIGTERM." if isinstance(exc, Terminated) else "Interrupted."

@@ -381,6 +381,13 @@ def _estimate_text(estimates: list[Any]) -> str:
     return f"{dollars} ({tokens_in:,} in, {tokens_out:,} out tokens)"
 
 
+def json_text(document: Any) -> str:
+    """The one way a command's JSON document is written (indented, UTF-8 kept)."""
+    import json
+
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
 def results_block(outcome: Any) -> str:
     """The step outputs, as the original printed them after a run (a dry run: its plan)."""
     if outcome.dry_run:

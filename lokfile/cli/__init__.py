@@ -199,10 +199,18 @@ def backend_option(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lok` script."""
-    from lokfile.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LokError
+    from lokfile.errors import (
+        EXIT_BAD_INPUT,
+        EXIT_FAILED,
+        EXIT_INTERRUPTED,
+        EXIT_OK,
+        LokError,
+        sigterm_is_ctrl_c,
+    )
+    from lokfile.errors import interrupted as _interrupted
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    _sigterm_is_ctrl_c()
+    sigterm_is_ctrl_c()
     try:
         code = cli.main(args=argv, prog_name="lok", standalone_mode=False)
         if isinstance(code, int) and code != 0:
@@ -230,26 +238,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Hint: rerun with --debug for the traceback, and please report it", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(EXIT_OK)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, outside a run: handled exactly like Ctrl-C."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-def _sigterm_is_ctrl_c() -> None:
-    """SIGTERM stops lok as the first Ctrl-C does (a run installs its own handler for both)."""
-    import signal
-
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _interrupted(exc: BaseException | None) -> str:
-    return "Interrupted by SIGTERM." if isinstance(exc, Terminated) else "Interrupted."
 
 
 def report_error(exc: Any) -> None:

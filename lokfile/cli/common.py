@@ -7,7 +7,6 @@ results: these helpers are the one place that does each.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,9 @@ def reporter(as_json: bool, summary: bool = False) -> Any:
 
 def json_text(document: Any) -> str:
     """The one way a command's JSON document is written (indented, UTF-8 kept)."""
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    from lokfile.reporters import json_text as text
+
+    return text(document)
 
 
 def emit_json(document: Any) -> None:

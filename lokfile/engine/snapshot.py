@@ -17,6 +17,12 @@ parsing TOML, rendering templates or computing keys: a new run is recorded
 with every step reused, exactly as the normal path would record it. Any
 doubt (a missing or unreadable snapshot, one changed stat) falls back to the
 normal path, which is always correct.
+
+A replay writes O(1) filesystem entries: its run folder is one symlink to the
+folder of the run that wrote the snapshot (`Store.alias_run`), which holds
+exactly the outputs the replay repeats; only when that folder is gone does
+it link every output again. Its rows in lok.db are those of a normal no-op,
+so `lok runs show`, `runs diff` and the HTML report read it like any run.
 """
 
 from __future__ import annotations
@@ -171,6 +177,7 @@ def record(
         )
     doc = {
         "engine": _engine_stamp(),
+        "folder": c.run_id,  # the run folder a replay's folder links to
         "files": files,
         "env": {v: hashing.digest_text(os.environ.get(v, "\0unset")) for v in env_names},
         "workflow": {
@@ -238,7 +245,6 @@ def replay(
 
 
 def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report: Any) -> Any:
-    from lokfile.engine.rundoc import run_document
     from lokfile.events import RunFinished, RunStarted, StepFinished
     from lokfile.outcome import (
         RunOutcome,
@@ -323,6 +329,25 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         db.record_results(rows)
         counts = {Status.REUSED.value: len(results)}
         db.finish_run(run_id, RunStatus.SUCCEEDED.value, counts, saved, None, outcome.cost)
+    base = doc.get("folder")
+    if not (base and store.alias_run(run_id, base)):
+        _write_folder(store, run_id, workflow, args, t0, results, outcome)
+    store.set_latest(run_id)
+    for r in results.values():
+        parts = max(1, len(r.units))
+        report(StepFinished(r.name, Status.REUSED, "fresh", 0.0, r.backend, None, parts))
+    outcome.wall = wall = time.time() - t0
+    report(RunFinished(run_id, RunStatus.SUCCEEDED, outcome.counts, wall, saved, cost=outcome.cost))
+    return outcome
+
+
+def _write_folder(
+    store: Any, run_id: str, workflow: Any, args: Any, t0: float, results: Any, outcome: Any
+) -> None:
+    """A full run folder (one link per output and run.json), when there is none to alias."""
+    from lokfile.engine.rundoc import run_document
+    from lokfile.outcome import RunStatus
+
     for r in results.values():
         if r.digest and r.filename:
             store.link_output(run_id, r.filename, r.digest)
@@ -339,10 +364,3 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         cost=outcome.cost,
     )
     store.write_run_json(run_id, document)
-    store.set_latest(run_id)
-    for r in results.values():
-        parts = max(1, len(r.units))
-        report(StepFinished(r.name, Status.REUSED, "fresh", 0.0, r.backend, None, parts))
-    outcome.wall = wall = time.time() - t0
-    report(RunFinished(run_id, RunStatus.SUCCEEDED, outcome.counts, wall, saved, cost=outcome.cost))
-    return outcome

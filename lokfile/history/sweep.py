@@ -191,12 +191,24 @@ def _plan_for(store: Store, index: _Index, config: Config, kept: set[str], now: 
             continue
         plan.artifacts.append((digest, path, size))
     recorded = {r["id"] for r in index.runs}
+    folders = _run_folders(store)
+    # a kept replayed no-op's folder is a link to an earlier run's: that folder stays too
+    aliased = {_alias_target(p) for p in folders if p.name in kept and p.is_symlink()}
     plan.stray_folders = [
         p
-        for p in _run_folders(store)
-        if p.name not in kept and (p.name in recorded or now - _mtime(p) >= GRACE_S)
+        for p in folders
+        if p.name not in kept
+        and p.name not in aliased
+        and (p.name in recorded or now - _mtime(p) >= GRACE_S)
     ]
     return plan
+
+
+def _alias_target(link: Path) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
 
 
 def linked_digests(store: Store, run_ids: set[str]) -> set[str]:
@@ -237,12 +249,13 @@ def _link_digest(store: Store, link: Path) -> str | None:
 
 
 def _run_folders(store: Store) -> list[Path]:
+    """Run folders, and the links that stand for a replayed no-op's folder (Store.alias_run)."""
     if not store.runs_dir.is_dir():
         return []
     return sorted(
         p
         for p in store.runs_dir.iterdir()
-        if p.is_dir() and not p.is_symlink() and _RUN_ID.match(p.name)
+        if _RUN_ID.match(p.name) and (p.is_symlink() or p.is_dir())
     )
 
 
@@ -256,7 +269,10 @@ def apply_gc(store: Store, db: RunDB, plan: GcPlan) -> None:
         db.drop_ask_cache(plan.ask_keys)
         # files go while the write lock is held, so no new run can start and reuse them meanwhile
         for folder in plan.stray_folders:
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder.is_symlink():
+                folder.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
         fans: set[Path] = set()
         for _digest, path, _size in plan.artifacts:
             try:

@@ -7,6 +7,11 @@ artifact under its final name; writing an artifact that exists is a no-op.
 
 A run folder (`runs/<run-id>/`) holds one symlink per step output pointing at
 its artifact, and `run.json`; `runs/latest` points at the newest run folder.
+A replayed no-op (lokfile.engine.snapshot) repeats an earlier run's outputs
+exactly, so its folder is one symlink to that run's folder (`alias_run`): the
+same files to `ls`, O(1) entries per no-op instead of one per step. Its own
+record is in lok.db; the run.json seen through it is the earlier run's, and
+`write_run_json` never writes through an alias.
 
 A write that fails because the disk is full raises DiskFullError, naming
 what could not be written and where; anything else stays an OSError.
@@ -14,12 +19,10 @@ what could not be written and where; anything else stays an OSError.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +97,8 @@ class Store:
         data = self.get(digest)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            import tempfile  # here: the no-op fast path imports this module, and never restores
+
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".lok-restore-")
             try:
                 with os.fdopen(fd, "wb") as fh:
@@ -152,9 +157,24 @@ class Store:
             _raise_if_full(exc, f"the run folder entry {filename}", self.run_dir(run_id))
             raise
 
+    def alias_run(self, run_id: str, base: str) -> bool:
+        """Make `runs/<run_id>` a symlink to the real folder `runs/<base>` (whose outputs the
+        run repeats); False, and nothing written, when `base` is not such a folder."""
+        target = self.run_dir(base)
+        if not target.is_dir() or target.is_symlink():
+            return False
+        try:
+            os.symlink(base, self.run_dir(run_id))
+        except OSError as exc:
+            _raise_if_full(exc, "a run folder", self.runs_dir)
+            raise
+        return True
+
     def write_run_json(self, run_id: str, doc: dict[str, Any]) -> None:
         """Write `run.json` atomically: the run's fields, then one line per step."""
         folder = self.run_dir(run_id)
+        if folder.is_symlink():
+            return  # an alias: that file is the earlier run's, this run's record is lok.db
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -167,6 +187,8 @@ class Store:
         body = ",\n".join("    " + encode(s) for s in steps)
         text = "{\n" + "\n".join(lines) + '\n  "steps": [\n' + body + "\n  ]\n}\n"
         try:
+            import tempfile
+
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-run-")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -213,6 +235,8 @@ def output_filename(step: str, suffix: str = ".txt", unit: str = "") -> str:
     if not unit and _PLAIN_NAME.fullmatch(step) and step not in _RESERVED:
         return step + suffix
     readable = "_".join(_readable(part) for part in (step, unit) if part)[:60]
+    import hashlib
+
     tag = hashlib.sha256(json.dumps([step, unit]).encode()).hexdigest()[:12]
     return f"{readable}~{tag}{suffix}"
 

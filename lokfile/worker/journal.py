@@ -16,7 +16,8 @@ steps are serialised per project by the lock, so one journal path is enough;
 a journal whose lock is held belongs to a live edit and is left alone.
 
 `recover()` is called first by every command that opens a project. With no
-journal it costs one stat.
+journal it costs one stat (lokfile.worker.snapshots is imported only when a
+journal is written or put back: the no-op fast path does not pay for it).
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lokfile.worker import snapshots
-from lokfile.worker.snapshots import fsync_dir
-
 VERSION = 1
 NAME = "edits.journal"
 LOCK = "edits.lock"
 MAX_NAMES = 4  # files named in the one line `recover` prints
+
+
+def _fsync_dir(folder: Path) -> None:
+    from lokfile.worker.snapshots import fsync_dir
+
+    fsync_dir(folder)
 
 
 def path_in(runs_dir: Path) -> Path:
@@ -76,7 +80,7 @@ def write(
         finally:
             os.close(fd)
         os.replace(tmp, target)
-        fsync_dir(runs_dir)
+        _fsync_dir(runs_dir)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -91,7 +95,7 @@ def clear(runs_dir: Path) -> None:
         os.unlink(path_in(runs_dir))
     except FileNotFoundError:
         return
-    fsync_dir(runs_dir)
+    _fsync_dir(runs_dir)
 
 
 class _Blobs:
@@ -173,6 +177,8 @@ def _put_back(root: Path, runs_dir: Path, doc: dict[str, Any]) -> list[str]:
     if doc.get("version") != VERSION:
         raise ValueError(f"journal version {doc.get('version')!r} is unknown to this lok")
     manifest = doc["manifest"]
+    from lokfile.worker import snapshots
+
     snapshots.remove_temporaries(manifest, root)  # first: a created folder must be empty to go
     restored = snapshots.restore(manifest, root, _Blobs(doc["blobs"]))
     if doc.get("run") and doc.get("step"):
