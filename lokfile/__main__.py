@@ -13,8 +13,7 @@ Two answers come before click and the command table load:
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+import sys  # nothing more here: `lok --version` pays for every import of this module
 
 
 def main() -> None:
@@ -77,7 +76,7 @@ def _replay(workflow: str, args: tuple[str, ...], as_json: bool) -> None:
         root = find_root(Path(cwd))
         journal.recover(root)  # before anything: an edit lok died in is put back
         report = for_terminal(sys.stderr, as_json, summary=False)
-        outcome: Any = snapshot.replay(root, cwd, workflow, args, None, report)
+        outcome = snapshot.replay(root, cwd, workflow, args, None, report)
     except KeyboardInterrupt as exc:
         sys.stderr.write(interrupted(exc) + "\n")
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -168,3 +168,17 @@ def test_anything_but_a_plain_run_goes_through_click(project: Path, argv: list[s
         assert "Invalid value for '-j'" in proc.stderr
     else:
         assert proc.returncode == 0, proc.stderr
+
+
+def test_the_fast_paths_entry_leaves_version_light(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lokfile", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("lok "), proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "lokfile.__main__" in imported or "runpy" in imported
+    assert {"typing", "click", "lokfile.engine.snapshot", "pathlib"} & imported == set()
