@@ -9,6 +9,7 @@ token; with no `api_key_env` no Authorization header is sent (local servers).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lokfile.backends import httpwire, registry
@@ -40,12 +41,33 @@ class _ChatStream(SSEStream):
             detail = httpwire.error_message(data)
             kind = ErrorKind.OVERLOAD if "overload" in detail.lower() else ErrorKind.FAILED
             raise BackendError(kind, f"error in stream: {detail}")
+        self.started = True
+        self._read(doc, "delta")
+
+    def document(self, doc: Any) -> None:
+        """A whole chat.completion (a server that answered a streamed request in one piece,
+        or `stream = false`)."""
+        if not isinstance(doc, dict) or doc.get("error") or "choices" not in doc:
+            if isinstance(doc, dict) and doc.get("error"):
+                raise BackendError(ErrorKind.FAILED, f"error: {httpwire.error_message(json.dumps(doc))}")
+            raise BackendError(
+                ErrorKind.BAD_RESPONSE, f"openai: not a chat completion: {str(doc)[:120]!r}"
+            )
+        self.started = True
+        self._read(doc, "message")
+        self.complete = True
+
+    def _read(self, doc: dict[str, Any], part: str) -> None:
+        """Text, finish reason, model and usage of a chunk (`delta`) or a completion."""
         if doc.get("model"):
             self.model = str(doc["model"])
         for choice in doc.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.parts.append(str(delta["content"]))
+            piece = choice.get(part) or {}
+            if piece.get("content"):
+                self.parts.append(str(piece["content"]))
+            if choice.get("finish_reason"):
+                self.finish = str(choice["finish_reason"])
+                self.truncated = self.finish == "length"
         if isinstance(doc.get("usage"), dict):
             usage = doc["usage"]
             self.usage = {
@@ -76,9 +98,11 @@ class OpenAIBackend(HTTPBackend):
         body: dict[str, Any] = {
             "model": request.model or cfg.model or DEFAULT_MODEL,
             "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            **httpwire.api_options(cfg),
+            "stream": httpwire.streaming(cfg),
         }
+        if body["stream"]:
+            body["stream_options"] = {"include_usage": True}
         for name, value in (
             ("temperature", request.temperature),
             ("seed", request.seed),

@@ -275,7 +275,9 @@ def _run_query(
         answer = backend.query(request)
     except BackendError as exc:
         message = f"{work.backend.name}: {exc.summary()}"
-        return Attempt(False, "", message, exc.kind.value, exc.kind.retryable, exc.retry_after)
+        # a named wait longer than a step waits: trying again sooner would be refused too
+        again = exc.kind.retryable and not (exc.retry_after or 0) > BACKOFF_CAP_S * 5
+        return Attempt(False, "", message, exc.kind.value, again, exc.retry_after)
     except Exception as exc:  # a backend's own bug must not kill the worker
         kind = ErrorKind.FAILED.value
         return Attempt(False, "", f"{work.backend.name}: {type(exc).__name__}: {exc}", kind)
