@@ -8,6 +8,7 @@ LOK_REQUIRE_LOCAL_MODEL=1 makes them fail there instead of skipping).
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from lokfile.backends.base import BackendError, ErrorKind, Request
 from lokfile.backends.ollama import OllamaBackend
 from lokfile.backends.openai import OpenAIBackend
 from lokfile.model import BackendConfig
-from tests.lokrun import BUILTINS_OFF, lok, skip_unless_required, wait_until, write
+from tests.lokrun import BUILTINS_OFF, lok, run_json, skip_unless_required, wait_until, write
 from tests.servers.replay import ReplayServer
 
 CHAT = "/v1/chat/completions"
@@ -293,3 +294,51 @@ def test_cyllama_server_errors_name_the_url(cyllama_server: str) -> None:
     with pytest.raises(BackendError) as err:
         OllamaBackend(config).query(ASK)
     assert f"POST {cyllama_server}/api/chat: HTTP 404" in err.value.message
+
+
+# 6. (the run) a cut answer says so everywhere; an empty one is not kept -----------------
+
+
+def _workflow(root: Path, url: str) -> Path:
+    (root / ".lok").mkdir(exist_ok=True)
+    write(root, "lok.toml", BUILTINS_OFF + f'[backends.srv]\ntype = "openai"\nurl = "{url}"\n')
+    write(
+        root,
+        ".lok/workflows/w.toml",
+        'name = "w"\n[[steps]]\nname = "ask"\nbackend = "srv"\nprompt = "hi"\n',
+    )
+    return root
+
+
+def test_a_truncated_answer_is_flagged_live_in_json_in_runs_show_and_when_reused(
+    tmp_path: Path,
+) -> None:
+    with ReplayServer({CHAT: ["litellm-openai-stream-length"]}) as srv:
+        root = _workflow(tmp_path, srv.url)
+        live = lok(root, "run", "w")
+        assert live.returncode == 0, live.stderr
+        assert "answer cut at the token limit (max_tokens)" in live.stdout + live.stderr
+        first = run_json(root, "w")  # reused: the flag was kept with the result
+        assert first["steps"][0]["status"] == "reused"
+        assert first["steps"][0]["truncated"] is True
+        assert len(srv.calls(CHAT)) == 1
+        shown = lok(root, "runs", "show", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["steps"][0]["truncated"] is True
+        table = lok(root, "runs", "show")
+        assert "answer cut at the token limit" in table.stdout
+        flow = root / ".lok/workflows/w.toml"
+        flow.write_text(flow.read_text() + "\n")  # no snapshot replay: the stored key is read
+        again = run_json(root, "w")
+        assert again["steps"][0]["status"] == "reused" and again["steps"][0]["truncated"] is True
+        assert len(srv.calls(CHAT)) == 1
+
+
+def test_an_empty_answer_fails_the_step_and_is_asked_again_next_run(tmp_path: Path) -> None:
+    with ReplayServer({CHAT: ["litellm-openai-stream-empty"]}) as srv:
+        root = _workflow(tmp_path, srv.url)
+        for _ in range(2):
+            doc = run_json(root, "w")
+            assert doc["steps"][0]["status"] == "failed"
+            assert "empty answer" in doc["steps"][0]["error"]
+        assert len(srv.calls(CHAT)) == 2  # nothing was cached
