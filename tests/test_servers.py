@@ -118,7 +118,7 @@ def test_an_option_the_api_does_not_take_is_refused(tmp_path: Path) -> None:
     write(tmp_path, "lok.toml", BUILTINS_OFF + '[backends.x]\ntype = "anthropic"\noptions = { top_q = 1 }\n')
     bad = lok(tmp_path, "backends")
     assert bad.returncode == 2
-    assert "options.top_q: not a anthropic API parameter" in bad.stderr
+    assert "options.top_q is not a parameter lok forwards to the anthropic API" in bad.stderr
     assert "lok.toml" in bad.stderr and "top_k" in bad.stderr  # where, and the hint
     assert "Traceback" not in bad.stderr
 
@@ -342,3 +342,18 @@ def test_an_empty_answer_fails_the_step_and_is_asked_again_next_run(tmp_path: Pa
             assert doc["steps"][0]["status"] == "failed"
             assert "empty answer" in doc["steps"][0]["error"]
         assert len(srv.calls(CHAT)) == 2  # nothing was cached
+
+
+def test_a_stream_cut_by_llama_cpp_python_is_not_taken_for_an_answer() -> None:
+    with ReplayServer({CHAT: ["llama-cpp-python-interrupted", "litellm-openai-stream"]}) as srv:
+        told: list[str] = []
+        request = Request(prompt="hi", cwd=".", timeout_s=30, notify=told.append)
+        answer = openai(srv.url).query(request)
+        assert answer.text and answer.text != "Once upon"  # asked again, the whole answer
+        assert len(srv.calls(CHAT)) == 2
+        assert f"POST {srv.url}/v1/chat/completions: stream cut short" in told[0]
+    with ReplayServer({CHAT: ["llama-cpp-python-interrupted"]}) as srv:
+        with pytest.raises(BackendError) as err:
+            openai(srv.url, max_retries=0).query(ASK)
+        assert err.value.kind is ErrorKind.NETWORK
+        assert "--interrupt_requests False" in err.value.message

@@ -402,12 +402,7 @@ def _post_once(
                 if ctype == "application/json" or ctype.endswith("+json"):
                     response.read()
                     first.append(response.text[:200])
-                    try:
-                        _read_whole(response.text, reader)
-                    except BackendError as exc:
-                        if exc.kind is not ErrorKind.BAD_RESPONSE:
-                            raise
-                        raise BackendError(exc.kind, f"{where}: {exc.message}") from None
+                    _read_whole(response.text, reader)
                 else:
                     for text in response.iter_lines():
                         if cancelled.is_set():
@@ -436,7 +431,16 @@ def _post_once(
             )
         return reader.answer()
 
-    return within_deadline(exchange, timeout_s, cancelled, f"{where} gave no complete answer")
+    def named() -> Answer:
+        try:
+            return exchange()
+        except BackendError as exc:
+            if url in exc.message:
+                raise
+            # what the reader found in the body: say which request it answered
+            raise BackendError(exc.kind, f"{where}: {exc.message}", exc.retry_after) from None
+
+    return within_deadline(named, timeout_s, cancelled, f"{where} gave no complete answer")
 
 
 def _read_whole(text: str, reader: StreamReader) -> None:

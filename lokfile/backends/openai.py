@@ -27,9 +27,18 @@ def api_root(config: BackendConfig) -> str:
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
+# [DONE] after some text but no finish_reason: the server stopped the answer midway
+CUT_SHORT = (
+    "stream cut short: [DONE] came with no finish_reason (llama-cpp-python does this to a "
+    "running stream when another request arrives, unless started with --interrupt_requests False)"
+)
+
+
 class _ChatStream(SSEStream):
     def _event(self, event: str, data: str) -> None:
         if data.strip() == "[DONE]":
+            if self.parts and not self.finish:
+                raise BackendError(ErrorKind.NETWORK, CUT_SHORT)
             self.complete = True
             return
         doc = httpwire.parse_json_line(data, "openai stream")

@@ -14,9 +14,9 @@ entry-point group `lokfile.backends`:
                  (a plugin type has no family: its class's own `ready`, else yes)
     target       "module:Class", imported on first use (start-up time matters)
     extra_keys   config keys it accepts beyond the common ones (backends.keys)
-    option_keys  the `options` an HTTP type forwards to its API (beyond lok's own
-                 temperature, seed, max_tokens, system); any other is refused at
-                 load time. None: any (Ollama's own `options` object takes them)
+    option_keys  the keys an HTTP type's `options` table may hold: what it sends to
+                 its API (lok's own temperature, max_tokens … among them); any other
+                 is refused at load time. None: any (Ollama's own `options` object)
     program      the program a CLI type runs when `command` is not set, and its install hint
     url          an HTTP type's default server
     key_env      a variable it needs even when `api_key_env` names none
@@ -96,10 +96,12 @@ OPENAI_OPTIONS = frozenset({
     "top_p", "frequency_penalty", "presence_penalty", "stop", "logit_bias", "logprobs",
     "top_logprobs", "max_completion_tokens", "reasoning_effort", "response_format",
     "service_tier", "user", "metadata", "store", "verbosity",
+    "temperature", "seed", "max_tokens", "system",  # lok's own, sent under these names
 })
 # Messages API request parameters (docs.anthropic.com/en/api/messages), same idea
 ANTHROPIC_OPTIONS = frozenset({
     "top_p", "top_k", "stop_sequences", "metadata", "service_tier", "thinking",
+    "temperature", "max_tokens", "system",  # lok's own it sends (the API has no seed)
 })
 
 BUILTINS: tuple[BackendType, ...] = (

@@ -337,7 +337,7 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
             allowed = (COMMON_KEYS - BACKEND_KEYS.keys()) | registry.extra_keys(kind)
         values = b.checked(raw, path, BACKEND_KEYS, f"[backends.{name}]", allowed)
         options: dict[str, Any] = dict(values.pop("options", {}))
-        _check_http(b, name, kind, options, values)
+        _check_http(b, name, kind, options, values)  # the `options` table's own keys
         for key in sorted(OPTION_KEYS):
             if key in values:
                 options[key] = values.pop(key)
@@ -391,11 +391,11 @@ def _check_http(
                 f"[backends.{name}] options.stream is not a generation option",
                 f"to turn streaming off write stream = false in [backends.{name}]",
             )
-        elif forwarded is not None and key not in forwarded | OPTION_KEYS:
+        elif forwarded is not None and key not in forwarded:
             b.bad(
                 (*path, "options", key),
-                f"[backends.{name}] options.{key}: not a {kind} API parameter lok forwards",
-                f"{kind} options: {', '.join(sorted(forwarded | OPTION_KEYS))}",
+                f"[backends.{name}] options.{key} is not a parameter lok forwards to the {kind} API",
+                f"{kind} options: {', '.join(sorted(forwarded))}",
             )
 
 
