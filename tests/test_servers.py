@@ -357,3 +357,17 @@ def test_a_stream_cut_by_llama_cpp_python_is_not_taken_for_an_answer() -> None:
             openai(srv.url, max_retries=0).query(ASK)
         assert err.value.kind is ErrorKind.NETWORK
         assert "--interrupt_requests False" in err.value.message
+
+
+@pytest.mark.local_model
+def test_doctor_probe_asks_cyllama_and_its_answer_decides(
+    cyllama_server: str, tmp_path: Path
+) -> None:
+    _doctor_toml(tmp_path, cyllama_server)
+    probed = lok(tmp_path, "doctor", "--probe", "--json")
+    entry = next(b for b in json.loads(probed.stdout)["backends"] if b["name"] == "srv")
+    if "probe answered" in entry["detail"]:
+        assert entry["ready"] and probed.returncode == 0
+    else:  # cyllama 0.2's later answers come back empty: listed, yet it cannot answer
+        assert "probe failed" in entry["detail"], entry
+        assert not entry["ready"] and probed.returncode == 1
