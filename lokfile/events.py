@@ -49,6 +49,7 @@ class StepFinished(NamedTuple):
     units: int = 1
     # a multi-backend step's own times, each backend's (and the synthesis's): (label, seconds)
     parts: tuple[tuple[str, float], ...] = ()
+    truncated: bool = False  # an answer was cut at the token limit (max_tokens)
 
 
 class Notice(NamedTuple):

@@ -210,7 +210,9 @@ class StepResult:
         filename: str = "",
         spent: Usage = NO_USAGE,
         reused: Usage = NO_USAGE,
+        truncated: bool = False,
     ) -> None:
+        self._truncated = truncated  # a replayed run's word for it (its units are not kept)
         self.name = name
         self.status = status
         self.reason = reason
@@ -225,6 +227,11 @@ class StepResult:
         self.filename = filename
         self.spent = spent  # the calls made for it in this run
         self.reused = reused  # what the reused answers it is made of cost when they were made
+
+    @property
+    def truncated(self) -> bool:
+        """An answer it is made of was cut at the token limit (max_tokens)."""
+        return self._truncated or any(getattr(u, "truncated", False) for u in self.units)
 
     @property
     def success(self) -> bool:

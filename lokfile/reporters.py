@@ -35,6 +35,8 @@ GLYPH = {
 }
 
 
+TRUNCATED = "answer cut at the token limit (max_tokens)"
+
 def _fmt(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
@@ -244,12 +246,13 @@ class PlainReporter:
 
     def _finished(self, ev: StepFinished) -> str:
         glyph = GLYPH.get(ev.status, "?")
+        cut = f" — {TRUNCATED}" if ev.truncated else ""
         if ev.status is Status.RAN:
             each = ", ".join(f"{name} {_fmt(t)}" for name, t in ev.parts)
             times = f"{_fmt(ev.duration)}; {each}" if len(ev.parts) > 1 else _fmt(ev.duration)
-            return self._c(f"  {glyph} {ev.step} ({times})", "32")
+            return self._c(f"  {glyph} {ev.step} ({times}){cut}", "33" if cut else "32")
         if ev.status is Status.REUSED:
-            return self._c(f"  {glyph} {ev.step} reused", "2")
+            return self._c(f"  {glyph} {ev.step} reused{cut}", "2")
         if ev.status is Status.FAILED:
             return self._c(
                 f"  {glyph} {ev.step} failed: {_first_line(ev.error) or ev.reason}", "31"
@@ -436,6 +439,8 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
             "error": r.error,
             "usage": r.usage.doc(),  # the answers its result is made of, made now or reused
         }
+        if r.truncated:
+            item["truncated"] = True  # an answer was cut at the token limit
         if r.parsed is not None:
             item["parsed"] = r.parsed
         estimates = [u.estimate for u in r.units if getattr(u, "estimate", None) is not None]
@@ -453,6 +458,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
                     "output": u.output,
                     "error": u.error,
                     "usage": u.usage.doc(),
+                    **({"truncated": True} if getattr(u, "truncated", False) else {}),
                 }
                 for u in r.units
             ]

@@ -115,6 +115,7 @@ _SAMPLES: dict[str, str] = {
     "env": "{ LOK_REGISTRY_TEST = \"1\" }",
     "headers": "{ X-Test = \"1\" }",
     "rules": '[{ contains = "a", reply = "b" }]',
+    "stream": "false",  # a bool key (issue 17)
     "latency_ms": "0",
     "fail_times": "0",
     "retry_after": "1",

@@ -33,7 +33,8 @@ def where(backend: BackendConfig) -> str:
 
 def check(backend: BackendConfig, probe: bool) -> Check:
     """(readiness, Health or None): the shared quick verdict (lokfile.backends.ready),
-    then, for a backend that can answer, its own deeper check (version, model list)."""
+    then, for a backend that can answer, its own deeper check (version, model list);
+    with `probe` a one-line prompt decides (not answered: not ready)."""
     from lokfile.backends import create
     from lokfile.backends.base import BackendError, Health
     from lokfile.backends.ready import readiness
@@ -42,13 +43,19 @@ def check(backend: BackendConfig, probe: bool) -> Check:
     if not verdict.ready:
         return verdict, None
     try:
-        return verdict, create(backend).health(probe=probe)
+        health = create(backend).health(probe=probe)
     except BackendError as exc:
         return verdict, Health(ready=False, detail=exc.message)
     except Exception as exc:  # a plugin's bug: report it, check the others
         return verdict, Health(
             ready=False, detail=f"health check crashed: {type(exc).__name__}: {exc}"
         )
+    if probe and not health.ready:
+        # --probe asked it to answer: one that did not is not ready, whatever it lists
+        from lokfile.backends.ready import Readiness
+
+        return Readiness(False, health.detail), health
+    return verdict, health
 
 
 def check_backends(

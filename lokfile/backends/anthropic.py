@@ -47,19 +47,56 @@ class _MessageStream(SSEStream):
             etype = str(err.get("type", "error")) if isinstance(err, dict) else "error"
             detail = str(err.get("message", data)) if isinstance(err, dict) else str(err)
             raise BackendError(_error_kind(etype), f"error in stream: {etype}: {detail}")
+        self.started = True
         if kind == "message_start":
             started = doc.get("message") or {}
             self.model = str(started.get("model") or self.model)
-            self.usage["input_tokens"] = (started.get("usage") or {}).get("input_tokens")
-            self._cache_tokens(started.get("usage") or {})
+            self._usage(started.get("usage") or {})
         elif kind == "content_block_delta":
             delta = doc.get("delta") or {}
             if delta.get("type") == "text_delta":
                 self.parts.append(str(delta.get("text") or ""))
         elif kind == "message_delta":
-            self.usage["output_tokens"] = (doc.get("usage") or {}).get("output_tokens")
+            self._stopped((doc.get("delta") or {}).get("stop_reason"))
+            self._usage(doc.get("usage") or {})
         elif kind == "message_stop":
             self.complete = True
+
+    def document(self, doc: Any) -> None:
+        """A whole Messages object (a server that answered a streamed request in one piece,
+        or `stream = false`)."""
+        if not isinstance(doc, dict) or doc.get("type") == "error" or "content" not in doc:
+            if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+                err = doc["error"]
+                etype = str(err.get("type", "error"))
+                raise BackendError(_error_kind(etype), f"{etype}: {err.get('message', '')}")
+            raise BackendError(
+                ErrorKind.BAD_RESPONSE, f"anthropic: not a message: {str(doc)[:120]!r}"
+            )
+        self.started = True
+        self.model = str(doc.get("model") or self.model)
+        for block in doc.get("content") or []:
+            if isinstance(block, dict) and block.get("type") == "text":
+                self.parts.append(str(block.get("text") or ""))
+        self._stopped(doc.get("stop_reason"))
+        self._usage(doc.get("usage") or {})
+        self.complete = True
+
+    def _stopped(self, reason: Any) -> None:
+        if reason:
+            self.finish = str(reason)
+            self.truncated = self.finish == "max_tokens"
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        """Counts from message_start, then message_delta's (cumulative, so a later one
+        wins; an input count of 0 or none does not replace a real one)."""
+        if isinstance(usage.get("input_tokens"), int) and (
+            usage["input_tokens"] or not self.usage.get("input_tokens")
+        ):
+            self.usage["input_tokens"] = usage["input_tokens"]
+        if isinstance(usage.get("output_tokens"), int):
+            self.usage["output_tokens"] = usage["output_tokens"]
+        self._cache_tokens(usage)
 
     def _cache_tokens(self, usage: dict[str, Any]) -> None:
         """Anthropic counts cache reads and writes apart from `input_tokens`."""
@@ -110,7 +147,8 @@ class AnthropicBackend(HTTPBackend):
                 httpwire.option("max_tokens", request.max_tokens, cfg) or DEFAULT_MAX_TOKENS
             ),
             "messages": [{"role": "user", "content": request.prompt}],
-            "stream": True,
+            **httpwire.api_options(cfg),
+            "stream": httpwire.streaming(cfg),
         }
         system = httpwire.option("system", request.system, cfg)
         if system:

@@ -11,7 +11,10 @@ Errors:
     BackendError(kind, message, retry_after)
         kind is one of ErrorKind: rate_limit, overload, quota, auth,
         not_installed, network, timeout, bad_response, failed.
-        `retryable` says whether trying again can help.
+        `retryable` says whether trying again can help: not for quota, auth,
+        not_installed, nor bad_response (the server answered, but with
+        nothing lok can use: an unreadable body, an empty answer; asking
+        again gets the same).
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ class ErrorKind(str, enum.Enum):
 
     @property
     def retryable(self) -> bool:
-        return self not in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.NOT_INSTALLED)
+        return self not in (
+            ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.NOT_INSTALLED, ErrorKind.BAD_RESPONSE
+        )
 
 
 SUMMARIES = {
@@ -105,11 +110,14 @@ class Answer:
     `cost_usd` when the backend reports its own cost (claude's `total_cost_usd`, 0 for a
     free backend); `by_model` ({model: the same counts}) when one query used several
     models. The engine prices it (lokfile/engine/cost.py).
+
+    `truncated`: the server stopped at the token limit (max_tokens), so the text is cut.
     """
 
     text: str
     model: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
+    truncated: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,28 +13,45 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from lokfile.backends import httpwire, subproc
-from lokfile.backends.base import Answer, BackendError, Health, Request
+from lokfile.backends.base import Answer, BackendError, ErrorKind, Health, Request
 from lokfile.model import BackendConfig
 
 
 class StreamAnswer:
-    """The pieces, model and usage a stream has told so far; subclasses read the lines."""
+    """The pieces, model and usage a reply has told so far; subclasses read the lines
+    (a stream) or the whole body (`document`: one JSON answer)."""
 
     def __init__(self, model: str) -> None:
         self.parts: list[str] = []
         self.model = model
         self.usage: dict[str, Any] = {}
         self.complete = False
+        self.started = False  # some part of the protocol was read
+        self.truncated = False  # the server stopped at the token limit
+        self.finish = ""  # why the server says it stopped, when it says
 
     def line(self, text: str) -> None:
         """One line of the body; raise BackendError for an in-stream error."""
         raise NotImplementedError
 
+    def document(self, doc: Any) -> None:
+        """The whole body as one JSON answer; raise BackendError if it is not one."""
+        raise NotImplementedError
+
     def answer(self) -> Answer:
-        """The joined text, the model that answered, and the counts the server gave."""
-        return Answer(
-            "".join(self.parts), self.model, {k: v for k, v in self.usage.items() if v is not None}
-        )
+        """The joined text, the model that answered, and the counts the server gave.
+        An empty answer is refused (BAD_RESPONSE: not retried, never cached)."""
+        text = "".join(self.parts)
+        usage = {k: v for k, v in self.usage.items() if v is not None}
+        if not text.strip():
+            why = f"finish reason {self.finish!r}" if self.finish else "no finish reason"
+            counted = usage.get("output_tokens")
+            tokens = f", {counted} output tokens" if counted is not None else ""
+            cut = " (cut at the token limit: raise max_tokens)" if self.truncated else ""
+            raise BackendError(
+                ErrorKind.BAD_RESPONSE, f"the server sent an empty answer ({why}{tokens}){cut}"
+            )
+        return Answer(text, self.model, usage, self.truncated)
 
 
 class SSEStream(StreamAnswer):
@@ -68,7 +85,8 @@ def chat_messages(request: Request, config: BackendConfig) -> list[dict[str, str
 
 
 class HTTPBackend:
-    """One streamed POST per query; health is a GET of the server's model listing."""
+    """One POST per query (streamed unless `stream = false`); health is a GET of the
+    server's model listing, and with `probe` a one-line prompt."""
 
     type_name: ClassVar[str]
     reader: ClassVar[type[StreamAnswer]]
@@ -117,14 +135,22 @@ class HTTPBackend:
         raise NotImplementedError
 
     def health(self, probe: bool = False) -> Health:
-        """Reachable (GET the listing) with the key accepted; with probe, a one-line prompt."""
+        """Reachable (GET the listing) with the key accepted; with probe, a one-line prompt
+        whatever the listing said (a server may list models and not answer, or answer
+        without a listing). A listing the server does not have (404) is not a failure."""
         key_set = self._key_set()
         try:
             headers, key = self._headers()
         except BackendError as exc:
             return Health(ready=False, detail=exc.message, key_set=False)
-        failed, doc = httpwire.reachability(f"{self.url}{self.listing_path}", headers, [key])
+        failed, doc, note = httpwire.reachability(
+            f"{self.url}{self.listing_path}", headers, [key]
+        )
         if failed is not None:
-            return replace(failed, key_set=key_set)
-        health = self._listed(doc, key_set)
-        return subproc.probe(self, health) if probe and health.ready else health
+            health = replace(failed, key_set=key_set)
+            return subproc.probe(self, health, keep_failure=True) if probe else health
+        if note:
+            health = Health(ready=True, detail=f"{self.url} ({note})", key_set=key_set)
+        else:
+            health = self._listed(doc, key_set)
+        return subproc.probe(self, health) if probe else health

@@ -89,41 +89,99 @@ def option(name: str, request_value: Any, config: BackendConfig) -> Any:
     return request_value if request_value is not None else config.options.get(name)
 
 
+def streaming(config: BackendConfig) -> bool:
+    """The backend's `stream` (default true): false asks for one JSON answer instead."""
+    return config.extra.get("stream") is not False
+
+
+def api_options(config: BackendConfig) -> dict[str, Any]:
+    """The backend's `options` beyond lok's own (temperature, seed, max_tokens, system,
+    num_ctx): the API parameters config checking let through, sent as they are."""
+    from lokfile.backends.keys import OPTION_KEYS
+
+    return {k: v for k, v in config.options.items() if k not in OPTION_KEYS}
+
+
 # --------------------------------------------------------------------------
 # Failure classification
 # --------------------------------------------------------------------------
 
 
-def parse_retry_after(headers: Mapping[str, str], body: str = "") -> float | None:
-    """Seconds to wait, from Retry-After (seconds or HTTP-date), retry-after-ms, or the body."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    ms = lowered.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = lowered.get("retry-after", "").strip()
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - time.time())
-    # Gemini: "retryDelay": "1s"; OpenAI: "Please try again in 1.5s" / "in 20ms".
-    match = re.search(r'"retryDelay"\s*:\s*"([\d.]+)s"', body) or re.search(
-        r"try again in ([\d.]+)(ms|s)\b", body
-    )
-    if match:
-        seconds = float(match.group(1))
-        if match.lastindex == 2 and match.group(2) == "ms":
-            seconds /= 1000
+_UNITS = {
+    "": 1.0, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hour": 3600.0, "hours": 3600.0,
+}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)", re.IGNORECASE)
+# OpenAI "Please try again in 1.5s" / "in 6m0s" / "in 20ms"; LiteLLM "Try again in 7 seconds";
+# Gemini "Please retry in 42.1s"
+_SENTENCE = re.compile(
+    r"(?:try again|retry)\s+in\s+(?:about\s+)?((?:\d+(?:\.\d+)?\s*[a-z]*\s*)+)", re.IGNORECASE
+)
+GATEWAY_PREFIX = "llm_provider-"  # LiteLLM passes its upstream's headers on under this prefix
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in "60", "1.5s", "20ms", "6m0s", "7 seconds"; None if it is not a duration."""
+    text = text.strip()
+    total, end = 0.0, 0
+    for match in _PART.finditer(text):
+        if text[end : match.start()].strip() or match.group(2).lower() not in _UNITS:
+            return None
+        total += float(match.group(1)) * _UNITS[match.group(2).lower()]
+        end = match.end()
+    return total if end and not text[end:].strip() else None
+
+
+def _header_wait(lowered: Mapping[str, str], prefix: str = "") -> float | None:
+    """retry-after-ms, else retry-after (seconds or an HTTP date), under `prefix`."""
+    ms = parse_duration(lowered.get(f"{prefix}retry-after-ms", "") or "x")
+    if ms is not None:
+        return ms / 1000
+    value = lowered.get(f"{prefix}retry-after", "").strip()
+    if not value:
+        return None
+    seconds = parse_duration(value)
+    if seconds is not None:
         return seconds
-    return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _reset_wait(lowered: Mapping[str, str], prefix: str = "") -> float | None:
+    """OpenAI's x-ratelimit-reset-{requests,tokens}, for the limits that are used up."""
+    waits = []
+    for kind in ("requests", "tokens"):
+        if lowered.get(f"{prefix}x-ratelimit-remaining-{kind}", "").strip() == "0":
+            wait = parse_duration(lowered.get(f"{prefix}x-ratelimit-reset-{kind}", "") or "x")
+            if wait is not None:
+                waits.append(wait)
+    return max(waits) if waits else None
+
+
+def parse_retry_after(headers: Mapping[str, str], body: str = "") -> float | None:
+    """Seconds the server asks to wait, the longest of every hint it gave: Retry-After
+    (seconds or HTTP date) and retry-after-ms, the same under a gateway's `llm_provider-`
+    prefix, OpenAI's x-ratelimit-reset-* for a used-up limit, Gemini's retryDelay, and a
+    "try again in N seconds" / "retry in Ns" sentence in the body (any case)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    hints = [
+        _header_wait(lowered),
+        _header_wait(lowered, GATEWAY_PREFIX),
+        _reset_wait(lowered),
+        _reset_wait(lowered, GATEWAY_PREFIX),
+    ]
+    delay = re.search(r'"retryDelay"\s*:\s*"([\d.]+)s"', body)
+    if delay:
+        hints.append(float(delay.group(1)))
+    for sentence in _SENTENCE.finditer(body):
+        hints.append(parse_duration(sentence.group(1)))
+    found = [max(0.0, h) for h in hints if h is not None]
+    return max(found) if found else None
 
 
 def error_message(body: str) -> str:
@@ -147,18 +205,24 @@ def error_message(body: str) -> str:
 
 
 def classify_status(
-    status: int, body: str, headers: Mapping[str, str], secrets: Iterable[str | None] = ()
+    status: int,
+    body: str,
+    headers: Mapping[str, str],
+    secrets: Iterable[str | None] = (),
+    where: str = "",
 ) -> BackendError:
-    """The BackendError for a non-2xx answer."""
+    """The BackendError for a non-2xx answer; `where` ("POST http://…") leads the message."""
     detail = redact(error_message(body), secrets)
-    message = f"HTTP {status}: {detail}"
+    message = f"{where}: HTTP {status}: {detail}" if where else f"HTTP {status}: {detail}"
     lowered = body.lower()
     if status == 402 or (status == 429 and any(m in lowered for m in _QUOTA_MARKERS)):
         return BackendError(ErrorKind.QUOTA, message)
-    if status == 429:
-        return BackendError(ErrorKind.RATE_LIMIT, message, parse_retry_after(headers, body))
-    if status in (503, 529) or any(m in lowered for m in _OVERLOAD_MARKERS):
-        return BackendError(ErrorKind.OVERLOAD, message, parse_retry_after(headers, body))
+    if status == 429 or status in (503, 529) or any(m in lowered for m in _OVERLOAD_MARKERS):
+        wait = parse_retry_after(headers, body)
+        if wait is not None:
+            message += f" (the server asks to wait {wait:g}s)"
+        kind = ErrorKind.RATE_LIMIT if status == 429 else ErrorKind.OVERLOAD
+        return BackendError(kind, message, wait)
     if status in (401, 403):
         return BackendError(ErrorKind.AUTH, message)
     if status in (408, 504):
@@ -167,17 +231,19 @@ def classify_status(
 
 
 def classify_transport(
-    exc: httpx.HTTPError, url: str, secrets: Iterable[str | None] = ()
+    exc: httpx.HTTPError, url: str, secrets: Iterable[str | None] = (), method: str = "POST"
 ) -> BackendError:
     """The BackendError for a failure below HTTP (connect, read, cut stream)."""
     detail = redact(str(exc) or type(exc).__name__, secrets)
     if isinstance(exc, httpx.ConnectError):
-        return BackendError(ErrorKind.NETWORK, f"cannot connect to {url}: {detail}")
+        return BackendError(ErrorKind.NETWORK, f"cannot connect to {url} ({method}): {detail}")
     if isinstance(exc, httpx.ConnectTimeout):
-        return BackendError(ErrorKind.NETWORK, f"connecting to {url} timed out")
+        return BackendError(ErrorKind.NETWORK, f"{method} {url}: connecting timed out")
     if isinstance(exc, httpx.TimeoutException):
-        return BackendError(ErrorKind.TIMEOUT, f"{url} stopped answering ({type(exc).__name__})")
-    return BackendError(ErrorKind.NETWORK, f"connection to {url} lost: {detail}")
+        return BackendError(
+            ErrorKind.TIMEOUT, f"{method} {url} stopped answering ({type(exc).__name__})"
+        )
+    return BackendError(ErrorKind.NETWORK, f"{method} {url}: connection lost: {detail}")
 
 
 _LOCK = threading.Lock()
@@ -223,14 +289,22 @@ def client_for(url: str) -> httpx.Client:
 
 
 class StreamReader(Protocol):
-    """Consumes a response body line by line and builds the answer."""
+    """Consumes a response body, line by line or as one JSON document, and builds the answer."""
 
     def line(self, text: str) -> None:
         """One line of the body; raise BackendError for an in-stream error."""
 
+    def document(self, doc: Any) -> None:
+        """The whole body, one JSON document (a server that answered a streamed request
+        in one piece, or `stream = false`); raise BackendError if it is not an answer."""
+
     @property
     def complete(self) -> bool:
         """True once the protocol's end marker was seen (reading may stop)."""
+
+    @property
+    def started(self) -> bool:
+        """True once any part of the protocol was read (a cut stream, not a foreign body)."""
 
     def answer(self) -> Answer:
         """The answer, once the stream ended with `complete` true."""
@@ -305,13 +379,16 @@ def _post_once(
     timeout_s: float | None,
     secret_list: list[str | None],
 ) -> Answer:
-    """One POST and its streamed reply, within `timeout_s`."""
+    """One POST and its reply (a stream, or one JSON document), within `timeout_s`."""
     cancelled = threading.Event()
+    where = f"POST {url}"
 
     def exchange() -> Answer:
         timeout = httpx.Timeout(
             timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s or CONNECT_TIMEOUT_S)
         )
+        first: list[str] = []  # the body's first lines, to quote one lok cannot read
+        ctype = ""
         try:
             with client_for(url).stream(
                 "POST", url, json=body, headers=dict(headers), timeout=timeout
@@ -319,26 +396,67 @@ def _post_once(
                 if response.status_code >= 400:
                     response.read()
                     raise classify_status(
-                        response.status_code, response.text, response.headers, secret_list
+                        response.status_code, response.text, response.headers, secret_list, where
                     )
-                for text in response.iter_lines():
-                    if cancelled.is_set():
-                        break
-                    if reader.complete:
-                        continue  # read to the end of the body, so the connection is reused
-                    reader.line(text)
+                ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if ctype == "application/json" or ctype.endswith("+json"):
+                    response.read()
+                    first.append(response.text[:200])
+                    _read_whole(response.text, reader)
                 else:
-                    if not reader.complete:
-                        reader.line("")  # flush a final SSE event that had no blank line after it
+                    for text in response.iter_lines():
+                        if cancelled.is_set():
+                            break
+                        if len(first) < 3:
+                            first.append(text)
+                        if reader.complete:
+                            continue  # read to the end of the body, so the connection is reused
+                        reader.line(text)
+                    else:
+                        if not reader.complete:
+                            reader.line("")  # flush a final SSE event with no blank line after it
         except httpx.HTTPError as exc:
-            raise classify_transport(exc, url, secret_list) from None
+            if not reader.complete:  # after the end marker, a dirty close loses nothing
+                raise classify_transport(exc, url, secret_list) from None
         if not reader.complete:
+            if reader.started:
+                raise BackendError(
+                    ErrorKind.NETWORK, f"{where} closed the stream before the answer was complete"
+                )
+            shown = redact(" ".join(" ".join(first).split())[:160], secret_list)
             raise BackendError(
-                ErrorKind.NETWORK, f"{url} closed the stream before the answer was complete"
+                ErrorKind.BAD_RESPONSE,
+                f"{where} answered with nothing lok can read "
+                f"({ctype or 'no content type'}): {shown!r}",
             )
         return reader.answer()
 
-    return within_deadline(exchange, timeout_s, cancelled, f"{url} gave no complete answer")
+    def named() -> Answer:
+        try:
+            return exchange()
+        except BackendError as exc:
+            if url in exc.message:
+                raise
+            # what the reader found in the body: say which request it answered
+            raise BackendError(exc.kind, f"{where}: {exc.message}", exc.retry_after) from None
+
+    return within_deadline(named, timeout_s, cancelled, f"{where} gave no complete answer")
+
+
+def _read_whole(text: str, reader: StreamReader) -> None:
+    """A body labelled JSON: one document, or (when it does not parse as one) lines of a
+    stream under the wrong label."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        for line in text.splitlines():
+            if reader.complete:
+                return
+            reader.line(line)
+        if not reader.complete:
+            reader.line("")
+        return
+    reader.document(doc)
 
 
 def within_deadline(
@@ -386,17 +504,26 @@ def get_json(
         return response.status_code, None
 
 
+# a server without this endpoint: the listing is unsupported, the server is not down
+LISTING_UNSUPPORTED = (404, 405, 501)
+
+
 def reachability(
     url: str, headers: Mapping[str, str], secrets: Iterable[str | None] = ()
-) -> tuple[Health | None, Any]:
-    """GET a cheap endpoint: (a not-ready Health, None) on failure, else (None, JSON body)."""
+) -> tuple[Health | None, Any, str]:
+    """GET a cheap endpoint (the model listing): (a not-ready Health, None, "") when the
+    server cannot be reached or refuses; (None, None, note) when it has no such endpoint;
+    else (None, JSON body, "")."""
     secret_list = list(secrets)
     try:
         status, doc = get_json(url, headers)
     except httpx.HTTPError as exc:
-        err = classify_transport(exc, url, secret_list)
-        return Health(ready=False, found=False, detail=err.message), None
+        err = classify_transport(exc, url, secret_list, "GET")
+        return Health(ready=False, found=False, detail=err.message), None, ""
+    if status in LISTING_UNSUPPORTED:
+        return None, None, f"GET {url}: HTTP {status}, so the server lists no models"
     if status >= 400:
-        err = classify_status(status, json.dumps(doc) if doc is not None else "", {}, secret_list)
-        return Health(ready=False, found=True, detail=f"{url}: {err.message}"), None
-    return None, doc
+        text = json.dumps(doc) if doc is not None else ""
+        err = classify_status(status, text, {}, secret_list, f"GET {url}")
+        return Health(ready=False, found=True, detail=err.message), None, ""
+    return None, doc, ""

@@ -38,6 +38,12 @@ class _ChatStream(StreamAnswer):
             raise BackendError(
                 ErrorKind.BAD_RESPONSE, f"ollama stream: unexpected line {text[:120]!r}"
             )
+        self.document(doc)
+
+    def document(self, doc: Any) -> None:
+        """One NDJSON object: a piece, the last piece (`done`), or (`stream = false`) all."""
+        if not isinstance(doc, dict):
+            raise BackendError(ErrorKind.BAD_RESPONSE, f"ollama: not an answer: {str(doc)[:120]!r}")
         if doc.get("error"):
             message = str(doc["error"])
             kind = (
@@ -51,8 +57,11 @@ class _ChatStream(StreamAnswer):
             self.parts.append(str(message_part.get("content") or ""))
         if doc.get("model"):
             self.model = str(doc["model"])
+        self.started = True
         if doc.get("done"):
             self.complete = True
+            self.finish = str(doc.get("done_reason") or "")
+            self.truncated = self.finish == "length"
             self.usage = {
                 "input_tokens": doc.get("prompt_eval_count"),
                 "output_tokens": doc.get("eval_count"),
@@ -87,7 +96,9 @@ class OllamaBackend(HTTPBackend):
         for name, value in per_request.items():
             if value is not None:
                 options[_OPTION_NAMES[name]] = value
-        body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        body: dict[str, Any] = {
+            "model": model, "messages": messages, "stream": httpwire.streaming(cfg)
+        }
         if options:
             body["options"] = options
         return body

@@ -9,6 +9,7 @@ token; with no `api_key_env` no Authorization header is sent (local servers).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lokfile.backends import httpwire, registry
@@ -26,9 +27,18 @@ def api_root(config: BackendConfig) -> str:
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
+# [DONE] after some text but no finish_reason: the server stopped the answer midway
+CUT_SHORT = (
+    "stream cut short: [DONE] came with no finish_reason (llama-cpp-python does this to a "
+    "running stream when another request arrives, unless started with --interrupt_requests False)"
+)
+
+
 class _ChatStream(SSEStream):
     def _event(self, event: str, data: str) -> None:
         if data.strip() == "[DONE]":
+            if self.parts and not self.finish:
+                raise BackendError(ErrorKind.NETWORK, CUT_SHORT)
             self.complete = True
             return
         doc = httpwire.parse_json_line(data, "openai stream")
@@ -40,12 +50,33 @@ class _ChatStream(SSEStream):
             detail = httpwire.error_message(data)
             kind = ErrorKind.OVERLOAD if "overload" in detail.lower() else ErrorKind.FAILED
             raise BackendError(kind, f"error in stream: {detail}")
+        self.started = True
+        self._read(doc, "delta")
+
+    def document(self, doc: Any) -> None:
+        """A whole chat.completion (a server that answered a streamed request in one piece,
+        or `stream = false`)."""
+        if not isinstance(doc, dict) or doc.get("error") or "choices" not in doc:
+            if isinstance(doc, dict) and doc.get("error"):
+                raise BackendError(ErrorKind.FAILED, f"error: {httpwire.error_message(json.dumps(doc))}")
+            raise BackendError(
+                ErrorKind.BAD_RESPONSE, f"openai: not a chat completion: {str(doc)[:120]!r}"
+            )
+        self.started = True
+        self._read(doc, "message")
+        self.complete = True
+
+    def _read(self, doc: dict[str, Any], part: str) -> None:
+        """Text, finish reason, model and usage of a chunk (`delta`) or a completion."""
         if doc.get("model"):
             self.model = str(doc["model"])
         for choice in doc.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.parts.append(str(delta["content"]))
+            piece = choice.get(part) or {}
+            if piece.get("content"):
+                self.parts.append(str(piece["content"]))
+            if choice.get("finish_reason"):
+                self.finish = str(choice["finish_reason"])
+                self.truncated = self.finish == "length"
         if isinstance(doc.get("usage"), dict):
             usage = doc["usage"]
             self.usage = {
@@ -76,9 +107,11 @@ class OpenAIBackend(HTTPBackend):
         body: dict[str, Any] = {
             "model": request.model or cfg.model or DEFAULT_MODEL,
             "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            **httpwire.api_options(cfg),
+            "stream": httpwire.streaming(cfg),
         }
+        if body["stream"]:
+            body["stream_options"] = {"include_usage": True}
         for name, value in (
             ("temperature", request.temperature),
             ("seed", request.seed),

@@ -14,6 +14,9 @@ entry-point group `lokfile.backends`:
                  (a plugin type has no family: its class's own `ready`, else yes)
     target       "module:Class", imported on first use (start-up time matters)
     extra_keys   config keys it accepts beyond the common ones (backends.keys)
+    option_keys  the keys an HTTP type's `options` table may hold: what it sends to
+                 its API (lok's own temperature, max_tokens … among them); any other
+                 is refused at load time. None: any (Ollama's own `options` object)
     program      the program a CLI type runs when `command` is not set, and its install hint
     url          an HTTP type's default server
     key_env      a variable it needs even when `api_key_env` names none
@@ -56,6 +59,7 @@ class BackendType:
     family: Family
     target: str
     extra_keys: frozenset[str] = frozenset()
+    option_keys: frozenset[str] | None = None
     program: str | None = None
     install: str | None = None
     url: str | None = None
@@ -85,7 +89,20 @@ class BackendType:
         return cls
 
 
-_HTTP_KEYS = frozenset({"headers", "max_retries"})
+_HTTP_KEYS = frozenset({"headers", "max_retries", "stream"})
+# Chat Completions request parameters (platform.openai.com/docs/api-reference/chat/create)
+# that make sense for one text answer (no tools, no n > 1, no streaming switches)
+OPENAI_OPTIONS = frozenset({
+    "top_p", "frequency_penalty", "presence_penalty", "stop", "logit_bias", "logprobs",
+    "top_logprobs", "max_completion_tokens", "reasoning_effort", "response_format",
+    "service_tier", "user", "metadata", "store", "verbosity",
+    "temperature", "seed", "max_tokens", "system",  # lok's own, sent under these names
+})
+# Messages API request parameters (docs.anthropic.com/en/api/messages), same idea
+ANTHROPIC_OPTIONS = frozenset({
+    "top_p", "top_k", "stop_sequences", "metadata", "service_tier", "thinking",
+    "temperature", "max_tokens", "system",  # lok's own it sends (the API has no seed)
+})
 
 BUILTINS: tuple[BackendType, ...] = (
     BackendType(
@@ -144,6 +161,7 @@ BUILTINS: tuple[BackendType, ...] = (
         family="http",
         target="lokfile.backends.openai:OpenAIBackend",
         extra_keys=_HTTP_KEYS,
+        option_keys=OPENAI_OPTIONS,
         url="https://api.openai.com",
         strengths=(GENERAL, "Writing", "CodeAnalysis", "Performance"),
         style="general-purpose model over an OpenAI-compatible API",
@@ -153,6 +171,7 @@ BUILTINS: tuple[BackendType, ...] = (
         family="http",
         target="lokfile.backends.anthropic:AnthropicBackend",
         extra_keys=_HTTP_KEYS | {"anthropic_version"},
+        option_keys=ANTHROPIC_OPTIONS,
         url="https://api.anthropic.com",
         key_env="ANTHROPIC_API_KEY",
         strengths=(GENERAL, "Writing", "Architecture", "CodeAnalysis"),
@@ -249,6 +268,12 @@ def extra_keys(type_name: str) -> frozenset[str]:
     """Keys a built-in type accepts beyond the common ones (none for a plugin type)."""
     found = _BY_NAME.get(type_name)
     return found.extra_keys if found is not None else frozenset()
+
+
+def option_keys(type_name: str) -> frozenset[str] | None:
+    """The `options` a built-in HTTP type forwards to its API; None: any."""
+    found = _BY_NAME.get(type_name)
+    return found.option_keys if found is not None else None
 
 
 def program(type_name: str) -> str | None:

@@ -14,8 +14,11 @@ verify included, and count against nothing here): a call that exhausts its
 transport retries fails with the last error, and the step's policy decides.
 Each wait is announced through `notify`, so the live view shows it.
 
-How long a server asks to wait is read by `httpwire.parse_retry_after` (headers,
-then the body); a new hint (another header, another sentence) belongs there.
+How long a server asks to wait is read by `httpwire.parse_retry_after` (the
+longest of the standard headers, a gateway's `llm_provider-` ones, OpenAI's
+x-ratelimit-reset-*, and the body's "try again in N seconds"); a new hint
+belongs there. A named wait is never cut short: lok asks again no sooner, and
+when it is longer than lok would wait the call fails at once, saying so.
 """
 
 from __future__ import annotations
@@ -80,6 +83,14 @@ def call(
             if delay is None:
                 delay = backoff(BASE_DELAY_S, retry, MAX_DELAY_S)
             too_long = delay > MAX_DELAY_S or waited + delay > TOTAL_WAIT_S
+            if too_long and exc.retry_after is not None:
+                raise BackendError(
+                    exc.kind,
+                    f"{exc.message}; the server asks to wait {exc.retry_after:g}s, longer than "
+                    f"lok waits within one call ({min(MAX_DELAY_S, TOTAL_WAIT_S - waited):g}s), "
+                    "so it was not asked again",
+                    exc.retry_after,
+                ) from None
             if too_long or (deadline is not None and time.monotonic() + delay >= deadline):
                 raise  # the wait would not fit: the caller's own policy decides
             if notify is not None:

@@ -204,15 +204,22 @@ class _Queryable(Protocol):
 PROBE_PROMPT = "Reply with the single word: ok"
 
 
-def probe(backend: _Queryable, health: Health, timeout_s: float = 60.0) -> Health:
-    """`health` after sending a one-line prompt: still ready only if it was answered."""
+def probe(
+    backend: _Queryable, health: Health, timeout_s: float = 60.0, keep_failure: bool = False
+) -> Health:
+    """`health` after sending a one-line prompt: ready only if it was answered (with
+    `keep_failure`, a `health` that is not ready stays so, answered or not)."""
     try:
         backend.query(Request(prompt=PROBE_PROMPT, cwd=".", timeout_s=timeout_s))
     except BackendError as exc:
         return replace(
             health, ready=False, detail=_join(health.detail, f"probe failed: {exc.summary()}")
         )
-    return replace(health, detail=_join(health.detail, "probe answered"))
+    return replace(
+        health,
+        ready=health.ready or not keep_failure,
+        detail=_join(health.detail, "probe answered"),
+    )
 
 
 def _join(*parts: str) -> str:

@@ -129,6 +129,8 @@ def _print_doctor(chosen: list[Any], checks: dict[str, Any], ready: list[str]) -
         verdict, health = check
         if health is None:
             mark, parts = click.style("✗", fg="red"), [verdict.detail]
+        elif not verdict.ready:  # --probe: it did not answer
+            mark, parts = click.style("✗", fg="red"), [health.detail]
         else:
             mark = click.style("✓", fg="green")
             if not health.ready:  # `auto` may pick it, but the deeper check found a problem

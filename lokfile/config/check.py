@@ -337,6 +337,7 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
             allowed = (COMMON_KEYS - BACKEND_KEYS.keys()) | registry.extra_keys(kind)
         values = b.checked(raw, path, BACKEND_KEYS, f"[backends.{name}]", allowed)
         options: dict[str, Any] = dict(values.pop("options", {}))
+        _check_http(b, name, kind, options, values)  # the `options` table's own keys
         for key in sorted(OPTION_KEYS):
             if key in values:
                 options[key] = values.pop(key)
@@ -367,6 +368,35 @@ def _backends(b: _Builder) -> dict[str, BackendConfig]:
             price=values.get("price"),
         )
     return out
+
+
+def _check_http(
+    b: _Builder, name: str, kind: str, options: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """`stream` is true or false; `options` holds only what the type forwards to its API."""
+    path: Key = ("backends", name)
+    if "stream" in values and not isinstance(values["stream"], bool):
+        b.bad(
+            (*path, "stream"),
+            f"[backends.{name}] stream must be true or false, got {tomlfile.describe(values['stream'])}",
+            "for example: stream = false",
+        )
+    if registry.family(kind) != "http":
+        return
+    forwarded = registry.option_keys(kind)
+    for key in options:
+        if key == "stream":
+            b.bad(
+                (*path, "options", key),
+                f"[backends.{name}] options.stream is not a generation option",
+                f"to turn streaming off write stream = false in [backends.{name}]",
+            )
+        elif forwarded is not None and key not in forwarded:
+            b.bad(
+                (*path, "options", key),
+                f"[backends.{name}] options.{key} is not a parameter lok forwards to the {kind} API",
+                f"{kind} options: {', '.join(sorted(forwarded))}",
+            )
 
 
 def _only_built_in(b: _Builder, key: Key, other: Key) -> bool:

@@ -462,6 +462,7 @@ class Coordinator:
         unit.attempts = result.attempts
         unit.backend = unit.spec.backend.name if unit.spec.backend else None
         unit.model = result.model
+        unit.truncated = result.truncated
         unit.worker = result.worker
         unit.started, unit.ended = result.started, result.ended
         unit.span = (result.started, result.ended)
@@ -591,6 +592,7 @@ class Coordinator:
                 result.error,
                 max(1, len(result.units)),
                 backend_times(result.units),
+                result.truncated,
             )
         )
         if release:

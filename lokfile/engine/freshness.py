@@ -193,6 +193,7 @@ class Freshness:
         unit.span = (ended - entry.duration, ended)
         unit.backend = spec.backend.name if spec.backend else None
         unit.model = entry.meta.get("model")
+        unit.truncated = bool(entry.meta.get("truncated"))
         unit.usage = Usage.from_doc(entry.meta.get("usage"))
         return None
 

@@ -57,6 +57,8 @@ class Recorder:
         if result.success and unit.digest:
             meta: dict[str, Any] = {"model": result.model} if result.model else {}
             meta["ended"] = unit.ended  # with the duration: when this answer's work ran
+            if result.truncated:  # a reused answer still says it was cut
+                meta["truncated"] = True
             if result.edits is not None:  # the touched files' digests before and after
                 meta["edits"] = result.edits
             if unit.usage.calls:
@@ -123,6 +125,7 @@ class Recorder:
             duration=unit.duration,
             backend=unit.backend,
             model=unit.model,
+            truncated=int(unit.truncated),
             worker=unit.worker,
             digest=unit.digest,
             error=unit.error,
@@ -152,6 +155,7 @@ class Recorder:
             duration=result.duration,
             backend=result.backend,
             model=single.model if single else None,
+            truncated=int(any(u.truncated for u in units)),
             worker=single.worker if single else None,
             digest=result.digest,
             error=result.error,

@@ -50,6 +50,7 @@ def run_document(
                 "backend": r.backend,
                 "error": r.error,
                 "usage": r.usage.doc(),
+                **({"truncated": True} if r.truncated else {}),
             }
             for r in steps
         ],

@@ -163,6 +163,7 @@ def record(
                 "filename": r.filename,
                 # what its answers cost when they were made: all of it is saved by a replay
                 "usage": r.usage.record(),
+                "truncated": r.truncated,
                 "units": [
                     {
                         "unit": u.name,
@@ -294,6 +295,7 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
             units=units,
             filename=s["filename"],
             reused=Usage.from_doc(s.get("usage")),
+            truncated=bool(s.get("truncated")),
         )
         spans += [(a, b) for a, b in s["spans"]]
     saved = covered(spans)
@@ -335,7 +337,11 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
     store.set_latest(run_id)
     for r in results.values():
         parts = max(1, len(r.units))
-        report(StepFinished(r.name, Status.REUSED, "fresh", 0.0, r.backend, None, parts))
+        report(
+            StepFinished(
+                r.name, Status.REUSED, "fresh", 0.0, r.backend, None, parts, (), r.truncated
+            )
+        )
     outcome.wall = wall = time.time() - t0
     report(RunFinished(run_id, RunStatus.SUCCEEDED, outcome.counts, wall, saved, cost=outcome.cost))
     return outcome

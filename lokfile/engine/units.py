@@ -86,6 +86,7 @@ class Unit:
     attempts: int = 0
     backend: str | None = None
     model: str | None = None
+    truncated: bool = False  # its answer was cut at the token limit (kept with the result)
     worker: str | None = None  # where it ran ("local", a Dask worker's address); None: reused
     started: float = 0.0
     ended: float = 0.0

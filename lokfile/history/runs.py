@@ -22,6 +22,9 @@ PREVIEW_LINES = 6
 MAX_ITEM_LINES = 8
 
 
+TRUNCATED = "answer cut at the token limit (max_tokens)"
+
+
 def open_db(project: Project) -> RunDB:
     """The project's run history; UsageError when nothing was ever recorded."""
     if not project.db_path.exists():
@@ -183,7 +186,7 @@ def _step_doc(r: dict[str, Any], store: Store, t0: float) -> dict[str, Any]:
 def _unit_doc(r: dict[str, Any], store: Store, t0: float) -> dict[str, Any]:
     started, ended = r.get("started") or None, r.get("ended") or None
     output, missing = read_output(store, r.get("digest"))
-    return {
+    doc: dict[str, Any] = {
         "unit": r["unit"],
         "status": r["status"],
         "reason": r.get("reason") or "",
@@ -204,6 +207,9 @@ def _unit_doc(r: dict[str, Any], store: Store, t0: float) -> dict[str, Any]:
         # the calls behind it: made in this run (ran, failed) or when the reused answer was made
         "usage": Usage.from_doc(_loads(r.get("usage"))).doc(),
     }
+    if r.get("truncated"):  # cut at the token limit (schema 6)
+        doc["truncated"] = True
+    return doc
 
 
 def read_output(store: Store, digest: str | None) -> tuple[str | None, bool]:
@@ -300,6 +306,8 @@ def _step_cells(s: dict[str, Any], indent: str) -> tuple[str, ...]:
     reason = s.get("reason") or ""
     if s["status"] == Status.FAILED and s.get("error"):
         reason = _first_line(s["error"])
+    if s.get("truncated"):
+        reason = "; ".join(p for p in (reason, TRUNCATED) if p)
     name = f"{indent}{GLYPH.get(s['status'], '?')} {s['name']}"
     return name, s["status"], timing, via, usage_cell(s), reason
 

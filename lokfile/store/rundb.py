@@ -10,7 +10,8 @@ through sqlite-utils when the file is new or older than this code):
     results     one row per (run, step, unit): key, components, status, reason,
                 attempts, timings, backend, model, artifact digest, error, and the
                 worker it ran on ("local", a Dask worker's address; schema 3), and the
-                usage of the calls behind it (JSON, lokfile.outcome.Usage; schema 4)
+                usage of the calls behind it (JSON, lokfile.outcome.Usage; schema 4), and
+                whether its answer was cut at the token limit (truncated; schema 6)
     keys        successful results by key: the artifact digest and declared outputs
                 (this is what makes a step fresh; failures never land here); `meta`
                 holds the answer's model and usage, so a reused answer knows its cost

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def migrate_1(conn: sqlite3.Connection) -> None:
@@ -115,10 +115,15 @@ def migrate_5(conn: sqlite3.Connection) -> None:
     migrate(conn)
 
 
+def migrate_6(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE results ADD COLUMN truncated INTEGER")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migrate_1,
     2: migrate_2,
     3: migrate_3,
     4: migrate_4,
     5: migrate_5,
+    6: migrate_6,
 }

@@ -48,12 +48,14 @@ class Attempt:
         snapshot: str | None = None,
         edits: dict[str, Any] | None = None,
         calls: tuple[dict[str, Any], ...] = (),
+        truncated: bool = False,
     ):
         self.ok, self.text, self.error, self.kind = ok, text, error, kind
         self.retryable, self.retry_after, self.model = retryable, retry_after, model
         self.snapshot = snapshot  # manifest of the files an edit replaced (for revert)
         self.edits = edits  # the edit record (JobResult.edits)
         self.calls = calls  # the usage each backend call of this try reported
+        self.truncated = truncated  # the answer was cut at the token limit
 
 
 def backoff_delay(base_s: float, attempt: int, retry_after: float | None = None) -> float:
@@ -181,6 +183,7 @@ def _run_job(
         outputs=outputs,
         output_stats=stats,
         model=last.model,
+        truncated=last.truncated,
         snapshot=last.snapshot,
         edits=last.edits,
         calls=tuple(calls),
@@ -275,12 +278,18 @@ def _run_query(
         answer = backend.query(request)
     except BackendError as exc:
         message = f"{work.backend.name}: {exc.summary()}"
-        return Attempt(False, "", message, exc.kind.value, exc.kind.retryable, exc.retry_after)
+        # a named wait longer than a step waits: trying again sooner would be refused too
+        again = exc.kind.retryable and not (exc.retry_after or 0) > BACKOFF_CAP_S * 5
+        return Attempt(False, "", message, exc.kind.value, again, exc.retry_after)
     except Exception as exc:  # a backend's own bug must not kill the worker
         kind = ErrorKind.FAILED.value
         return Attempt(False, "", f"{work.backend.name}: {type(exc).__name__}: {exc}", kind)
     return Attempt(
-        True, answer.text, model=answer.model, calls=({**answer.usage, "model": answer.model},)
+        True,
+        answer.text,
+        model=answer.model,
+        calls=({**answer.usage, "model": answer.model},),
+        truncated=answer.truncated,
     )
 
 
@@ -322,6 +331,7 @@ def _after_answer(
             snapshot=outcome.snapshot,
             edits=outcome.record,
             calls=tuple(calls),
+            truncated=answer.truncated,
         )
     return Attempt(False, outcome.text, outcome.error, "failed", retryable=False, calls=tuple(calls))
 

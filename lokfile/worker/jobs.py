@@ -75,6 +75,7 @@ class JobResult:
     outputs: dict[str, str] = field(default_factory=dict)  # declared output -> digest
     output_stats: list[tuple[str, int, int, int, str]] = field(default_factory=list)
     model: str | None = None
+    truncated: bool = False  # the backend stopped at the token limit: the answer is cut
     snapshot: str | None = None  # edit snapshot manifest digest, when the step edited files
     # an apply_edits unit's record: {"count": edits, "files": {path: [before|None, after]}}
     edits: dict[str, Any] | None = None
