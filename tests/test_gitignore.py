@@ -105,3 +105,12 @@ def test_gitignore_update_decides_from_the_text_alone() -> None:
     assert gitignore_update(mine) == mine + "".join(
         f"{line}\n" for line in GITIGNORE.splitlines() if line and not line.startswith("#")
     )
+
+
+@pytest.mark.parametrize("example", ["hello", "review"])
+def test_the_examples_ship_the_ignore_file_lok_writes_so_a_quick_start_changes_no_tracked_file(
+    example: str,
+) -> None:
+    shipped = Path(__file__).parent.parent / "examples" / example / ".lok" / ".gitignore"
+    assert shipped.read_text() == GITIGNORE
+    assert gitignore_update(shipped.read_text()) is None
