@@ -8,7 +8,8 @@ so an executor may run it in a thread, a child process or on another host.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
 
 from lokfile.worker.jobs import Job, JobResult
@@ -31,6 +32,28 @@ class JobCrashed(NamedTuple):
 
 
 Message = JobEvent | JobResult | JobCrashed
+
+
+def drain(
+    inbox: queue.SimpleQueue[Message], timeout: float | None, ended: Callable[[Handle], None]
+) -> Iterator[Message]:
+    """The messages waiting in `inbox` (waiting up to `timeout` for the first), calling
+    `ended` with the handle of each job whose result or crash comes out, before it is
+    yielded (the threaded executors' `results`)."""
+    try:
+        msg = inbox.get(timeout=timeout)
+    except queue.Empty:
+        return
+    while True:
+        if isinstance(msg, JobResult):
+            ended(msg.id)
+        elif isinstance(msg, JobCrashed):
+            ended(msg.job)
+        yield msg
+        try:
+            msg = inbox.get_nowait()
+        except queue.Empty:
+            return
 
 
 class Executor(Protocol):

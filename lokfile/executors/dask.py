@@ -41,7 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
+from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message, drain
 from lokfile.process.run import Running
 from lokfile.worker.cancel import Cancel
 from lokfile.worker.jobs import Job, JobResult
@@ -121,22 +121,12 @@ class DaskExecutor:
         self.inbox.put(msg)
 
     def results(self, timeout: float | None) -> Iterator[Message]:
-        if not self.running:
-            return
-        try:
-            msg = self.inbox.get(timeout=timeout)
-        except queue.Empty:
-            return
-        while True:
-            if isinstance(msg, JobResult | JobCrashed):
-                handle = msg.id if isinstance(msg, JobResult) else msg.job
-                self.running.discard(handle)
-                self.futures.pop(handle, None)
-            yield msg
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+        if self.running:
+            yield from drain(self.inbox, timeout, self._ended)
+
+    def _ended(self, handle: Handle) -> None:
+        self.running.discard(handle)
+        self.futures.pop(handle, None)
 
     # -- stopping ----------------------------------------------------------------
 

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
+from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message, drain
 from lokfile.process.run import Running, stop_all
 from lokfile.worker.cancel import Cancel
-from lokfile.worker.jobs import Job, JobResult
+from lokfile.worker.jobs import Job
 
 
 class InlineExecutor:
@@ -73,22 +73,8 @@ class InlineExecutor:
         self.inbox.put(msg)
 
     def results(self, timeout: float | None) -> Iterator[Message]:
-        if not self.running:
-            return
-        try:
-            msg = self.inbox.get(timeout=timeout)
-        except queue.Empty:
-            return
-        while True:
-            if isinstance(msg, JobResult):
-                self.running.discard(msg.id)
-            elif isinstance(msg, JobCrashed):
-                self.running.discard(msg.job)
-            yield msg
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+        if self.running:
+            yield from drain(self.inbox, timeout, self.running.discard)
 
     def cancel(self, handle: Handle) -> None:
         with self.lock:
