@@ -187,6 +187,9 @@ def snapshot_lok(rev: str, work: Path) -> str:
             check=True,
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        # byte-compiled as `pip install` leaves it: with PYTHONDONTWRITEBYTECODE set (as on
+        # this machine) every run would otherwise compile each module from source again
+        subprocess.run([PYTHON, "-m", "compileall", "-q", str(dest / "lokfile")], check=True)
     launcher = dest / "lok"
     launcher.write_text(
         f"#!{PYTHON}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import socket
 import time
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lokfile.backends import create
+from lokfile.backends import aiowire, create
 from lokfile.backends.base import BackendError, ErrorKind, Request
 from lokfile.model import BackendConfig
 from tests.servers.llm import LLMServer
@@ -38,8 +39,33 @@ def backend(kind: str, url: str, **kw: Any) -> Any:
     return create(BackendConfig(name=f"my-{kind}", type=kind, url=url, **kw))
 
 
+# Every query below is made twice: through the backend's own `query` (httpx on a thread,
+# as in a worker process) and through the asyncio transport of the HTTP lane
+# (lokfile/backends/aiowire.py, as `lok run` sends them): the same answers, the same
+# errors, word for word.
+_TRANSPORT = ["threads"]
+
+
+@pytest.fixture(autouse=True, params=["threads", "asyncio"])
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    _TRANSPORT[0] = request.param
+    yield request.param
+    _TRANSPORT[0] = "threads"
+
+
 def ask(b: Any, prompt: str, timeout: float = 10.0, **kw: Any) -> Any:
-    return b.query(Request(prompt=prompt, cwd=".", timeout_s=timeout, **kw))
+    req = Request(prompt=prompt, cwd=".", timeout_s=timeout, **kw)
+    if _TRANSPORT[0] == "threads":
+        return b.query(req)
+    return asyncio.run(_ask_async(b, req))
+
+
+async def _ask_async(b: Any, req: Request) -> Any:
+    pool = aiowire.Pool()
+    try:
+        return await aiowire.post(b.prepare(req), pool, req.notify)
+    finally:
+        pool.close()
 
 
 def failure(b: Any, prompt: str, timeout: float = 10.0) -> BackendError:

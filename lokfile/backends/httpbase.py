@@ -9,7 +9,8 @@ listing means for health.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from lokfile.backends import httpwire, subproc
@@ -84,6 +85,21 @@ def chat_messages(request: Request, config: BackendConfig) -> list[dict[str, str
     return messages
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One call ready to send: POST `body` as JSON to `url`, the reply read by a fresh
+    `new_reader()`, within `timeout_s` for everything, transient failures asked again up
+    to `retries` times; `secrets` are redacted from every message."""
+
+    url: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    new_reader: Callable[[], httpwire.StreamReader]
+    timeout_s: float | None
+    secrets: tuple[str | None, ...]
+    retries: int
+
+
 class HTTPBackend:
     """One POST per query (streamed unless `stream = false`); health is a GET of the
     server's model listing, and with `probe` a one-line prompt."""
@@ -108,22 +124,35 @@ class HTTPBackend:
         """The request body for `request`."""
         raise NotImplementedError
 
-    def query(self, request: Request) -> Answer:
-        """One streamed call (transient failures retried: lokfile.backends.retrying)."""
+    def prepare(self, request: Request) -> Prepared:
+        """The call `request` makes, as data a transport sends (this one's `query`, or the
+        asyncio one of lokfile/backends/aiowire.py)."""
         from lokfile.backends.retrying import max_retries
 
         headers, key = self._headers()
         body = self.body(request)
         model = str(body["model"])
-        timeout = httpwire.effective_timeout(request.timeout_s, self.config)
+        return Prepared(
+            url=f"{self.url}{self.query_path}",
+            body=body,
+            headers=headers,
+            new_reader=lambda: self.reader(model),
+            timeout_s=httpwire.effective_timeout(request.timeout_s, self.config),
+            secrets=(key,),
+            retries=max_retries(self.config),
+        )
+
+    def query(self, request: Request) -> Answer:
+        """One streamed call (transient failures retried: lokfile.backends.retrying)."""
+        p = self.prepare(request)
         return httpwire.post_stream(
-            f"{self.url}{self.query_path}",
-            body,
-            headers,
-            lambda: self.reader(model),
-            timeout,
-            [key],
-            max_retries(self.config),
+            p.url,
+            p.body,
+            p.headers,
+            p.new_reader,
+            p.timeout_s,
+            p.secrets,
+            p.retries,
             request.notify,
         )
 

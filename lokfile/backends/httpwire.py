@@ -1,8 +1,10 @@
 """What the HTTP backends share: one streaming POST under a deadline, stream
 parsers (SSE, NDJSON), and the mapping of HTTP failures to ErrorKind.
 
-This is the only module of lok that imports httpx; it is imported lazily, by
-the HTTP backends, so `lok --help` never pays for it.
+This is the only module of lok that imports httpx, and only inside the
+functions that send (importing it costs ~100 ms): the HTTP backends and the
+asyncio transport (lokfile/backends/aiowire.py) share everything else here
+without paying for it, and `lok --help` never does.
 
 Failure classes, one place for all servers:
 
@@ -22,9 +24,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from lokfile.backends.base import Answer, BackendError, ErrorKind, Health
 
@@ -33,6 +33,9 @@ from lokfile.backends.ready import base_url as base_url
 from lokfile.backends.subproc import effective_timeout as effective_timeout
 from lokfile.backends.subproc import redact as redact
 from lokfile.model import BackendConfig
+
+if TYPE_CHECKING:
+    import httpx
 
 T = TypeVar("T")
 HEALTH_TIMEOUT_S = 2.0
@@ -234,6 +237,8 @@ def classify_transport(
     exc: httpx.HTTPError, url: str, secrets: Iterable[str | None] = (), method: str = "POST"
 ) -> BackendError:
     """The BackendError for a failure below HTTP (connect, read, cut stream)."""
+    import httpx
+
     detail = redact(str(exc) or type(exc).__name__, secrets)
     if isinstance(exc, httpx.ConnectError):
         return BackendError(ErrorKind.NETWORK, f"cannot connect to {url} ({method}): {detail}")
@@ -269,6 +274,8 @@ def tls_context() -> ssl.SSLContext:
 def client_for(url: str) -> httpx.Client:
     """The process's shared client for this URL's scheme: connections are pooled and kept
     alive across queries, and the TLS context is built only if an https URL is used."""
+    import httpx
+
     https = url.startswith("https:")
     with _LOCK:
         found = _CLIENTS.get(https)
@@ -383,6 +390,8 @@ def _post_once(
     cancelled = threading.Event()
     where = f"POST {url}"
 
+    import httpx
+
     def exchange() -> Answer:
         timeout = httpx.Timeout(
             timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s or CONNECT_TIMEOUT_S)
@@ -398,11 +407,11 @@ def _post_once(
                     raise classify_status(
                         response.status_code, response.text, response.headers, secret_list, where
                     )
-                ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if ctype == "application/json" or ctype.endswith("+json"):
+                ctype = content_type(response.headers.get("content-type", ""))
+                if is_json(ctype):
                     response.read()
                     first.append(response.text[:200])
-                    _read_whole(response.text, reader)
+                    read_whole(response.text, reader)
                 else:
                     for text in response.iter_lines():
                         if cancelled.is_set():
@@ -418,32 +427,55 @@ def _post_once(
         except httpx.HTTPError as exc:
             if not reader.complete:  # after the end marker, a dirty close loses nothing
                 raise classify_transport(exc, url, secret_list) from None
-        if not reader.complete:
-            if reader.started:
-                raise BackendError(
-                    ErrorKind.NETWORK, f"{where} closed the stream before the answer was complete"
-                )
-            shown = redact(" ".join(" ".join(first).split())[:160], secret_list)
-            raise BackendError(
-                ErrorKind.BAD_RESPONSE,
-                f"{where} answered with nothing lok can read "
-                f"({ctype or 'no content type'}): {shown!r}",
-            )
-        return reader.answer()
+        return conclude(reader, where, ctype, first, secret_list)
 
-    def named() -> Answer:
+    def exchange_named() -> Answer:
         try:
             return exchange()
         except BackendError as exc:
-            if url in exc.message:
-                raise
-            # what the reader found in the body: say which request it answered
-            raise BackendError(exc.kind, f"{where}: {exc.message}", exc.retry_after) from None
+            raise named(exc, url, where) from None
 
-    return within_deadline(named, timeout_s, cancelled, f"{where} gave no complete answer")
+    return within_deadline(exchange_named, timeout_s, cancelled, f"{where} gave no complete answer")
 
 
-def _read_whole(text: str, reader: StreamReader) -> None:
+def content_type(value: str) -> str:
+    """The media type of a Content-Type header, lower case, without parameters."""
+    return value.split(";")[0].strip().lower()
+
+
+def is_json(ctype: str) -> bool:
+    """Is this media type one JSON document (not a stream of lines)?"""
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+def conclude(
+    reader: StreamReader, where: str, ctype: str, first: list[str], secret_list: list[str | None]
+) -> Answer:
+    """The answer once the body has ended: a stream cut before its end marker is NETWORK
+    (transient), a body that never spoke the protocol BAD_RESPONSE quoting its start
+    (`first`: its first lines)."""
+    if not reader.complete:
+        if reader.started:
+            raise BackendError(
+                ErrorKind.NETWORK, f"{where} closed the stream before the answer was complete"
+            )
+        shown = redact(" ".join(" ".join(first).split())[:160], secret_list)
+        raise BackendError(
+            ErrorKind.BAD_RESPONSE,
+            f"{where} answered with nothing lok can read "
+            f"({ctype or 'no content type'}): {shown!r}",
+        )
+    return reader.answer()
+
+
+def named(exc: BackendError, url: str, where: str) -> BackendError:
+    """`exc` saying which request it answered (what a reader found in a body does not)."""
+    if url in exc.message:
+        return exc
+    return BackendError(exc.kind, f"{where}: {exc.message}", exc.retry_after)
+
+
+def read_whole(text: str, reader: StreamReader) -> None:
     """A body labelled JSON: one document, or (when it does not parse as one) lines of a
     stream under the wrong label."""
     try:
@@ -495,6 +527,8 @@ def get_json(
     url: str, headers: Mapping[str, str] | None = None, timeout_s: float = HEALTH_TIMEOUT_S
 ) -> tuple[int, Any]:
     """GET `url` quickly for a health check: (status, parsed JSON or None)."""
+    import httpx
+
     response = client_for(url).get(
         url, headers=dict(headers or {}), timeout=httpx.Timeout(timeout_s)
     )
@@ -514,6 +548,8 @@ def reachability(
     """GET a cheap endpoint (the model listing): (a not-ready Health, None, "") when the
     server cannot be reached or refuses; (None, None, note) when it has no such endpoint;
     else (None, JSON body, "")."""
+    import httpx
+
     secret_list = list(secrets)
     try:
         status, doc = get_json(url, headers)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from lokfile.backends.base import BackendError, ErrorKind
@@ -60,6 +60,37 @@ def backoff(base_s: float, retry: int, cap_s: float) -> float:
     return delay
 
 
+def next_wait(
+    exc: BackendError, retry: int, retries: int, waited: float, deadline: float | None
+) -> float:
+    """Seconds to wait before asking again after `exc` (the `retry`-th retry, 1-based,
+    `waited` seconds waited so far), or raise: `exc` itself when it cannot succeed by
+    waiting or the wait would not fit, a clearer error when the server named a wait
+    longer than lok waits."""
+    if not transient(exc) or retry > retries:
+        raise exc
+    delay = exc.retry_after
+    if delay is None:
+        delay = backoff(BASE_DELAY_S, retry, MAX_DELAY_S)
+    too_long = delay > MAX_DELAY_S or waited + delay > TOTAL_WAIT_S
+    if too_long and exc.retry_after is not None:
+        raise BackendError(
+            exc.kind,
+            f"{exc.message}; the server asks to wait {exc.retry_after:g}s, longer than "
+            f"lok waits within one call ({min(MAX_DELAY_S, TOTAL_WAIT_S - waited):g}s), "
+            "so it was not asked again",
+            exc.retry_after,
+        ) from None
+    if too_long or (deadline is not None and time.monotonic() + delay >= deadline):
+        raise exc  # the wait would not fit: the caller's own policy decides
+    return delay
+
+
+def announce(exc: BackendError, delay: float, retry: int, retries: int) -> str:
+    """The live view's line for a wait."""
+    return f"{exc.summary()} — retrying in {delay:.1f}s (retry {retry} of {retries})"
+
+
 def call(
     attempt: Callable[[float | None], T],
     timeout_s: float | None,
@@ -76,24 +107,35 @@ def call(
         try:
             return attempt(left)
         except BackendError as exc:
-            if not transient(exc) or retry >= retries:
-                raise
             retry += 1
-            delay = exc.retry_after
-            if delay is None:
-                delay = backoff(BASE_DELAY_S, retry, MAX_DELAY_S)
-            too_long = delay > MAX_DELAY_S or waited + delay > TOTAL_WAIT_S
-            if too_long and exc.retry_after is not None:
-                raise BackendError(
-                    exc.kind,
-                    f"{exc.message}; the server asks to wait {exc.retry_after:g}s, longer than "
-                    f"lok waits within one call ({min(MAX_DELAY_S, TOTAL_WAIT_S - waited):g}s), "
-                    "so it was not asked again",
-                    exc.retry_after,
-                ) from None
-            if too_long or (deadline is not None and time.monotonic() + delay >= deadline):
-                raise  # the wait would not fit: the caller's own policy decides
+            delay = next_wait(exc, retry, retries, waited, deadline)
             if notify is not None:
-                notify(f"{exc.summary()} — retrying in {delay:.1f}s (retry {retry} of {retries})")
+                notify(announce(exc, delay, retry, retries))
             time.sleep(delay)
+            waited += delay
+
+
+async def call_async(
+    attempt: Callable[[float | None], Awaitable[T]],
+    timeout_s: float | None,
+    retries: int,
+    notify: Notify | None = None,
+) -> T:
+    """`call` for a coroutine: the same decisions, each wait an asyncio sleep (the
+    event loop runs the other calls meanwhile)."""
+    import asyncio
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    waited = 0.0
+    retry = 0
+    while True:
+        left = None if deadline is None else max(0.001, deadline - time.monotonic())
+        try:
+            return await attempt(left)
+        except BackendError as exc:
+            retry += 1
+            delay = next_wait(exc, retry, retries, waited, deadline)
+            if notify is not None:
+                notify(announce(exc, delay, retry, retries))
+            await asyncio.sleep(delay)
             waited += delay

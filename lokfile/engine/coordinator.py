@@ -275,8 +275,14 @@ class Coordinator:
                 if ready and not self.stopping:
                     continue
                 break
+            done = 0
             for unit, result in dispatch.finished(0.1):
                 self._unit_done(unit, result)
+                done += 1
+            if done:
+                # the results that arrived together are durable, in one transaction, before
+                # anything new starts (a thousand answers of a fan-out come in bursts)
+                self.recorder.commit()
             self.onecall.heartbeat()
             self.report.tick()
         for s in self.wf.steps:
@@ -481,7 +487,6 @@ class Coordinator:
             self.report(StepNote(unit.step, unit.name, unit.reason))
         self.recorder.unit_done(unit, result)
         self._one_less(unit)
-        self.recorder.commit()
 
     def _one_less(self, unit: Unit) -> None:
         """One unit of a live step is settled: the step completes with its last."""

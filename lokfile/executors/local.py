@@ -1,4 +1,5 @@
-"""A process pool for jobs: P worker processes, each running up to T jobs in threads.
+"""A process pool for jobs: P worker processes, each running up to T jobs in threads,
+and an HTTP lane in this process for backend queries over HTTP (executors/httplane.py).
 
 The executor of `lok run` (lokfile/executors/__init__.py has the interface).
 Why not concurrent.futures: lok must cancel running jobs (ending their
@@ -42,13 +43,16 @@ import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
 from lokfile.process.run import Running
 from lokfile.process.tree import become_subreaper, kill_tree, set_parent_death_signal
 from lokfile.worker.cancel import Cancel
 from lokfile.worker.execute import Job, run_job
+
+if TYPE_CHECKING:
+    from lokfile.executors.httplane import HTTPLane
 
 Wire = tuple[Any, ...]  # a message on a worker's pipe
 STOP_GRACE_S = 0.5  # SIGTERM to SIGKILL for step processes when the worker stops
@@ -75,6 +79,7 @@ class WorkerPool:
         self.procs = max(1, min(self.slots, os.cpu_count() or 1))
         self.workers: list[_Worker] = []
         self.where: dict[int, _Worker] = {}
+        self.lane: HTTPLane | None = None  # HTTP queries, on an event loop of this process
 
     def _start(self) -> None:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -93,7 +98,14 @@ class WorkerPool:
             self.workers.append(_Worker(proc, mine, per))
 
     def submit(self, job: Job) -> Handle:
-        """Send `job` to the least busy worker."""
+        """Start an HTTP query on the lane, send any other job to the least busy worker."""
+        if self.lane is None:
+            from lokfile.executors.httplane import HTTPLane
+
+            self.lane = HTTPLane()
+        backend = self.lane.takes(job)
+        if backend is not None:
+            return self.lane.submit(job, backend)
         if not self.workers:
             self._start()
         worker = min(self.workers, key=lambda w: len(w.running) / w.capacity)
@@ -104,10 +116,16 @@ class WorkerPool:
 
     def results(self, timeout: float | None) -> Iterator[Message]:
         """Messages that arrive within `timeout` seconds (none if nothing runs)."""
-        conns = [w.conn for w in self.workers if w.running]
-        if not conns:
+        waitable: list[Any] = [w.conn for w in self.workers if w.running]
+        lane = self.lane if self.lane is not None and self.lane.running else None
+        if lane is not None:
+            waitable.append(lane.wake_fd)
+        if not waitable:
             return
-        for conn in multiprocessing.connection.wait(conns, timeout):
+        for conn in multiprocessing.connection.wait(waitable, timeout):
+            if lane is not None and conn == lane.wake_fd:
+                yield from lane.results()
+                continue
             worker = next(w for w in self.workers if w.conn is conn)
             try:
                 msg: Wire = conn.recv()  # type: ignore[union-attr,call-arg,assignment]
@@ -131,7 +149,10 @@ class WorkerPool:
             worker.running.discard(job_id)
 
     def cancel(self, handle: Handle) -> None:
-        """Ask the worker running job `handle` to end its command."""
+        """Ask the worker running job `handle` to end its command (the lane: its task)."""
+        if self.lane is not None and handle in self.lane.running:
+            self.lane.cancel(handle)
+            return
         worker = self.where.get(handle)
         if worker is not None:
             try:
@@ -140,13 +161,17 @@ class WorkerPool:
                 pass
 
     def cancel_all(self) -> None:
-        """Ask every worker to end its running jobs."""
-        for job_id in list(self.where):
+        """Ask every worker (and the lane) to end its running jobs."""
+        for job_id in [*self.where, *(self.lane.running if self.lane else ())]:
             self.cancel(job_id)
 
     def close(self, kill: bool = False) -> None:
         """Stop the workers: "stop" once their jobs are done, or with `kill` SIGTERM, which
-        ends their jobs' processes and waits for an edit being put back; SIGKILL last."""
+        ends their jobs' processes and waits for an edit being put back; SIGKILL last.
+        The lane's loop stops the same way: after its jobs, or with `kill` at once."""
+        if self.lane is not None:
+            self.lane.close(kill)
+            self.lane = None
         for w in self.workers:
             try:
                 if kill:

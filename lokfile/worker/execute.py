@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lokfile.errors import DiskFullError, disk_full
+from lokfile.model import BackendConfig
 from lokfile.process.run import Running
 from lokfile.store.artifacts import Store
 from lokfile.worker.cancel import Cancel
@@ -79,21 +80,30 @@ def run_job(
     try:
         return _run_job(job, emit, register, cancel, started)
     except (DiskFullError, OSError) as exc:
-        full = exc if isinstance(exc, DiskFullError) else disk_full(exc, "a file", job.runs_dir)
-        if full is None:
+        failed = disk_full_result(job, exc, started)
+        if failed is None:
             raise
-        message = f"step '{job.step}': {full.message}"
-        return JobResult(
-            id=job.id,
-            success=False,
-            output=f"Error: {message}",
-            digest=None,
-            error=message,
-            error_kind="disk_full",
-            attempts=1,
-            started=started,
-            ended=time.time(),
-        )
+        return failed
+
+
+def disk_full_result(job: Job, exc: DiskFullError | OSError, started: float) -> JobResult | None:
+    """The failed result of a job that could not write because the disk is full (no
+    artifact: none could be written), or None when `exc` is another error."""
+    full = exc if isinstance(exc, DiskFullError) else disk_full(exc, "a file", job.runs_dir)
+    if full is None:
+        return None
+    message = f"step '{job.step}': {full.message}"
+    return JobResult(
+        id=job.id,
+        success=False,
+        output=f"Error: {message}",
+        digest=None,
+        error=message,
+        error_kind="disk_full",
+        attempts=1,
+        started=started,
+        ended=time.time(),
+    )
 
 
 def _run_job(
@@ -124,15 +134,28 @@ def _run_job(
         if last.ok or not last.retryable or attempt == job.retries:
             break
         delay = backoff_delay(job.retry_delay_s, attempt + 1, last.retry_after)
-        emit(
-            f"attempt {attempt + 1}/{job.retries + 1} failed: {_first_line(last.error)}"
-            f" — will retry in {delay:.1f}s (Retry {attempt + 1}/{job.retries})"
-        )
+        emit(retry_note(job, attempt, last, delay))
         if cancel is not None:
             cancel.sleep(delay)
         else:
             time.sleep(delay)
     assert last is not None
+    return result_of(job, last, attempts, calls, started)
+
+
+def retry_note(job: Job, attempt: int, last: Attempt, delay: float) -> str:
+    """The live view's line after try number `attempt` (0-based) failed."""
+    return (
+        f"attempt {attempt + 1}/{job.retries + 1} failed: {_first_line(last.error)}"
+        f" — will retry in {delay:.1f}s (Retry {attempt + 1}/{job.retries})"
+    )
+
+
+def result_of(
+    job: Job, last: Attempt, attempts: int, calls: list[dict[str, Any]], started: float
+) -> JobResult:
+    """The job's result from its last try: the output (or the error) stored as an
+    artifact, with a shell step's declared output files."""
     store = Store(Path(job.runs_dir))
     if not last.ok:
         text = f"Error: {last.error}"
@@ -252,38 +275,51 @@ def _run_launched(
 _BACKENDS: dict[str, Any] = {}
 
 
-def _run_query(
-    work: QueryJob, cwd: str, timeout_s: float | None, emit: Emit | None = None
-) -> Attempt:
+def backend_for(config: BackendConfig) -> Any:
+    """The process's backend object for `config` (made once: it may pool connections)."""
     from lokfile import backends
-    from lokfile.backends.base import BackendError, ErrorKind, Request
     from lokfile.hashing import digest_json
 
-    cache_key = digest_json([work.backend.name, work.backend.identity()])
-    try:
-        backend = _BACKENDS.get(cache_key)
-        if backend is None:
-            backend = _BACKENDS[cache_key] = backends.create(work.backend)
-        request = Request(
-            prompt=work.prompt,
-            cwd=cwd,
-            system=work.system,
-            model=work.model,
-            temperature=work.temperature,
-            seed=work.seed,
-            max_tokens=work.max_tokens,
-            timeout_s=timeout_s,
-            notify=emit,  # a backend's own retries show on the live view
-        )
-        answer = backend.query(request)
-    except BackendError as exc:
+    cache_key = digest_json([config.name, config.identity()])
+    backend = _BACKENDS.get(cache_key)
+    if backend is None:
+        backend = _BACKENDS[cache_key] = backends.create(config)
+    return backend
+
+
+def query_request(work: QueryJob, cwd: str, timeout_s: float | None, emit: Emit | None) -> Any:
+    """The backends' Request for a query job."""
+    from lokfile.backends.base import Request
+
+    return Request(
+        prompt=work.prompt,
+        cwd=cwd,
+        system=work.system,
+        model=work.model,
+        temperature=work.temperature,
+        seed=work.seed,
+        max_tokens=work.max_tokens,
+        timeout_s=timeout_s,
+        notify=emit,  # a backend's own retries show on the live view
+    )
+
+
+def query_failed(work: QueryJob, exc: Exception) -> Attempt:
+    """The try of a query that raised: a BackendError as its kind says (retryable or
+    not), anything else (a backend's own bug) as a failure."""
+    from lokfile.backends.base import BackendError, ErrorKind
+
+    if isinstance(exc, BackendError):
         message = f"{work.backend.name}: {exc.summary()}"
         # a named wait longer than a step waits: trying again sooner would be refused too
         again = exc.kind.retryable and not (exc.retry_after or 0) > BACKOFF_CAP_S * 5
         return Attempt(False, "", message, exc.kind.value, again, exc.retry_after)
-    except Exception as exc:  # a backend's own bug must not kill the worker
-        kind = ErrorKind.FAILED.value
-        return Attempt(False, "", f"{work.backend.name}: {type(exc).__name__}: {exc}", kind)
+    kind = ErrorKind.FAILED.value
+    return Attempt(False, "", f"{work.backend.name}: {type(exc).__name__}: {exc}", kind)
+
+
+def query_answered(answer: Any) -> Attempt:
+    """The try of a query that answered (an Answer), with the usage it reported."""
     return Attempt(
         True,
         answer.text,
@@ -291,6 +327,16 @@ def _run_query(
         calls=({**answer.usage, "model": answer.model},),
         truncated=answer.truncated,
     )
+
+
+def _run_query(
+    work: QueryJob, cwd: str, timeout_s: float | None, emit: Emit | None = None
+) -> Attempt:
+    try:
+        answer = backend_for(work.backend).query(query_request(work, cwd, timeout_s, emit))
+    except Exception as exc:  # a backend's own bug must not kill the worker
+        return query_failed(work, exc)
+    return query_answered(answer)
 
 
 def _after_answer(
