@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import islice
 
 from lokfile.engine.dispatch import GO, REFUSE, WAIT, Dispatch
 from lokfile.engine.freshness import Freshness
 from lokfile.engine.spending import Ledger
 from lokfile.engine.units import Unit
 from lokfile.events import StepNote
-from lokfile.store.leases import MINE, Leases
+from lokfile.store.leases import MINE, Holder, Leases
 from lokfile.worker.jobs import Job
 
 POLL_S = 0.25  # how often waiting units look for the other process's answer
@@ -46,13 +47,15 @@ class OneCall:
         self.freshness = freshness
         self.say = say
         self.told: set[str] = set()  # keys whose wait was already said
+        self.dispatch: Dispatch | None = None  # whose queue the claims look ahead into
+        # claims made ahead, with an earlier unit's, for units about to start
+        self.ahead: dict[str, tuple[str, Holder | None]] = {}
         self.polled = 0.0
 
     def gate(self, job: Job, unit: Unit) -> str:
         """GO, WAIT (another process makes this call) or REFUSE (over the budget)."""
-        calls = unit.spec.prompt is not None and unit.spec.answer is None
-        if self.leases is not None and calls:
-            verdict, holder = self.leases.claim(unit.key, unit.judged)
+        if self.leases is not None and _calls(unit):
+            verdict, holder = self._claim(unit)
             if verdict != MINE:
                 if holder is not None and unit.key not in self.told:
                     self.told.add(unit.key)
@@ -65,6 +68,25 @@ class OneCall:
                 self.leases.release([unit.key])
             return REFUSE
         return GO
+
+    def _claim(self, unit: Unit) -> tuple[str, Holder | None]:
+        """The unit's claim: made now together with those of the queued units that may
+        start with it (as many as there are free slots), in one transaction, or made so
+        already when an earlier unit was claimed."""
+        found = self.ahead.pop(unit.key, None)
+        if found is not None:
+            return found
+        assert self.leases is not None
+        batch = [unit]
+        if self.dispatch is not None:
+            room = self.dispatch.slots - len(self.dispatch.inflight) - 1
+            for queued in islice(self.dispatch.queue, max(0, room)):
+                if _calls(queued.unit) and queued.unit.key != unit.key:
+                    batch.append(queued.unit)
+        got = self.leases.claim_many([(u.key, u.judged) for u in batch])
+        for other in batch[1:]:
+            self.ahead[other.key] = got[other.key]
+        return got[unit.key]
 
     def poll(self, dispatch: Dispatch) -> list[Unit]:
         """Units settled from another process's answer (with their twins); the waiting
@@ -98,6 +120,11 @@ class OneCall:
             self.leases.heartbeat()
 
 
+def _calls(unit: Unit) -> bool:
+    """Does this unit's job ask a backend (and so claim its key)?"""
+    return unit.spec.prompt is not None and unit.spec.answer is None
+
+
 def for_run(
     ledger: Ledger,
     leases: Leases | None,
@@ -107,5 +134,6 @@ def for_run(
 ) -> OneCall:
     """The run's gate, set on its Dispatch."""
     one = OneCall(leases, ledger, freshness, say)
+    one.dispatch = dispatch
     dispatch.gate = one.gate
     return one

@@ -60,31 +60,40 @@ class Leases:
     def claim(self, key: str, since: float = 0.0) -> tuple[str, Holder | None]:
         """DONE (a result recorded at `since` or later), MINE or THEIRS (with who holds
         it); see the module docstring."""
+        return self.claim_many([(key, since)])[key]
+
+    def claim_many(self, wanted: list[tuple[str, float]]) -> dict[str, tuple[str, Holder | None]]:
+        """`claim` for each (key, since), all in one transaction (a fan-out about to
+        start a hundred calls claims them at once)."""
+        found: dict[str, tuple[str, Holder | None]] = {}
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            done = self.conn.execute(
-                "SELECT 1 FROM keys WHERE key=? AND created >= ?", (key, since)
-            ).fetchone()
-            holder = self.holder(key)
-            if done is not None:
-                verdict = DONE
-            elif holder is None or self._mine(holder) or not self._alive(holder):
-                now = time.time()
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO leases (key, pid, proc_start, run_id, taken, heartbeat)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (key, self.pid, self.me, self.run_id, now, now),
-                )
-                self.held.add(key)
-                verdict = MINE
-            else:
-                verdict = THEIRS
+            for key, since in wanted:
+                found[key] = self._claim(key, since)
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        return verdict, holder
+        return found
+
+    def _claim(self, key: str, since: float) -> tuple[str, Holder | None]:
+        done = self.conn.execute(
+            "SELECT 1 FROM keys WHERE key=? AND created >= ?", (key, since)
+        ).fetchone()
+        holder = self.holder(key)
+        if done is not None:
+            return DONE, holder
+        if holder is None or self._mine(holder) or not self._alive(holder):
+            now = time.time()
+            self.conn.execute(
+                "INSERT OR REPLACE INTO leases (key, pid, proc_start, run_id, taken, heartbeat)"
+                " VALUES (?,?,?,?,?,?)",
+                (key, self.pid, self.me, self.run_id, now, now),
+            )
+            self.held.add(key)
+            return MINE, holder
+        return THEIRS, holder
 
     def holder(self, key: str) -> Holder | None:
         """Who holds `key` now, if anyone."""

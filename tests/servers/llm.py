@@ -127,6 +127,12 @@ def smallest_instance(schema: Any) -> Any:
     return "lok"
 
 
+class _Listening(ThreadingHTTPServer):
+    # dozens of clients connect at once (a fan-out): the default backlog of 5 would drop
+    # their handshakes, as no real server's does
+    request_queue_size = 256
+
+
 class LLMServer:
     """The server; `with LLMServer() as srv:` starts it and stops it."""
 
@@ -148,7 +154,7 @@ class LLMServer:
         self.release = threading.Event()  # lets every <<hold>> call answer
         self.inflight = 0
         self.max_inflight = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Listening(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
