@@ -1,7 +1,7 @@
 """Run history in `.lok/lok.db` (SQLite, WAL).
 
 Tables (schema version in PRAGMA user_version; migrations in schema.py, applied
-through sqlite-utils when the file is new or older than this code):
+when the file is new or older than this code):
 
     runs        one row per `lok run`: workflow, args, status, times, counts, resumed_from,
                 and its coordinator (pid, and proc_start: boot id and start time, so
@@ -21,8 +21,7 @@ through sqlite-utils when the file is new or older than this code):
     ask_cache   `lok ask` answers by key
     leases      key -> the process making its call now (lokfile/store/leases.py; schema 5)
 
-Only the coordinating process writes. The hot path (a no-op run) uses plain
-sqlite3 statements; sqlite-utils is imported only to migrate.
+Only the coordinating process writes, with plain sqlite3 statements.
 
 A run still marked `running` whose coordinator is gone (killed, crashed, a
 zombie, its pid now someone else's) is read back as `interrupted` at once;

@@ -1,8 +1,8 @@
 """The run database's schema, one migration per version (PRAGMA user_version).
 
 `rundb._connect` applies, in one transaction, every migration above the file's
-version; a new file gets them all. sqlite-utils is imported only here, and only
-when a migration runs (never on a no-op run).
+version; a new file gets them all. Plain SQL: a first run in a project pays no
+import for making its database.
 """
 
 from __future__ import annotations
@@ -13,87 +13,84 @@ from collections.abc import Callable
 SCHEMA_VERSION = 6
 
 
+# Version 1, as sqlite-utils wrote it when it made these tables: the same statements, so a
+# database made now is the same as one made then (sqlite_master holds the text).
+_VERSION_1 = (
+    '''CREATE TABLE IF NOT EXISTS "runs" (
+   "id" TEXT PRIMARY KEY,
+   "workflow" TEXT,
+   "workflow_path" TEXT,
+   "args" TEXT,
+   "status" TEXT,
+   "started" REAL,
+   "ended" REAL,
+   "resumed_from" TEXT,
+   "pid" INTEGER,
+   "ran" INTEGER,
+   "reused" INTEGER,
+   "failed" INTEGER,
+   "skipped" INTEGER,
+   "saved_s" REAL,
+   "error" TEXT
+)''',
+    '''CREATE INDEX IF NOT EXISTS "idx_runs_workflow_started"
+    ON "runs" ("workflow", "started")''',
+    '''CREATE TABLE IF NOT EXISTS "results" (
+   "run_id" TEXT,
+   "step" TEXT,
+   "unit" TEXT,
+   "key" TEXT,
+   "components" TEXT,
+   "status" TEXT,
+   "reason" TEXT,
+   "attempts" INTEGER,
+   "started" REAL,
+   "ended" REAL,
+   "duration" REAL,
+   "backend" TEXT,
+   "model" TEXT,
+   "digest" TEXT,
+   "error" TEXT,
+   "seq" INTEGER,
+   PRIMARY KEY ("run_id", "step", "unit")
+)''',
+    '''CREATE TABLE IF NOT EXISTS "keys" (
+   "key" TEXT PRIMARY KEY,
+   "digest" TEXT,
+   "step" TEXT,
+   "workflow" TEXT,
+   "created" REAL,
+   "duration" REAL,
+   "outputs" TEXT,
+   "meta" TEXT
+)''',
+    '''CREATE TABLE IF NOT EXISTS "last" (
+   "workflow" TEXT,
+   "step" TEXT,
+   "unit" TEXT,
+   "key" TEXT,
+   "components" TEXT,
+   "status" TEXT,
+   PRIMARY KEY ("workflow", "step", "unit")
+)''',
+    '''CREATE TABLE IF NOT EXISTS "stat_cache" (
+   "path" TEXT PRIMARY KEY,
+   "size" INTEGER,
+   "mtime_ns" INTEGER,
+   "inode" INTEGER,
+   "digest" TEXT
+)''',
+    '''CREATE TABLE IF NOT EXISTS "ask_cache" (
+   "key" TEXT PRIMARY KEY,
+   "digest" TEXT,
+   "created" REAL
+)''',
+)
+
+
 def migrate_1(conn: sqlite3.Connection) -> None:
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn)
-
-    def table(name: str) -> sqlite_utils.db.Table:
-        return db.table(name)
-
-    table("runs").create(
-        {
-            "id": str,
-            "workflow": str,
-            "workflow_path": str,
-            "args": str,
-            "status": str,
-            "started": float,
-            "ended": float,
-            "resumed_from": str,
-            "pid": int,
-            "ran": int,
-            "reused": int,
-            "failed": int,
-            "skipped": int,
-            "saved_s": float,
-            "error": str,
-        },
-        pk="id",
-        if_not_exists=True,
-    )
-    table("runs").create_index(["workflow", "started"], if_not_exists=True)
-    table("results").create(
-        {
-            "run_id": str,
-            "step": str,
-            "unit": str,
-            "key": str,
-            "components": str,
-            "status": str,
-            "reason": str,
-            "attempts": int,
-            "started": float,
-            "ended": float,
-            "duration": float,
-            "backend": str,
-            "model": str,
-            "digest": str,
-            "error": str,
-            "seq": int,
-        },
-        pk=("run_id", "step", "unit"),
-        if_not_exists=True,
-    )
-    table("keys").create(
-        {
-            "key": str,
-            "digest": str,
-            "step": str,
-            "workflow": str,
-            "created": float,
-            "duration": float,
-            "outputs": str,
-            "meta": str,
-        },
-        pk="key",
-        if_not_exists=True,
-    )
-    table("last").create(
-        {"workflow": str, "step": str, "unit": str, "key": str, "components": str, "status": str},
-        pk=("workflow", "step", "unit"),
-        if_not_exists=True,
-    )
-    table("stat_cache").create(
-        {"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
-        pk="path",
-        if_not_exists=True,
-    )
-    table("ask_cache").create(
-        {"key": str, "digest": str, "created": float},
-        pk="key",
-        if_not_exists=True,
-    )
+    for statement in _VERSION_1:
+        conn.execute(statement)
 
 
 def migrate_2(conn: sqlite3.Connection) -> None:
