@@ -13,7 +13,9 @@ Measured per configuration:
   * peak memory: summed RSS of lok and every process under it, sampled every
     50 ms, and the largest single child's ru_maxrss;
   * a rerun with nothing changed: wall time, and the requests the server saw
-    (must be 0).
+    (must be 0);
+  * the floor: the same requests from a bare asyncio client in this process (none of
+    lok's code), the best any client reaches against this server on this machine.
 
 Defaults run two configurations: 1000 prompts at concurrency 32 (-j 32), and
 50 prompts at concurrency 1 (extrapolated linearly to 1000). Results merge
@@ -253,6 +255,42 @@ def one_run(lok: str, ws: Path, jobs: int, server: SlowServer, timeout: float) -
     }
 
 
+def bare_client(url: str, prompts: int, conc: int) -> float:
+    """The harness's floor: wall seconds for `prompts` requests at `conc` in flight from
+    the leanest client there is (asyncio streams, one kept-alive connection per slot, no
+    parsing beyond Content-Length, none of lok's code), in this process beside the server
+    as lok's calls are. What lok adds is its wall time above this."""
+    import asyncio
+
+    host, port = url.removeprefix("http://").split(":")
+
+    async def slot(queue: list[int]) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        while queue:
+            i = queue.pop()
+            body = json.dumps(
+                {"model": "bench", "messages": [{"role": "user", "content": f"floor {i}"}]}
+            ).encode()
+            writer.write(
+                b"POST /api/chat HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (url.encode(), len(body), body)
+            )
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+        writer.close()
+
+    async def run() -> float:
+        queue = list(range(prompts))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(slot(queue) for _ in range(conc)))
+        return time.perf_counter() - t0
+
+    return asyncio.run(run())
+
+
 def bench_config(
     lok: str,
     work: Path,
@@ -294,6 +332,11 @@ def bench_config(
             )
         rerun = one_run(lok, ws, jobs, server, timeout)
         log(f"  rerun: {rerun['wall']:.3f} s, {rerun['requests']} requests, rc {rerun['rc']}")
+        floor = None
+        if retry_after is None:
+            server.reset()
+            floor = bare_client(server.url, prompts, conc)
+            log(f"  floor (a bare asyncio client, same server): {floor:.2f} s")
     finally:
         server.shutdown()
         server.server_close()
@@ -324,6 +367,11 @@ def bench_config(
         "ideal_tight": ideal_tight,
         "cold_median": med,
         "efficiency": ideal / med,
+        # the same requests from a bare client: the most a client can reach against this
+        # server on this machine (the server shares lok's cores), and lok's overhead above it
+        "floor_wall": floor,
+        "floor_efficiency": ideal / floor if floor else None,
+        "over_floor_s": med - floor if floor else None,
         "server_span_median": statistics.median(r["server_span"] for r in cold),
         "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in cold),
         "extrapolated_1000": med * 1000 / prompts if prompts != 1000 else None,

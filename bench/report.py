@@ -198,9 +198,9 @@ def fanout_table(doc: dict[str, Any]) -> list[str]:
         "### LLM fan-out: one `for_each` step against a loopback server (0.1 s per request)",
         "",
         "| prompts | backend concurrency | -j | cold median s | ideal s | efficiency | "
-        "first request after | peak in flight | peak RSS (tree) | rerun s | rerun requests | "
-        "load 1-min / busy |",
-        "|" + "---|" * 12,
+        "floor s (bare client) | first request after | peak in flight | peak RSS (tree) | "
+        "rerun s | rerun requests | load 1-min / busy |",
+        "|" + "---|" * 13,
     ]
     for c in configs:
         firsts = [r["before_first"] for r in c["cold"] if r.get("before_first") is not None]
@@ -208,7 +208,13 @@ def fanout_table(doc: dict[str, Any]) -> list[str]:
         peak = max(r["peak_in_flight"] for r in c["cold"])
         lines.append(
             f"| {c['prompts']} | {c['concurrency']} | {c['jobs']} | {c['cold_median']:.2f} "
-            f"({len(c['cold'])} runs) | {c['ideal']:.2f} | {c['efficiency']:.0%} | {first} | "
+            f"({len(c['cold'])} runs) | {c['ideal']:.2f} | {c['efficiency']:.0%} | "
+            + (
+                f"{c['floor_wall']:.2f} = {c['floor_efficiency']:.0%} | "
+                if c.get("floor_wall")
+                else "– | "
+            )
+            + f"{first} | "
             f"{peak} | {c['peak_tree_rss_mb']:.0f} MB | {c['rerun']['wall']:.2f} | "
             f"{c['rerun']['requests']} | "
             f"{c['load1'][0]:.1f}–{c['load1'][1]:.1f} / {c.get('busy_cores_before', 0):.1f} |"
@@ -217,7 +223,7 @@ def fanout_table(doc: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| ↳ extrapolated to 1000 | {c['concurrency']} | {c['jobs']} | "
                 f"{c['extrapolated_1000']:.1f} | {1000 * c['latency'] / c['concurrency']:.1f} | "
-                f"| | | | | | |"
+                f"| | | | | | | |"
             )
     return [*lines, ""]
 

@@ -12,6 +12,7 @@
     anthropic  the Anthropic Messages API
     httpbase   what those three HTTP backends share: the query and health skeleton
     httpwire   one streaming POST under a deadline (the only httpx user)
+    aiowire    the same POST on an asyncio loop, many at once (executors/httplane.py)
     retrying   transport retries of a transient failure
     local      a small GGUF model, in-process
     fake       `type = "test"`: deterministic answers for tests and demos
@@ -36,6 +37,7 @@ from lokfile.model import BackendConfig
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "aiowire",
     "backend_class",
     "base",
     "create",

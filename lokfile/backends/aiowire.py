@@ -26,7 +26,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from lokfile.backends import httpwire, retrying
 from lokfile.backends.base import Answer, BackendError, ErrorKind
-from lokfile.backends.httpbase import Prepared
+from lokfile.backends.httpbase import HTTPBackend, Prepared
 from lokfile.backends.retrying import Notify
 
 IDLE_PER_HOST = 256  # kept-alive connections remembered per host
@@ -52,6 +52,12 @@ def direct(url: str) -> bool:
     if not (proxies.get(split.scheme) or proxies.get("all")):
         return True
     return bool(urllib.request.proxy_bypass(split.hostname))
+
+
+def url_of(backend: object) -> str | None:
+    """The server URL of a backend this transport can send for (an HTTP backend: it
+    has `prepare`), else None."""
+    return backend.url if isinstance(backend, HTTPBackend) else None
 
 
 class _Conn:

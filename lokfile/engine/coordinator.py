@@ -275,14 +275,10 @@ class Coordinator:
                 if ready and not self.stopping:
                     continue
                 break
-            done = 0
             for unit, result in dispatch.finished(0.1):
                 self._unit_done(unit, result)
-                done += 1
-            if done:
-                # the results that arrived together are durable, in one transaction, before
-                # anything new starts (a thousand answers of a fan-out come in bursts)
-                self.recorder.commit()
+            # what arrived together is durable, in one transaction, before anything starts
+            self.recorder.commit()
             self.onecall.heartbeat()
             self.report.tick()
         for s in self.wf.steps:

@@ -83,8 +83,8 @@ class Recorder:
                 self._unit_row(unit)
 
     def commit(self) -> None:
-        """Make everything buffered durable, in one transaction."""
-        if not self.enabled:
+        """Make everything buffered durable, in one transaction (none when nothing is)."""
+        if not self.enabled or not (self.keys or self.attempts or self.rows or self.fp.updates):
             return
         assert self.db is not None
         with self.db.transaction():

@@ -69,13 +69,14 @@ class HTTPLane:
             return None
         if work.backend.name in self._refused:
             return None
-        from lokfile.backends.httpbase import HTTPBackend
+        from lokfile.backends import aiowire
 
         try:
             backend = execute.backend_for(work.backend)
         except Exception:  # a config the backend rejects: a worker reports it, as before
             backend = None
-        if not isinstance(backend, HTTPBackend) or not self._direct(backend.url):
+        url = aiowire.url_of(backend)
+        if url is None or not self._direct(url):
             self._refused.add(work.backend.name)
             return None
         return backend
