@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from lokfile.executors import JobEvent, Message
+from lokfile.executors import JobEvent
 from lokfile.executors.local import WorkerPool
 from lokfile.model import BackendConfig
 from lokfile.store.artifacts import Store
 from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 from tests.servers.llm import LLMServer
+from tests.test_executors import results, until_done
 
-DEADLINE_S = 30.0
+DEADLINE_S = 30.0  # waiting for the server to see every call
 
 
 @pytest.fixture
@@ -53,19 +54,6 @@ def query(root: Path, job_id: int, url: str, prompt: str, kind: str = "openai", 
         timeout_s=20.0,
         retry_delay_s=0.01,
     )
-
-
-def until_done(pool: WorkerPool, count: int) -> list[Message]:
-    seen: list[Message] = []
-    deadline = time.monotonic() + DEADLINE_S
-    while sum(not isinstance(m, JobEvent) for m in seen) < count:
-        assert time.monotonic() < deadline, f"jobs did not end: {seen}"
-        seen.extend(pool.results(0.05))
-    return seen
-
-
-def results(messages: list[Message]) -> dict[int, JobResult]:
-    return {m.id: m for m in messages if isinstance(m, JobResult)}
 
 
 @pytest.mark.parametrize("kind", ["openai", "ollama", "anthropic"])

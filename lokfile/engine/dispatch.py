@@ -303,15 +303,4 @@ class Dispatch:
 
 
 def _crashed(msg: JobCrashed) -> JobResult:
-    now = time.time()
-    return JobResult(
-        id=msg.job,
-        success=False,
-        output=f"Error: internal error: {msg.error}",
-        digest=None,
-        error=f"internal error: {msg.error}",
-        error_kind="failed",
-        attempts=1,
-        started=now,
-        ended=now,
-    )
+    return JobResult.failure(msg.job, f"internal error: {msg.error}", "failed")

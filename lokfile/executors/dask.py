@@ -174,20 +174,7 @@ def _one_line(exc: BaseException | None) -> str:
 
 
 def _failed(job: Job, error: str, where: str) -> JobResult:
-    import time
-
-    now = time.time()
-    return JobResult(
-        id=job.id,
-        success=False,
-        output=f"Error: {error}",
-        digest=None,
-        error=error,
-        error_kind="failed",
-        started=now,
-        ended=now,
-        worker=where or "dask",
-    )
+    return JobResult.failure(job.id, error, "failed", worker=where or "dask")
 
 
 # -- the worker side (runs inside a Dask worker process) ---------------------------------

@@ -92,18 +92,7 @@ def disk_full_result(job: Job, exc: DiskFullError | OSError, started: float) -> 
     full = exc if isinstance(exc, DiskFullError) else disk_full(exc, "a file", job.runs_dir)
     if full is None:
         return None
-    message = f"step '{job.step}': {full.message}"
-    return JobResult(
-        id=job.id,
-        success=False,
-        output=f"Error: {message}",
-        digest=None,
-        error=message,
-        error_kind="disk_full",
-        attempts=1,
-        started=started,
-        ended=time.time(),
-    )
+    return JobResult.failure(job.id, f"step '{job.step}': {full.message}", "disk_full", started)
 
 
 def _run_job(

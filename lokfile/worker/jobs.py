@@ -83,3 +83,24 @@ class JobResult:
     # what each backend call of the job reported (Answer.usage plus its "model"), even when
     # the job failed after the calls (a verify that failed): the engine prices them
     calls: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def failure(
+        cls, job_id: int, error: str, kind: str, started: float | None = None, worker: str = "local"
+    ) -> JobResult:
+        """A failed result with no artifact (none could be written, or none was made):
+        the job's worker died, lok itself failed, the disk is full."""
+        import time
+
+        now = time.time()
+        return cls(
+            id=job_id,
+            success=False,
+            output=f"Error: {error}",
+            digest=None,
+            error=error,
+            error_kind=kind,
+            started=now if started is None else started,
+            ended=now,
+            worker=worker,
+        )
