@@ -57,6 +57,7 @@ class HTTPLane:
         self._thread: threading.Thread | None = None
         self._pool: Any = None  # aiowire.Pool, made on the loop
         self._refused: set[str] = set()  # backend configs (by name) the lane cannot send
+        self._taken: dict[str, Any] = {}  # and those it can: name -> the backend
         self._direct_urls: dict[str, bool] = {}
         self._pending: list[tuple[Job, Any]] = []  # submitted, not yet taken by the loop
         self._pending_lock = threading.Lock()
@@ -67,8 +68,12 @@ class HTTPLane:
         work = job.work
         if not isinstance(work, QueryJob) or work.edits is not None or work.answer is not None:
             return None
-        if work.backend.name in self._refused:
+        name = work.backend.name  # one config per name within a run: decided once
+        if name in self._refused:
             return None
+        backend = self._taken.get(name)
+        if backend is not None:
+            return backend
         from lokfile.backends import aiowire
 
         try:
@@ -77,8 +82,9 @@ class HTTPLane:
             backend = None
         url = aiowire.url_of(backend)
         if url is None or not self._direct(url):
-            self._refused.add(work.backend.name)
+            self._refused.add(name)
             return None
+        self._taken[name] = backend
         return backend
 
     def _direct(self, url: str) -> bool:
