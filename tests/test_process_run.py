@@ -127,6 +127,26 @@ def test_a_command_that_traps_sigterm_ends_within_the_grace_with_its_last_words(
     assert (done.returncode, done.stdout) == (7, b"ready\nbye\n")
 
 
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_the_deadline_ends_a_command_that_closed_its_pipes_and_runs_on(
+    mark: str, pidfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # both pipes reach end-of-file long before the leader exits: the rest of the deadline
+    # is spent waiting for its exit (a pidfd, or polling where there is none)
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    script = "echo started; exec >/dev/null 2>&1; sleep 300"
+    done = run(["sh", "-c", script], env=env(mark), timeout_s=1, grace_s=0.5)
+    assert done.timed_out is True
+    assert (done.returncode < 0, done.stdout) == (True, b"started\n")
+    wait_gone(mark, timeout=10)
+
+
+def test_a_command_that_ends_before_its_deadline_is_not_timed_out() -> None:
+    done = run(["sh", "-c", "exec >/dev/null 2>&1; exit 4"], timeout_s=60)
+    assert (done.returncode, done.timed_out) == (4, False)
+
+
 def test_an_escaped_descendant_holding_stdout_open_does_not_hang_the_runner(mark: str) -> None:
     # the leader exits at once; its double-forked, setsid'd grandchild keeps stdout open
     # and is nobody's descendant any more: the deadline ends the wait for end-of-file

@@ -121,3 +121,25 @@ def test_the_coordinator_consults_and_fills_the_action_cache_it_is_given(chdir: 
         assert statuses(third) == {"a": Status.REUSED, "b": Status.REUSED}
     finally:
         elsewhere.close()
+
+
+def test_a_deferred_link_appears_only_once_the_pending_links_are_made(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs")
+    digest = store.put_text("answer")
+    store.link_later("r1", "a.txt", digest)
+    assert not (store.run_dir("r1") / "a.txt").exists()
+    store.link_pending()
+    assert (store.run_dir("r1") / "a.txt").read_text() == "answer"
+    store.link_pending()  # nothing left: a no-op
+    assert sorted(p.name for p in store.run_dir("r1").iterdir()) == ["a.txt"]
+
+
+def test_when_a_run_returns_its_folder_links_every_settled_step(chdir: Path) -> None:
+    # the coordinator makes a step's link after starting the next job: none may be left over
+    project = chain(chdir)
+    outcome, _ = project.run()
+    folder = Store(chdir / ".lok" / "runs").run_dir(outcome.run_id)
+    for name in ("a", "b"):
+        link = folder / f"{name}.txt"
+        assert link.is_symlink()
+        assert link.read_text() == outcome.results[name].output

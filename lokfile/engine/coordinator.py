@@ -177,16 +177,9 @@ class Coordinator:
             args = {"positional": list(self.opts.args), "named": self.opts.named}
             self.db.start_run(self.run_id, self.wf.name, self.wf.path, args, self.opts.resumed_from)
             self.store.write_run_json(self.run_id, self._document(RunStatus.RUNNING, t0))
-        self.report(
-            RunStarted(
-                self.run_id,
-                self.wf.name,
-                self.wf.description,
-                len(self.wf.steps),
-                self.opts.dry_run,
-                self.slots,
-            )
-        )
+        wf = self.wf
+        started = RunStarted(self.run_id, wf.name, wf.description, len(wf.steps), self.opts.dry_run, self.slots)
+        self.report(started)
         # Ctrl-C and SIGTERM reach Python's main thread only: a run on another thread (the
         # MCP server's background runs) is stopped through cancel() instead
         main = threading.current_thread() is threading.main_thread()
@@ -203,6 +196,10 @@ class Coordinator:
                 signal.signal(sig, handler)
             if self.dispatch.close(kill=bool(self.interrupted) or not finished):
                 self._recover_edits()
+        try:
+            self.store.link_pending()  # the last steps' run-folder links
+        except DiskFullError as exc:
+            self.disk_full = self.disk_full or exc
         status = self._final_status()
         wall = time.time() - t0
         saved = covered(
@@ -267,6 +264,7 @@ class Coordinator:
             if batch > 1:
                 self.report(ParallelStart(batch, dispatch.concurrency()))
             dispatch.start()
+            self.store.link_pending()  # while the jobs just started run
             if dispatch.refused:
                 self._over_budget()
             for unit in self.onecall.poll(dispatch):  # answered by another lok process
@@ -581,7 +579,7 @@ class Coordinator:
                 else ".txt"
             )
             result.filename = output_filename(step.name, suffix)
-            self.store.link_output(self.run_id, result.filename, result.digest)
+            self.store.link_later(self.run_id, result.filename, result.digest)  # after the commit
         self.recorder.step_rows(result)
         self.report(
             StepFinished(

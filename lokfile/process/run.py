@@ -12,7 +12,11 @@ and backend CLIs (lokfile/backends/subproc.py) all come through `run`:
     wait      one poll loop over stdout, stderr, stdin and a wake-up pipe; it
               sleeps until something happens, so a command that ends returns
               at once (no polling sleeps, which would cost every step latency)
-    deadline  a timer thread that, at `timeout_s`, stops the command
+    deadline  the wait's own timeout: at `timeout_s` the loop above sets `timed_out`
+              and hands the stop to a thread of its own (the loop keeps draining
+              the pipes meanwhile, so last words are not lost); once both pipes
+              are closed, the leader's exit is awaited with the rest of the
+              deadline (a pidfd). No timer thread is started per command.
     stop      `Running.stop()`, the one kill policy, for the deadline, a cancel
               (the `register` hook hands the live command to whoever may end it:
               the worker's cancel, Ctrl-C's `stop_all`) and an exception alike:
@@ -97,11 +101,17 @@ class Running:
                 pass
 
     def _expire(self) -> None:
+        """The deadline passed: mark it (before anything can reap) and stop in the background,
+        so the caller's loop goes on reading the pipes during the grace."""
         self.timed_out = True
-        self.stop()
+        threading.Thread(target=self.stop, daemon=True).start()
 
-    def _reap(self, proc: subprocess.Popen[bytes]) -> int:
-        """Wait for the leader to exit without reaping it, let a stop finish, then reap."""
+    def _reap(self, proc: subprocess.Popen[bytes], deadline: float | None = None) -> int:
+        """Wait for the leader to exit without reaping it (stopping it at `deadline`, a
+        time.monotonic()), let a stop finish, then reap."""
+        if deadline is not None and not self.timed_out and not _exits_by(self.pid, deadline):
+            self.timed_out = True
+            self.stop()  # the pipes are closed already: nothing left to read meanwhile
         try:
             os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
         except ChildProcessError:
@@ -144,24 +154,18 @@ def run(
     )
     wake_r, wake_w = os.pipe()
     live = Running(proc.pid, wake_w, grace_s)
-    timer: threading.Timer | None = None
+    deadline = started + timeout_s if timeout_s else None
     try:
         if register is not None:
             register(live)
-        if timeout_s:
-            timer = threading.Timer(timeout_s, live._expire)
-            timer.daemon = True
-            timer.start()
-        out, err = _read(proc, stdin, wake_r)
-        code = live._reap(proc)
+        out, err = _read(proc, stdin, wake_r, live, deadline)
+        code = live._reap(proc, deadline)
     except BaseException:
         live.stop()  # Ctrl-C or anything else: never leave the command running behind us
         _close(proc)
         live._reap(proc)
         raise
     finally:
-        if timer is not None:
-            timer.cancel()
         os.close(wake_r)
         with live._lock:
             os.close(wake_w)
@@ -177,9 +181,16 @@ def stop_all(live: Iterable[Running]) -> None:
         thread.join()
 
 
-def _read(proc: subprocess.Popen[bytes], data: bytes | None, wake: int) -> tuple[bytes, bytes]:
+def _read(
+    proc: subprocess.Popen[bytes],
+    data: bytes | None,
+    wake: int,
+    live: Running,
+    deadline: float | None,
+) -> tuple[bytes, bytes]:
     """Feed stdin and collect stdout and stderr until end-of-file on both, or until
-    PIPE_GRACE_S after a stop (then the pipes are closed unread)."""
+    PIPE_GRACE_S after a stop (then the pipes are closed unread). At `deadline` (a
+    time.monotonic()) the command is stopped as timed out."""
     assert proc.stdout is not None
     out_fd = proc.stdout.fileno()
     err_fd = proc.stderr.fileno() if proc.stderr is not None else -1
@@ -198,10 +209,15 @@ def _read(proc: subprocess.Popen[bytes], data: bytes | None, wake: int) -> tuple
         sel.register(wake, selectors.EVENT_READ)
         until: float | None = None  # set once stopped: the end of the wait for end-of-file
         while len(sel.get_map()) > (1 if until is None else 0):
-            wait = None if until is None else max(0.0, until - time.monotonic())
+            end = until if until is not None else deadline
+            wait = None if end is None else max(0.0, end - time.monotonic())
             ready = sel.select(wait)
-            if not ready and until is not None and time.monotonic() >= until:
-                break  # an escaped descendant holds our pipes: stop waiting for it
+            if not ready and end is not None and time.monotonic() >= end:
+                if until is not None:
+                    break  # an escaped descendant holds our pipes: stop waiting for it
+                deadline = None  # once: the stop wakes this loop when it is done
+                live._expire()
+                continue
             for key, _ in ready:
                 fd = key.fd
                 if fd == wake:
@@ -226,6 +242,36 @@ def _read(proc: subprocess.Popen[bytes], data: bytes | None, wake: int) -> tuple
                         sel.unregister(fd)
     _close(proc)
     return b"".join(chunks[out_fd]), b"".join(chunks[err_fd])
+
+
+def _exits_by(pid: int, deadline: float) -> bool:
+    """Wait until the child `pid` has exited (not reaping it) or `deadline` has passed;
+    True when it exited. Its pipes reach end-of-file a moment before its exit, so
+    this usually returns at the first check."""
+    try:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+    except ChildProcessError:
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or before 5.3): poll instead
+        pause = 0.0005
+        while time.monotonic() < deadline:
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.05)
+            try:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return True
+            except ChildProcessError:
+                return True
+        return False
+    try:
+        with selectors.PollSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)  # readable once the process has exited
+            return bool(sel.select(max(0.0, deadline - time.monotonic())))
+    finally:
+        os.close(fd)
 
 
 def _close(proc: subprocess.Popen[bytes]) -> None:

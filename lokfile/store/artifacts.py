@@ -37,6 +37,7 @@ class Store:
     def __init__(self, runs_dir: Path) -> None:
         self.runs_dir = runs_dir
         self.objects_dir = runs_dir / "objects"
+        self._later: list[tuple[str, str, str]] = []  # links to make (link_later)
 
     # -- artifacts ---------------------------------------------------------
 
@@ -156,6 +157,17 @@ class Store:
         except OSError as exc:
             _raise_if_full(exc, f"the run folder entry {filename}", self.run_dir(run_id))
             raise
+
+    def link_later(self, run_id: str, filename: str, digest: str) -> None:
+        """`link_output`, made at the next `link_pending`: a run folder is a view of what
+        lok.db holds, so the coordinator makes its links while the next jobs run."""
+        self._later.append((run_id, filename, digest))
+
+    def link_pending(self) -> None:
+        """Make the links `link_later` was given (DiskFullError drops the rest)."""
+        later, self._later = self._later, []
+        for run_id, filename, digest in later:
+            self.link_output(run_id, filename, digest)
 
     def alias_run(self, run_id: str, base: str) -> bool:
         """Make `runs/<run_id>` a symlink to the real folder `runs/<base>` (whose outputs the
