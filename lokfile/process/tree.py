@@ -197,10 +197,13 @@ def adopts_orphans() -> bool:
     return bool(_SUBREAPER)
 
 
-def _guard() -> None:
+def _guard(parent: int) -> None:
     # between fork and exec: only the prctl already loaded, nothing that could take a lock
     _LIBC[0].prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _LIBC[0].prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if os.getppid() != parent:
+        # lok died between the fork and the prctl: the kernel will never send the signal
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def child_guard() -> Any:
@@ -211,7 +214,10 @@ def child_guard() -> Any:
     A `preexec_fn` costs subprocess's vfork path (a fork copies the page tables of
     the whole parent), which lokfile/process/run.py pays for every command.
     """
-    return _guard if _libc() is not None else None
+    if _libc() is None:
+        return None
+    parent = os.getpid()
+    return lambda: _guard(parent)
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
