@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
 def find_root(start: Path) -> Path:
@@ -35,9 +35,8 @@ def builtin_workflows_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "workflows"
 
 
-@dataclass(frozen=True)
-class Project:
-    """The project root and its `.lok/` layout."""
+class Project(NamedTuple):
+    """The project root and its `.lok/` layout (a NamedTuple: see errors.Problem)."""
 
     root: Path
 

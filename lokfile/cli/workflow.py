@@ -171,7 +171,7 @@ def validate(ctx: click.Context, targets: tuple[str, ...], as_json: bool) -> Non
                     "ok": False,
                     "error": exc.message,
                     "hint": exc.hint,
-                    "problems": [asdict(p) for p in problems],
+                    "problems": [p._asdict() for p in problems],
                 }
             )
             if not as_json:
