@@ -15,7 +15,9 @@ what it is given. api chooses the executor (an `ExecutorFactory`) and hands
 it to the coordinator, which never imports an implementation:
 
     local.WorkerPool      worker processes, each running jobs on threads; the
-                          guarantees about process trees live there (`lok run`)
+                          guarantees about process trees live there (`lok run`);
+                          its HTTP queries run on httplane.HTTPLane, one asyncio
+                          loop in this process
     inline.InlineExecutor threads of this process: for tests and tools
     dask.DaskExecutor     the workers of a Dask distributed scheduler
                           (`lok run --executor dask://HOST:PORT`, `[executor]`)
@@ -38,6 +40,7 @@ __all__ = [
     "JobEvent",
     "Message",
     "dask",
+    "httplane",
     "inline",
     "local",
 ]
