@@ -177,9 +177,9 @@ class Coordinator:
             args = {"positional": list(self.opts.args), "named": self.opts.named}
             self.db.start_run(self.run_id, self.wf.name, self.wf.path, args, self.opts.resumed_from)
             self.store.write_run_json(self.run_id, self._document(RunStatus.RUNNING, t0))
-        wf = self.wf
-        started = RunStarted(self.run_id, wf.name, wf.description, len(wf.steps), self.opts.dry_run, self.slots)
-        self.report(started)
+        wf, opts = self.wf, self.opts
+        self.report(RunStarted(self.run_id, wf.name, wf.description, len(wf.steps), opts.dry_run,
+                               self.slots))
         # Ctrl-C and SIGTERM reach Python's main thread only: a run on another thread (the
         # MCP server's background runs) is stopped through cancel() instead
         main = threading.current_thread() is threading.main_thread()
