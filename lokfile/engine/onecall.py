@@ -41,13 +41,14 @@ class OneCall:
         ledger: Ledger,
         freshness: Freshness,
         say: Callable[[StepNote], None],
+        dispatch: Dispatch | None = None,
     ) -> None:
         self.leases = leases
         self.ledger = ledger
         self.freshness = freshness
         self.say = say
         self.told: set[str] = set()  # keys whose wait was already said
-        self.dispatch: Dispatch | None = None  # whose queue the claims look ahead into
+        self.dispatch = dispatch  # whose queue the claims look ahead into
         # claims made ahead, with an earlier unit's, for units about to start
         self.ahead: dict[str, tuple[str, Holder | None]] = {}
         self.polled = 0.0
@@ -133,7 +134,6 @@ def for_run(
     say: Callable[[StepNote], None],
 ) -> OneCall:
     """The run's gate, set on its Dispatch."""
-    one = OneCall(leases, ledger, freshness, say)
-    one.dispatch = dispatch
+    one = OneCall(leases, ledger, freshness, say, dispatch)
     dispatch.gate = one.gate
     return one

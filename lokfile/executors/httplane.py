@@ -58,7 +58,6 @@ class HTTPLane:
         self._pool: Any = None  # aiowire.Pool, made on the loop
         self._refused: set[str] = set()  # backend configs (by name) the lane cannot send
         self._taken: dict[str, Any] = {}  # and those it can: name -> the backend
-        self._direct_urls: dict[str, bool] = {}
         self._pending: list[tuple[Job, Any]] = []  # submitted, not yet taken by the loop
         self._pending_lock = threading.Lock()
         self._cancelled: set[Handle] = set()  # on the loop: jobs to end as they start
@@ -81,20 +80,11 @@ class HTTPLane:
         except Exception:  # a config the backend rejects: a worker reports it, as before
             backend = None
         url = aiowire.url_of(backend)
-        if url is None or not self._direct(url):
+        if url is None or not aiowire.direct(url):
             self._refused.add(name)
             return None
         self._taken[name] = backend
         return backend
-
-    def _direct(self, url: str) -> bool:
-        """aiowire.direct, asked once per URL (it reads the proxy variables)."""
-        found = self._direct_urls.get(url)
-        if found is None:
-            from lokfile.backends import aiowire
-
-            found = self._direct_urls[url] = aiowire.direct(url)
-        return found
 
     def submit(self, job: Job, backend: Any) -> Handle:
         """Start `job` on the loop (`backend`: what `takes` returned)."""

@@ -50,6 +50,7 @@ from lokfile.process.run import Running
 from lokfile.process.tree import become_subreaper, kill_tree, set_parent_death_signal
 from lokfile.worker.cancel import Cancel
 from lokfile.worker.execute import Job, run_job
+from lokfile.worker.jobs import QueryJob
 
 if TYPE_CHECKING:
     from lokfile.executors.httplane import HTTPLane
@@ -99,13 +100,14 @@ class WorkerPool:
 
     def submit(self, job: Job) -> Handle:
         """Start an HTTP query on the lane, send any other job to the least busy worker."""
-        if self.lane is None:
-            from lokfile.executors.httplane import HTTPLane
+        if isinstance(job.work, QueryJob):  # a run of shell steps never imports asyncio
+            if self.lane is None:
+                from lokfile.executors.httplane import HTTPLane
 
-            self.lane = HTTPLane()
-        backend = self.lane.takes(job)
-        if backend is not None:
-            return self.lane.submit(job, backend)
+                self.lane = HTTPLane()
+            backend = self.lane.takes(job)
+            if backend is not None:
+                return self.lane.submit(job, backend)
         if not self.workers:
             self._start()
         worker = min(self.workers, key=lambda w: len(w.running) / w.capacity)

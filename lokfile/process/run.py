@@ -248,10 +248,7 @@ def _exits_by(pid: int, deadline: float) -> bool:
     """Wait until the child `pid` has exited (not reaping it) or `deadline` has passed;
     True when it exited. Its pipes reach end-of-file a moment before its exit, so
     this usually returns at the first check."""
-    try:
-        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            return True
-    except ChildProcessError:
+    if _exited(pid):
         return True
     try:
         fd = os.pidfd_open(pid)
@@ -260,10 +257,7 @@ def _exits_by(pid: int, deadline: float) -> bool:
         while time.monotonic() < deadline:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.05)
-            try:
-                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                    return True
-            except ChildProcessError:
+            if _exited(pid):
                 return True
         return False
     try:
@@ -272,6 +266,14 @@ def _exits_by(pid: int, deadline: float) -> bool:
             return bool(sel.select(max(0.0, deadline - time.monotonic())))
     finally:
         os.close(fd)
+
+
+def _exited(pid: int) -> bool:
+    """Has the child `pid` exited (or been reaped)? Never blocks, never reaps."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _close(proc: subprocess.Popen[bytes]) -> None:
