@@ -157,3 +157,28 @@ def test_cancel_ends_a_held_query_and_close_kill_ends_the_rest(
     closer.start()
     closer.join(DEADLINE_S)
     assert not closer.is_alive()  # the hung call did not hold up the stop
+
+
+def test_the_lane_is_a_process_of_its_own_whose_death_ends_its_jobs_as_crashed(
+    pool: WorkerPool, server: LLMServer, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from lokfile.executors import JobCrashed
+
+    pool.submit(query(tmp_path, 1, server.url, "<<hang>>"))
+    deadline = time.monotonic() + DEADLINE_S
+    while server.inflight < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not [t for t in threading.enumerate() if t.name.startswith("lok")]  # no loop here
+    assert pool.lane is not None
+    lane_pid = pool.lane._process.pid  # the lane's process: not ours, not a worker's
+    assert lane_pid != os.getpid() and pool.workers == []
+    os.kill(lane_pid, signal.SIGKILL)
+    [crash] = until_done(pool, 1)
+    assert isinstance(crash, JobCrashed) and crash.job == 1 and "lane" in crash.error
+    assert not pool.lane.running
+    pool.submit(query(tmp_path, 2, server.url, "after"))  # a new lane takes the next query
+    assert results(until_done(pool, 1))[2].output == "echo: after"

@@ -1,36 +1,42 @@
-"""The HTTP lane: backend queries over HTTP, all on one event loop in this process.
+"""The HTTP lane: backend queries over HTTP, all on one event loop in a process of its own.
 
-    WorkerPool.submit(job) ── an HTTP query? ──> HTTPLane ── thread "lok-http":
-         │                                         asyncio loop, one task a job,
-         │                                         lokfile/backends/aiowire.py
-         └── anything else ──> worker processes    (a shell step, a CLI, an edit)
+    WorkerPool.submit(job) ── an HTTP query? ──> HTTPLane ── pipe ──> the lane process:
+         │                                      (this process)        asyncio loop, one task
+         │                                                            a job (aiowire.py)
+         └── anything else ──> worker processes (a shell step, a CLI, an edit)
 
-    results: the lane's messages wait in one queue; a byte on `wake_fd` per
-    message lets the pool wait for them and for its workers' pipes at once
+    coordinator -> lane   ("job", Job) | ("cancel", job_id) | ("stop", kill)
+    lane -> coordinator   [Message, ...]: what its loop produced in one turn
 
 A fan-out of a thousand prompts to an Ollama, OpenAI-compatible or Anthropic
 server is a thousand sockets waiting: on threads of worker processes it costs
 a pickled job, a thread, and an httpx exchange each, and the two cores this
 was measured on were busy with that, not with the calls (bench/RESULTS.md).
-Here a job is a task on one loop. It does what lokfile.worker.execute does
-for a query job: the same tries and backoff between them, the same transport
-retries, one deadline per try, the answer stored as an artifact, the same
-JobResult. Jobs the lane does not take: queries that edit files or verify
-(their edits run in a worker process, which guards the processes a verify
-starts), backends that are not HTTP, and URLs the environment sends through a
-proxy (`aiowire.direct`).
+In the lane a job is a task on one loop. It does what lokfile.worker.execute
+does for a query job: the same tries and backoff between them, the same
+transport retries, one deadline per try, the answer stored as an artifact,
+the same JobResult. The loop has a process to itself because on a thread of
+the coordinator the two took turns at one interpreter lock: the coordinator's
+bookkeeping of every answer and the loop's sockets and files, each waiting for
+the other (bench/RESULTS.md, issue 12). Jobs the lane does not take: queries
+that edit files or verify (their edits run in a worker process, which guards
+the processes a verify starts), backends that are not HTTP, and URLs the
+environment sends through a proxy (`aiowire.direct`).
 
-A query has no process to end: `cancel` ends the job's task (its request is
-dropped), and closing with `kill` ends them all. A coordinator that dies takes
-the lane with it; what was answered and recorded stays recorded.
+The lane process is forked on the first query, from the coordinator's one
+thread. A query has no process to end: `cancel` ends the job's task (its
+request is dropped), and closing with `kill` ends them all. A coordinator that
+dies takes the lane with it (the parent-death signal, or the end of its pipe);
+what was answered and recorded stays recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.connection
 import os
-import queue
-import threading
+import signal
 import time
 import traceback
 from collections.abc import Iterator
@@ -38,29 +44,23 @@ from typing import Any
 
 from lokfile.errors import DiskFullError
 from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
+from lokfile.process.tree import set_parent_death_signal
 from lokfile.worker import execute
 from lokfile.worker.jobs import Job, JobResult, QueryJob
 
-STOP_WAIT_S = 5.0  # closing: how long the loop's thread may take to finish
+STOP_WAIT_S = 5.0  # closing: how long the lane process may take to finish
 
 
 class HTTPLane:
-    """Runs the HTTP query jobs it `takes` on an event loop in a thread of its own."""
+    """Runs the HTTP query jobs it `takes` on an event loop in a process of its own."""
 
     def __init__(self) -> None:
-        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.running: set[Handle] = set()  # submitted, result not yet handed out
-        self.wake_fd, self._wake_w = os.pipe()  # a byte per message in the inbox
-        os.set_blocking(self.wake_fd, False)
-        self._tasks: dict[Handle, asyncio.Task[None]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._pool: Any = None  # aiowire.Pool, made on the loop
+        self.wake_fd = -1  # readable when the lane has sent messages (its pipe's end)
+        self._conn: multiprocessing.connection.Connection | None = None
+        self._process: Any = None
         self._refused: set[str] = set()  # backend configs (by name) the lane cannot send
         self._taken: dict[str, Any] = {}  # and those it can: name -> the backend
-        self._pending: list[tuple[Job, Any]] = []  # submitted, not yet taken by the loop
-        self._pending_lock = threading.Lock()
-        self._cancelled: set[Handle] = set()  # on the loop: jobs to end as they start
 
     def takes(self, job: Job) -> Any:
         """The HTTP backend that will answer `job` when the lane can run it, else None."""
@@ -86,131 +86,191 @@ class HTTPLane:
         self._taken[name] = backend
         return backend
 
+    def start(self, close_in_child: list[Any]) -> None:
+        """Fork the lane process now (`close_in_child`: pipes of ours it must not hold)."""
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx: Any = multiprocessing.get_context(method)
+        mine, theirs = ctx.Pipe(duplex=True)
+        self._process = ctx.Process(
+            target=_lane_main, args=(theirs, [mine, *close_in_child], os.getpid()), daemon=True
+        )
+        self._process.start()
+        theirs.close()
+        self._conn = mine
+        self.wake_fd = mine.fileno()
+
+    @property
+    def conn(self) -> Any:
+        """Our end of the lane's pipe (None before `start`)."""
+        return self._conn
+
     def submit(self, job: Job, backend: Any) -> Handle:
-        """Start `job` on the loop (`backend`: what `takes` returned)."""
-        if self._loop is None:
-            self._start()
-        assert self._loop is not None
+        """Start `job` in the lane (`backend`: what `takes` returned; the lane process
+        makes its own, once per backend)."""
+        assert self._conn is not None, "start the lane first"
         self.running.add(job.id)
-        with self._pending_lock:
-            self._pending.append((job, backend))
-            wake = len(self._pending) == 1  # else the loop is already told to take them
-        if wake:
-            self._loop.call_soon_threadsafe(self._begin)
+        try:
+            self._conn.send(("job", job))
+        except OSError:  # the lane is gone: `results` reports the job as crashed
+            pass
         return job.id
 
     def results(self) -> Iterator[Message]:
         """The messages waiting now (the caller waited on `wake_fd`)."""
-        try:
-            os.read(self.wake_fd, 1 << 16)
-        except BlockingIOError:
-            pass
+        conn = self._conn
+        if conn is None:
+            return
         while True:
             try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
+                if not conn.poll():
+                    return
+                batch: list[Message] = conn.recv()
+            except (EOFError, OSError):
+                self._conn = None
+                gone, self.running = sorted(self.running), set()
+                for job_id in gone:
+                    yield JobCrashed(job_id, "the HTTP lane's process died")
                 return
-            if isinstance(msg, JobResult):
-                self.running.discard(msg.id)
-            elif isinstance(msg, JobCrashed):
-                self.running.discard(msg.job)
-            yield msg
+            for msg in batch:
+                if isinstance(msg, JobResult):
+                    self.running.discard(msg.id)
+                elif isinstance(msg, JobCrashed):
+                    self.running.discard(msg.job)
+                yield msg
 
     def cancel(self, handle: Handle) -> None:
         """End the job's task (its request is dropped; it reports as interrupted)."""
-        if self._loop is not None and handle in self.running:
-            self._loop.call_soon_threadsafe(self._cancel, handle)
+        if self._conn is not None and handle in self.running:
+            try:
+                self._conn.send(("cancel", handle))
+            except OSError:
+                pass
 
     def close(self, kill: bool = False) -> None:
-        """Stop the loop: once its jobs are done, or with `kill` at once."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        """Stop the lane: once its jobs are done, or with `kill` at once."""
+        conn, process = self._conn, self._process
+        if process is None:
             return
-        if kill:
-            loop.call_soon_threadsafe(self._cancel_all)
-        loop.call_soon_threadsafe(self._stop_when_idle)
-        thread.join(STOP_WAIT_S)
-        self._loop = self._thread = None
-        for fd in (self.wake_fd, self._wake_w):
-            os.close(fd)
+        if conn is not None:
+            try:
+                conn.send(("stop", kill))
+            except OSError:
+                pass
+        process.join(STOP_WAIT_S)
+        if process.is_alive():
+            process.kill()
+            process.join(1)
+        if conn is not None:
+            conn.close()
+        self._conn = self._process = None
 
-    # -- on the loop's thread ---------------------------------------------------
 
-    def _start(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, name="lok-http", daemon=True)
-        self._thread.start()
+def _lane_main(conn: Any, inherited: list[Any], parent: int) -> None:
+    """The lane process: its loop until "stop", or until the coordinator is gone."""
+    for other in inherited:
+        other.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides what Ctrl-C ends
+    set_parent_death_signal(signal.SIGTERM)
+    if parent and os.getppid() != parent:
+        os._exit(1)  # the coordinator died before the kernel could be told to end us
+    try:
+        _Loop(conn).serve()
+    finally:
+        os._exit(0)  # nothing inherited from the coordinator is finalized here
 
-    def _serve(self) -> None:
+
+class _Loop:
+    """The lane's event loop: a task per job; what they produce goes back a turn at a time."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.loop = asyncio.new_event_loop()
+        self.tasks: dict[Handle, asyncio.Task[None]] = {}
+        self.outbox: list[Message] = []
+        self.pool: Any = None  # aiowire.Pool, made on the loop
+        self.stopping = False
+
+    def serve(self) -> None:
         from lokfile.backends import aiowire
 
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        self._pool = aiowire.Pool()
+        asyncio.set_event_loop(self.loop)
+        self.pool = aiowire.Pool()
+        self.loop.add_reader(self.conn.fileno(), self._incoming)
         try:
-            loop.run_forever()
+            self.loop.run_forever()
         finally:
-            self._pool.close()
-            loop.run_until_complete(asyncio.sleep(0))  # let the closed sockets go
-            loop.close()
+            self._flush()
+            self.pool.close()
+            self.loop.run_until_complete(asyncio.sleep(0))  # let the closed sockets go
+            self.loop.close()
+
+    def _incoming(self) -> None:
+        """Read what the coordinator sent: jobs, cancels, the stop."""
+        while True:
+            try:
+                if not self.conn.poll():
+                    return
+                msg = self.conn.recv()
+            except (EOFError, OSError):  # the coordinator is gone: nobody wants the answers
+                self.loop.remove_reader(self.conn.fileno())
+                self._cancel_all()
+                self.loop.stop()
+                return
+            if msg[0] == "job":
+                self._begin(msg[1])
+            elif msg[0] == "cancel":
+                task = self.tasks.get(msg[1])
+                if task is not None:
+                    task.cancel()
+            elif msg[0] == "stop":
+                if msg[1]:
+                    self._cancel_all()
+                self.stopping = True
+                self._stop_when_idle()
 
     def _put(self, msg: Message) -> None:
-        self.inbox.put(msg)
-        try:
-            os.write(self._wake_w, b".")
-        except OSError:  # closed: nobody waits any more
-            pass
+        """Queue `msg` for the coordinator; the queue goes in one message at the turn's end."""
+        if not self.outbox:
+            self.loop.call_soon(self._flush)
+        self.outbox.append(msg)
 
-    def _begin(self) -> None:
-        """Start a task for every job submitted since the last call."""
-        assert self._loop is not None
-        with self._pending_lock:
-            jobs, self._pending = self._pending, []
-        for job, backend in jobs:
-            task = self._loop.create_task(self._run(job, backend))
-            self._tasks[job.id] = task
-            task.add_done_callback(lambda t, job=job: self._ended(t, job))  # type: ignore[misc]
-            if job.id in self._cancelled:
-                task.cancel()  # cancelled before it had started
+    def _flush(self) -> None:
+        batch, self.outbox = self.outbox, []
+        if batch:
+            try:
+                self.conn.send(batch)
+            except OSError:  # closed: nobody waits any more
+                pass
+
+    def _begin(self, job: Job) -> None:
+        task = self.loop.create_task(self._run(job))
+        self.tasks[job.id] = task
+        task.add_done_callback(lambda t, job=job: self._ended(t, job))  # type: ignore[misc]
 
     def _ended(self, task: asyncio.Task[None], job: Job) -> None:
         """A task is over: one cancelled before its first step never ran `_run`, so its
         interrupted result is reported here."""
-        self._tasks.pop(job.id, None)
-        self._cancelled.discard(job.id)
+        self.tasks.pop(job.id, None)
         if task.cancelled():
-            self._put(self._interrupted(job, time.time()))
-
-    @staticmethod
-    def _interrupted(job: Job, started: float) -> Message:
-        last = execute.Attempt(False, "", "interrupted", "interrupted", retryable=False)
-        return execute.result_of(job, last, 1, [], started)
-
-    def _cancel(self, handle: Handle) -> None:
-        self._cancelled.add(handle)
-        task = self._tasks.get(handle)
-        if task is not None:
-            task.cancel()
+            self._put(_interrupted(job, time.time()))
 
     def _cancel_all(self) -> None:
-        for task in list(self._tasks.values()):
+        for task in list(self.tasks.values()):
             task.cancel()
 
     def _stop_when_idle(self) -> None:
-        assert self._loop is not None
-        if self._tasks:
-            self._loop.call_later(0.01, self._stop_when_idle)
+        if self.tasks:
+            self.loop.call_later(0.01, self._stop_when_idle)
         else:
-            self._loop.stop()
+            self.loop.stop()
 
-    async def _run(self, job: Job, backend: Any) -> None:
+    async def _run(self, job: Job) -> None:
         started = time.time()
         msg: Message
         try:
-            msg = await self._tries(job, backend, started)
+            msg = await self._tries(job, started)
         except asyncio.CancelledError:
-            msg = self._interrupted(job, started)
+            msg = _interrupted(job, started)
         except (DiskFullError, OSError) as exc:
             failed = execute.disk_full_result(job, exc, started)
             msg = failed or JobCrashed(job.id, traceback.format_exc(limit=5))
@@ -218,12 +278,13 @@ class HTTPLane:
             msg = JobCrashed(job.id, traceback.format_exc(limit=5))
         self._put(msg)
 
-    async def _tries(self, job: Job, backend: Any, started: float) -> JobResult:
+    async def _tries(self, job: Job, started: float) -> JobResult:
         """The job's tries, as lokfile.worker.execute makes them for a query."""
         from lokfile.backends import aiowire
 
         work = job.work
         assert isinstance(work, QueryJob)
+        backend = execute.backend_for(work.backend)
 
         def emit(text: str) -> None:
             self._put(JobEvent(job.id, text))
@@ -234,7 +295,7 @@ class HTTPLane:
             attempts += 1
             try:
                 request = execute.query_request(work, job.cwd, job.timeout_s, emit)
-                answer = await aiowire.post(backend.prepare(request), self._pool, emit)
+                answer = await aiowire.post(backend.prepare(request), self.pool, emit)
                 last = execute.query_answered(answer)
             except Exception as exc:  # a BackendError, or a backend's own bug
                 last = execute.query_failed(work, exc)
@@ -245,3 +306,8 @@ class HTTPLane:
             emit(execute.retry_note(job, attempt, last, delay))
             await asyncio.sleep(delay)
         return execute.result_of(job, last, attempts, calls, started)
+
+
+def _interrupted(job: Job, started: float) -> Message:
+    last = execute.Attempt(False, "", "interrupted", "interrupted", retryable=False)
+    return execute.result_of(job, last, 1, [], started)

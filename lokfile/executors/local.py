@@ -1,5 +1,5 @@
 """A process pool for jobs: P worker processes, each running up to T jobs in threads,
-and an HTTP lane in this process for backend queries over HTTP (executors/httplane.py).
+and an HTTP lane, one more process, for backend queries over HTTP (executors/httplane.py).
 
 The executor of `lok run` (lokfile/executors/__init__.py has the interface).
 Why not concurrent.futures: lok must cancel running jobs (ending their
@@ -12,7 +12,7 @@ worker, turned into the interface's messages as they arrive:
                             ("crash", job_id, text)
 
 Workers are forked lazily, on the first job, so a run where every step is
-fresh never starts one.
+fresh never starts one; the lane likewise, on the first HTTP query.
 
 A worker is what guarantees that no step process outlives lok:
 
@@ -80,15 +80,16 @@ class WorkerPool:
         self.procs = max(1, min(self.slots, os.cpu_count() or 1))
         self.workers: list[_Worker] = []
         self.where: dict[int, _Worker] = {}
-        self.lane: HTTPLane | None = None  # HTTP queries, on an event loop of this process
+        self.lane: HTTPLane | None = None  # HTTP queries, on the event loop of the lane process
 
     def _start(self) -> None:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         ctx: Any = multiprocessing.get_context(method)
         per = -(-self.slots // self.procs)
         pipes = [ctx.Pipe(duplex=True) for _ in range(self.procs)]
+        lane = [self.lane.conn] if self.lane is not None and self.lane.conn is not None else []
         for i, (mine, theirs) in enumerate(pipes):
-            others = [p[0] for j, p in enumerate(pipes) if j != i]
+            others = [p[0] for j, p in enumerate(pipes) if j != i] + lane
             proc = ctx.Process(
                 target=_worker_main,
                 args=(theirs, per, others, self.warm, os.getpid()),
@@ -107,6 +108,8 @@ class WorkerPool:
                 self.lane = HTTPLane()
             backend = self.lane.takes(job)
             if backend is not None:
+                if self.lane.conn is None:
+                    self.lane.start([w.conn for w in self.workers])
                 return self.lane.submit(job, backend)
         if not self.workers:
             self._start()
