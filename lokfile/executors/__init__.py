@@ -17,7 +17,7 @@ it to the coordinator, which never imports an implementation:
     local.WorkerPool      worker processes, each running jobs on threads; the
                           guarantees about process trees live there (`lok run`);
                           its HTTP queries run on httplane.HTTPLane, one asyncio
-                          loop in this process
+                          loop in a process of its own
     inline.InlineExecutor threads of this process: for tests and tools
     dask.DaskExecutor     the workers of a Dask distributed scheduler
                           (`lok run --executor dask://HOST:PORT`, `[executor]`)
