@@ -126,6 +126,7 @@ class HTTPLane:
                     return
                 batch: list[Message] = conn.recv()
             except (EOFError, OSError):
+                conn.close()
                 self._conn = None
                 gone, self.running = sorted(self.running), set()
                 for job_id in gone:
@@ -188,7 +189,6 @@ class _Loop:
         self.tasks: dict[Handle, asyncio.Task[None]] = {}
         self.outbox: list[Message] = []
         self.pool: Any = None  # aiowire.Pool, made on the loop
-        self.stopping = False
 
     def serve(self) -> None:
         from lokfile.backends import aiowire
@@ -225,7 +225,6 @@ class _Loop:
             elif msg[0] == "stop":
                 if msg[1]:
                     self._cancel_all()
-                self.stopping = True
                 self._stop_when_idle()
 
     def _put(self, msg: Message) -> None:
