@@ -264,6 +264,7 @@ class Coordinator:
             if batch > 1:
                 self.report(ParallelStart(batch, dispatch.concurrency()))
             dispatch.start()
+            self.recorder.commit()  # shell results held back below, while the new jobs run
             self.store.link_pending()  # while the jobs just started run
             if dispatch.refused:
                 self._over_budget()
@@ -275,8 +276,9 @@ class Coordinator:
                 break
             for unit, result in dispatch.finished(0.1):
                 self._unit_done(unit, result)
-            # what arrived together is durable, in one transaction, before anything starts
-            self.recorder.commit()
+            # an answer or an edit is durable before anything starts (shell results: above)
+            if not self.recorder.can_wait():
+                self.recorder.commit()
             self.onecall.heartbeat()
             self.report.tick()
         for s in self.wf.steps:

@@ -1,9 +1,12 @@
 """What a run writes to its history, buffered and made durable a transaction at a time.
 
 The coordinator calls `unit_done` when a job finishes, `step_rows` when a step
-is settled, and `commit` after each finished job: a finished step's key is in
+is settled, and `commit` after each finished job: a finished call's key is in
 the action cache (`store.seams`), in the same transaction as its rows, before
-the next step starts, so a kill -9 never loses it. Rows of
+the next step starts, so a kill -9 never loses an answer or an edit. A batch
+of shell commands only is committed right after the jobs it made ready have
+started, while they run (a chain of trivial steps waits on nothing): a kill -9
+in that moment loses at most those commands' rows, and they run again. Rows of
 steps that were merely reused wait for the next commit (they can be derived
 again), which keeps a no-op run to a handful of transactions.
 """
@@ -51,6 +54,12 @@ class Recorder:
         self.attempts: list[tuple[str, str, str, dict[str, Any], str]] = []
         self.leases = leases  # the keys this run claims (lokfile/store/leases.py)
         self.done: list[str] = []  # keys whose call ended: their leases go with their rows
+        self.urgent = False  # a buffered result cost a call or touched the tree
+
+    def can_wait(self) -> bool:
+        """Nothing buffered must be durable before the next job starts: only shell
+        commands finished (one lost to a kill -9 runs again, no call is paid twice)."""
+        return not self.urgent
 
     def unit_done(self, unit: Unit, result: JobResult) -> None:
         """A job finished: its key (when it succeeded) and its attempt, to name later reasons."""
@@ -69,6 +78,9 @@ class Recorder:
                 unit.key, unit.digest, time.time(), unit.duration, result.outputs, meta
             )
             self.keys.append((entry, unit.step))
+        shell = unit.spec.backend is None and unit.spec.answer is None and not result.calls
+        if not shell or result.edits is not None or result.snapshot is not None:
+            self.urgent = True
         assert unit.status is not None
         self.attempts.append((unit.step, unit.name, unit.key, unit.components, unit.status.value))
         self.done.append(unit.key)
@@ -105,6 +117,7 @@ class Recorder:
             if final:
                 self.leases.release_all()
         self.keys, self.attempts, self.rows, self.done = [], [], [], []
+        self.urgent = False
 
     def _row(self, **fields: Any) -> None:
         self.seq += 1
