@@ -3,8 +3,10 @@
 
 Workspaces come from the team's shared generator (`../shared/bench/gen.py`,
 or `--shared DIR`), which emits the same graph for every tool; each step runs
-`cksum <upstream outputs> src/<step>.txt > out/<step>.txt` (lok's variant
-tees the same bytes to stdout, which is what lok content-addresses).
+`cksum <upstream outputs> src/<step>.txt > out/<step>.txt`. lok runs that same
+command: it declares `out/<step>.txt` as the step's output, which lok stores and
+keys. `--lok-tee` gives lok the generator's older variant instead,
+`cksum … | tee out/<step>.txt` (the bytes also on stdout, one process more a step).
 
 Scenarios, per shape (chain, wide, diamond) and N:
 
@@ -77,8 +79,10 @@ def load_gen(shared: Path) -> ModuleType:
     return mod
 
 
-def configure_lok(gen: ModuleType, lok: str) -> None:
-    """Point the generator's placeholder `lok` tool at the real CLI."""
+def configure_lok(gen: ModuleType, lok: str, tee: bool = False) -> None:
+    """Point the generator's placeholder `lok` tool at the real CLI; `tee`: lok's steps
+    also print their output (the generator's knob), else they run make's command."""
+    gen.LOK_TEE_STDOUT = tee
     gen.TOOLS["lok"] = dataclasses.replace(
         gen.TOOLS["lok"],
         build=f"{shlex.quote(lok)} run -j {{j}} bench.toml",
@@ -454,6 +458,11 @@ def main() -> None:
     ap.add_argument("--quiet-wait", type=float, default=60.0, help="but wait no longer than this")
     ap.add_argument("--work", default="/tmp/lokbench-compare")
     ap.add_argument(
+        "--lok-tee",
+        action="store_true",
+        help="lok's steps run `cksum … | tee out/…` instead of make's `cksum … > out/…`",
+    )
+    ap.add_argument(
         "--bench-venv",
         default=os.environ.get("BENCH_VENV", "/tmp/benchvenv"),
         help="venv whose bin/ goes first on PATH (doit, snakemake)",
@@ -465,7 +474,7 @@ def main() -> None:
     Path(a.work).mkdir(parents=True, exist_ok=True)
     gen = load_gen(Path(a.shared))
     lok = snapshot_lok(a.snapshot, Path(a.work)) if a.snapshot else a.lok
-    configure_lok(gen, lok)
+    configure_lok(gen, lok, a.lok_tee)
     wanted = [gen.TOOLS[t] for t in a.tools.split(",")]
     tools = [t for t in wanted if t.available()]
     missing = [t.name for t in wanted if not t.available()]
@@ -486,6 +495,7 @@ def main() -> None:
             "lok": lok,
             "lok_code": git_state(a.snapshot),
             "last_command": " ".join(shlex.quote(x) for x in sys.argv),
+            "lok_command": "cksum … | tee out/…" if a.lok_tee else "cksum … > out/… (as make)",
         }
     )
     save_json(bench.path, bench.doc)
