@@ -6,8 +6,10 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -248,3 +250,27 @@ def test_a_second_ctrl_c_kills_at_once_and_leaves_no_process(tmp_path: Path) -> 
             except OSError:
                 continue
             assert b"sleep\x003004" not in cmd, "the step's process survived"
+
+
+
+def test_a_new_history_another_process_is_writing_is_waited_for(tmp_path: Path) -> None:
+    # two runs started together in a fresh project: SQLite refuses the switch to WAL at
+    # once ("database is locked", no busy wait) while the other holds a write lock on
+    # the new file; a real second connection holds one here for 0.3 s
+    from lokfile.store.rundb import RunDB
+
+    path = tmp_path / "lok.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other_writer (a)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other_writer VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        db = RunDB.open(path)  # returns once the other writer has committed
+    finally:
+        release.join()
+        other.close()
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.conn.execute("SELECT count(*) FROM other_writer").fetchone()[0] == 1
+    db.close()

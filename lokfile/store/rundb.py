@@ -142,7 +142,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout = 60000")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version < SCHEMA_VERSION:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -162,6 +162,21 @@ def _connect(path: Path) -> sqlite3.Connection:
         )
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def _wal(conn: sqlite3.Connection, patience_s: float = 60.0) -> None:
+    """Switch a new history to write-ahead logging. SQLite answers "database is locked"
+    at once, without the busy wait, when another process is setting up the same new
+    file (two runs started together in a fresh project): tried again meanwhile."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _read_only(path: Path, full: DiskFullError) -> sqlite3.Connection:
