@@ -4,6 +4,8 @@ one job's command while the others go on."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +103,23 @@ def test_cancel_ends_one_jobs_command_and_leaves_the_other_running(
     (tmp_path / "two").write_text("second\n")
     done = results(until_done(executor, 1))
     assert done[2].success and done[2].output == "second"
+
+
+def test_a_command_gets_no_descriptor_that_lok_inherited(
+    executor: Executor, tmp_path: Path
+) -> None:
+    # a descriptor lok was given (here an inheritable pipe) must not reach a step's command,
+    # whichever folder it runs in (here the worker's own)
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    try:
+        check = f"test -e /proc/$$/fd/{write_end} && echo open || echo closed"
+        made = job(tmp_path, 1, check)
+        made = dataclasses.replace(made, cwd=os.getcwd())  # the worker's own folder
+        executor.submit(made)
+        done = results(until_done(executor, 1))[1]
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert done.success, done.error
+    assert done.output == "closed"
