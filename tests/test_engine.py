@@ -310,6 +310,53 @@ def test_declared_outputs_are_restored_from_the_store_instead_of_rerun(project: 
     assert first["steps"][0]["digest"] == second["steps"][0]["digest"]
 
 
+def _files_pipeline(project: Path, make: str) -> None:
+    """`make` writes out/a.txt from src/a.txt and prints nothing; `use` reads the file."""
+    write(project, "src/a.txt", "one\n")
+    write(
+        project,
+        ".lok/workflows/files.toml",
+        f"""
+        name = "files"
+        [[steps]]
+        name = "make"
+        shell = "mkdir -p out && {make} src/a.txt > out/a.txt"
+        sources = ["src/a.txt"]
+        outputs = ["out/a.txt"]
+        [[steps]]
+        name = "use"
+        shell = "tr a-z A-Z < out/a.txt"
+        depends_on = ["make"]
+        cache = true
+    """,
+    )
+
+
+def test_a_changed_output_file_reruns_the_steps_below_though_nothing_was_printed(
+    project: Path,
+) -> None:
+    _files_pipeline(project, "cat")
+    first = run_json(project, "files")
+    assert first["steps"][1]["output"] == "ONE"
+    write(project, "src/a.txt", "two\n")
+    doc = run_json(project, "files")
+    assert statuses(doc) == {"make": "ran", "use": "ran"}
+    assert doc["steps"][1]["output"] == "TWO"
+    assert doc["steps"][1]["reason"] == "upstream make changed"
+    assert statuses(run_json(project, "files")) == {"make": "reused", "use": "reused"}
+
+
+def test_an_output_file_rewritten_with_the_same_bytes_reruns_nothing_below(
+    project: Path,
+) -> None:
+    _files_pipeline(project, "head -c 2")  # out/a.txt holds the first two bytes only
+    run_json(project, "files")
+    write(project, "src/a.txt", "onwards\n")
+    doc = run_json(project, "files")
+    assert statuses(doc) == {"make": "ran", "use": "reused"}
+    assert doc["steps"][1]["output"] == "ON"
+
+
 # -- failures ---------------------------------------------------------------
 
 

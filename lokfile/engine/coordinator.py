@@ -436,7 +436,7 @@ class Coordinator:
 
     def _resolve(self, step: Step, spec: UnitSpec) -> Unit:
         """A unit with its key: settled from the store when fresh, else queued to run."""
-        upstream = {d: self.results[d].digest for d in sorted(set(step.depends_on))}
+        upstream = self.freshness.upstream(step, self.wf, self.results)
         unit, why = self.freshness.judge(step, spec, upstream)
         if why is None:
             return unit

@@ -34,8 +34,8 @@ from lokfile import hashing
 from lokfile.engine import reasons as plan
 from lokfile.engine.fingerprint import MISSING, Fingerprinter
 from lokfile.engine.units import StoredEdits, Unit, UnitSpec
-from lokfile.model import Config, Step
-from lokfile.outcome import Status, Usage
+from lokfile.model import Config, Step, Workflow
+from lokfile.outcome import Status, StepResult, Usage
 from lokfile.store.rundb import KeyEntry, LastAttempt
 from lokfile.store.seams import ActionCache, ArtifactStore
 
@@ -85,6 +85,21 @@ class Freshness:
         # The built-in 24 h TTL is for `lok ask`; step results expire only when a config says so.
         from_file = config.origins.get("cache.ttl_hours", "built-in") != "built-in"
         self.ttl = config.cache.ttl_hours if from_file else None
+
+    def upstream(
+        self, step: Step, wf: Workflow, results: dict[str, StepResult]
+    ) -> dict[str, str | None]:
+        """What each upstream step hands `step`: its output's digest, and for one that
+        declares output files, that digest with theirs (a command below reads those
+        files: one that changed must rerun it even when the upstream printed the same)."""
+        upstream: dict[str, str | None] = {}
+        for name in sorted(set(step.depends_on)):
+            digest, files = results[name].digest, wf.step(name).outputs
+            if files and digest is not None:
+                made = {rel: self.fp.digest(rel) for rel in files}
+                digest = hashing.digest_json({"output": digest, "outputs": made})
+            upstream[name] = digest
+        return upstream
 
     def components(
         self, step: Step, spec: UnitSpec, upstream: dict[str, str | None]
