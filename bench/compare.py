@@ -293,6 +293,8 @@ class Bench:
             e.extra.update(rebuilt=len(rebuilt), expected=0, exact=not rebuilt)
             if e.probe.rc != 0:
                 e.status, e.extra["note"] = "error", e.probe.tail[-400:]
+            elif rebuilt:  # a wrong build is not timed
+                e.status, e.extra["note"] = "wrong", f"a no-op rebuilt {len(rebuilt)} outputs"
             e.runs = runs_for(e.probe.wall, self.a.noop_runs, self.a.cell_budget)
         if store:
             interleave(entries, self.env, self.a.max_seconds)
@@ -315,6 +317,9 @@ class Bench:
             e.extra.update(rebuilt=len(rebuilt), expected=len(expected), exact=rebuilt == expected)
             if e.probe.rc != 0:
                 e.status, e.extra["note"] = "error", e.probe.tail[-400:]
+            elif rebuilt != expected:  # a wrong build is not timed
+                note = f"rebuilt {len(rebuilt)} outputs, {len(expected)} expected"
+                e.status, e.extra["note"] = "wrong", note
             e.runs = runs_for(e.probe.wall, self.a.runs, self.a.cell_budget)
         interleave(entries, self.env, self.a.max_seconds)
         self.cell("incr", shape, n, entries, load0, touched=touch)
