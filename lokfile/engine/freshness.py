@@ -95,9 +95,9 @@ class Freshness:
         upstream: dict[str, str | None] = {}
         for name in sorted(set(step.depends_on)):
             digest, files = results[name].digest, wf.step(name).outputs
-            if files and digest is not None:
-                made = {rel: self.fp.digest(rel) for rel in files}
-                digest = hashing.digest_json({"output": digest, "outputs": made})
+            if files and digest is not None:  # paths hold no NUL: the joint is unambiguous
+                made = "".join(f"\0{rel}\0{self.fp.digest(rel)}" for rel in files)
+                digest = hashing.digest_text(digest + made)
             upstream[name] = digest
         return upstream
 
