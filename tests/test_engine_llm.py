@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -394,3 +397,39 @@ def test_status_after_a_loop_list_grew_says_how_many_items_are_new(project: Path
     doc = run_json(project, "grow")
     assert {s["name"]: s["reason"] for s in doc["steps"]} == rows
     assert [c["prompt"] for c in calls(project)].count("about z") == 1
+
+
+def test_an_answer_is_durable_while_the_step_below_it_runs(project: Path) -> None:
+    # a kill -9 of the coordinator while the step below an answer runs must not cost
+    # the call again
+    flow = """
+        name = "then"
+        [[steps]]
+        name = "ask"
+        backend = "alpha"
+        prompt = "once"
+        [[steps]]
+        name = "below"
+        shell = "touch started && sleep {pause} && echo done"
+        depends_on = ["ask"]
+    """
+    write(project, ".lok/workflows/then.toml", flow.format(pause=30))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lokfile", "run", "then"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (project / "started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "below never started"
+            time.sleep(0.02)
+        proc.kill()  # the coordinator, at once; its worker follows it
+    finally:
+        proc.kill()
+        proc.wait()
+    write(project, ".lok/workflows/then.toml", flow.format(pause=0))
+    doc = run_json(project, "then")
+    assert statuses(doc) == {"ask": "reused", "below": "ran"}
+    assert len(calls(project)) == 1
