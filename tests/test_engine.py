@@ -357,6 +357,37 @@ def test_an_output_file_rewritten_with_the_same_bytes_reruns_nothing_below(
     assert doc["steps"][1]["output"] == "ON"
 
 
+def test_a_changed_output_file_reruns_the_loop_items_below_it(project: Path) -> None:
+    # an item's key leaves out its upstream's printed list (one new item runs one item),
+    # but not the files its upstream declares: the items' command reads one
+    write(project, "src.txt", "v1\n")
+    write(
+        project,
+        ".lok/workflows/each.toml",
+        """
+        name = "each"
+        [[steps]]
+        name = "make"
+        shell = "mkdir -p out && cp src.txt out/conf.txt && echo '[1, 2]'"
+        sources = ["src.txt"]
+        outputs = ["out/conf.txt"]
+        output_format = "json"
+        [[steps]]
+        name = "items"
+        depends_on = ["make"]
+        for_each = "steps.make.output"
+        shell = "echo {{ item }} $(cat out/conf.txt)"
+        cache = true
+    """,
+    )
+    run_json(project, "each")
+    write(project, "src.txt", "v2\n")
+    doc = run_json(project, "each")
+    assert statuses(doc) == {"make": "ran", "items": "ran"}
+    assert [u["output"] for u in json.loads(doc["steps"][1]["output"])] == ["1 v2", "2 v2"]
+    assert doc["steps"][1]["reason"] == "upstream make changed"
+
+
 # -- failures ---------------------------------------------------------------
 
 

@@ -58,6 +58,13 @@ def resumed_units(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Resumed]:
     }
 
 
+class Upstream(NamedTuple):
+    """What a step's upstream steps hand it, for its key (`Freshness.upstream`)."""
+
+    digests: dict[str, str | None]  # step -> its output's digest (joined with its files')
+    files: dict[str, str]  # step -> the digest of its declared output files, when it has any
+
+
 class Freshness:
     """Decides, unit by unit, what can be reused."""
 
@@ -86,24 +93,23 @@ class Freshness:
         from_file = config.origins.get("cache.ttl_hours", "built-in") != "built-in"
         self.ttl = config.cache.ttl_hours if from_file else None
 
-    def upstream(
-        self, step: Step, wf: Workflow, results: dict[str, StepResult]
-    ) -> dict[str, str | None]:
+    def upstream(self, step: Step, wf: Workflow, results: dict[str, StepResult]) -> Upstream:
         """What each upstream step hands `step`: its output's digest, and for one that
         declares output files, that digest with theirs (a command below reads those
         files: one that changed must rerun it even when the upstream printed the same)."""
-        upstream: dict[str, str | None] = {}
+        digests: dict[str, str | None] = {}
+        files: dict[str, str] = {}
         for name in sorted(set(step.depends_on)):
-            digest, files = results[name].digest, wf.step(name).outputs
-            if files and digest is not None:  # paths hold no NUL: the joint is unambiguous
-                made = "".join(f"\0{rel}\0{self.fp.digest(rel)}" for rel in files)
-                digest = hashing.digest_text(digest + made)
-            upstream[name] = digest
-        return upstream
+            digest, declared = results[name].digest, wf.step(name).outputs
+            if declared and digest is not None:  # paths hold no NUL: the joint is unambiguous
+                files[name] = hashing.digest_text(
+                    "".join(f"\0{rel}\0{self.fp.digest(rel)}" for rel in declared)
+                )
+                digest = hashing.digest_text(digest + files[name])
+            digests[name] = digest
+        return Upstream(digests, files)
 
-    def components(
-        self, step: Step, spec: UnitSpec, upstream: dict[str, str | None]
-    ) -> dict[str, Any]:
+    def components(self, step: Step, spec: UnitSpec, upstream: Upstream) -> dict[str, Any]:
         """Everything that determines this unit's result: its key components."""
         comp: dict[str, Any] = {
             "schema": hashing.KEY_SCHEMA,
@@ -121,9 +127,12 @@ class Freshness:
             comp["backend"] = spec.backend.identity()
             comp["options"] = step.generation_options
         # A loop item's key holds its item and its rendered text, not the whole upstream
-        # output: growing a list of 500 by one runs one item.
+        # output: growing a list of 500 by one runs one item. The files an upstream
+        # declares it does hold: an item's command may read them.
         if spec.item is None:
-            comp["upstream"] = upstream
+            comp["upstream"] = upstream.digests
+        elif upstream.files:
+            comp["upstream_files"] = upstream.files
         if spec.inputs:
             comp["inputs"] = spec.inputs
         if spec.sample is not None:
@@ -150,7 +159,7 @@ class Freshness:
         return comp
 
     def judge(
-        self, step: Step, spec: UnitSpec, upstream: dict[str, str | None]
+        self, step: Step, spec: UnitSpec, upstream: Upstream
     ) -> tuple[Unit, str | None]:
         """(the unit, None) when it is fresh and settled; (the unit, why) when it must run."""
         comp = self.components(step, spec, upstream)

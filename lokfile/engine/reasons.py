@@ -62,6 +62,7 @@ def explain(
         return LAST_FAILED if failed else NEVER_RUN
     for label, old, new in (
         ("upstream {} changed", previous.get("upstream"), components.get("upstream")),
+        ("upstream {} changed", previous.get("upstream_files"), components.get("upstream_files")),
         ("source changed: {}", previous.get("sources"), components.get("sources")),
         ("env changed: {}", previous.get("env"), components.get("env")),
     ):
