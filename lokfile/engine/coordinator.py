@@ -277,7 +277,7 @@ class Coordinator:
             for unit, result in dispatch.finished(0.1):
                 self._unit_done(unit, result)
             # an answer or an edit is durable before anything starts (shell results: above)
-            if not self.recorder.can_wait():
+            if self.recorder.urgent:
                 self.recorder.commit()
             self.onecall.heartbeat()
             self.report.tick()

@@ -54,12 +54,9 @@ class Recorder:
         self.attempts: list[tuple[str, str, str, dict[str, Any], str]] = []
         self.leases = leases  # the keys this run claims (lokfile/store/leases.py)
         self.done: list[str] = []  # keys whose call ended: their leases go with their rows
-        self.urgent = False  # a buffered result cost a call or touched the tree
-
-    def can_wait(self) -> bool:
-        """Nothing buffered must be durable before the next job starts: only shell
-        commands finished (one lost to a kill -9 runs again, no call is paid twice)."""
-        return not self.urgent
+        # a buffered result cost a call or touched the tree: durable before the next job
+        # starts (only shell commands buffered: one lost to a kill -9 merely runs again)
+        self.urgent = False
 
     def unit_done(self, unit: Unit, result: JobResult) -> None:
         """A job finished: its key (when it succeeded) and its attempt, to name later reasons."""

@@ -136,10 +136,13 @@ def _no_space(folder: Path) -> bool:
     return st.f_bavail * st.f_frsize < 64 * 1024
 
 
+_BUSY_S = 60.0  # how long a statement waits for another process's lock
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, factory=_Connection)
+    conn = sqlite3.connect(str(path), timeout=_BUSY_S, isolation_level=None, factory=_Connection)
     conn.lok_path = path
-    conn.execute("PRAGMA busy_timeout = 60000")
+    conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_S * 1000)}")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version < SCHEMA_VERSION:
         _wal(conn)
@@ -164,11 +167,12 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _wal(conn: sqlite3.Connection, patience_s: float = 60.0) -> None:
+def _wal(conn: sqlite3.Connection) -> None:
     """Switch a new history to write-ahead logging. SQLite answers "database is locked"
     at once, without the busy wait, when another process is setting up the same new
-    file (two runs started together in a fresh project): tried again meanwhile."""
-    deadline = time.monotonic() + patience_s
+    file (two runs started together in a fresh project): tried again meanwhile, for as
+    long as the busy wait would have waited."""
+    deadline = time.monotonic() + _BUSY_S
     while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
