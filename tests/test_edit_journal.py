@@ -210,7 +210,7 @@ def test_stopping_edit_steps_at_random_moments_always_leaves_the_tree_as_it_was(
             code = run.wait()
             try:
                 # A worker inside an edit puts the files back before it exits (it may take up
-                # to RESTORE_WAIT_S; its one syncfs waits on the whole disk of a busy machine).
+                # to RESTORE_WAIT_S; each restored file is flushed to disk).
                 wait_gone(mark, timeout=RESTORE_WAIT_S + 5)
             except AssertionError as exc:
                 raise AssertionError(f"trial {trial}: {phase}, {how}: {exc}\n{run.err}") from None

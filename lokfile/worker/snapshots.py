@@ -160,9 +160,9 @@ def apply_plan(
 def restore(manifest: dict[str, Any], root: Path, store: Blobs) -> list[str]:
     """Put every file of a snapshot back as it was before; remove created files and folders.
 
-    Everything is on disk before this returns (one filesystem sync after all the writes,
-    not one per file: a stopping worker finishes a restore quickly), so a journal may
-    then go.
+    Everything is on disk before this returns (the files are flushed after all the
+    writes, not one by one between them: a stopping worker finishes a restore quickly),
+    so a journal may then go.
     """
     real_root = root.resolve()
     restored = []
@@ -182,7 +182,8 @@ def restore(manifest: dict[str, Any], root: Path, store: Blobs) -> list[str]:
         try:
             (real_root / d).rmdir()
         except OSError:
-            pass  # not empty any more: something else lives there now
+            continue  # not empty any more: something else lives there now
+        touched.append(real_root / d)  # its parent folder's entry is flushed
     sync_files(touched)
     return restored
 
@@ -291,18 +292,15 @@ def fsync_dir(folder: Path) -> None:
 
 
 def sync_files(paths: list[Path]) -> None:
-    """Make `paths` (and their folders' entries) durable: one syncfs(2) of the filesystem
-    that holds them where Linux offers it (one flush, however many files), else an
-    fsync of each file and folder."""
-    if not paths:
-        return
-    if _syncfs(paths[0].parent):
-        return
+    """Make `paths` (and their folders' entries) durable: an fsync of each file, then of
+    each folder once. Not syncfs(2): that one waits for every writer on the filesystem,
+    so a stopping worker's restore on a busy disk would take as long as the disk's
+    backlog; each fsync waits for lok's own bytes only."""
     for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
-            continue  # removed again: nothing to make durable
+            continue  # removed (the restore deleted a created file): nothing to flush
         try:
             os.fsync(fd)
         finally:
@@ -312,21 +310,3 @@ def sync_files(paths: list[Path]) -> None:
             fsync_dir(folder)
         except OSError:
             pass  # a folder removed since
-
-
-def _syncfs(folder: Path) -> bool:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = libc.syncfs
-    except (OSError, AttributeError):
-        return False
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
-        return bool(syncfs(fd) == 0)
-    finally:
-        os.close(fd)
