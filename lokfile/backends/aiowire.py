@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from urllib.parse import SplitResult, urlsplit
 
@@ -43,11 +45,15 @@ class _Lost(Exception):
 def direct(url: str) -> bool:
     """Can `url` be sent straight to its host (no proxy named for it in the
     environment), over http or https?"""
-    import urllib.request
-
     split = urlsplit(url)
     if split.scheme not in ("http", "https") or not split.hostname:
         return False
+    if sys.platform not in ("darwin", "win32") and not any(
+        name.lower().endswith("_proxy") for name in os.environ
+    ):
+        return True  # no proxy variable at all (all urllib reads here): no need to import it
+    import urllib.request
+
     proxies = urllib.request.getproxies()
     if not (proxies.get(split.scheme) or proxies.get("all")):
         return True

@@ -199,10 +199,9 @@ class _Loop:
         try:
             self.loop.run_forever()
         finally:
+            # the last answers go out; the kept-alive sockets close as the process exits
+            # (_lane_main): closing 128 of them on the loop first took 8 ms of every run
             self._flush()
-            self.pool.close()
-            self.loop.run_until_complete(asyncio.sleep(0))  # let the closed sockets go
-            self.loop.close()
 
     def _incoming(self) -> None:
         """Read what the coordinator sent: jobs, cancels, the stop."""
