@@ -389,8 +389,9 @@ INLINE_DEPTH = 4  # a JSON value this deep goes on one line: a loop item of a ru
 
 def json_text(document: Any) -> str:
     """The one way a command's JSON document is written: UTF-8 kept, indented by two
-    spaces down to INLINE_DEPTH, where each value takes one line (written by json's C
-    encoder: a run of 2000 loop items is 5 ms of text, not the 50 of indenting all)."""
+    spaces down to INLINE_DEPTH, where each value takes one line, written by json's C
+    encoder (a run of 2000 loop items: 6 ms of text, against 17 for indent=2, which only
+    json's Python encoder writes)."""
     import json
 
     inline = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode

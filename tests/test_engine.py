@@ -780,3 +780,30 @@ def test_forcing_an_unknown_step_names_the_real_option(project: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[0] == "Error: --force b: no step 'b' in workflow 'one'"
     assert "--force-step" not in proc.stderr
+
+
+def test_the_json_of_a_loop_gives_each_item_one_line_of_its_own(project: Path) -> None:
+    # a loop of thousands of items is written at the C encoder's speed, one item a line,
+    # with every value as json itself would write it (the document above stays indented)
+    write(
+        project,
+        ".lok/workflows/loop.toml",
+        """
+        name = "loop"
+        [[steps]]
+        name = "each"
+        for_each = '["a", "é \\" quoted", "tab\\tin", "3"]'
+        shell = "printf '%s\\n' {{ item }}"
+    """,
+    )
+    proc = lok(project, "run", "--json", "loop")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "{" and '  "steps": [' in lines
+    units = doc["steps"][0]["units"]
+    assert [u["unit"] for u in units] == ["item:0", "item:1", "item:2", "item:3"]
+    assert [u["output"] for u in units] == ["a", 'é " quoted', "tab\tin", "3"]
+    for unit in units:
+        line = json.dumps(unit, ensure_ascii=False, separators=(", ", ": "))
+        assert any(text.strip().rstrip(",") == line for text in lines), line

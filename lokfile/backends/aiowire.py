@@ -51,7 +51,7 @@ def direct(url: str) -> bool:
     if sys.platform not in ("darwin", "win32") and not any(
         name.lower().endswith("_proxy") for name in os.environ
     ):
-        return True  # no proxy variable at all (all urllib reads here): no need to import it
+        return True  # on Linux urllib looks only at *_proxy variables: none, no proxy
     import urllib.request
 
     proxies = urllib.request.getproxies()
