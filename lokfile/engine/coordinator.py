@@ -31,7 +31,7 @@ from lokfile.engine import reasons as plan
 from lokfile.engine.context import TemplateContext
 from lokfile.engine.dispatch import Dispatch
 from lokfile.engine.fingerprint import Fingerprinter
-from lokfile.engine.freshness import Freshness, resumed_units
+from lokfile.engine.freshness import Freshness, Upstream, resumed_units
 from lokfile.engine.onecall import for_run
 from lokfile.engine.ready import ReadyQueue
 from lokfile.engine.recorder import Recorder
@@ -91,6 +91,7 @@ class _Live:
     units: list[Unit]
     pending: int
     started: float
+    upstream: Upstream  # what its upstream steps handed it, once for all its units
 
 
 class Coordinator:
@@ -408,11 +409,11 @@ class Coordinator:
             why = "template error" if isinstance(exc, TemplateError) else "cannot start"
             self._finish_step_now(step, Status.FAILED, why, error=exc.message)
             return False
-        units = []
+        units, upstream = [], self.freshness.upstream(step, self.wf, self.results)
         for spec in specs:
-            units.append(self._resolve(step, spec))
+            units.append(self._resolve(step, spec, upstream))
             self.dispatch.start_if_full()
-        live = _Live(step=step, units=units, pending=0, started=time.time())
+        live = _Live(step=step, units=units, pending=0, started=time.time(), upstream=upstream)
         self.live[step.name] = live
         for unit in units:
             if unit.status is None:
@@ -434,9 +435,8 @@ class Coordinator:
 
     # -- keys and freshness -------------------------------------------------
 
-    def _resolve(self, step: Step, spec: UnitSpec) -> Unit:
+    def _resolve(self, step: Step, spec: UnitSpec, upstream: Upstream) -> Unit:
         """A unit with its key: settled from the store when fresh, else queued to run."""
-        upstream = self.freshness.upstream(step, self.wf, self.results)
         unit, why = self.freshness.judge(step, spec, upstream)
         if why is None:
             return unit
@@ -495,7 +495,7 @@ class Coordinator:
         """All units resolved: combine them (maybe adding a synthesis unit), then finish."""
         extra = combine(live.step, live.units, self.unit_env)
         if extra is not None:
-            unit = self._resolve(live.step, extra)
+            unit = self._resolve(live.step, extra, live.upstream)
             live.units.append(unit)
             if unit.status is None:
                 live.pending = 1
