@@ -72,14 +72,29 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+CLEAR_S = 0.1  # how long no scan may find a marked process before they count as gone
+
+
 def wait_gone(mark: str, timeout: float = 5.0) -> None:
-    """Every marked process has ended (AssertionError listing the survivors otherwise)."""
+    """Every marked process has ended (AssertionError listing the survivors otherwise).
+
+    Gone means no scan found one for CLEAR_S: a process inside execve shows an empty
+    environment for an instant, so a single empty scan can miss an orphaned step that
+    is starting its next command."""
     deadline = time.monotonic() + timeout
+    clear_since: float | None = None
     while time.monotonic() < deadline:
-        if not marked(mark):
+        now = time.monotonic()
+        if marked(mark):
+            clear_since = None
+        elif clear_since is None:
+            clear_since = now
+        elif now - clear_since >= CLEAR_S:
             return
         time.sleep(0.02)
-    raise AssertionError(f"processes outlived lok: {marked(mark)}")
+    survivors = marked(mark)
+    if survivors or clear_since is None:
+        raise AssertionError(f"processes outlived lok: {survivors}")
 
 
 def kill_marked(mark: str) -> None:
