@@ -52,6 +52,7 @@ from benchlib import (
     PYTHON,
     REPO,
     Timed,
+    Trash,
     git_state,
     load1,
     log,
@@ -186,6 +187,7 @@ class Bench:
         self.doc.setdefault("cells", [])
         self.doc.setdefault("meta", {})
         self.busy = 0.0
+        self.trash = Trash(Path(a.work) / ".trash", delete=a.clean == "delete")
 
     def settle(self) -> float:
         """Wait for the shared machine to quieten (bounded); return the 1-min load average."""
@@ -243,9 +245,11 @@ class Bench:
         load0 = self.settle()
         for tool in self.tools:
             ws = Path(a.work) / f"{tool.name}-{g.label}"
+            self.trash.aside(ws)
             gen.write_workspace(tool, g, ws)
-            run_timed(tool.clean, ws, self.env)
-            e = Entry(tool, ws, tool.build.format(j=1), prepare=tool.clean)
+            clean = self.trash.shell(tool.clean)
+            run_timed(clean, ws, self.env)
+            e = Entry(tool, ws, tool.build.format(j=1), prepare=clean)
             e.probe = run_timed(e.build, ws, self.env, a.max_seconds, rss=True)
             if e.probe.rc != 0:
                 done = len(list((ws / "out").glob("s*.txt")))
@@ -333,9 +337,11 @@ class Bench:
         entries: list[Entry] = []
         for tool in self.tools:
             ws = Path(a.work) / f"{tool.name}-{g.label}"
+            self.trash.aside(ws)
             gen.write_workspace(tool, g, ws)
-            run_timed(tool.clean, ws, self.env)
-            e = Entry(tool, ws, tool.build.format(j=2), prepare=tool.clean)
+            clean = self.trash.shell(tool.clean)
+            run_timed(clean, ws, self.env)
+            e = Entry(tool, ws, tool.build.format(j=2), prepare=clean)
             e.probe = run_timed(e.build, ws, self.env, max(a.max_seconds, 3 * ideal), rss=True)
             if e.probe.rc != 0:
                 e.status, e.extra["note"] = "error", e.probe.tail[-400:]
@@ -463,6 +469,13 @@ def main() -> None:
     ap.add_argument("--quiet-wait", type=float, default=60.0, help="but wait no longer than this")
     ap.add_argument("--work", default="/tmp/lokbench-compare")
     ap.add_argument(
+        "--clean",
+        choices=["aside", "delete"],
+        default="aside",
+        help="how a tool's clean clears its outputs between runs: moved aside into WORK/.trash "
+        "(emptied at the end) or deleted, as before 2026-12-03 (see benchlib.Trash)",
+    )
+    ap.add_argument(
         "--lok-tee",
         action="store_true",
         help="lok's steps run `cksum … | tee out/…` instead of make's `cksum … > out/…`",
@@ -501,6 +514,7 @@ def main() -> None:
             "lok_code": git_state(a.snapshot),
             "last_command": " ".join(shlex.quote(x) for x in sys.argv),
             "lok_command": "cksum … | tee out/…" if a.lok_tee else "cksum … > out/… (as make)",
+            "clean": a.clean,
         }
     )
     save_json(bench.path, bench.doc)
@@ -522,6 +536,7 @@ def main() -> None:
         for n in [int(x) for x in a.par_sizes.split(",")]:
             log(f"par N={n} (elapsed {time.time() - t0:.0f} s, load {load1()})")
             bench.par(n)
+    bench.trash.empty()
     log(f"done in {time.time() - t0:.0f} s -> {bench.path}")
 
 

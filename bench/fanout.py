@@ -7,7 +7,8 @@ lok talks to it through an `ollama` backend with `concurrency = C` and runs
 `lok run -j J fanout`, one step whose for_each is a literal list of N prompts.
 
 Measured per configuration:
-  * cold runs (fresh .lok each time): wall time, the ideal N x latency / C,
+  * cold runs (a fresh store and lok.db each time, the old ones moved aside, see
+    benchlib.Trash): wall time, the ideal N x latency / C,
     efficiency = ideal / wall, and the server's own view (first request to
     last answer, peak requests in flight);
   * peak memory: summed RSS of lok and every process under it, sampled every
@@ -51,6 +52,7 @@ from benchlib import (
     BENCH_DIR,
     REPO,
     RssSampler,
+    Trash,
     git_state,
     load1,
     log,
@@ -195,9 +197,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def write_project(ws: Path, url: str, prompts: int, concurrency: int) -> None:
+def write_project(
+    ws: Path, url: str, prompts: int, concurrency: int, trash: Trash | None = None
+) -> None:
     """lok.toml with the slow backend, and .lok/workflows/fanout.toml with N prompts."""
-    if ws.exists():
+    if trash is not None:
+        trash.aside(ws)
+    elif ws.exists():
         shutil.rmtree(ws)
     (ws / ".lok" / "workflows").mkdir(parents=True)
     (ws / "lok.toml").write_text(
@@ -301,6 +307,7 @@ def bench_config(
     cold_runs: int,
     quiet: tuple[float, float],
     retry_after: int | None = None,
+    trash: Trash | None = None,
 ) -> dict[str, Any]:
     """Cold runs (fresh .lok each) and one no-change rerun for one configuration
     (against a rate-limiting server when `retry_after` is set)."""
@@ -309,18 +316,19 @@ def bench_config(
         if retry_after is None
         else RateLimitedServer(latency, conc, retry_after)
     )
+    trash = trash or Trash(work / ".trash")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         ws = work / f"fanout-{prompts}-c{conc}-j{jobs}{'-429' if retry_after else ''}"
-        write_project(ws, server.url, prompts, conc)
+        write_project(ws, server.url, prompts, conc, trash)
         timeout = max(120.0, 4 * prompts * latency / conc)
         cold = []
         busy = wait_for_quiet(quiet[0], quiet[1])
         load0 = load1()
         for i in range(cold_runs):
-            shutil.rmtree(ws / ".lok" / "runs", ignore_errors=True)
+            trash.aside(ws / ".lok" / "runs")  # the run folders and the store
             for f in (ws / ".lok").glob("lok.db*"):
-                f.unlink()
+                trash.aside(f)
             r = one_run(lok, ws, jobs, server, timeout)
             cold.append(r)
             log(
@@ -414,6 +422,13 @@ def main() -> None:
     ap.add_argument("--quiet-cores", type=float, default=0.5, help="see compare.py")
     ap.add_argument("--quiet-wait", type=float, default=60.0)
     ap.add_argument("--work", default="/tmp/lokbench-fanout")
+    ap.add_argument(
+        "--clean",
+        choices=["aside", "delete"],
+        default="aside",
+        help="how a cold run's .lok/runs and lok.db are cleared: moved aside into WORK/.trash "
+        "(emptied at the end) or deleted, as before 2026-12-03 (see benchlib.Trash)",
+    )
     ap.add_argument("--results", default=str(BENCH_DIR / "results" / "fanout.json"))
     a = ap.parse_args()
 
@@ -428,7 +443,9 @@ def main() -> None:
         "lok": lok,
         "lok_code": git_state(a.snapshot),
         "last_command": " ".join(sys.argv),
+        "clean": a.clean,
     }
+    trash = Trash(work / ".trash", delete=a.clean == "delete")
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"  # loopback never goes through a proxy
     for spec in a.configs.split(","):
         fields = spec.split(":")
@@ -448,6 +465,7 @@ def main() -> None:
             a.cold_runs,
             (a.quiet_cores, a.quiet_wait),
             retry_after,
+            trash,
         )
         log(
             f"  -> median {rec['cold_median']:.2f} s vs ideal {rec['ideal']:.2f} s: "
@@ -460,6 +478,7 @@ def main() -> None:
         doc["configs"] = [c for c in doc["configs"] if key(c) != key(rec)]
         doc["configs"].append(rec)
         save_json(path, doc)
+    trash.empty()
 
 
 if __name__ == "__main__":
