@@ -198,10 +198,13 @@ def snapshot_lok(rev: str, work: Path) -> str:
         f"#!{PYTHON}\n"
         "import sys\n"
         f"sys.path.insert(0, {str(dest)!r})\n"
-        "try:\n"
-        "    from lokfile.__main__ import main\n"
-        "except ImportError:  # a commit from before lokfile/__main__.py had main()\n"
-        "    from lokfile.cli import main\n"
+        "try:  # the `lok` command's own entry point (since 2026-12-03)\n"
+        "    from lokfile.__main__ import entry as main\n"
+        "except ImportError:\n"
+        "    try:\n"
+        "        from lokfile.__main__ import main\n"
+        "    except ImportError:  # a commit from before lokfile/__main__.py had main()\n"
+        "        from lokfile.cli import main\n"
         "sys.exit(main())\n"
     )
     launcher.chmod(0o755)

@@ -476,6 +476,12 @@ def main() -> None:
         "(emptied at the end) or deleted, as before 2026-12-03 (see benchlib.Trash)",
     )
     ap.add_argument(
+        "--keep-trash",
+        action="store_true",
+        help="leave WORK/.trash at the end: deleting it slows every file created on this "
+        "VM's disk for the next minutes, so a benchmark due soon after would pay for it",
+    )
+    ap.add_argument(
         "--lok-tee",
         action="store_true",
         help="lok's steps run `cksum … | tee out/…` instead of make's `cksum … > out/…`",
@@ -536,7 +542,8 @@ def main() -> None:
         for n in [int(x) for x in a.par_sizes.split(",")]:
             log(f"par N={n} (elapsed {time.time() - t0:.0f} s, load {load1()})")
             bench.par(n)
-    bench.trash.empty()
+    if not a.keep_trash:
+        bench.trash.empty()
     log(f"done in {time.time() - t0:.0f} s -> {bench.path}")
 
 

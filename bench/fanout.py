@@ -429,6 +429,12 @@ def main() -> None:
         help="how a cold run's .lok/runs and lok.db are cleared: moved aside into WORK/.trash "
         "(emptied at the end) or deleted, as before 2026-12-03 (see benchlib.Trash)",
     )
+    ap.add_argument(
+        "--keep-trash",
+        action="store_true",
+        help="leave WORK/.trash at the end: deleting it slows every file created on this "
+        "VM's disk for the next minutes, so a benchmark due soon after would pay for it",
+    )
     ap.add_argument("--results", default=str(BENCH_DIR / "results" / "fanout.json"))
     a = ap.parse_args()
 
@@ -478,7 +484,8 @@ def main() -> None:
         doc["configs"] = [c for c in doc["configs"] if key(c) != key(rec)]
         doc["configs"].append(rec)
         save_json(path, doc)
-    trash.empty()
+    if not a.keep_trash:
+        trash.empty()
 
 
 if __name__ == "__main__":

@@ -316,10 +316,11 @@ def test_genai_prices_is_not_imported_by_a_run_that_prices_nothing(tmp_path: Pat
         ".lok/workflows/w.toml",
         'name = "w"\n[[steps]]\nname = "s"\nbackend = "t"\nprompt = "p"\n',
     )
-    probe = (
-        "import sys, runpy\n"
+    probe = (  # lokfile.__main__.main, the command's entry without its early exit
+        "import sys\n"
+        "from lokfile.__main__ import main\n"
         "sys.argv = ['lok', 'run', 'w']\n"
-        "try:\n    runpy.run_module('lokfile', run_name='__main__')\n"
+        "try:\n    main()\n"
         "except SystemExit:\n    pass\n"
         "print('genai_prices' in sys.modules, file=sys.stderr)\n"
     )

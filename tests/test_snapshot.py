@@ -145,11 +145,14 @@ def test_text_output_and_progress_match_the_normal_path(project: Path) -> None:
         "artifact lost",
         "key collected",
         "user config",
+        "run forgotten",
+        "history replaced",
     ],
 )
 def test_any_change_falls_back_to_the_normal_path(project: Path, change: str) -> None:
-    run_json(project, "snap")
+    first = run_json(project, "snap")
     assert snapshots(project)
+    recorded = rows(project, first["run_id"])
     if change == "source":
         write(project, "src/in.txt", "changed\n")
     elif change == "workflow":
@@ -175,6 +178,15 @@ def test_any_change_falls_back_to_the_normal_path(project: Path, change: str) ->
         conn.close()
     elif change == "user config":
         write(project, "home/.config/lok/lok.toml", '[cache]\nsalt = "new"\n')
+    elif change == "run forgotten":  # the rows a replay copies are gone (as after `lok gc`)
+        import sqlite3
+
+        conn = sqlite3.connect(project / ".lok" / "lok.db")
+        conn.execute("DELETE FROM results WHERE run_id=?", (first["run_id"],))
+        conn.commit()
+        conn.close()
+    elif change == "history replaced":  # a new lok.db: the snapshot's keys are not in it
+        (project / ".lok" / "lok.db").rename(project / "old.db")
     env = (
         {"XDG_CONFIG_HOME": str(project / "home" / ".config")} if change == "user config" else None
     )
@@ -189,6 +201,8 @@ def test_any_change_falls_back_to_the_normal_path(project: Path, change: str) ->
         "artifact lost": {"loud"},
         "key collected": {"ask"},
         "user config": {"read", "loud", "ask", "items"},  # the salt is in every key
+        "run forgotten": set(),
+        "history replaced": {"read", "loud", "ask", "items"},
     }[change]
     ran = {name for name, status in statuses(doc).items() if status == "ran"}
     assert ran == expected_ran, (change, statuses(doc))
@@ -196,6 +210,7 @@ def test_any_change_falls_back_to_the_normal_path(project: Path, change: str) ->
         assert (project / "out" / "loud.txt").read_text() == "HELLO\n"  # restored from the store
     if change == "shadowing workflow":
         assert doc["workflow"] == "shadow"
+    assert len(rows(project, doc["run_id"])) == len(recorded)  # every unit has its row
 
 
 def test_a_run_that_reads_the_environment_is_never_replayed(project: Path) -> None:

@@ -183,4 +183,7 @@ class Recorder:
 
 def _usage_json(usage: Usage) -> str | None:
     """A row's `usage` column: None for work that called no backend."""
-    return json.dumps(usage.record(), sort_keys=True) if usage.calls else None
+    return _SORTED(usage.record()) if usage.calls else None
+
+
+_SORTED = json.JSONEncoder(sort_keys=True).encode  # json.dumps(…, sort_keys=True), made once

@@ -6,7 +6,11 @@ sources, no `{{ env.… }}`, no edits, no TTL), the coordinator writes a
 snapshot: the (size, mtime_ns, inode) of every file the run depended on —
 the workflow file and every file it extends, every place the workflow name
 or the config could resolve to, each declared source and output — plus the
-values of PATH and the declared env vars, and the run's result rows.
+values of PATH and the declared env vars, the inodes of lok.db and the store
+(a fresh `.lok` is another history), and what the run recorded. What is
+checked comes first, on a line of its own, and the rest is parsed only when
+all of it still holds. The result rows stay in lok.db: a replay copies those
+of the run it repeats, as a normal no-op would record them.
 A workflow with an `apply_edits` or `verify` step never gets a snapshot: the
 files an edit touched are not among those stats, and a replayed no-op must
 never hide an edit the tree has lost (the normal path re-applies it).
@@ -35,7 +39,7 @@ from typing import Any
 
 from lokfile import __version__, hashing
 
-VERSION = 1
+VERSION = 2  # 2: a first line of what is checked, then the rest
 # every wing whose code decides keys, freshness or what a run records: a change to any
 # of their files (or to the ground floor) invalidates every snapshot
 _ENGINE_WINGS = ("engine", "templates", "workflow", "config", "store", "worker")
@@ -97,12 +101,29 @@ def eligible(workflow: Any, config: Any) -> bool:
     return True
 
 
-def write(path: Path, doc: dict[str, Any]) -> None:
-    """Write a snapshot atomically."""
+def _identity(root: Path) -> list[int | None]:
+    """Which history and store these are: the inodes of lok.db and of the objects folder
+    (a `.lok/runs` or lok.db deleted or moved since is a new one, whatever it holds)."""
+    out: list[int | None] = []
+    for p in (root / ".lok" / "lok.db", root / ".lok" / "runs" / "objects"):
+        try:
+            out.append(os.stat(p).st_ino)
+        except OSError:
+            out.append(None)
+    return out
+
+
+def write(path: Path, head: dict[str, Any], body: dict[str, Any]) -> None:
+    """Write a snapshot atomically: two lines of JSON, what `load` checks first (`head`:
+    the engine, the stats, the env, the store) and the rest (`body`), so that a snapshot
+    the world has moved on from is turned down without parsing the rest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    compact = (",", ":")  # json escapes every newline inside a string: one line each
     try:
-        tmp.write_text(json.dumps(doc, separators=(",", ":")))
+        tmp.write_text(
+            json.dumps(head, separators=compact) + "\n" + json.dumps(body, separators=compact)
+        )
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -147,7 +168,6 @@ def record(
     )
     from lokfile.engine.ready import settle_order
 
-    rows = c.db.results(c.run_id)
     steps = []
     for name_ in settle_order(c.wf):
         r = c.results[name_]
@@ -176,11 +196,14 @@ def record(
                 ],
             }
         )
-    doc = {
+    head = {
         "engine": _engine_stamp(),
-        "folder": c.run_id,  # the run folder a replay's folder links to
+        "store": _identity(root),
         "files": files,
         "env": {v: hashing.digest_text(os.environ.get(v, "\0unset")) for v in env_names},
+    }
+    body = {
+        "folder": c.run_id,  # the run folder a replay's folder links to
         "workflow": {
             "name": c.wf.name,
             "path": c.wf.path,
@@ -190,36 +213,59 @@ def record(
         "args": {"positional": list(c.opts.args), "named": c.opts.named},
         "steps": steps,
         "keys": sorted({u.key for r in c.results.values() for u in r.units if u.digest}),
-        "rows": [{k: v for k, v in row.items() if k not in ("run_id", "seq")} for row in rows],
+        # a replay copies the result rows of the run it repeats (lok.db keeps them until a
+        # `lok gc` forgets that run): how many there are, to know they are all still there
+        "rows": c.db.count_results(c.run_id),
     }
-    write(snapshot_file(root, cwd, name, args, config_file), doc)
+    write(snapshot_file(root, cwd, name, args, config_file), head, body)
 
 
-def load(path: Path) -> dict[str, Any] | None:
+def load(root: Path, path: Path) -> dict[str, Any] | None:
     """The snapshot at `path` if it still describes the world exactly; else None."""
     try:
-        doc: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            head: dict[str, Any] = json.loads(f.readline())
+            if head.get("engine") != _engine_stamp() or head.get("store") != _identity(root):
+                return None
+            for p, st in head["files"].items():
+                if _stat(p) != st:
+                    return None
+            for v, digest in head["env"].items():
+                if hashing.digest_text(os.environ.get(v, "\0unset")) != digest:
+                    return None
+            body: dict[str, Any] = json.loads(f.read())
+    except (OSError, ValueError, KeyError, AttributeError):
         return None
-    if doc.get("engine") != _engine_stamp():
-        return None
-    for p, st in doc["files"].items():
-        if _stat(p) != st:
-            return None
-    for v, digest in doc["env"].items():
-        if hashing.digest_text(os.environ.get(v, "\0unset")) != digest:
-            return None
-    return doc
+    return {**head, **body}
+
+
+# the snapshot the last replay turned down, as (path, its stat): `lok run` tries the fast
+# path before the CLI is imported and again inside it, and the second try of the same file
+# in the same state is not made (once: a long-lived process checks afresh the time after)
+_declined: tuple[str, list[int] | None] | None = None
 
 
 def replay(
     root: Path, cwd: str, name: str, args: tuple[str, ...], config_file: str | None, report: Any
 ) -> Any:
     """Record a no-op run from the snapshot, or return None when the normal path must run."""
+    global _declined
     path = snapshot_file(root, cwd, name, args, config_file)
-    if not path.is_file():
+    seen = (str(path), _stat(str(path)))
+    if seen[1] is None:
         return None
-    doc = load(path)
+    if _declined == seen:
+        _declined = None
+        return None
+    _declined = seen
+    outcome = _replay(root, path, report)
+    if outcome is not None:
+        _declined = None
+    return outcome
+
+
+def _replay(root: Path, path: Path, report: Any) -> Any:
+    doc = load(root, path)
     if doc is None:
         return None
     from lokfile.store.artifacts import Store
@@ -240,6 +286,8 @@ def replay(
     try:
         if not LocalActionCache(db).has_all(doc["keys"]):
             return None
+        if db.count_results(doc["folder"]) != doc["rows"]:
+            return None  # a `lok gc` forgot the run it repeats
         return _record_replay(root, doc, store, db, report)
     finally:
         db.close()
@@ -268,7 +316,6 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         path=wf_doc["path"],
     )
     run_id = new_run_id()
-    report(RunStarted(run_id, workflow.name, workflow.description, len(workflow.step_names)))
     results: dict[str, StepResult] = {}
     spans: list[tuple[float, float]] = []
     for s in doc["steps"]:
@@ -308,29 +355,17 @@ def _record_replay(root: Path, doc: dict[str, Any], store: Any, db: Any, report:
         wall=0.0,
         saved=saved,
     )
-    with db.transaction():
-        db.mark_abandoned_runs()
-        db.start_run(run_id, workflow.name, workflow.path, args, None)
-        rows = []
-        for seq, row in enumerate(doc["rows"], 1):
-            reused = bool(Status(row["status"]))
-            rows.append(
-                {
-                    **row,
-                    "run_id": run_id,
-                    "seq": seq,
-                    "status": Status.REUSED.value if reused else row["status"],
-                    "reason": "fresh" if reused else row["reason"],
-                    "attempts": 0,
-                    "started": 0.0,
-                    "ended": 0.0,
-                    "duration": 0.0,
-                    "worker": None if reused else row.get("worker"),
-                }
-            )
-        db.record_results(rows)
-        counts = {Status.REUSED.value: len(results)}
-        db.finish_run(run_id, RunStatus.SUCCEEDED.value, counts, saved, None, outcome.cost)
+    try:
+        with db.transaction():
+            db.mark_abandoned_runs()
+            db.start_run(run_id, workflow.name, workflow.path, args, None)
+            if db.replay_results(doc["folder"], run_id) != doc["rows"]:
+                raise LookupError  # a `lok gc` forgot that run since: all of this rolls back
+            counts = {Status.REUSED.value: len(results)}
+            db.finish_run(run_id, RunStatus.SUCCEEDED.value, counts, saved, None, outcome.cost)
+    except LookupError:
+        return None
+    report(RunStarted(run_id, workflow.name, workflow.description, len(workflow.step_names)))
     base = doc.get("folder")
     if not (base and store.alias_run(run_id, base)):
         _write_folder(store, run_id, workflow, args, t0, results, outcome)

@@ -282,6 +282,37 @@ def vote(answers: list[tuple[str, str]], weights: dict[str, float] | None) -> tu
     raise AssertionError("unreachable")
 
 
+_FLAT = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+_TREE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, indent=2).encode
+
+
+def loop_json(rows: list[dict[str, Any]]) -> str:
+    """`json.dumps(rows, indent=2, sort_keys=True, ensure_ascii=False)`, byte for byte, for a
+    list of objects (a loop's output): json's indenting encoder is pure Python, 25 ms for
+    2000 items, so each value goes through the C encoder and only the frame is written
+    here (a nested value through the indenting one, moved in to its depth)."""
+    if not rows:
+        return "[]"
+
+    def value(v: Any) -> str:
+        if isinstance(v, (dict, list, tuple)) and v:
+            return _TREE(v).replace("\n", "\n    ")  # json writes a newline in a string as \n
+        return _FLAT(v)
+
+    return (
+        "[\n"
+        + ",\n".join(
+            "  {\n"
+            + ",\n".join(f"    {_FLAT(k)}: {value(row[k])}" for k in sorted(row))
+            + "\n  }"
+            if row
+            else "  {}"
+            for row in rows
+        )
+        + "\n]"
+    )
+
+
 def aggregate(
     step: Step, units: list[Unit], env: UnitEnv
 ) -> tuple[str, str | None, bool, str | None, str | None]:
@@ -294,7 +325,7 @@ def aggregate(
             | ({"item": u.spec.item} if step.for_each is not None else {})
             for u in units
         ]
-        text = json.dumps(rows, indent=2, sort_keys=True, ensure_ascii=False)
+        text = loop_json(rows)
         ok = all(u.success for u in units)
         failed = [u for u in units if u.status is Status.FAILED]
         what = "items" if step.for_each is not None else "samples"

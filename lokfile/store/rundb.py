@@ -356,6 +356,38 @@ class RunDB:
         sql = f"INSERT OR REPLACE INTO results ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})"
         self.conn.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
 
+    def count_results(self, run_id: str) -> int:
+        """How many result rows run `run_id` has."""
+        found: int = self.conn.execute(
+            "SELECT count(*) FROM results WHERE run_id=?", (run_id,)
+        ).fetchone()[0]
+        return found
+
+    def replay_results(self, source: str, run_id: str) -> int:
+        """Copy run `source`'s result rows into run `run_id` as a no-op records them: each
+        success reused ("fresh", no attempts, no time, no worker), anything else as it
+        was, numbered from 1 in their order (lokfile.engine.snapshot). How many it copied."""
+        cols = [row[1] for row in self.conn.execute("PRAGMA table_info(results)")]
+        ok = "status IN ('ran', 'reused')"
+        pick = {
+            "run_id": "?",
+            "seq": "ROW_NUMBER() OVER (ORDER BY seq)",
+            "status": f"CASE WHEN {ok} THEN 'reused' ELSE status END",
+            "reason": f"CASE WHEN {ok} THEN 'fresh' ELSE reason END",
+            "attempts": "0",
+            "started": "0.0",
+            "ended": "0.0",
+            "duration": "0.0",
+            "worker": f"CASE WHEN {ok} THEN NULL ELSE worker END",
+        }
+        values = ",".join(pick.get(c, c) for c in cols)
+        copied: int = self.conn.execute(
+            f"INSERT OR REPLACE INTO results ({','.join(cols)}) "
+            f"SELECT {values} FROM results WHERE run_id=?",
+            (run_id, source),
+        ).rowcount
+        return copied
+
     def has_keys(self, keys: list[str]) -> bool:
         """Do successful results still exist for every one of these keys?"""
         for i in range(0, len(keys), 500):
