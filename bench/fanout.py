@@ -12,7 +12,8 @@ Measured per configuration:
     efficiency = ideal / wall, and the server's own view (first request to
     last answer, peak requests in flight);
   * peak memory: summed RSS of lok and every process under it, sampled every
-    50 ms, and the largest single child's ru_maxrss;
+    50 ms, and the largest single child's ru_maxrss, in one more cold run that
+    is not timed (the sampler is a thread of this process, the server's);
   * a rerun with nothing changed: wall time, and the requests the server saw
     (must be 0);
   * the floor: the same requests from a bare asyncio client in this process (none of
@@ -218,8 +219,12 @@ def write_project(
     )
 
 
-def one_run(lok: str, ws: Path, jobs: int, server: SlowServer, timeout: float) -> dict[str, Any]:
-    """Run lok once with the RSS sampler attached; return timings and the server's counts."""
+def one_run(
+    lok: str, ws: Path, jobs: int, server: SlowServer, timeout: float, rss: bool = False
+) -> dict[str, Any]:
+    """Run lok once; return timings and the server's counts. With `rss` the memory sampler
+    is attached: a thread of this process, which is also the server's, so a sampled run is
+    not a timed one (the server's 128 threads wait on the sampler's /proc walks)."""
     server.reset()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -230,8 +235,14 @@ def one_run(lok: str, ws: Path, jobs: int, server: SlowServer, timeout: float) -
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    with RssSampler(proc.pid) as rss:
+    sampler = RssSampler(proc.pid)
+    if rss:
+        sampler.__enter__()
+    try:
         out, err = proc.communicate(timeout=timeout)
+    finally:
+        if rss:
+            sampler.__exit__()
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     status = "?"
@@ -245,8 +256,8 @@ def one_run(lok: str, ws: Path, jobs: int, server: SlowServer, timeout: float) -
         "status": status,
         "wall": wall,
         "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-        "peak_tree_rss_mb": round(rss.peak / 2**20, 1),
-        "rss_samples": rss.samples,
+        "peak_tree_rss_mb": round(sampler.peak / 2**20, 1) if rss else None,
+        "rss_samples": sampler.samples,
         "max_child_maxrss_mb": round(after.ru_maxrss / 1024, 1),  # KiB on Linux
         "requests": server.requests,
         "peak_in_flight": server.peak_in_flight,
@@ -325,18 +336,22 @@ def bench_config(
         cold = []
         busy = wait_for_quiet(quiet[0], quiet[1])
         load0 = load1()
-        for i in range(cold_runs):
+        memory: dict[str, Any] = {}
+        for i in range(-1, cold_runs):  # -1: the memory run, sampled and not timed
             trash.aside(ws / ".lok" / "runs")  # the run folders and the store
             for f in (ws / ".lok").glob("lok.db*"):
                 trash.aside(f)
-            r = one_run(lok, ws, jobs, server, timeout)
+            r = one_run(lok, ws, jobs, server, timeout, rss=i < 0)
+            if i < 0:
+                memory = r
+                log(f"  memory run: peak RSS {r['peak_tree_rss_mb']} MB, rc {r['rc']}")
+                continue
             cold.append(r)
             log(
                 f"  cold {i + 1}: {r['wall']:.2f} s, {r['requests']} requests "
                 f"({r['rate_limited']} answered 429, {r['over_limit']} over the limit, "
                 f"{r['early_retries']} retried early), "
-                f"peak in flight {r['peak_in_flight']}, peak RSS {r['peak_tree_rss_mb']} MB, "
-                f"rc {r['rc']}"
+                f"peak in flight {r['peak_in_flight']}, rc {r['rc']}"
             )
         rerun = one_run(lok, ws, jobs, server, timeout)
         log(f"  rerun: {rerun['wall']:.3f} s, {rerun['requests']} requests, rc {rerun['rc']}")
@@ -381,7 +396,8 @@ def bench_config(
         "floor_efficiency": ideal / floor if floor else None,
         "over_floor_s": med - floor if floor else None,
         "server_span_median": statistics.median(r["server_span"] for r in cold),
-        "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in cold),
+        "peak_tree_rss_mb": memory["peak_tree_rss_mb"],
+        "memory_run": memory,
         "extrapolated_1000": med * 1000 / prompts if prompts != 1000 else None,
         "cold": cold,
         "rerun": rerun,
@@ -394,7 +410,7 @@ def bench_config(
             and r["requests"] == prompts + r["rate_limited"]
             and r["over_limit"] == 0
             and r["early_retries"] == 0
-            for r in cold
+            for r in [*cold, memory]
         )
         and rerun["rc"] == 0
         and rerun["requests"] == 0,
