@@ -15,6 +15,12 @@ Scenarios, per shape (chain, wide, diamond) and N:
   incr  rebuild after rewriting src of the middle step, -j1   prepare: rewrite it
   par   wide, middle steps `sleep 0.2`, -j2, cold     prepare: the tool's clean
 
+A tool's clean moves what it would delete into WORK/.trash (`--clean aside`, the
+default), emptied after the last cell: on this VM's journal-less ext4 a file created
+within a minute or more of thousands being deleted costs hundreds of µs of system
+time, so deleting before each run makes each run pay for the ones before it
+(benchlib.Trash). `--clean delete` deletes, as the harness did before 2026-12-03.
+
 Each scenario first runs once per tool as a probe that also verifies it
 (no-op rebuilt 0 outputs; incr rebuilt exactly the downstream set, counted by
 output mtimes against a marker; cold outputs byte-identical across tools).
