@@ -334,3 +334,20 @@ class Trash:
         """Delete what was moved aside (after the last timed run)."""
         if self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def trash_options(ap: Any, what: str) -> None:
+    """`--clean` and `--keep-trash` on an argparse parser (`what`: how the script clears)."""
+    ap.add_argument(
+        "--clean",
+        choices=["aside", "delete"],
+        default="aside",
+        help=f"how {what}: moved aside into WORK/.trash (emptied at the end) or deleted, "
+        "as before 2026-12-03 (see benchlib.Trash)",
+    )
+    ap.add_argument(
+        "--keep-trash",
+        action="store_true",
+        help="leave WORK/.trash at the end: deleting it slows every file created on this "
+        "VM's disk for the next minutes, so a benchmark due soon after would pay for it",
+    )

@@ -67,6 +67,7 @@ from benchlib import (
     save_json,
     snapshot_lok,
     summary,
+    trash_options,
     wait_for_quiet,
 )
 
@@ -474,19 +475,7 @@ def main() -> None:
     )
     ap.add_argument("--quiet-wait", type=float, default=60.0, help="but wait no longer than this")
     ap.add_argument("--work", default="/tmp/lokbench-compare")
-    ap.add_argument(
-        "--clean",
-        choices=["aside", "delete"],
-        default="aside",
-        help="how a tool's clean clears its outputs between runs: moved aside into WORK/.trash "
-        "(emptied at the end) or deleted, as before 2026-12-03 (see benchlib.Trash)",
-    )
-    ap.add_argument(
-        "--keep-trash",
-        action="store_true",
-        help="leave WORK/.trash at the end: deleting it slows every file created on this "
-        "VM's disk for the next minutes, so a benchmark due soon after would pay for it",
-    )
+    trash_options(ap, "a tool's clean clears its outputs between runs")
     ap.add_argument(
         "--lok-tee",
         action="store_true",

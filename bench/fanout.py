@@ -60,6 +60,7 @@ from benchlib import (
     machine,
     save_json,
     snapshot_lok,
+    trash_options,
     wait_for_quiet,
 )
 
@@ -438,19 +439,7 @@ def main() -> None:
     ap.add_argument("--quiet-cores", type=float, default=0.5, help="see compare.py")
     ap.add_argument("--quiet-wait", type=float, default=60.0)
     ap.add_argument("--work", default="/tmp/lokbench-fanout")
-    ap.add_argument(
-        "--clean",
-        choices=["aside", "delete"],
-        default="aside",
-        help="how a cold run's .lok/runs and lok.db are cleared: moved aside into WORK/.trash "
-        "(emptied at the end) or deleted, as before 2026-12-03 (see benchlib.Trash)",
-    )
-    ap.add_argument(
-        "--keep-trash",
-        action="store_true",
-        help="leave WORK/.trash at the end: deleting it slows every file created on this "
-        "VM's disk for the next minutes, so a benchmark due soon after would pay for it",
-    )
+    trash_options(ap, "a cold run's .lok/runs and lok.db are cleared")
     ap.add_argument("--results", default=str(BENCH_DIR / "results" / "fanout.json"))
     a = ap.parse_args()
 
