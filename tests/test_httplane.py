@@ -182,3 +182,28 @@ def test_the_lane_is_a_process_of_its_own_whose_death_ends_its_jobs_as_crashed(
     assert not pool.lane.running
     pool.submit(query(tmp_path, 2, server.url, "after"))  # a new lane takes the next query
     assert results(until_done(pool, 1))[2].output == "echo: after"
+
+
+def test_a_lane_closed_after_its_jobs_exits_by_itself_and_is_reaped(
+    server: LLMServer, tmp_path: Path
+) -> None:
+    import multiprocessing
+    import os
+
+    pool = WorkerPool(4)
+    try:
+        pool.submit(query(tmp_path, 1, server.url, "hello"))
+        assert results(until_done(pool, 1))[1].output == "echo: hello"
+        assert pool.lane is not None
+        lane = pool.lane._process
+        pid = lane.pid
+        pool.close()  # returns once the lane closed its pipe, not after its exit
+        assert pool.lane is None
+    finally:
+        pool.close(kill=True)
+    deadline = time.monotonic() + DEADLINE_S
+    while os.path.exists(f"/proc/{pid}"):  # neither running nor left a zombie
+        assert time.monotonic() < deadline, "the stopped lane did not exit or was not reaped"
+        multiprocessing.active_children()  # what lok's exit (or its next process) does
+        time.sleep(0.01)
+    assert lane.exitcode == 0  # it stopped on "stop", not on a signal

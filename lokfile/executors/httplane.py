@@ -148,16 +148,29 @@ class HTTPLane:
                 pass
 
     def close(self, kill: bool = False) -> None:
-        """Stop the lane: once its jobs are done, or with `kill` at once."""
+        """Stop the lane: once its jobs are done, or with `kill` at once.
+
+        Without `kill` this returns once the lane has closed its end of the pipe, the last
+        thing it does before it exits (`_lane_main`), and leaves the exit itself to finish
+        beside the run's last writes: tearing down a process that holds 128 kept-alive
+        sockets took 8-13 ms (bench/RESULTS.md). multiprocessing reaps it, when the next
+        process starts or as lok exits."""
         conn, process = self._conn, self._process
         if process is None:
             return
+        wait = STOP_WAIT_S
         if conn is not None:
             try:
                 conn.send(("stop", kill))
             except OSError:
                 pass
-        process.join(STOP_WAIT_S)
+            if not kill:
+                if _until_closed(conn, STOP_WAIT_S):
+                    conn.close()
+                    self._conn = self._process = None
+                    return
+                wait = 0.0  # it had its time to stop: end it now
+        process.join(wait)
         if process.is_alive():
             process.kill()
             process.join(1)
@@ -176,6 +189,7 @@ def _lane_main(conn: Any, inherited: list[Any], parent: int) -> None:
         os._exit(1)  # the coordinator died before the kernel could be told to end us
     try:
         _Loop(conn).serve()
+        conn.close()  # the coordinator stops waiting here (HTTPLane.close), not at our exit
     finally:
         os._exit(0)  # nothing inherited from the coordinator is finalized here
 
@@ -304,6 +318,20 @@ class _Loop:
             emit(execute.retry_note(job, attempt, last, delay))
             await asyncio.sleep(delay)
         return execute.result_of(job, last, attempts, calls, started)
+
+
+def _until_closed(conn: Any, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the other end of `conn` to close, dropping what it
+    still sends (nothing: the lane is stopped only once its results are in); False when
+    it stayed open."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                return False
+            conn.recv()
+        except (EOFError, OSError):
+            return True
 
 
 def _interrupted(job: Job, started: float) -> Message:
