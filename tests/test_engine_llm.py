@@ -316,6 +316,40 @@ def test_a_step_waits_out_a_429_at_the_transport_and_shows_it_without_using_its_
         (1, "ran")]
 
 
+def test_a_call_waiting_out_a_429_lends_its_backend_slot_and_the_limit_still_holds(
+    project: Path,
+) -> None:
+    from tests.servers.llm import LLMServer, prompt_of
+
+    with LLMServer(retry_after="1", latency=0.05) as server:
+        api = f'\n[backends.api]\ntype = "openai"\nurl = "{server.url}/v1"\nconcurrency = 1\n'
+        write(project, "lok.toml", CONFIG + api)
+        write(
+            project,
+            ".lok/workflows/limited.toml",
+            """
+            name = "limited"
+            [[steps]]
+            name = "ask"
+            backend = "api"
+            for_each = '["<<fail:429x1>>first", "second", "third"]'
+            prompt = "{{ item }}"
+            """,
+        )
+        doc = run_json(project, "-j", "4", "limited")
+        asked = [prompt_of("openai", r.body) for r in server.model_calls()]
+        most = server.max_inflight
+    assert doc["status"] == "succeeded", doc
+    # the next one was asked while the first waited out its Retry-After (holding its slot,
+    # the first would have gone again first), and the backend never had more than its one
+    # call at a time
+    assert asked[:2] == ["<<fail:429x1>>first", "second"], asked
+    assert sorted(asked[2:]) == ["<<fail:429x1>>first", "third"], asked
+    assert most == 1
+    rows = json.loads(doc["steps"][0]["output"])
+    assert [r["output"] for r in rows] == ["echo: first", "echo: second", "echo: third"]
+
+
 def test_a_multi_backend_step_has_one_duration_its_wall_time_and_each_backend_its_own(
     project: Path,
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lokfile.executors import Executor, JobCrashed, JobEvent, Message
+from lokfile.executors import Executor, JobCrashed, JobEvent, Message, Yielded
 from lokfile.executors.inline import InlineExecutor
 from lokfile.executors.local import WorkerPool
 from lokfile.worker.jobs import Job, JobResult, ShellJob
@@ -51,12 +51,17 @@ def job(root: Path, job_id: int, command: str, retries: int = 0) -> Job:
 
 
 def until_done(executor: Executor, count: int) -> list[Message]:
-    """Every message until `count` jobs have ended (a result or a crash each)."""
+    """Every message until `count` jobs have ended (a result or a crash each). A job that
+    asks for its slot back after a wait (`Yielded`, ready) gets it at once, as from a
+    coordinator with every slot free."""
     seen: list[Message] = []
     deadline = time.monotonic() + DEADLINE_S
-    while sum(not isinstance(m, JobEvent) for m in seen) < count:
+    while sum(isinstance(m, JobResult | JobCrashed) for m in seen) < count:
         assert time.monotonic() < deadline, f"jobs did not end: {seen}"
-        seen.extend(executor.results(0.05))
+        for msg in executor.results(0.05):
+            if isinstance(msg, Yielded) and msg.ready:
+                executor.resume(msg.job)
+            seen.append(msg)
     return seen
 
 

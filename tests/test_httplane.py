@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lokfile.executors import JobEvent
+from lokfile.executors import JobEvent, Yielded
 from lokfile.executors.local import WorkerPool
 from lokfile.model import BackendConfig
 from lokfile.store.artifacts import Store
@@ -139,6 +139,31 @@ def test_job_retries_on_the_lane_announce_each_wait(
     assert len(notes) == 2 and all("will retry in" in n for n in notes), notes
     done = results(messages)[1]
     assert done.success and done.attempts == 3 and done.output == "echo: third time"
+
+
+def test_a_call_waiting_out_a_retry_after_gives_its_slot_back_and_sends_only_once_resumed(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    with LLMServer(retry_after="0.2") as server:
+        job = query(tmp_path, 1, server.url, "<<fail:429x1>>later")
+        assert isinstance(job.work, QueryJob)
+        backend = replace(job.work.backend, extra={"max_retries": 1})
+        pool.submit(replace(job, work=replace(job.work, backend=backend)))
+        seen: list[object] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while Yielded(1, True) not in seen:
+            assert time.monotonic() < deadline, f"no request for the slot: {seen}"
+            seen.extend(pool.results(0.05))
+        assert [m for m in seen if isinstance(m, Yielded)] == [Yielded(1, False), Yielded(1, True)]
+        assert not any(isinstance(m, JobResult) for m in seen)
+        time.sleep(0.3)  # the wait is over: a lane that did not wait for its slot sends now
+        assert len(server.model_calls()) == 1
+        pool.resume(1)
+        done = results(until_done(pool, 1))[1]
+        assert done.success and done.output == "echo: later"
+        assert len(server.model_calls()) == 2
 
 
 def test_cancel_ends_a_held_query_and_close_kill_ends_the_rest(

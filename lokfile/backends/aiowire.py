@@ -23,7 +23,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import SplitResult, urlsplit
 
 from lokfile.backends import httpwire, retrying
@@ -121,9 +121,15 @@ class Pool:
         self._idle.clear()
 
 
-async def post(p: Prepared, pool: Pool, notify: Notify | None = None) -> Answer:
+async def post(
+    p: Prepared,
+    pool: Pool,
+    notify: Notify | None = None,
+    wait: Callable[[float], Awaitable[None]] | None = None,
+) -> Answer:
     """POST `p.body` and read the reply into a fresh reader, transient failures asked
-    again (each wait told to `notify`), all within `p.timeout_s`."""
+    again (each wait told to `notify`, and spent in `wait(seconds)` when given), all
+    within `p.timeout_s`."""
     where = f"POST {p.url}"
     secrets = list(p.secrets)
     split = urlsplit(p.url)
@@ -141,7 +147,7 @@ async def post(p: Prepared, pool: Pool, notify: Notify | None = None) -> Answer:
                 ErrorKind.TIMEOUT, f"{where} gave no complete answer within {left:g}s"
             ) from None
 
-    return await retrying.call_async(attempt, p.timeout_s, p.retries, notify)
+    return await retrying.call_async(attempt, p.timeout_s, p.retries, notify, wait)
 
 
 def _request_head(split: SplitResult, headers: dict[str, str], length: int) -> bytes:

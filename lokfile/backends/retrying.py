@@ -120,11 +120,14 @@ async def call_async(
     timeout_s: float | None,
     retries: int,
     notify: Notify | None = None,
+    wait: Callable[[float], Awaitable[None]] | None = None,
 ) -> T:
     """`call` for a coroutine: the same decisions, each wait an asyncio sleep (the
-    event loop runs the other calls meanwhile)."""
+    event loop runs the other calls meanwhile), or `wait(seconds)` when given (the
+    HTTP lane's, which hands the call's slot back while it waits)."""
     import asyncio
 
+    pause = wait or asyncio.sleep
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     waited = 0.0
     retry = 0
@@ -137,5 +140,5 @@ async def call_async(
             delay = next_wait(exc, retry, retries, waited, deadline)
             if notify is not None:
                 notify(announce(exc, delay, retry, retries))
-            await asyncio.sleep(delay)
+            await pause(delay)
             waited += delay

@@ -6,6 +6,9 @@
                                       │  `[defaults] parallel = false`) another
                                       │  backend of the same step is being asked
     finished(timeout) <── JobEvent (a StepNote) · JobResult · JobCrashed
+                      <── Yielded: a job waiting out a Retry-After gave its slot
+                          back (`paused`); ready again, it is handed the next
+                          free one before any queued job (`resume`)
 
 The queue keeps its order: a job held for its backend keeps its place, and
 the jobs behind it that can run, run. A unit whose key is already queued or
@@ -27,7 +30,7 @@ from typing import NamedTuple
 
 from lokfile.engine.units import StoredEdits, Unit, UnitSpec
 from lokfile.events import StepNote, UnitStarted
-from lokfile.executors import Executor, ExecutorFactory, JobCrashed, JobEvent
+from lokfile.executors import Executor, ExecutorFactory, JobCrashed, JobEvent, Yielded
 from lokfile.model import Config, Status, Step, StepKind, Workflow
 from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 
@@ -134,6 +137,10 @@ class Dispatch:
         self.inflight: dict[int, _Queued] = {}
         self.per_backend: dict[str, int] = {}
         self.lanes: set[str] = set()  # lanes with a job running
+        # jobs that wait out a server's Retry-After without their slot, and of those the
+        # ones whose wait is over, in the order they asked for a slot again
+        self.paused: dict[int, _Queued] = {}
+        self.wanting: deque[int] = deque()
         # `parallel = false`: a step's backends are asked one after another, in list order
         self.one_backend_at_a_time = not config.defaults.parallel
         self.next_id = 1
@@ -151,7 +158,7 @@ class Dispatch:
     @property
     def idle(self) -> bool:
         """Nothing queued, waiting or running."""
-        return not self.inflight and not self.queue and not self.waiting
+        return not self.inflight and not self.queue and not self.waiting and not self.paused
 
     def take_followers(self, unit: Unit) -> list[Unit]:
         """The units that wait for `unit`'s answer (it no longer leads its key)."""
@@ -183,7 +190,10 @@ class Dispatch:
         self.queue.append(_Queued(job, unit, backend, lane))
 
     def start(self) -> None:
-        """Submit queued jobs while slots are free and their backends below their limit."""
+        """Submit queued jobs while slots are free and their backends below their limit
+        (a paused job that wants its slot back first)."""
+        if self.wanting:
+            self._resume()
         if not self.queue:
             return
         if self.executor is None:
@@ -214,6 +224,32 @@ class Dispatch:
             self.executor.submit(job)
         self.queue.extendleft(reversed(held))
 
+    def _resume(self) -> None:
+        """Hand free slots back to paused jobs that want one, in the order they asked."""
+        assert self.executor is not None
+        for job_id in list(self.wanting):
+            if len(self.inflight) >= self.slots:
+                return
+            queued = self.paused[job_id]
+            limit = self._backend_limit(queued.backend)
+            if limit and self.per_backend.get(queued.backend, 0) >= limit:
+                continue
+            self.wanting.remove(job_id)
+            del self.paused[job_id]
+            self.per_backend[queued.backend] = self.per_backend.get(queued.backend, 0) + 1
+            self.inflight[job_id] = queued
+            self.executor.resume(job_id)
+
+    def _yielded(self, msg: Yielded) -> None:
+        """A job gave its slot back for a wait, or asks for one again after it."""
+        if not msg.ready:
+            queued = self.inflight.pop(msg.job, None)
+            if queued is not None:  # its lane (`parallel = false`) stays held meanwhile
+                self.per_backend[queued.backend] -= 1
+                self.paused[msg.job] = queued
+        elif msg.job in self.paused and msg.job not in self.wanting:
+            self.wanting.append(msg.job)
+
     def start_if_full(self) -> None:
         """Start jobs once the queue alone fills the free slots (a long loop starts working
         before all its items are keyed)."""
@@ -229,16 +265,24 @@ class Dispatch:
             if self.executor is None:
                 return
         for msg in self.executor.results(timeout):
+            if isinstance(msg, Yielded):
+                self._yielded(msg)
+                continue
             if isinstance(msg, JobEvent):
-                running = self.inflight.get(msg.job)
+                running = self.inflight.get(msg.job) or self.paused.get(msg.job)
                 if running:
                     self.say(StepNote(running.unit.step, running.unit.name, msg.text))
                 continue
             job_id = msg.job if isinstance(msg, JobCrashed) else msg.id
             done = self.inflight.pop(job_id, None)
-            if done is None:
-                continue
-            self.per_backend[done.backend] -= 1
+            if done is not None:
+                self.per_backend[done.backend] -= 1
+            else:  # it ended while paused (cancelled, or out of time): no slot to give back
+                done = self.paused.pop(job_id, None)
+                if done is None:
+                    continue
+                if job_id in self.wanting:
+                    self.wanting.remove(job_id)
             self.lanes.discard(done.lane)
             result = msg if isinstance(msg, JobResult) else _crashed(msg)
             yield done.unit, result
@@ -252,7 +296,7 @@ class Dispatch:
         one at a time per lane."""
         per: dict[str, int] = {}
         lanes: set[str] = set()
-        for queued in (*self.inflight.values(), *self.queue):
+        for queued in (*self.inflight.values(), *self.paused.values(), *self.queue):
             if queued.lane:
                 if queued.lane in lanes:
                     continue
@@ -268,11 +312,13 @@ class Dispatch:
         """End every running job; the units in flight are interrupted, the queue dropped."""
         if self.executor is not None:
             self.executor.cancel_all()
-        for queued in [*self.inflight.values(), *self.waiting]:
+        for queued in [*self.inflight.values(), *self.paused.values(), *self.waiting]:
             for unit in (queued.unit, *self.take_followers(queued.unit)):
                 unit.status = Status.INTERRUPTED
                 unit.reason = reason
         self.inflight.clear()
+        self.paused.clear()
+        self.wanting.clear()
         self.waiting.clear()
         self.lanes.clear()
         self.queue.clear()

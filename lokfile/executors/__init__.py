@@ -7,6 +7,10 @@
                                                      JobResult  the outcome (its `worker`
                                                                 says where it ran)
                                                      JobCrashed no result: worker died
+                                                     Yielded    waits out a Retry-After
+                                                                without its slot, then
+                                                                asks for it again
+                   ── resume(handle) ─────────────────> that job may send again
                    ── cancel(handle) / cancel_all() ──> ends running commands
                    ── close(kill) ──────────────────> done (kill: at once)
 
@@ -30,6 +34,7 @@ from lokfile.executors.base import (
     JobCrashed,
     JobEvent,
     Message,
+    Yielded,
 )
 
 __all__ = [
@@ -39,6 +44,7 @@ __all__ = [
     "JobCrashed",
     "JobEvent",
     "Message",
+    "Yielded",
     "dask",
     "httplane",
     "inline",

@@ -1,6 +1,6 @@
 """The executor interface: what the coordinator may ask of the place jobs run.
 
-Five calls and three kinds of message; see the package docstring
+Six calls and four kinds of message; see the package docstring
 (lokfile/executors/__init__.py) for the picture. A job is a plain, picklable
 description (lokfile/worker/jobs.py) and so is everything that comes back,
 so an executor may run it in a thread, a child process or on another host.
@@ -31,7 +31,17 @@ class JobCrashed(NamedTuple):
     error: str
 
 
-Message = JobEvent | JobResult | JobCrashed
+class Yielded(NamedTuple):
+    """A running job waiting out a server's Retry-After has handed its backend slot back
+    (`ready` False); once its wait is over it asks for one again (`ready` True) and
+    sends nothing until `resume`. Only an executor that can hold a job between two
+    requests sends these (the HTTP lane); the others keep their slot while they wait."""
+
+    job: Handle
+    ready: bool
+
+
+Message = JobEvent | JobResult | JobCrashed | Yielded
 
 
 def drain(
@@ -66,6 +76,10 @@ class Executor(Protocol):
     def results(self, timeout: float | None) -> Iterator[Message]:
         """What the running jobs report within `timeout` seconds; nothing when none runs.
         Each job ends with exactly one JobResult or JobCrashed."""
+        ...
+
+    def resume(self, handle: Handle) -> None:
+        """Let a job that asked for its slot again (`Yielded`, ready) send its request."""
         ...
 
     def cancel(self, handle: Handle) -> None:

@@ -128,6 +128,9 @@ class DaskExecutor:
         self.running.discard(handle)
         self.futures.pop(handle, None)
 
+    def resume(self, handle: Handle) -> None:
+        """Never needed: a job on a Dask worker keeps its slot while it waits (no `Yielded`)."""
+
     # -- stopping ----------------------------------------------------------------
 
     def _on_workers(self, function: Any, *args: Any) -> None:

@@ -5,7 +5,8 @@
          │                                                            a job (aiowire.py)
          └── anything else ──> worker processes (a shell step, a CLI, an edit)
 
-    coordinator -> lane   ("job", Job) | ("cancel", job_id) | ("stop", kill)
+    coordinator -> lane   ("job", Job) | ("resume", job_id) | ("cancel", job_id)
+                          | ("stop", kill)
     lane -> coordinator   [Message, ...]: what its loop produced in one turn
 
 A fan-out of a thousand prompts to an Ollama, OpenAI-compatible or Anthropic
@@ -15,7 +16,11 @@ was measured on were busy with that, not with the calls (bench/RESULTS.md).
 In the lane a job is a task on one loop. It does what lokfile.worker.execute
 does for a query job: the same tries and backoff between them, the same
 transport retries, one deadline per try, the answer stored as an artifact,
-the same JobResult. The loop has a process to itself because on a thread of
+the same JobResult. One thing it does better: a call told to wait (a 429's
+Retry-After, a backoff between tries) hands its backend slot back for the wait
+(`Yielded`), so the other prompts use it, and asks for it again before it
+sends (`resume`): under a rate limit the calls in flight stay at the backend's
+`concurrency`, never above it. The loop has a process to itself because on a thread of
 the coordinator the two took turns at one interpreter lock: the coordinator's
 bookkeeping of every answer and the loop's sockets and files, each waiting for
 the other (bench/RESULTS.md, issue 12). Jobs the lane does not take: queries
@@ -43,7 +48,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from lokfile.errors import DiskFullError
-from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message
+from lokfile.executors.base import Handle, JobCrashed, JobEvent, Message, Yielded
 from lokfile.process.tree import set_parent_death_signal
 from lokfile.worker import execute
 from lokfile.worker.jobs import Job, JobResult, QueryJob
@@ -139,6 +144,14 @@ class HTTPLane:
                     self.running.discard(msg.job)
                 yield msg
 
+    def resume(self, handle: Handle) -> None:
+        """Let a job that waits for its slot (it sent `Yielded`, ready) send again."""
+        if self._conn is not None and handle in self.running:
+            try:
+                self._conn.send(("resume", handle))
+            except OSError:
+                pass
+
     def cancel(self, handle: Handle) -> None:
         """End the job's task (its request is dropped; it reports as interrupted)."""
         if self._conn is not None and handle in self.running:
@@ -201,6 +214,7 @@ class _Loop:
         self.conn = conn
         self.loop = asyncio.new_event_loop()
         self.tasks: dict[Handle, asyncio.Task[None]] = {}
+        self.gates: dict[Handle, asyncio.Future[None]] = {}  # jobs waiting for their slot
         self.outbox: list[Message] = []
         self.pool: Any = None  # aiowire.Pool, made on the loop
 
@@ -231,6 +245,10 @@ class _Loop:
                 return
             if msg[0] == "job":
                 self._begin(msg[1])
+            elif msg[0] == "resume":
+                gate = self.gates.pop(msg[1], None)
+                if gate is not None and not gate.done():
+                    gate.set_result(None)
             elif msg[0] == "cancel":
                 task = self.tasks.get(msg[1])
                 if task is not None:
@@ -301,13 +319,26 @@ class _Loop:
         def emit(text: str) -> None:
             self._put(JobEvent(job.id, text))
 
+        async def wait(seconds: float) -> None:
+            """Wait without the backend slot: give it back, sleep, ask for it again and
+            send nothing before the coordinator hands it back (`resume`)."""
+            self._put(Yielded(job.id, False))
+            await asyncio.sleep(seconds)
+            gate = self.loop.create_future()
+            self.gates[job.id] = gate
+            self._put(Yielded(job.id, True))
+            try:
+                await gate
+            finally:
+                self.gates.pop(job.id, None)
+
         attempts = 0
         calls: list[dict[str, Any]] = []
         for attempt in range(job.retries + 1):
             attempts += 1
             try:
                 request = execute.query_request(work, job.cwd, job.timeout_s, emit)
-                answer = await aiowire.post(backend.prepare(request), self.pool, emit)
+                answer = await aiowire.post(backend.prepare(request), self.pool, emit, wait)
                 last = execute.query_answered(answer)
             except Exception as exc:  # a BackendError, or a backend's own bug
                 last = execute.query_failed(work, exc)
@@ -316,7 +347,7 @@ class _Loop:
                 break
             delay = execute.backoff_delay(job.retry_delay_s, attempt + 1, last.retry_after)
             emit(execute.retry_note(job, attempt, last, delay))
-            await asyncio.sleep(delay)
+            await wait(delay)
         return execute.result_of(job, last, attempts, calls, started)
 
 

@@ -76,6 +76,9 @@ class InlineExecutor:
         if self.running:
             yield from drain(self.inbox, timeout, self.running.discard)
 
+    def resume(self, handle: Handle) -> None:
+        """Never needed: a job on a thread keeps its slot while it waits (no `Yielded`)."""
+
     def cancel(self, handle: Handle) -> None:
         with self.lock:
             self.cancelled.add(handle)

@@ -153,6 +153,11 @@ class WorkerPool:
         if worker is not None:
             worker.running.discard(job_id)
 
+    def resume(self, handle: Handle) -> None:
+        """Let a lane job that waits for its slot send again (workers never yield one)."""
+        if self.lane is not None:
+            self.lane.resume(handle)
+
     def cancel(self, handle: Handle) -> None:
         """Ask the worker running job `handle` to end its command (the lane: its task)."""
         if self.lane is not None and handle in self.lane.running:
