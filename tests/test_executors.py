@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,3 +129,53 @@ def test_a_command_gets_no_descriptor_that_lok_inherited(
         os.close(write_end)
     assert done.success, done.error
     assert done.output == "closed"
+
+
+def _sockets(pid: int) -> set[int]:
+    """The inodes of the sockets process `pid` holds open."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[len("socket:[") : -1]))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_each_worker_holds_no_end_of_the_coordinators_pipes(tmp_path: Path) -> None:
+    # a worker holding a copy of the coordinator's end of its own pipe never sees that end
+    # close when lok dies (it waits on it for its next job)
+    pool = WorkerPool(2)
+    try:
+        for i in (1, 2):
+            pool.submit(job(tmp_path, i, f"touch up{i}; sleep 20"))
+        assert len(pool.workers) == 2
+        deadline = time.monotonic() + DEADLINE_S
+        while not all((tmp_path / f"up{i}").exists() for i in (1, 2)):  # both workers run
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        ours = {os.fstat(w.conn.fileno()).st_ino for w in pool.workers}
+        for w in pool.workers:
+            assert not _sockets(w.process.pid) & ours
+    finally:
+        pool.close(kill=True)
+
+
+def test_a_worker_killed_while_another_lives_fails_its_job_as_crashed(tmp_path: Path) -> None:
+    # the first worker was forked while the second one's end was still open in lok: had it
+    # kept that copy, lok would never see the second one's death, and would wait for ever
+    pool = WorkerPool(2)
+    try:
+        for i in (1, 2):
+            pool.submit(job(tmp_path, i, "sleep 20"))
+        last = pool.workers[-1]
+        [doomed] = last.running
+        os.kill(last.process.pid, signal.SIGKILL)
+        messages = until_done(pool, 1)
+        assert messages == [JobCrashed(doomed, "the worker process died")]
+        assert pool.workers[0].process.is_alive()
+    finally:
+        pool.close(kill=True)

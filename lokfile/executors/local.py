@@ -89,7 +89,11 @@ class WorkerPool:
         pipes = [ctx.Pipe(duplex=True) for _ in range(self.procs)]
         lane = [self.lane.conn] if self.lane is not None and self.lane.conn is not None else []
         for i, (mine, theirs) in enumerate(pipes):
-            others = [p[0] for j, p in enumerate(pipes) if j != i] + lane
+            # the child keeps its own end and nothing else it inherited: a copy of any other
+            # end hides a death from the side that waits on it (no end-of-file while a copy
+            # is open): its own coordinator end, ours when we die; a later worker's end,
+            # that worker's death from us
+            others = [p[0] for p in pipes] + [p[1] for j, p in enumerate(pipes) if j != i] + lane
             proc = ctx.Process(
                 target=_worker_main,
                 args=(theirs, per, others, self.warm, os.getpid()),
