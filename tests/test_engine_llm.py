@@ -284,6 +284,17 @@ def test_auto_uses_the_default_backend(project: Path) -> None:
     assert run_json(project, "auto")["steps"][0]["output"] == "beta says: hi"
 
 
+def _limited(project: Path, url: str, ask: str, api: str = "") -> None:
+    """Backend `api` (OpenAI-style, at `url`, with the extra `api` lines) and workflow
+    `limited`: one step `ask` with the lines `ask`."""
+    write(project, "lok.toml", f'{CONFIG}\n[backends.api]\ntype = "openai"\nurl = "{url}/v1"\n{api}\n')
+    write(
+        project,
+        ".lok/workflows/limited.toml",
+        f'name = "limited"\n[[steps]]\nname = "ask"\nbackend = "api"\n{ask}\n',
+    )
+
+
 def test_a_step_waits_out_a_429_at_the_transport_and_shows_it_without_using_its_retries(
     project: Path,
 ) -> None:
@@ -291,18 +302,7 @@ def test_a_step_waits_out_a_429_at_the_transport_and_shows_it_without_using_its_
     from tests.servers.llm import LLMServer
 
     with LLMServer() as server:
-        write(project, "lok.toml", CONFIG + f'\n[backends.api]\ntype = "openai"\nurl = "{server.url}/v1"\n')
-        write(
-            project,
-            ".lok/workflows/limited.toml",
-            """
-            name = "limited"
-            [[steps]]
-            name = "ask"
-            backend = "api"
-            prompt = "<<fail:429x1>> hello"
-            """,
-        )
+        _limited(project, server.url, 'prompt = "<<fail:429x1>> hello"')
         proc = lok(project, "run", "limited")
         assert proc.returncode == 0, proc.stderr
         assert "echo: hello" in proc.stdout
@@ -322,20 +322,8 @@ def test_a_call_waiting_out_a_429_lends_its_backend_slot_and_the_limit_still_hol
     from tests.servers.llm import LLMServer, prompt_of
 
     with LLMServer(retry_after="1", latency=0.05) as server:
-        api = f'\n[backends.api]\ntype = "openai"\nurl = "{server.url}/v1"\nconcurrency = 1\n'
-        write(project, "lok.toml", CONFIG + api)
-        write(
-            project,
-            ".lok/workflows/limited.toml",
-            """
-            name = "limited"
-            [[steps]]
-            name = "ask"
-            backend = "api"
-            for_each = '["<<fail:429x1>>first", "second", "third"]'
-            prompt = "{{ item }}"
-            """,
-        )
+        items = 'for_each = \'["<<fail:429x1>>first", "second", "third"]\'\nprompt = "{{ item }}"'
+        _limited(project, server.url, items, "concurrency = 1")
         doc = run_json(project, "-j", "4", "limited")
         asked = [prompt_of("openai", r.body) for r in server.model_calls()]
         most = server.max_inflight
