@@ -202,8 +202,7 @@ class Dispatch:
         while self.queue and len(self.inflight) < self.slots:
             queued = self.queue.popleft()
             job, unit, backend, lane = queued
-            limit = self._backend_limit(backend)
-            if (limit and self.per_backend.get(backend, 0) >= limit) or lane in self.lanes:
+            if self._at_limit(backend) or lane in self.lanes:
                 held.append(queued)
                 continue
             verdict = self.gate(job, unit) if self.gate is not None else GO
@@ -216,10 +215,9 @@ class Dispatch:
                 self.queue.clear()
                 held.clear()
                 break
-            self.per_backend[backend] = self.per_backend.get(backend, 0) + 1
+            self._take_slot(queued)
             if lane:
                 self.lanes.add(lane)
-            self.inflight[job.id] = queued
             self.say(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
             self.executor.submit(job)
         self.queue.extendleft(reversed(held))
@@ -230,15 +228,23 @@ class Dispatch:
         for job_id in list(self.wanting):
             if len(self.inflight) >= self.slots:
                 return
-            queued = self.paused[job_id]
-            limit = self._backend_limit(queued.backend)
-            if limit and self.per_backend.get(queued.backend, 0) >= limit:
+            if self._at_limit(self.paused[job_id].backend):
                 continue
             self.wanting.remove(job_id)
-            del self.paused[job_id]
-            self.per_backend[queued.backend] = self.per_backend.get(queued.backend, 0) + 1
-            self.inflight[job_id] = queued
+            self._take_slot(self.paused.pop(job_id))
             self.executor.resume(job_id)
+
+    def _at_limit(self, backend: str) -> bool:
+        """Is `backend` asked as many times at once as its `concurrency` allows?"""
+        limit = self._backend_limit(backend)
+        if not limit:
+            return False
+        return self.per_backend.get(backend, 0) >= limit
+
+    def _take_slot(self, queued: _Queued) -> None:
+        """`queued` runs (or sends again): a -j slot and one of its backend's."""
+        self.per_backend[queued.backend] = self.per_backend.get(queued.backend, 0) + 1
+        self.inflight[queued.job.id] = queued
 
     def _yielded(self, msg: Yielded) -> None:
         """A job gave its slot back for a wait, or asks for one again after it."""

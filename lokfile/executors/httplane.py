@@ -146,17 +146,18 @@ class HTTPLane:
 
     def resume(self, handle: Handle) -> None:
         """Let a job that waits for its slot (it sent `Yielded`, ready) send again."""
-        if self._conn is not None and handle in self.running:
-            try:
-                self._conn.send(("resume", handle))
-            except OSError:
-                pass
+        self._about(handle, "resume")
 
     def cancel(self, handle: Handle) -> None:
         """End the job's task (its request is dropped; it reports as interrupted)."""
+        self._about(handle, "cancel")
+
+    def _about(self, handle: Handle, verb: str) -> None:
+        """Tell the lane `verb` about a job of ours it still runs (a lane that is gone
+        reports its jobs itself, through `results`)."""
         if self._conn is not None and handle in self.running:
             try:
-                self._conn.send(("cancel", handle))
+                self._conn.send((verb, handle))
             except OSError:
                 pass
 
