@@ -10,6 +10,14 @@
                           back (`paused`); ready again, it is handed the next
                           free one before any queued job (`resume`)
 
+Shell steps of two `lok` processes of one project never run at the same time:
+they read and write the same files, and one run hashing an output the other's
+command has just truncated records bytes that were never the step's output
+(the next run then reruns what was fresh). A run takes the project's tree lock
+(`.lok/tree.lock`, flock, never waited for: its jobs are held while another
+process has it) before its first shell job of a wave, and lets it go when its
+last one has ended; LLM calls go on meanwhile.
+
 The queue keeps its order: a job held for its backend keeps its place, and
 the jobs behind it that can run, run. A unit whose key is already queued or
 running makes no job: it takes that job's answer (`followers`). The gate may
@@ -21,6 +29,7 @@ this module never knows which kind it is.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -36,6 +45,7 @@ from lokfile.worker.jobs import EditSettings, Job, JobResult, QueryJob, ShellJob
 
 Say = Callable[[StepNote | UnitStarted], None]
 GO, WAIT, REFUSE = "go", "wait", "refuse"
+TREE_POLL_S = 0.02  # while another process holds the tree lock: how often to try again
 
 
 class _Queued(NamedTuple):
@@ -141,6 +151,9 @@ class Dispatch:
         # ones whose wait is over, in the order they asked for a slot again
         self.paused: dict[int, _Queued] = {}
         self.wanting: deque[int] = deque()
+        self.shells = 0  # shell jobs in flight: while there are any, we hold the tree lock
+        self.tree_busy = False  # a shell job was held back: another process has the lock
+        self._tree_fd = -1
         # `parallel = false`: a step's backends are asked one after another, in list order
         self.one_backend_at_a_time = not config.defaults.parallel
         self.next_id = 1
@@ -194,6 +207,7 @@ class Dispatch:
         (a paused job that wants its slot back first)."""
         if self.wanting:
             self._resume()
+        self.tree_busy = False
         if not self.queue:
             return
         if self.executor is None:
@@ -203,6 +217,11 @@ class Dispatch:
             queued = self.queue.popleft()
             job, unit, backend, lane = queued
             if self._at_limit(backend) or lane in self.lanes:
+                held.append(queued)
+                continue
+            shell = isinstance(job.work, ShellJob)
+            if shell and not self._tree_locked():
+                self.tree_busy = True
                 held.append(queued)
                 continue
             verdict = self.gate(job, unit) if self.gate is not None else GO
@@ -216,6 +235,7 @@ class Dispatch:
                 held.clear()
                 break
             self._take_slot(queued)
+            self.shells += shell
             if lane:
                 self.lanes.add(lane)
             self.say(UnitStarted(unit.step, unit.name, unit.reason, backend or None))
@@ -233,6 +253,31 @@ class Dispatch:
             self.wanting.remove(job_id)
             self._take_slot(self.paused.pop(job_id))
             self.executor.resume(job_id)
+
+    def _tree_locked(self) -> bool:
+        """Do we hold the project's tree lock (taking it now if it is free)?"""
+        if self.shells:
+            return True
+        import fcntl
+
+        try:
+            if self._tree_fd < 0:
+                path = self.runs_dir.parent / "tree.lock"
+                self._tree_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(self._tree_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError:  # no lock to be had here (a read-only .lok): run as before
+            return True
+        return True
+
+    def _one_shell_less(self) -> None:
+        """A shell job ended: with our last one, the tree lock goes to whoever waits."""
+        self.shells -= 1
+        if not self.shells and self._tree_fd >= 0:
+            import fcntl
+
+            fcntl.flock(self._tree_fd, fcntl.LOCK_UN)
 
     def _at_limit(self, backend: str) -> bool:
         """Is `backend` asked as many times at once as its `concurrency` allows?"""
@@ -268,6 +313,8 @@ class Dispatch:
         if self.executor is None or not self.inflight:
             if self.waiting:
                 time.sleep(timeout)  # only waiting for other processes' answers
+            elif self.tree_busy:
+                time.sleep(min(timeout, TREE_POLL_S))  # for another process's shell steps
             if self.executor is None:
                 return
         for msg in self.executor.results(timeout):
@@ -290,6 +337,8 @@ class Dispatch:
                 if job_id in self.wanting:
                     self.wanting.remove(job_id)
             self.lanes.discard(done.lane)
+            if isinstance(done.job.work, ShellJob):
+                self._one_shell_less()
             result = msg if isinstance(msg, JobResult) else _crashed(msg)
             yield done.unit, result
             for twin in self.take_followers(done.unit):  # their answer, but not their call
@@ -322,6 +371,9 @@ class Dispatch:
             for unit in (queued.unit, *self.take_followers(queued.unit)):
                 unit.status = Status.INTERRUPTED
                 unit.reason = reason
+        if self.shells:
+            self.shells = 1
+            self._one_shell_less()
         self.inflight.clear()
         self.paused.clear()
         self.wanting.clear()
