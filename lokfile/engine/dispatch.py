@@ -14,7 +14,7 @@ Shell steps of two `lok` processes of one project never run at the same time:
 they read and write the same files, and one run hashing an output the other's
 command has just truncated records bytes that were never the step's output
 (the next run then reruns what was fresh). A run takes the project's tree lock
-(`.lok/tree.lock`, flock, never waited for: its jobs are held while another
+(`.lok/state/tree.lock`, flock, never waited for: its jobs are held while another
 process has it) before its first shell job of a wave, and lets it go when its
 last one has ended; LLM calls go on meanwhile.
 
@@ -262,8 +262,11 @@ class Dispatch:
 
         try:
             if self._tree_fd < 0:
-                path = self.runs_dir.parent / "tree.lock"
-                self._tree_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                state = self.runs_dir.parent / "state"  # lok's own, out of git
+                state.mkdir(exist_ok=True)
+                self._tree_fd = os.open(
+                    state / "tree.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
             fcntl.flock(self._tree_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
